@@ -1,0 +1,159 @@
+"""Generator of the synthetic breast-ultrasound data set the pipeline runs on by default.
+
+Writes the public BUSI folder layout (`benign/benign (1).png` beside `benign/benign (1)_mask.png`)
+so the real pipeline can run anywhere without patient data or a download. Each image is a
+speckled echo texture with tissue layers; the classes differ the way the clinical signs do:
+
+- normal: no lesion (its mask is empty, as in BUSI);
+- benign: a smooth, oval, wider-than-tall hypoechoic mass, often with posterior enhancement;
+- malignant: an irregular, spiculated, darker mass with posterior acoustic shadowing.
+
+Everything is drawn from a random generator seeded per image, so a given seed, size and count
+always produce the same files.
+"""
+
+import argparse
+import os
+import sys
+from typing import Tuple
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+CLASS_NAMES = ('benign', 'malignant', 'normal')
+DEFAULT_IMAGES_PER_CLASS = 80
+DEFAULT_IMAGE_SIZE = 256
+DEFAULT_SEED = 7
+
+
+def _blurred_noise(rng: np.random.Generator, size: int, radius: float) -> np.ndarray:
+  """Smooth random field in [0, 1]: low-frequency tissue echogenicity."""
+  noise = rng.random((size, size)).astype(np.float32)
+  blurred = Image.fromarray((noise * 255).astype(np.uint8)).filter(
+      ImageFilter.GaussianBlur(radius))
+  field = np.asarray(blurred, dtype=np.float32)
+  field -= field.min()
+  return field / max(field.max(), 1e-6)
+
+
+def _tissue_background(rng: np.random.Generator, size: int) -> np.ndarray:
+  """Echo amplitude before speckle: skin line, fat, glandular layer, chest wall."""
+  rows = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None]
+  skin_depth = rng.uniform(0.03, 0.07)
+  skin = 0.9 * np.exp(-((rows - skin_depth) / 0.015) ** 2)
+  glandular_top = rng.uniform(0.2, 0.35)
+  glandular = 0.55 / (1.0 + np.exp(-(rows - glandular_top) / 0.03))
+  chest_wall = 0.35 / (1.0 + np.exp(-(rows - rng.uniform(0.8, 0.92)) / 0.02))
+  layers = 0.25 + skin + glandular - 0.3 * chest_wall
+  texture = 0.55 + 0.9 * _blurred_noise(rng, size, radius=size / 40)
+  depth_attenuation = 1.0 - 0.35 * rows
+  return np.clip(layers * texture * depth_attenuation, 0.02, None)
+
+
+def _lesion_polar_radius(rng: np.random.Generator, angles: np.ndarray,
+                         malignant: bool) -> np.ndarray:
+  """Lesion outline as a radius per angle, relative to its nominal size."""
+  if not malignant:
+    # A gently lobulated ellipse: few, weak low-order harmonics.
+    radius = np.ones_like(angles)
+    for harmonic in (2, 3):
+      radius += rng.uniform(0.0, 0.04) * np.cos(harmonic * angles + rng.uniform(0, 2 * np.pi))
+    return radius
+  # Irregular margin: strong harmonics plus narrow spicules radiating out.
+  radius = np.ones_like(angles)
+  for harmonic in range(2, 7):
+    radius += rng.uniform(0.04, 0.12) * np.cos(harmonic * angles + rng.uniform(0, 2 * np.pi))
+  for _ in range(rng.integers(6, 12)):
+    centre = rng.uniform(0, 2 * np.pi)
+    width = rng.uniform(0.04, 0.09)
+    distance = np.angle(np.exp(1j * (angles - centre)))
+    radius += rng.uniform(0.35, 0.8) * np.exp(-(distance / width) ** 2)
+  return radius
+
+
+def _lesion_mask(rng: np.random.Generator, size: int,
+                 malignant: bool) -> Tuple[np.ndarray, Tuple[float, float, float]]:
+  """Boolean lesion mask and (centre row, centre column, half width) of the lesion."""
+  centre_row = rng.uniform(0.38, 0.62) * size
+  centre_col = rng.uniform(0.3, 0.7) * size
+  nominal = rng.uniform(0.09, 0.16) * size
+  if malignant:
+    # Malignant masses tend to be taller than wide; benign ones wider than tall.
+    half_height, half_width = nominal * rng.uniform(0.9, 1.2), nominal * rng.uniform(0.75, 1.0)
+  else:
+    half_height, half_width = nominal * rng.uniform(0.55, 0.75), nominal * rng.uniform(1.0, 1.4)
+  tilt = rng.uniform(-0.3, 0.3)
+  rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
+  dy, dx = rows - centre_row, cols - centre_col
+  along = dx * np.cos(tilt) + dy * np.sin(tilt)
+  across = -dx * np.sin(tilt) + dy * np.cos(tilt)
+  angles = np.arctan2(across / half_height, along / half_width)
+  distance = np.hypot(along / half_width, across / half_height)
+  mask = distance <= _lesion_polar_radius(rng, angles, malignant)
+  return mask, (centre_row, centre_col, half_width)
+
+
+def _soften(mask: np.ndarray, radius: float) -> np.ndarray:
+  image = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(radius))
+  return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def synthesize_image(class_name: str, rng: np.random.Generator,
+                     size: int = DEFAULT_IMAGE_SIZE) -> Tuple[np.ndarray, np.ndarray]:
+  """Returns one (image, mask) pair as uint8 arrays of shape (size, size)."""
+  echo = _tissue_background(rng, size)
+  mask = np.zeros((size, size), dtype=bool)
+  if class_name != 'normal':
+    malignant = class_name == 'malignant'
+    mask, (centre_row, centre_col, half_width) = _lesion_mask(rng, size, malignant)
+    inside = _soften(mask, radius=0.8 if malignant else 2.0)
+    darkness = rng.uniform(0.08, 0.2) if malignant else rng.uniform(0.15, 0.3)
+    echo = echo * (1.0 - inside) + echo * darkness * inside
+    # Behind the lesion: acoustic shadow (malignant) or enhancement (benign).
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
+    column_profile = np.exp(-((cols - centre_col) / (0.9 * half_width)) ** 2)
+    below = 1.0 / (1.0 + np.exp(-(rows - centre_row - 0.5 * half_width) / 3.0))
+    if malignant:
+      echo *= 1.0 - rng.uniform(0.5, 0.75) * column_profile * below * (1.0 - inside)
+    else:
+      echo *= 1.0 + rng.uniform(0.1, 0.35) * column_profile * below * (1.0 - inside)
+  # Multiplicative Rayleigh speckle, lightly blurred as a transducer's point spread would.
+  speckle = rng.rayleigh(scale=0.8, size=(size, size)).astype(np.float32)
+  image = echo * speckle
+  image = np.asarray(
+      Image.fromarray(np.clip(image * 110, 0, 255).astype(np.uint8)).filter(
+          ImageFilter.GaussianBlur(0.7)))
+  return image, mask.astype(np.uint8) * 255
+
+
+def generate_dataset(output_dir: str, images_per_class: int = DEFAULT_IMAGES_PER_CLASS,
+                     image_size: int = DEFAULT_IMAGE_SIZE, seed: int = DEFAULT_SEED) -> int:
+  """Writes the data set under `output_dir` in the BUSI layout; returns the number of images."""
+  for class_index, class_name in enumerate(CLASS_NAMES):
+    class_dir = os.path.join(output_dir, class_name)
+    os.makedirs(class_dir, exist_ok=True)
+    for number in range(1, images_per_class + 1):
+      rng = np.random.default_rng([seed, class_index, number])
+      image, mask = synthesize_image(class_name, rng, image_size)
+      stem = os.path.join(class_dir, f'{class_name} ({number})')
+      Image.fromarray(image).save(stem + '.png')
+      Image.fromarray(mask).save(stem + '_mask.png')
+  return images_per_class * len(CLASS_NAMES)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('output_dir')
+  parser.add_argument('--images-per-class', type=int, default=DEFAULT_IMAGES_PER_CLASS)
+  parser.add_argument('--image-size', type=int, default=DEFAULT_IMAGE_SIZE)
+  parser.add_argument('--seed', type=int, default=DEFAULT_SEED)
+  args = parser.parse_args(argv)
+  if args.images_per_class < 1 or args.image_size < 32:
+    parser.error('--images-per-class must be at least 1 and --image-size at least 32')
+  count = generate_dataset(args.output_dir, args.images_per_class, args.image_size, args.seed)
+  print(f'wrote {count} images with masks under {args.output_dir}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,30 @@
+"""The contract every step shares: feature keys, the label vocabulary and the image size.
+
+ExampleGen writes these keys, Transform reads and rewrites them, the Trainer and the Evaluator
+consume them and the exported model answers with the label names below. Spelled here once.
+"""
+
+# Raw features, as the image ExampleGen writes them (one tf.Example per image).
+IMAGE_KEY = 'image'  # the encoded file bytes (PNG, JPEG or BMP), never decoded pixels
+LABEL_KEY = 'label'  # integer index into LABEL_NAMES
+LABEL_NAME_KEY = 'label_name'
+FILENAME_KEY = 'filename'  # path relative to the data root, e.g. 'benign/benign (1).png'
+HEIGHT_KEY = 'height'
+WIDTH_KEY = 'width'
+MASK_KEY = 'mask'  # PNG of the lesion masks merged; empty bytes when the image has none
+MASK_COUNT_KEY = 'mask_count'  # how many mask files were merged into MASK_KEY
+
+# The class vocabulary: the data root's folder names, in this order. The order fixes the
+# integer labels, so it must never change under a trained model.
+LABEL_NAMES = ('benign', 'malignant', 'normal')
+MALIGNANT_LABEL = LABEL_NAMES.index('malignant')
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
+MASK_SUFFIX = '_mask'  # 'x.png' has masks 'x_mask.png', 'x_mask_1.png', ...
+
+# Transformed features, as Transform writes them for the Trainer.
+TRANSFORMED_IMAGE_KEY = 'image_pixels'  # float32 [height, width, 3] scaled to [0, 1]
+TRANSFORMED_LABEL_KEY = 'label'
+
+DEFAULT_IMAGE_SIZE = 180  # the seed notebook's input size
+IMAGE_CHANNELS = 3
