@@ -1,0 +1,1 @@
+"""Custom TFX components of the breast-ultrasound pipeline."""

@@ -1,0 +1,1 @@
+"""SchemaGen that adds what inference cannot know about ultrasound images."""

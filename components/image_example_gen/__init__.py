@@ -1,0 +1,1 @@
+"""ExampleGen over folders of ultrasound images, one folder per class."""

@@ -1,0 +1,228 @@
+"""Runs the breast-ultrasound TFX pipeline on this machine with LocalDagRunner.
+
+    python local_runner.py [--data-root DIR] [--output-dir DIR] [--epochs N] [--image-size N]
+                           [--min-accuracy F] [--model-name NAME] [--model NETWORK]
+
+Without --data-root it runs on the synthetic data set under data/, generating it the first time.
+ML Metadata goes to <output-dir>/metadata.sqlite, artifacts under <output-dir>/pipeline/, and a
+blessed model to <output-dir>/serving/<model-name>/<version>/. Caching is on: an unchanged rerun
+reuses every component. Progress is printed while it runs and a summary at the end.
+"""
+
+import argparse
+import logging
+import os
+import re
+import sys
+import time
+import warnings
+from typing import List, Optional
+
+# Keras 2 (tf_keras) throughout, as TFT and TFMA 1.16 expect; quiet TensorFlow's C++ banner.
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# google-api-core warns on every import that Python 3.10 support is ending; TFX 1.16 needs 3.10.
+warnings.filterwarnings('ignore', category=FutureWarning, module='google')
+
+from models import features, networks  # pylint: disable=g-import-not-at-top
+from pipeline import configs  # pylint: disable=g-import-not-at-top
+
+EXIT_USAGE = 2
+EXIT_PIPELINE_FAILED = 1
+_MODEL_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+  """argparse, but a bad flag is one line on stderr and exit code 2."""
+
+  def error(self, message):
+    self.exit(EXIT_USAGE, f'{self.prog}: error: {message}\n')
+
+
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+  return value
+
+
+def _image_size(text: str) -> int:
+  value = _positive_int(text)
+  if not 16 <= value <= 1024:
+    raise argparse.ArgumentTypeError(f'must be between 16 and 1024 pixels, got {value}')
+  return value
+
+
+def _fraction(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
+  if not value >= 0:  # Also rejects NaN.
+    raise argparse.ArgumentTypeError(f'must be 0 or more, got {text}')
+  return value
+
+
+def _model_name(text: str) -> str:
+  if not _MODEL_NAME.match(text):
+    raise argparse.ArgumentTypeError(
+        f'{text!r} is not a folder-safe name (letters, digits, _ . -)')
+  return text
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+  defaults = configs.PipelineConfig()
+  parser = OneLineArgumentParser(
+      prog='local_runner.py',
+      description='Run the breast-ultrasound TFX pipeline locally.')
+  parser.add_argument('--data-root', help='folder with benign/, malignant/, normal/ image '
+                      'folders (default: the synthetic set under data/, generated if missing)')
+  parser.add_argument('--output-dir', default=defaults.output_dir,
+                      help='where ML Metadata, artifacts and the serving directory go '
+                      '(default: %(default)s)')
+  parser.add_argument('--epochs', type=_positive_int, default=defaults.epochs)
+  parser.add_argument('--image-size', type=_image_size, default=defaults.image_size,
+                      help='side of the square model input in pixels (default: %(default)s)')
+  parser.add_argument('--min-accuracy', type=_fraction, default=defaults.min_accuracy,
+                      help='blessing gate on overall eval accuracy (default: %(default)s)')
+  parser.add_argument('--model-name', type=_model_name, default=defaults.model_name,
+                      help='TF Serving model name, the serving folder (default: %(default)s)')
+  parser.add_argument('--model', choices=sorted(networks.NETWORKS), default=defaults.network,
+                      help='network to train (default: %(default)s)')
+  return parser.parse_args(argv)
+
+
+def check_data_root(data_root: str) -> Optional[str]:
+  """A one-line problem with the data root, or None when it looks usable."""
+  if not os.path.isdir(data_root):
+    return f'data root {data_root} does not exist or is not a folder'
+  folders = sorted(entry for entry in os.listdir(data_root)
+                   if os.path.isdir(os.path.join(data_root, entry))
+                   and not entry.startswith('.'))
+  unknown = [folder for folder in folders if folder not in features.LABEL_NAMES]
+  if unknown:
+    return (f'data root {data_root} has folders that are not classes: {", ".join(unknown)} '
+            f'(expected only {", ".join(features.LABEL_NAMES)})')
+  images = 0
+  for folder in folders:
+    images += sum(1 for name in os.listdir(os.path.join(data_root, folder))
+                  if name.lower().endswith(features.IMAGE_EXTENSIONS))
+  if images == 0:
+    return (f'data root {data_root} has no images in class folders '
+            f'({", ".join(features.LABEL_NAMES)})')
+  return None
+
+
+def ensure_default_data(data_root: str) -> None:
+  """Generates the synthetic default data set the first time it is needed."""
+  if os.path.isdir(data_root) and os.listdir(data_root):
+    return
+  from data import synthetic  # pylint: disable=g-import-not-at-top
+  print(f'Generating the synthetic default data set under {data_root} ...', flush=True)
+  count = synthetic.generate_dataset(data_root)
+  print(f'  {count} images with lesion masks written.', flush=True)
+
+
+# TFX warnings that say nothing about this run.
+_KNOWN_NOISE = ('ArtifactQuery.property_predicate is not supported',)
+
+
+class ProgressPrinter(logging.Handler):
+  """Turns LocalDagRunner's log lines into one visible line per component start and end."""
+
+  _RUNNING = re.compile(r'^Component (\S+) is running\.$')
+  _FINISHED = re.compile(r'^Component (\S+) is finished\.$')
+  _CACHED = re.compile(r'^A cached execution \d+ is used\.$')
+
+  def __init__(self):
+    super().__init__(level=logging.INFO)
+    self._started = {}
+    self._cached = set()
+    self._current = None
+
+  def emit(self, record: logging.LogRecord) -> None:
+    message = record.getMessage()
+    running = self._RUNNING.match(message)
+    finished = self._FINISHED.match(message)
+    if running:
+      self._current = running.group(1)
+      self._started[self._current] = time.time()
+      print(f'[{time.strftime("%H:%M:%S")}] {self._current} ...', flush=True)
+    elif self._CACHED.match(message) and self._current:
+      self._cached.add(self._current)
+    elif finished:
+      node = finished.group(1)
+      seconds = time.time() - self._started.get(node, time.time())
+      how = 'cached' if node in self._cached else 'done'
+      print(f'[{time.strftime("%H:%M:%S")}] {node} {how} in {seconds:.1f} s', flush=True)
+
+
+def show_progress_and_warnings() -> None:
+  """Component progress lines and warnings; TFX's INFO chatter stays out of the terminal."""
+  absl_logger = logging.getLogger('absl')
+  absl_logger.setLevel(logging.INFO)
+  absl_logger.propagate = False
+  absl_logger.addHandler(ProgressPrinter())
+  warnings_handler = logging.StreamHandler(sys.stderr)
+  warnings_handler.setLevel(logging.WARNING)
+  warnings_handler.setFormatter(logging.Formatter('%(levelname)s: %(message)s'))
+  warnings_handler.addFilter(
+      lambda record: not any(noise in record.getMessage() for noise in _KNOWN_NOISE))
+  absl_logger.addHandler(warnings_handler)
+  logging.getLogger('tensorflow').setLevel(logging.ERROR)
+
+
+def root_cause(error: BaseException) -> BaseException:
+  while error.__cause__ is not None or error.__context__ is not None:
+    error = error.__cause__ or error.__context__
+  return error
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  args = parse_args(argv)
+  if args.data_root is None:
+    data_root = configs.DEFAULT_DATA_ROOT
+    ensure_default_data(data_root)
+  else:
+    data_root = os.path.abspath(args.data_root)
+  problem = check_data_root(data_root)
+  if problem:
+    print(f'local_runner.py: error: {problem}', file=sys.stderr)
+    return EXIT_USAGE
+
+  config = configs.PipelineConfig(
+      data_root=data_root,
+      output_dir=os.path.abspath(args.output_dir),
+      epochs=args.epochs,
+      image_size=args.image_size,
+      min_accuracy=args.min_accuracy,
+      model_name=args.model_name,
+      network=args.model)
+
+  # Imported late: TFX takes seconds to import, and bad flags should fail fast.
+  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+  from pipeline import summary  # pylint: disable=g-import-not-at-top
+  from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
+
+  show_progress_and_warnings()
+  os.makedirs(config.output_dir, exist_ok=True)
+  print(f'Running pipeline {config.pipeline_name} on {data_root}\n'
+        f'  output: {config.output_dir} (ML Metadata: {config.metadata_path})', flush=True)
+  try:
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+  except Exception as error:  # pylint: disable=broad-except
+    cause = root_cause(error)
+    print(f'local_runner.py: pipeline failed: {cause.__class__.__name__}: {cause}',
+          file=sys.stderr)
+    return EXIT_PIPELINE_FAILED
+  print()
+  print(summary.format_summary(summary.summarize_run(config.metadata_path),
+                               min_accuracy=config.min_accuracy))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,1 @@
+"""Model code: features contract, preprocessing, networks and the Trainer's run_fn."""

@@ -1,0 +1,1 @@
+"""Pipeline definition, its configuration, and what looks at a run afterwards."""

@@ -1,0 +1,57 @@
+"""Every knob of the pipeline with its default, in one place.
+
+`local_runner.py` fills a `PipelineConfig` from its flags; `pipeline.create_pipeline` reads only
+this object. Paths derived from `output_dir` (pipeline root, ML Metadata, serving directory) are
+properties, so they cannot disagree with it.
+"""
+
+import dataclasses
+import os
+from typing import List
+
+from models import features
+
+PIPELINE_NAME = 'breast_ultrasound'
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA_ROOT = os.path.join(PROJECT_ROOT, 'data', 'busi_synthetic')
+DEFAULT_OUTPUT_DIR = os.path.join(PROJECT_ROOT, 'outputs')
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+  """What one pipeline run needs to know."""
+  data_root: str = DEFAULT_DATA_ROOT
+  output_dir: str = DEFAULT_OUTPUT_DIR
+  pipeline_name: str = PIPELINE_NAME
+  model_name: str = 'breast_ultrasound'
+  # ExampleGen
+  eval_percent: int = 20
+  max_unreadable_fraction: float = 0.05
+  # Transform and Trainer
+  image_size: int = features.DEFAULT_IMAGE_SIZE
+  network: str = 'seed'
+  epochs: int = 15
+  batch_size: int = 32
+  learning_rate: float = 1e-3
+  seed: int = 42
+  # Evaluator: the blessing gate
+  min_accuracy: float = 0.6
+  # Beam: DirectRunner in-process by default; pass e.g. --runner=DataflowRunner to scale out.
+  beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: [
+      '--direct_running_mode=in_memory',
+      '--direct_num_workers=1',
+  ])
+  enable_cache: bool = True
+
+  @property
+  def pipeline_root(self) -> str:
+    return os.path.join(self.output_dir, 'pipeline')
+
+  @property
+  def metadata_path(self) -> str:
+    return os.path.join(self.output_dir, 'metadata.sqlite')
+
+  @property
+  def serving_model_dir(self) -> str:
+    """TF Serving's --model_base_path: versions are numbered folders inside it."""
+    return os.path.join(self.output_dir, 'serving', self.model_name)

@@ -1,0 +1,96 @@
+"""`create_pipeline(config)`: the components of the breast-ultrasound pipeline and their wiring.
+
+ImageExampleGen → StatisticsGen → SchemaGen (curated) → ExampleValidator → DataValidationGate
+→ Transform → Trainer → Evaluator (baseline: the latest other blessed model) → Pusher.
+Model code is referenced by dotted path, so the pipeline compiles for Kubeflow or Vertex offline.
+"""
+
+import tensorflow_data_validation as tfdv
+from tfx import v1 as tfx
+
+from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
+from components.curated_schema_gen.component import CuratedSchemaGen
+from components.data_validation_gate.component import DataValidationGate
+from components.image_example_gen.component import ImageExampleGen
+from models import model, preprocessing
+from pipeline.configs import PipelineConfig
+from pipeline.eval_config import build_eval_config
+
+
+def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+  """Builds the pipeline described in the module docstring from `config`."""
+  example_gen = ImageExampleGen(
+      input_base=config.data_root,
+      eval_percent=config.eval_percent,
+      max_unreadable_fraction=config.max_unreadable_fraction)
+
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs['examples'],
+      # Image statistics (format, height, width) for the encoded-bytes feature.
+      stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True))
+
+  # Inferred from the training split only, so the eval split is validated against it.
+  schema_gen = CuratedSchemaGen(
+      statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True,
+      exclude_splits=['eval'])
+
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_gen.outputs['schema'])
+
+  data_validation_gate = DataValidationGate(
+      anomalies=example_validator.outputs['anomalies'])
+
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs['examples'],
+      schema=schema_gen.outputs['schema'],
+      preprocessing_fn='models.preprocessing.preprocessing_fn',
+      custom_config={preprocessing.IMAGE_SIZE_CONFIG_KEY: config.image_size})
+  transform.add_upstream_node(data_validation_gate)
+
+  trainer = tfx.components.Trainer(
+      run_fn='models.model.run_fn',
+      examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      schema=schema_gen.outputs['schema'],
+      train_args=tfx.proto.TrainArgs(splits=['train']),
+      eval_args=tfx.proto.EvalArgs(splits=['eval']),
+      custom_config={
+          model.EPOCHS_KEY: config.epochs,
+          model.BATCH_SIZE_KEY: config.batch_size,
+          model.NETWORK_KEY: config.network,
+          model.LEARNING_RATE_KEY: config.learning_rate,
+          model.SEED_KEY: config.seed,
+      })
+
+  baseline_resolver = tfx.dsl.Resolver(
+      strategy_class=LatestBlessedOtherModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+      candidate=trainer.outputs['model'],
+  ).with_id('latest_blessed_model_resolver')
+
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs['examples'],
+      model=trainer.outputs['model'],
+      baseline_model=baseline_resolver.outputs['model'],
+      eval_config=build_eval_config(config.min_accuracy))
+
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=config.serving_model_dir)))
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=config.pipeline_root,
+      components=[
+          example_gen, statistics_gen, schema_gen, example_validator, data_validation_gate,
+          transform, trainer, baseline_resolver, evaluator, pusher,
+      ],
+      enable_cache=config.enable_cache,
+      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+          config.metadata_path),
+      beam_pipeline_args=config.beam_pipeline_args)

@@ -1,0 +1,178 @@
+"""What a finished run did, read back from ML Metadata: the end-of-run summary.
+
+Everything here comes from the metadata store and the artifacts it points to, never from the
+runner's memory, so it describes exactly what was recorded: each component's execution in the
+run (its state, whether it was cached, how long it took), the data ExampleGen kept and skipped,
+the evaluation metrics, the blessing and the pushed model.
+"""
+
+import dataclasses
+from typing import Any, Dict, List, Optional
+
+import ml_metadata as mlmd
+import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
+from ml_metadata.proto import metadata_store_pb2
+
+from models import features
+
+PIPELINE_RUN_CONTEXT = 'pipeline_run'
+NODE_CONTEXT = 'node'
+STATE_NAMES = {
+    metadata_store_pb2.Execution.NEW: 'new',
+    metadata_store_pb2.Execution.RUNNING: 'running',
+    metadata_store_pb2.Execution.COMPLETE: 'complete',
+    metadata_store_pb2.Execution.FAILED: 'failed',
+    metadata_store_pb2.Execution.CACHED: 'cached',
+    metadata_store_pb2.Execution.CANCELED: 'canceled',
+}
+
+
+@dataclasses.dataclass
+class ComponentRun:
+  node_id: str
+  state: str
+  seconds: float
+  execution_id: int
+
+
+@dataclasses.dataclass
+class RunSummary:
+  run_id: str
+  components: List[ComponentRun]
+  class_counts: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)
+  skipped_files: List[Dict[str, str]] = dataclasses.field(default_factory=list)
+  metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
+  blessed: Optional[bool] = None
+  pushed_destination: Optional[str] = None
+
+
+def open_store(metadata_path: str) -> mlmd.MetadataStore:
+  config = metadata_store_pb2.ConnectionConfig()
+  config.sqlite.filename_uri = metadata_path
+  config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+  return mlmd.MetadataStore(config)
+
+
+def node_id_of(store: mlmd.MetadataStore, execution_id: int) -> str:
+  """The pipeline node an execution belongs to ('<pipeline>.<node id>' → node id)."""
+  for context in store.get_contexts_by_execution(execution_id):
+    if context.type == NODE_CONTEXT:
+      return context.name.split('.', 1)[-1]
+  return '?'
+
+
+def run_contexts(store: mlmd.MetadataStore) -> List[metadata_store_pb2.Context]:
+  """Every pipeline run, oldest first."""
+  return sorted(store.get_contexts_by_type(PIPELINE_RUN_CONTEXT),
+                key=lambda context: context.create_time_since_epoch)
+
+
+def component_runs(store: mlmd.MetadataStore, run_context_id: int) -> List[ComponentRun]:
+  executions = sorted(store.get_executions_by_context(run_context_id), key=lambda e: e.id)
+  return [
+      ComponentRun(
+          node_id=node_id_of(store, execution.id),
+          state=STATE_NAMES.get(execution.last_known_state, 'unknown'),
+          seconds=(execution.last_update_time_since_epoch
+                   - execution.create_time_since_epoch) / 1000.0,
+          execution_id=execution.id)
+      for execution in executions
+  ]
+
+
+def outputs_of(store: mlmd.MetadataStore, execution_id: int) -> List[metadata_store_pb2.Artifact]:
+  output_ids = [event.artifact_id for event in store.get_events_by_execution_ids([execution_id])
+                if event.type in (metadata_store_pb2.Event.OUTPUT,
+                                  metadata_store_pb2.Event.DECLARED_OUTPUT)]
+  return store.get_artifacts_by_id(output_ids)
+
+
+def artifact_property(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
+  """A custom property as a Python value (JSON properties decoded)."""
+  if name not in artifact.custom_properties:
+    return None
+  value = artifact.custom_properties[name]
+  kind = value.WhichOneof('value')
+  if kind == 'struct_value':
+    # TFX wraps JSON values that are not objects as {'__value__': value}.
+    decoded = json_format.MessageToDict(value.struct_value)
+    return decoded['__value__'] if set(decoded) == {'__value__'} else decoded
+  return getattr(value, kind)
+
+
+def read_overall_metrics(evaluation_uri: str) -> Dict[str, float]:
+  """Overall-slice metrics of the candidate model, keyed readably (e.g. 'recall/malignant')."""
+  result = tfma.load_eval_result(evaluation_uri)
+  metrics: Dict[str, float] = {}
+  for slice_key, metrics_by_output in result.slicing_metrics:
+    if slice_key:
+      continue
+    for sub_keys in metrics_by_output.values():
+      for sub_key, values in sub_keys.items():
+        suffix = ''
+        if sub_key.startswith('classId:'):
+          suffix = '/' + features.LABEL_NAMES[int(sub_key.split(':', 1)[1])]
+        for name, value in values.items():
+          if 'doubleValue' in value:
+            metrics[name + suffix] = float(value['doubleValue'])  # 'NaN' arrives as text
+  return metrics
+
+
+def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummary:
+  """The summary of the given run (default: the latest) recorded in `metadata_path`."""
+  store = open_store(metadata_path)
+  contexts = run_contexts(store)
+  if run_id is not None:
+    contexts = [context for context in contexts if context.name == run_id]
+  if not contexts:
+    raise ValueError(f'no pipeline run recorded in {metadata_path}')
+  context = contexts[-1]
+  summary = RunSummary(run_id=context.name, components=component_runs(store, context.id))
+  for component in summary.components:
+    for artifact in outputs_of(store, component.execution_id):
+      type_name = store.get_artifact_types_by_id([artifact.type_id])[0].name
+      if type_name == 'Examples' and component.node_id.endswith('ExampleGen'):
+        summary.class_counts = artifact_property(artifact, 'class_counts') or {}
+        summary.skipped_files = artifact_property(artifact, 'skipped_files') or []
+      elif type_name == 'ModelEvaluation':
+        summary.metrics = read_overall_metrics(artifact.uri)
+      elif type_name == 'ModelBlessing':
+        summary.blessed = artifact_property(artifact, 'blessed') == 1
+      elif type_name == 'PushedModel' and artifact_property(artifact, 'pushed') == 1:
+        summary.pushed_destination = artifact_property(artifact, 'pushed_destination')
+  return summary
+
+
+def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None) -> str:
+  lines = [f'Pipeline run {summary.run_id}', '']
+  lines.append(f'  {"component":<32} {"status":<10} {"seconds":>8}')
+  for component in summary.components:
+    lines.append(f'  {component.node_id:<32} {component.state:<10} {component.seconds:>8.1f}')
+  total = sum(component.seconds for component in summary.components)
+  lines.append(f'  {"total":<32} {"":<10} {total:>8.1f}')
+  if summary.class_counts:
+    lines.append('')
+    lines.append('  examples   ' + ' '.join(f'{name:>10}' for name in features.LABEL_NAMES))
+    for split, counts in sorted(summary.class_counts.items(), reverse=True):
+      lines.append(f'  {split:<10} ' + ' '.join(f'{counts.get(name, 0):>10}'
+                                                for name in features.LABEL_NAMES))
+  if summary.skipped_files:
+    lines.append('')
+    lines.append(f'  skipped {len(summary.skipped_files)} input files:')
+    lines.extend(f'    {row["file"]}: {row["reason"]}' for row in summary.skipped_files)
+  if summary.metrics:
+    lines.append('')
+    lines.append('  evaluation (eval split, overall):')
+    for name in sorted(summary.metrics):
+      if name.startswith('example_count'):
+        continue
+      lines.append(f'    {name:<40} {summary.metrics[name]:.4f}')
+  lines.append('')
+  if summary.blessed is None:
+    lines.append('  not evaluated')
+  else:
+    gate = f' (gate: accuracy >= {min_accuracy:g}, no regression)' if min_accuracy is not None else ''
+    lines.append(f'  blessed: {"yes" if summary.blessed else "no"}{gate}')
+  lines.append(f'  pushed to: {summary.pushed_destination or "nothing pushed"}')
+  return '\n'.join(lines)
