@@ -24,7 +24,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # google-api-core warns on every import that Python 3.10 support is ending; TFX 1.16 needs 3.10.
 warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 
-from models import features, networks  # pylint: disable=g-import-not-at-top
+from models import features  # pylint: disable=g-import-not-at-top
 from pipeline import configs  # pylint: disable=g-import-not-at-top
 
 EXIT_USAGE = 2
@@ -90,9 +90,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                       help='blessing gate on overall eval accuracy (default: %(default)s)')
   parser.add_argument('--model-name', type=_model_name, default=defaults.model_name,
                       help='TF Serving model name, the serving folder (default: %(default)s)')
-  parser.add_argument('--model', choices=sorted(networks.NETWORKS), default=defaults.network,
-                      help='network to train (default: %(default)s)')
-  return parser.parse_args(argv)
+  parser.add_argument('--model', default=defaults.network,
+                      help='network to train: seed (default: %(default)s)')
+  args = parser.parse_args(argv)
+  from models import networks  # pylint: disable=g-import-not-at-top  # Imports TensorFlow.
+  if args.model not in networks.NETWORKS:
+    parser.error(f'argument --model: unknown network {args.model!r} '
+                 f'(choose from {", ".join(sorted(networks.NETWORKS))})')
+  return args
 
 
 def check_data_root(data_root: str) -> Optional[str]:
@@ -164,6 +169,9 @@ def show_progress_and_warnings() -> None:
   """Component progress lines and warnings; TFX's INFO chatter stays out of the terminal."""
   absl_logger = logging.getLogger('absl')
   absl_logger.setLevel(logging.INFO)
+  # Some TFX libraries toggle absl's verbosity mid-run (to WARNING and back), which would hide
+  # the runner's INFO progress lines; the handlers below decide what is shown instead.
+  absl_logger.setLevel = lambda level: None
   absl_logger.propagate = False
   absl_logger.addHandler(ProgressPrinter())
   warnings_handler = logging.StreamHandler(sys.stderr)

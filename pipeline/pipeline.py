@@ -13,12 +13,14 @@ from components.curated_schema_gen.component import CuratedSchemaGen
 from components.data_validation_gate.component import DataValidationGate
 from components.image_example_gen.component import ImageExampleGen
 from models import model, preprocessing
+from pipeline.code_version import source_fingerprint
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import build_eval_config
 
 
 def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
   """Builds the pipeline described in the module docstring from `config`."""
+  models_code_version = source_fingerprint('models')
   example_gen = ImageExampleGen(
       input_base=config.data_root,
       eval_percent=config.eval_percent,
@@ -45,7 +47,8 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn='models.preprocessing.preprocessing_fn',
-      custom_config={preprocessing.IMAGE_SIZE_CONFIG_KEY: config.image_size})
+      custom_config={preprocessing.IMAGE_SIZE_CONFIG_KEY: config.image_size,
+                     'models_code_version': models_code_version})
   transform.add_upstream_node(data_validation_gate)
 
   trainer = tfx.components.Trainer(
@@ -61,6 +64,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
           model.NETWORK_KEY: config.network,
           model.LEARNING_RATE_KEY: config.learning_rate,
           model.SEED_KEY: config.seed,
+          'models_code_version': models_code_version,
       })
 
   baseline_resolver = tfx.dsl.Resolver(

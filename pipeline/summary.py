@@ -155,7 +155,7 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None) ->
     lines.append('')
     lines.append('  examples   ' + ' '.join(f'{name:>10}' for name in features.LABEL_NAMES))
     for split, counts in sorted(summary.class_counts.items(), reverse=True):
-      lines.append(f'  {split:<10} ' + ' '.join(f'{counts.get(name, 0):>10}'
+      lines.append(f'  {split:<10} ' + ' '.join(f'{int(counts.get(name, 0)):>10}'
                                                 for name in features.LABEL_NAMES))
   if summary.skipped_files:
     lines.append('')

@@ -10,6 +10,9 @@ SchemaGen's own inference this executor:
   names);
 - drops domains inferred for identifiers and counts (file name, mask count, height, width) and
   gives those numbers their real lower bounds.
+
+Other inferred domains stay, such as the image domain TFDV's semantic statistics find for the
+mask feature when masks are present.
 """
 
 import os
@@ -32,8 +35,9 @@ def curate_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
   curated.string_domain.add(name=features.LABEL_NAME_KEY, value=list(features.LABEL_NAMES))
   lower_bounds = {features.MASK_COUNT_KEY: 0, features.HEIGHT_KEY: 1, features.WIDTH_KEY: 1}
   for feature in curated.feature:
-    feature.ClearField('domain_info')
-    if feature.name == features.IMAGE_KEY:
+    if feature.name == features.FILENAME_KEY:
+      feature.ClearField('domain_info')
+    elif feature.name == features.IMAGE_KEY:
       feature.image_domain.SetInParent()
     elif feature.name == features.LABEL_KEY:
       feature.int_domain.CopyFrom(schema_pb2.IntDomain(

@@ -39,9 +39,14 @@ def describe_anomalies(anomalies_artifact: standard_artifacts.ExampleAnomalies) 
   return lines
 
 
-@component
-def DataValidationGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies]):
+def check_no_anomalies(anomalies: standard_artifacts.ExampleAnomalies) -> None:
   """Raises DataAnomaliesError listing every anomaly ExampleValidator found."""
   found = describe_anomalies(anomalies)
   if found:
     raise DataAnomaliesError('data validation failed: ' + '; '.join(found))
+
+
+@component
+def DataValidationGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies]):
+  """Fails the run when `anomalies` holds any anomaly; see check_no_anomalies."""
+  check_no_anomalies(anomalies)

@@ -1,0 +1,24 @@
+# The two commands: `make run` (the pipeline on the embedded synthetic data) and `make test`.
+# Both create .venv with Python 3.10 and install the pinned requirements the first time.
+PYTHON ?= python3.10
+VENV := .venv
+INSTALLED := $(VENV)/.installed-requirements
+export TF_USE_LEGACY_KERAS := 1
+
+.PHONY: run test clean
+
+$(INSTALLED): requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	# Every package is pinned in requirements.txt (resolved once from requirements.in),
+	# so pip installs exactly that set without resolving again.
+	$(VENV)/bin/python -m pip install --quiet --no-deps --requirement requirements.txt
+	touch $(INSTALLED)
+
+run: $(INSTALLED)
+	$(VENV)/bin/python local_runner.py $(ARGS)
+
+test: $(INSTALLED)
+	$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf outputs data/busi_synthetic

@@ -1,0 +1,54 @@
+"""Mistakes a user can make on the command line: one clear line, exit code 2, no traceback."""
+
+import subprocess
+
+import pytest
+
+
+def run_cli(python, project_root, *flags):
+  return subprocess.run([python, 'local_runner.py', *flags], cwd=project_root,
+                        capture_output=True, text=True, timeout=300, check=False)
+
+
+def assert_one_line_error(completed, expected_text):
+  assert completed.returncode == 2, completed.stderr
+  assert 'Traceback' not in completed.stderr
+  lines = [line for line in completed.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1, completed.stderr
+  assert expected_text in lines[0]
+  assert completed.stdout == ''
+
+
+def test_missing_data_root(python, project_root, tmp_path):
+  completed = run_cli(python, project_root, '--data-root', str(tmp_path / 'nowhere'),
+                      '--output-dir', str(tmp_path / 'out'))
+  assert_one_line_error(completed, 'does not exist')
+
+
+def test_data_root_without_images(python, project_root, tmp_path):
+  (tmp_path / 'images' / 'benign').mkdir(parents=True)
+  (tmp_path / 'images' / 'benign' / 'notes.txt').write_text('no images here')
+  completed = run_cli(python, project_root, '--data-root', str(tmp_path / 'images'),
+                      '--output-dir', str(tmp_path / 'out'))
+  assert_one_line_error(completed, 'has no images')
+
+
+def test_data_root_with_a_folder_that_is_not_a_class(python, project_root, tmp_path):
+  (tmp_path / 'images' / 'benign').mkdir(parents=True)
+  (tmp_path / 'images' / 'scans_2019').mkdir()
+  completed = run_cli(python, project_root, '--data-root', str(tmp_path / 'images'))
+  assert_one_line_error(completed, 'scans_2019')
+
+
+@pytest.mark.parametrize('flags, expected', [
+    (('--epochs', '0'), '--epochs'),
+    (('--epochs', 'many'), '--epochs'),
+    (('--image-size', '5000'), '--image-size'),
+    (('--min-accuracy', '-0.1'), '--min-accuracy'),
+    (('--min-accuracy', 'nan'), '--min-accuracy'),
+    (('--model-name', '../escape'), '--model-name'),
+    (('--model', 'resnet9000'), '--model'),
+    (('--no-such-flag',), 'unrecognized arguments'),
+])
+def test_bad_flag_values(python, project_root, flags, expected):
+  assert_one_line_error(run_cli(python, project_root, *flags), expected)

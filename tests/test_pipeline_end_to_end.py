@@ -1,0 +1,126 @@
+"""The whole pipeline, run three times through `local_runner.py` on a small synthetic set.
+
+1. A first run: every component executes once, the model is blessed and pushed, and the pushed
+   SavedModel classifies a PNG read from disk.
+2. The same command again: every component is taken from the cache.
+3. With `--min-accuracy 1.01`: the Evaluator runs again and refuses the blessing, and the
+   serving directory still holds only the version pushed by the first run.
+Everything is asserted from ML Metadata and the files it points to.
+"""
+
+import os
+import subprocess
+
+import pytest
+import tensorflow as tf
+
+from data import synthetic
+from models import features
+from pipeline import summary
+
+COMPONENTS = ('ImageExampleGen', 'StatisticsGen', 'CuratedSchemaGen', 'ExampleValidator',
+              'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'Pusher')
+RESOLVER = 'latest_blessed_model_resolver'
+
+
+def run_pipeline(python, project_root, data_root, output_dir, *extra_flags):
+  command = [python, 'local_runner.py', '--data-root', str(data_root),
+             '--output-dir', str(output_dir), '--epochs', '2', '--image-size', '48',
+             *extra_flags]
+  completed = subprocess.run(command, cwd=project_root, capture_output=True, text=True,
+                             timeout=900, check=False)
+  assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+  return completed
+
+
+@pytest.fixture(scope='module')
+def three_runs(tmp_path_factory, python, project_root):
+  base = tmp_path_factory.mktemp('end_to_end')
+  data_root = base / 'images'
+  synthetic.generate_dataset(str(data_root), images_per_class=15, image_size=64, seed=3)
+  output_dir = base / 'output'
+  first = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
+  serving_after_first = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
+  second = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
+  third = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '1.01')
+  store = summary.open_store(str(output_dir / 'metadata.sqlite'))
+  runs = [summary.component_runs(store, context.id) for context in summary.run_contexts(store)]
+  return {
+      'data_root': data_root, 'output_dir': output_dir, 'runs': runs, 'stdout':
+      [first.stdout, second.stdout, third.stdout], 'serving_after_first': serving_after_first,
+      'metadata_path': str(output_dir / 'metadata.sqlite'),
+  }
+
+
+def states(component_runs):
+  return {run.node_id: run.state for run in component_runs}
+
+
+def test_first_run_executes_each_component_once(three_runs):
+  assert len(three_runs['runs']) == 3
+  first = three_runs['runs'][0]
+  node_ids = [run.node_id for run in first]
+  for component in COMPONENTS + (RESOLVER,):
+    assert node_ids.count(component) == 1, node_ids
+  assert all(run.state == 'complete' for run in first), states(first)
+
+
+def test_first_run_blesses_and_pushes_a_model(three_runs):
+  store = summary.open_store(three_runs['metadata_path'])
+  run_id = summary.run_contexts(store)[0].name
+  first = summary.summarize_run(three_runs['metadata_path'], run_id=run_id)
+  assert first.blessed is True
+  assert first.pushed_destination is not None
+  assert os.path.dirname(first.pushed_destination) == str(
+      three_runs['output_dir'] / 'serving' / 'breast_ultrasound')
+  assert three_runs['serving_after_first'] == [os.path.basename(first.pushed_destination)]
+  assert 0.0 <= first.metrics['sparse_categorical_accuracy'] <= 1.0
+  assert set(first.class_counts) == {'train', 'eval'}
+  assert sum(first.class_counts['eval'].values()) == 9  # 20% of 15 per class
+  assert 'blessed: yes' in three_runs['stdout'][0]
+
+
+def test_pushed_model_classifies_a_png_from_disk(three_runs):
+  serving_dir = three_runs['output_dir'] / 'serving' / 'breast_ultrasound'
+  version_dir = serving_dir / three_runs['serving_after_first'][0]
+  loaded = tf.saved_model.load(str(version_dir))
+  assert {'serving_default', 'from_examples', 'transform_features'} <= set(loaded.signatures)
+  png_path = three_runs['data_root'] / 'malignant' / 'malignant (2).png'
+  image_bytes = tf.io.read_file(str(png_path))
+  outputs = loaded.signatures['serving_default'](image_bytes=tf.reshape(image_bytes, [1]))
+  probabilities = outputs['probabilities'].numpy()
+  assert probabilities.shape == (1, len(features.LABEL_NAMES))
+  assert abs(probabilities.sum() - 1.0) < 1e-4
+  label = outputs['label'].numpy()[0].decode()
+  assert label == features.LABEL_NAMES[probabilities[0].argmax()]
+  assert [name.decode() for name in outputs['classes'].numpy()[0]] == list(features.LABEL_NAMES)
+
+
+def test_unchanged_rerun_takes_every_component_from_the_cache(three_runs):
+  second = states(three_runs['runs'][1])
+  assert {component: second[component] for component in COMPONENTS} == {
+      component: 'cached' for component in COMPONENTS}
+  assert 'Trainer cached' in three_runs['stdout'][1]
+
+
+def test_impossible_gate_blocks_the_push(three_runs):
+  third = states(three_runs['runs'][2])
+  assert third['Trainer'] == 'cached'
+  assert third['Evaluator'] == 'complete'  # New thresholds: evaluated again.
+  store = summary.open_store(three_runs['metadata_path'])
+  run_id = summary.run_contexts(store)[2].name
+  result = summary.summarize_run(three_runs['metadata_path'], run_id=run_id)
+  assert result.blessed is False
+  assert result.pushed_destination is None
+  serving_dir = three_runs['output_dir'] / 'serving' / 'breast_ultrasound'
+  assert sorted(os.listdir(serving_dir)) == three_runs['serving_after_first']
+  assert 'blessed: no' in three_runs['stdout'][2]
+
+
+def test_training_curves_are_written(three_runs):
+  runs_dir = three_runs['output_dir'] / 'pipeline' / 'Trainer' / 'model_run'
+  curves = [os.path.join(folder, name) for folder, _, names in os.walk(runs_dir)
+            for name in names if name == 'training_curves.png']
+  assert len(curves) == 1
+  with open(curves[0], 'rb') as handle:
+    assert handle.read(8) == b'\x89PNG\r\n\x1a\n'

@@ -1,0 +1,73 @@
+"""The curated schema, and the gate that stops a run on anomalies, with real TFDV statistics."""
+
+import os
+
+import pandas as pd
+import pytest
+import tensorflow_data_validation as tfdv
+from tfx.types import standard_artifacts
+
+from components.curated_schema_gen.component import curate_schema
+from components.data_validation_gate.component import (ANOMALIES_FILE, DataAnomaliesError,
+                                                       check_no_anomalies)
+from models import features
+
+
+def statistics_of(rows):
+  return tfdv.generate_statistics_from_dataframe(pd.DataFrame(rows))
+
+
+def example_rows(count, label_offset=0, mask_count=1):
+  return [{
+      features.FILENAME_KEY: f'benign/benign ({number}).png',
+      features.LABEL_KEY: number % 3 + label_offset,
+      features.LABEL_NAME_KEY: features.LABEL_NAMES[number % 3],
+      features.HEIGHT_KEY: 256,
+      features.WIDTH_KEY: 256,
+      features.MASK_COUNT_KEY: mask_count,
+  } for number in range(count)]
+
+
+def test_curated_schema_knows_images_labels_and_not_file_names():
+  inferred = tfdv.infer_schema(statistics_of(example_rows(12)))
+  assert tfdv.get_domain(inferred, features.FILENAME_KEY)  # TFDV's guess: a file-name enum.
+  curated = curate_schema(inferred)
+  label = tfdv.get_feature(curated, features.LABEL_KEY)
+  assert (label.int_domain.min, label.int_domain.max) == (0, len(features.LABEL_NAMES) - 1)
+  assert list(tfdv.get_domain(curated, features.LABEL_NAME_KEY).value) == list(
+      features.LABEL_NAMES)
+  assert tfdv.get_feature(curated, features.FILENAME_KEY).WhichOneof('domain_info') is None
+  assert tfdv.get_feature(curated, features.MASK_COUNT_KEY).int_domain.min == 0
+  # New file names and more masks per image are not anomalies; an unknown label is.
+  unseen_files = example_rows(5, mask_count=3)
+  for row in unseen_files:
+    row[features.FILENAME_KEY] = row[features.FILENAME_KEY].replace('benign', 'other')
+  assert not tfdv.validate_statistics(statistics_of(unseen_files), curated).anomaly_info
+  bad_labels = example_rows(5, label_offset=5)
+  anomalies = tfdv.validate_statistics(statistics_of(bad_labels), curated)
+  assert features.LABEL_KEY in anomalies.anomaly_info
+
+
+def write_anomalies(tmp_path, anomalies_by_split):
+  artifact = standard_artifacts.ExampleAnomalies()
+  artifact.uri = str(tmp_path)
+  artifact.split_names = '["' + '","'.join(anomalies_by_split) + '"]'
+  for split, anomalies in anomalies_by_split.items():
+    os.makedirs(tmp_path / f'Split-{split}')
+    (tmp_path / f'Split-{split}' / ANOMALIES_FILE).write_bytes(anomalies.SerializeToString())
+  return artifact
+
+
+def test_gate_names_each_anomaly(tmp_path):
+  schema = curate_schema(tfdv.infer_schema(statistics_of(example_rows(12))))
+  clean = tfdv.validate_statistics(statistics_of(example_rows(6)), schema)
+  broken = tfdv.validate_statistics(statistics_of(example_rows(6, label_offset=4)), schema)
+  artifact = write_anomalies(tmp_path, {'train': clean, 'eval': broken})
+  with pytest.raises(DataAnomaliesError, match=r"eval: feature 'label'"):
+    check_no_anomalies(artifact)
+
+
+def test_gate_passes_clean_data(tmp_path):
+  schema = curate_schema(tfdv.infer_schema(statistics_of(example_rows(12))))
+  clean = tfdv.validate_statistics(statistics_of(example_rows(6)), schema)
+  check_no_anomalies(write_anomalies(tmp_path, {'train': clean, 'eval': clean}))
