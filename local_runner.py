@@ -226,7 +226,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   print(f'Running pipeline {config.pipeline_name} on {data_root}\n'
         f'  output: {config.output_dir} (ML Metadata: {config.metadata_path})', flush=True)
   try:
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(
+        config, tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path)))
   except Exception as error:  # pylint: disable=broad-except
     cause = root_cause(error)
     print(f'local_runner.py: pipeline failed: {cause.__class__.__name__}: {cause}',

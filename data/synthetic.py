@@ -54,20 +54,21 @@ def _lesion_polar_radius(rng: np.random.Generator, angles: np.ndarray,
                          malignant: bool) -> np.ndarray:
   """Lesion outline as a radius per angle, relative to its nominal size."""
   if not malignant:
-    # A gently lobulated ellipse: few, weak low-order harmonics.
+    # A smooth or gently lobulated ellipse: few, weak low-order harmonics.
     radius = np.ones_like(angles)
-    for harmonic in (2, 3):
-      radius += rng.uniform(0.0, 0.04) * np.cos(harmonic * angles + rng.uniform(0, 2 * np.pi))
+    for harmonic in (2, 3, 4):
+      radius += rng.uniform(0.0, 0.07) * np.cos(harmonic * angles + rng.uniform(0, 2 * np.pi))
     return radius
-  # Irregular margin: strong harmonics plus narrow spicules radiating out.
+  # Irregular margin: strong harmonics plus narrow spicules radiating out; some malignant
+  # masses are only microlobulated, with few short spicules.
   radius = np.ones_like(angles)
   for harmonic in range(2, 7):
-    radius += rng.uniform(0.04, 0.12) * np.cos(harmonic * angles + rng.uniform(0, 2 * np.pi))
-  for _ in range(rng.integers(6, 12)):
+    radius += rng.uniform(0.03, 0.12) * np.cos(harmonic * angles + rng.uniform(0, 2 * np.pi))
+  for _ in range(rng.integers(2, 11)):
     centre = rng.uniform(0, 2 * np.pi)
     width = rng.uniform(0.04, 0.09)
     distance = np.angle(np.exp(1j * (angles - centre)))
-    radius += rng.uniform(0.35, 0.8) * np.exp(-(distance / width) ** 2)
+    radius += rng.uniform(0.15, 0.7) * np.exp(-(distance / width) ** 2)
   return radius
 
 
@@ -107,16 +108,18 @@ def synthesize_image(class_name: str, rng: np.random.Generator,
     malignant = class_name == 'malignant'
     mask, (centre_row, centre_col, half_width) = _lesion_mask(rng, size, malignant)
     inside = _soften(mask, radius=0.8 if malignant else 2.0)
-    darkness = rng.uniform(0.08, 0.2) if malignant else rng.uniform(0.15, 0.3)
+    darkness = rng.uniform(0.08, 0.3) if malignant else rng.uniform(0.12, 0.4)
     echo = echo * (1.0 - inside) + echo * darkness * inside
     # Behind the lesion: acoustic shadow (malignant) or enhancement (benign).
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
     column_profile = np.exp(-((cols - centre_col) / (0.9 * half_width)) ** 2)
     below = 1.0 / (1.0 + np.exp(-(rows - centre_row - 0.5 * half_width) / 3.0))
     if malignant:
-      echo *= 1.0 - rng.uniform(0.5, 0.75) * column_profile * below * (1.0 - inside)
+      echo *= 1.0 - rng.uniform(0.15, 0.7) * column_profile * below * (1.0 - inside)
     else:
-      echo *= 1.0 + rng.uniform(0.1, 0.35) * column_profile * below * (1.0 - inside)
+      echo *= 1.0 + rng.uniform(0.0, 0.35) * column_profile * below * (1.0 - inside)
+  # Machines and operators differ in overall gain.
+  echo *= rng.uniform(0.7, 1.3)
   # Multiplicative Rayleigh speckle, lightly blurred as a transducer's point spread would.
   speckle = rng.rayleigh(scale=0.8, size=(size, size)).astype(np.float32)
   image = echo * speckle

@@ -11,7 +11,7 @@ from typing import List
 
 from models import features
 
-PIPELINE_NAME = 'breast_ultrasound'
+PIPELINE_NAME = 'breast-ultrasound'  # Vertex allows [a-z0-9-] only
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA_ROOT = os.path.join(PROJECT_ROOT, 'data', 'busi_synthetic')
 DEFAULT_OUTPUT_DIR = os.path.join(PROJECT_ROOT, 'outputs')
@@ -42,6 +42,10 @@ class PipelineConfig:
       '--direct_num_workers=1',
   ])
   enable_cache: bool = True
+  # The Evaluator's baseline is the latest blessed model other than the candidate, so an
+  # unchanged rerun is fully cached. Kubeflow V2 / Vertex compile only TFX's built-in resolver
+  # strategies; their runner turns this off and uses LatestBlessedModelStrategy.
+  baseline_excludes_candidate: bool = True
 
   @property
   def pipeline_root(self) -> str:

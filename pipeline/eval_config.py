@@ -39,10 +39,11 @@ def build_eval_config(min_accuracy: float, max_accuracy_drop: float = 0.0) -> tf
                                 per_slice_thresholds=[accuracy_gate]),
               tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
           ]),
-          # One-vs-rest, per class: precision, recall and AUC.
+          # One-vs-rest, per class. Precision and recall count a class as predicted when it is
+          # the most probable one (top 1), as the confusion matrix does, not when p > 0.5.
           tfma.MetricsSpec(
-              metrics=[tfma.MetricConfig(class_name='Precision'),
-                       tfma.MetricConfig(class_name='Recall'),
+              metrics=[tfma.MetricConfig(class_name='Precision', config='{"top_k": 1}'),
+                       tfma.MetricConfig(class_name='Recall', config='{"top_k": 1}'),
                        tfma.MetricConfig(class_name='AUC')],
               binarize=tfma.BinarizationOptions(class_ids={'values': class_ids})),
       ])

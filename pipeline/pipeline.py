@@ -18,8 +18,13 @@ from pipeline.configs import PipelineConfig
 from pipeline.eval_config import build_eval_config
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
-  """Builds the pipeline described in the module docstring from `config`."""
+def create_pipeline(config: PipelineConfig,
+                    metadata_connection_config=None) -> tfx.dsl.Pipeline:
+  """Builds the pipeline described in the module docstring from `config`.
+
+  `metadata_connection_config` is the runner's business: LocalDagRunner needs one (SQLite),
+  Kubeflow and Vertex bring their own.
+  """
   models_code_version = source_fingerprint('models')
   example_gen = ImageExampleGen(
       input_base=config.data_root,
@@ -67,12 +72,19 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
           'models_code_version': models_code_version,
       })
 
-  baseline_resolver = tfx.dsl.Resolver(
-      strategy_class=LatestBlessedOtherModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-      candidate=trainer.outputs['model'],
-  ).with_id('latest_blessed_model_resolver')
+  if config.baseline_excludes_candidate:
+    baseline_resolver = tfx.dsl.Resolver(
+        strategy_class=LatestBlessedOtherModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        candidate=trainer.outputs['model'],
+    ).with_id('latest_blessed_model_resolver')
+  else:
+    baseline_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id('latest_blessed_model_resolver')
 
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs['examples'],
@@ -95,6 +107,5 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
           transform, trainer, baseline_resolver, evaluator, pusher,
       ],
       enable_cache=config.enable_cache,
-      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-          config.metadata_path),
+      metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=config.beam_pipeline_args)

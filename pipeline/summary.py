@@ -7,7 +7,7 @@ the evaluation metrics, the blessing and the pushed model.
 """
 
 import dataclasses
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import ml_metadata as mlmd
 import tensorflow_model_analysis as tfma
@@ -43,6 +43,7 @@ class RunSummary:
   class_counts: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)
   skipped_files: List[Dict[str, str]] = dataclasses.field(default_factory=list)
   metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
+  confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
   blessed: Optional[bool] = None
   pushed_destination: Optional[str] = None
 
@@ -101,9 +102,32 @@ def artifact_property(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
   return getattr(value, kind)
 
 
-def read_overall_metrics(evaluation_uri: str) -> Dict[str, float]:
-  """Overall-slice metrics of the candidate model, keyed readably (e.g. 'recall/malignant')."""
+def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float], List[List[int]]]:
+  """Overall-slice metrics of the candidate, keyed readably (e.g. 'recall/malignant'), and its
+  confusion matrix as counts[true class][predicted class]."""
   result = tfma.load_eval_result(evaluation_uri)
+  return _overall_metrics(result), _overall_confusion_matrix(result)
+
+
+def _overall_confusion_matrix(result) -> List[List[int]]:
+  size = len(features.LABEL_NAMES)
+  counts = [[0] * size for _ in range(size)]
+  for slice_key, plots_by_output in result.plots:
+    if slice_key:
+      continue
+    for sub_keys in plots_by_output.values():
+      plot = sub_keys.get('', {}).get('multiClassConfusionMatrixAtThresholds')
+      if not plot:
+        continue
+      # JSON from protos omits zero fields: a missing class id is class 0.
+      for entry in plot['matrices'][0].get('entries', []):
+        actual, predicted = entry.get('actualClassId', 0), entry.get('predictedClassId', 0)
+        if 0 <= actual < size and 0 <= predicted < size:
+          counts[actual][predicted] = int(entry.get('numWeightedExamples', 0))
+  return counts
+
+
+def _overall_metrics(result) -> Dict[str, float]:
   metrics: Dict[str, float] = {}
   for slice_key, metrics_by_output in result.slicing_metrics:
     if slice_key:
@@ -136,7 +160,7 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
         summary.class_counts = artifact_property(artifact, 'class_counts') or {}
         summary.skipped_files = artifact_property(artifact, 'skipped_files') or []
       elif type_name == 'ModelEvaluation':
-        summary.metrics = read_overall_metrics(artifact.uri)
+        summary.metrics, summary.confusion_matrix = read_overall_evaluation(artifact.uri)
       elif type_name == 'ModelBlessing':
         summary.blessed = artifact_property(artifact, 'blessed') == 1
       elif type_name == 'PushedModel' and artifact_property(artifact, 'pushed') == 1:
@@ -168,6 +192,12 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None) ->
       if name.startswith('example_count'):
         continue
       lines.append(f'    {name:<40} {summary.metrics[name]:.4f}')
+  if any(any(row) for row in summary.confusion_matrix):
+    lines.append('')
+    lines.append('  confusion matrix (rows: true class, columns: predicted):')
+    lines.append('    ' + ' ' * 10 + ''.join(f'{name:>10}' for name in features.LABEL_NAMES))
+    for name, row in zip(features.LABEL_NAMES, summary.confusion_matrix):
+      lines.append(f'    {name:<10}' + ''.join(f'{count:>10}' for count in row))
   lines.append('')
   if summary.blessed is None:
     lines.append('  not evaluated')
