@@ -7,6 +7,7 @@ the evaluation metrics, the blessing and the pushed model.
 """
 
 import dataclasses
+import re
 from typing import Any, Dict, List, Optional, Tuple
 
 import ml_metadata as mlmd
@@ -134,9 +135,9 @@ def _overall_metrics(result) -> Dict[str, float]:
       continue
     for sub_keys in metrics_by_output.values():
       for sub_key, values in sub_keys.items():
-        suffix = ''
-        if sub_key.startswith('classId:'):
-          suffix = '/' + features.LABEL_NAMES[int(sub_key.split(':', 1)[1])]
+        # Sub keys look like '', 'classId:1' or 'classId:1 topK:1'.
+        class_id = re.search(r'classId:(\d+)', sub_key)
+        suffix = '/' + features.LABEL_NAMES[int(class_id.group(1))] if class_id else ''
         for name, value in values.items():
           if 'doubleValue' in value:
             metrics[name + suffix] = float(value['doubleValue'])  # 'NaN' arrives as text
