@@ -205,5 +205,9 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None) ->
   else:
     gate = f' (gate: accuracy >= {min_accuracy:g}, no regression)' if min_accuracy is not None else ''
     lines.append(f'  blessed: {"yes" if summary.blessed else "no"}{gate}')
-  lines.append(f'  pushed to: {summary.pushed_destination or "nothing pushed"}')
+  pusher_cached = any(component.node_id == 'Pusher' and component.state == 'cached'
+                      for component in summary.components)
+  when = ' (by an earlier run; this run reused it)' if pusher_cached else ''
+  lines.append(f'  pushed to: {summary.pushed_destination or "nothing pushed"}'
+               f'{when if summary.pushed_destination else ""}')
   return '\n'.join(lines)

@@ -5,6 +5,8 @@
 2. The same command again: every component is taken from the cache.
 3. With `--min-accuracy 1.01`: the Evaluator runs again and refuses the blessing, and the
    serving directory still holds only the version pushed by the first run.
+4. With `--epochs 1`: a new model, evaluated against the first (the latest blessed) as baseline;
+   blessed and pushed exactly when its accuracy is not below the baseline's.
 Everything is asserted from ML Metadata and the files it points to.
 """
 
@@ -34,7 +36,7 @@ def run_pipeline(python, project_root, data_root, output_dir, *extra_flags):
 
 
 @pytest.fixture(scope='module')
-def three_runs(tmp_path_factory, python, project_root):
+def pipeline_runs(tmp_path_factory, python, project_root):
   base = tmp_path_factory.mktemp('end_to_end')
   data_root = base / 'images'
   synthetic.generate_dataset(str(data_root), images_per_class=15, image_size=64, seed=3)
@@ -43,11 +45,15 @@ def three_runs(tmp_path_factory, python, project_root):
   serving_after_first = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
   second = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
   third = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '1.01')
+  serving_after_third = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
+  fourth = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
+                        '--epochs', '1')
   store = summary.open_store(str(output_dir / 'metadata.sqlite'))
   runs = [summary.component_runs(store, context.id) for context in summary.run_contexts(store)]
   return {
       'data_root': data_root, 'output_dir': output_dir, 'runs': runs, 'stdout':
-      [first.stdout, second.stdout, third.stdout], 'serving_after_first': serving_after_first,
+      [first.stdout, second.stdout, third.stdout, fourth.stdout],
+      'serving_after_first': serving_after_first, 'serving_after_third': serving_after_third,
       'metadata_path': str(output_dir / 'metadata.sqlite'),
   }
 
@@ -56,36 +62,36 @@ def states(component_runs):
   return {run.node_id: run.state for run in component_runs}
 
 
-def test_first_run_executes_each_component_once(three_runs):
-  assert len(three_runs['runs']) == 3
-  first = three_runs['runs'][0]
+def test_first_run_executes_each_component_once(pipeline_runs):
+  assert len(pipeline_runs['runs']) == 4
+  first = pipeline_runs['runs'][0]
   node_ids = [run.node_id for run in first]
   for component in COMPONENTS + (RESOLVER,):
     assert node_ids.count(component) == 1, node_ids
   assert all(run.state == 'complete' for run in first), states(first)
 
 
-def test_first_run_blesses_and_pushes_a_model(three_runs):
-  store = summary.open_store(three_runs['metadata_path'])
+def test_first_run_blesses_and_pushes_a_model(pipeline_runs):
+  store = summary.open_store(pipeline_runs['metadata_path'])
   run_id = summary.run_contexts(store)[0].name
-  first = summary.summarize_run(three_runs['metadata_path'], run_id=run_id)
+  first = summary.summarize_run(pipeline_runs['metadata_path'], run_id=run_id)
   assert first.blessed is True
   assert first.pushed_destination is not None
   assert os.path.dirname(first.pushed_destination) == str(
-      three_runs['output_dir'] / 'serving' / 'breast_ultrasound')
-  assert three_runs['serving_after_first'] == [os.path.basename(first.pushed_destination)]
+      pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound')
+  assert pipeline_runs['serving_after_first'] == [os.path.basename(first.pushed_destination)]
   assert 0.0 <= first.metrics['sparse_categorical_accuracy'] <= 1.0
   assert set(first.class_counts) == {'train', 'eval'}
   assert sum(first.class_counts['eval'].values()) == 9  # 20% of 15 per class
-  assert 'blessed: yes' in three_runs['stdout'][0]
+  assert 'blessed: yes' in pipeline_runs['stdout'][0]
 
 
-def test_pushed_model_classifies_a_png_from_disk(three_runs):
-  serving_dir = three_runs['output_dir'] / 'serving' / 'breast_ultrasound'
-  version_dir = serving_dir / three_runs['serving_after_first'][0]
+def test_pushed_model_classifies_a_png_from_disk(pipeline_runs):
+  serving_dir = pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound'
+  version_dir = serving_dir / pipeline_runs['serving_after_first'][0]
   loaded = tf.saved_model.load(str(version_dir))
   assert {'serving_default', 'from_examples', 'transform_features'} <= set(loaded.signatures)
-  png_path = three_runs['data_root'] / 'malignant' / 'malignant (2).png'
+  png_path = pipeline_runs['data_root'] / 'malignant' / 'malignant (2).png'
   image_bytes = tf.io.read_file(str(png_path))
   outputs = loaded.signatures['serving_default'](image_bytes=tf.reshape(image_bytes, [1]))
   probabilities = outputs['probabilities'].numpy()
@@ -96,31 +102,55 @@ def test_pushed_model_classifies_a_png_from_disk(three_runs):
   assert [name.decode() for name in outputs['classes'].numpy()[0]] == list(features.LABEL_NAMES)
 
 
-def test_unchanged_rerun_takes_every_component_from_the_cache(three_runs):
-  second = states(three_runs['runs'][1])
+def test_unchanged_rerun_takes_every_component_from_the_cache(pipeline_runs):
+  second = states(pipeline_runs['runs'][1])
   assert {component: second[component] for component in COMPONENTS} == {
       component: 'cached' for component in COMPONENTS}
-  assert 'Trainer cached' in three_runs['stdout'][1]
+  assert 'Trainer cached' in pipeline_runs['stdout'][1]
 
 
-def test_impossible_gate_blocks_the_push(three_runs):
-  third = states(three_runs['runs'][2])
+def test_impossible_gate_blocks_the_push(pipeline_runs):
+  third = states(pipeline_runs['runs'][2])
   assert third['Trainer'] == 'cached'
   assert third['Evaluator'] == 'complete'  # New thresholds: evaluated again.
-  store = summary.open_store(three_runs['metadata_path'])
+  store = summary.open_store(pipeline_runs['metadata_path'])
   run_id = summary.run_contexts(store)[2].name
-  result = summary.summarize_run(three_runs['metadata_path'], run_id=run_id)
+  result = summary.summarize_run(pipeline_runs['metadata_path'], run_id=run_id)
   assert result.blessed is False
   assert result.pushed_destination is None
-  serving_dir = three_runs['output_dir'] / 'serving' / 'breast_ultrasound'
-  assert sorted(os.listdir(serving_dir)) == three_runs['serving_after_first']
-  assert 'blessed: no' in three_runs['stdout'][2]
+  assert pipeline_runs['serving_after_third'] == pipeline_runs['serving_after_first']
+  assert 'blessed: no' in pipeline_runs['stdout'][2]
 
 
-def test_training_curves_are_written(three_runs):
-  runs_dir = three_runs['output_dir'] / 'pipeline' / 'Trainer' / 'model_run'
+def test_new_model_is_compared_with_the_latest_blessed_one(pipeline_runs):
+  store = summary.open_store(pipeline_runs['metadata_path'])
+  runs = summary.run_contexts(store)
+  first = summary.summarize_run(pipeline_runs['metadata_path'], run_id=runs[0].name)
+  fourth = summary.summarize_run(pipeline_runs['metadata_path'], run_id=runs[3].name)
+  fourth_states = states(pipeline_runs['runs'][3])
+  assert fourth_states['Trainer'] == 'complete'
+  evaluator = [run for run in pipeline_runs['runs'][3] if run.node_id == 'Evaluator'][0]
+  inputs = {event.path.steps[0].key: event.artifact_id
+            for event in store.get_events_by_execution_ids([evaluator.execution_id])
+            if event.type == event.INPUT}
+  first_trainer = [run for run in pipeline_runs['runs'][0] if run.node_id == 'Trainer'][0]
+  model_type_id = store.get_artifact_type('Model').id
+  first_model_id = [artifact.id for artifact in summary.outputs_of(store, first_trainer.execution_id)
+                    if artifact.type_id == model_type_id][0]
+  assert inputs['baseline_model'] == first_model_id
+  assert inputs['model'] != first_model_id
+  difference = fourth.metrics['sparse_categorical_accuracy_diff']
+  assert abs(fourth.metrics['sparse_categorical_accuracy'] - difference
+             - first.metrics['sparse_categorical_accuracy']) < 1e-6
+  assert fourth.blessed == (difference >= 0)
+  serving_dir = pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound'
+  assert len(os.listdir(serving_dir)) == (2 if fourth.blessed else 1)
+
+
+def test_training_curves_are_written(pipeline_runs):
+  runs_dir = pipeline_runs['output_dir'] / 'pipeline' / 'Trainer' / 'model_run'
   curves = [os.path.join(folder, name) for folder, _, names in os.walk(runs_dir)
             for name in names if name == 'training_curves.png']
-  assert len(curves) == 1
+  assert len(curves) == 2  # The first and the fourth run trained; the others were cached.
   with open(curves[0], 'rb') as handle:
     assert handle.read(8) == b'\x89PNG\r\n\x1a\n'

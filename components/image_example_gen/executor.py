@@ -241,13 +241,13 @@ class Executor(BaseExampleGenExecutor):
   """Reads image folders with Beam; see the module docstring."""
 
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-    """Per-input-split reading, for an input_config with several split patterns."""
+    """The base class's per-split hook. GenerateExamplesByBeam below does not use it (it also
+    needs the skipped files and the split assignment), but it is kept usable on its own."""
 
     @beam.ptransform_fn
     def ImagesToExamples(pipeline, exec_properties, split_pattern):
-      records, skipped = pipeline | ReadImageFolders(
+      records, _ = pipeline | ReadImageFolders(
           exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
-      del skipped  # Reported by GenerateExamplesByBeam, which always runs first.
       return records | beam.Map(lambda record: record.example)
 
     return ImagesToExamples

@@ -1,0 +1,1 @@
+"""The synthetic default data set generator."""
