@@ -9,24 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from tfx.types import standard_artifacts, standard_component_specs
+from tfx.types import standard_artifacts
 
 from components.image_example_gen import component, executor
 from data import synthetic
 from models import features
-
-
-def run_executor(input_base: str, output_uri: str, max_unreadable_fraction: float = 0.05,
-                 eval_percent: int = 20) -> standard_artifacts.Examples:
-  """Runs the executor as the TFX launcher would, with the component's own defaults."""
-  example_gen = component.ImageExampleGen(input_base=input_base, eval_percent=eval_percent,
-                                          max_unreadable_fraction=max_unreadable_fraction)
-  examples = standard_artifacts.Examples()
-  examples.uri = output_uri
-  exec_properties = dict(example_gen.exec_properties)  # Serialized as the launcher passes them.
-  executor.Executor().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]},
-                         exec_properties)
-  return examples
 
 
 def read_split(examples: standard_artifacts.Examples, split: str) -> list:
@@ -59,7 +46,7 @@ def test_one_example_per_image_with_masks_attached(image_folder, tmp_path):
   second[:5, :5] = 255
   write_png(image_folder / 'benign' / 'benign (3)_mask_1.png', second)
 
-  examples = run_executor(str(image_folder), str(tmp_path / 'out'))
+  examples = component.run_executor_directly(str(image_folder), str(tmp_path / 'out'))
 
   all_examples = read_split(examples, 'train') + read_split(examples, 'eval')
   names = sorted(value(example, features.FILENAME_KEY).decode() for example in all_examples)
@@ -91,7 +78,7 @@ def test_corrupt_and_non_image_files_are_reported_by_name(image_folder, tmp_path
       (image_folder / 'benign' / 'benign (1)_mask.png').read_bytes())
   (image_folder / 'README.md').write_text('top-level files are not matched by */*')
 
-  examples = run_executor(str(image_folder), str(tmp_path / 'out'), max_unreadable_fraction=0.5)
+  examples = component.run_executor_directly(str(image_folder), str(tmp_path / 'out'), max_unreadable_fraction=0.5)
 
   skipped = {row['file']: row['reason']
              for row in examples.get_json_value_custom_property('skipped_files')}
@@ -110,7 +97,7 @@ def test_too_many_unusable_files_fail_naming_them(image_folder, tmp_path):
   for number in range(3):
     (image_folder / 'benign' / f'truncated ({number}).jpg').write_bytes(b'\xff\xd8\xff\xe0')
   with pytest.raises(executor.UnusableInputError, match=r'truncated \(0\)\.jpg'):
-    run_executor(str(image_folder), str(tmp_path / 'out'), max_unreadable_fraction=0.05)
+    component.run_executor_directly(str(image_folder), str(tmp_path / 'out'), max_unreadable_fraction=0.05)
 
 
 def test_jpeg_bmp_and_file_names_with_spaces_and_parentheses(tmp_path):
@@ -123,7 +110,7 @@ def test_jpeg_bmp_and_file_names_with_spaces_and_parentheses(tmp_path):
   Image.fromarray(pixels).save(root / 'malignant' / 'case (2).bmp', format='BMP')
   Image.fromarray(pixels[..., 0]).save(root / 'normal' / 'case (3).PNG', format='PNG')
 
-  examples = run_executor(str(root), str(tmp_path / 'out'), eval_percent=50)
+  examples = component.run_executor_directly(str(root), str(tmp_path / 'out'), eval_percent=50)
 
   all_examples = read_split(examples, 'train') + read_split(examples, 'eval')
   names = {value(e, features.FILENAME_KEY).decode(): e for e in all_examples}
@@ -145,8 +132,8 @@ def test_split_is_stratified_and_deterministic(tmp_path):
     for number in range(2, count + 1):
       shutil.copy(source, root / class_name / f'{class_name} ({number}).png')
 
-  first = run_executor(str(root), str(tmp_path / 'first'))
-  second = run_executor(str(root), str(tmp_path / 'second'))
+  first = component.run_executor_directly(str(root), str(tmp_path / 'first'))
+  second = component.run_executor_directly(str(root), str(tmp_path / 'second'))
 
   counts = first.get_json_value_custom_property('class_counts')
   assert counts == {'train': {'benign': 32, 'malignant': 16, 'normal': 8},

@@ -12,6 +12,7 @@ from google.protobuf import any_pb2, struct_pb2
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts, standard_component_specs
 
 from components.image_example_gen import executor
 
@@ -49,3 +50,19 @@ class ImageExampleGen(FileBasedExampleGen):
         ]),
         output_config=output_config or split_output_config(eval_percent),
         custom_config=example_gen_pb2.CustomConfig(custom_config=packed))
+
+
+def run_executor_directly(input_base: str, output_uri: str, eval_percent: int = 20,
+                          max_unreadable_fraction: float =
+                          executor.DEFAULT_MAX_UNREADABLE_FRACTION) -> standard_artifacts.Examples:
+  """Runs the executor in this process as the TFX launcher would, without ML Metadata.
+
+  For tests and benchmarks of the executor alone; the pipeline never calls this.
+  """
+  example_gen = ImageExampleGen(input_base=input_base, eval_percent=eval_percent,
+                                max_unreadable_fraction=max_unreadable_fraction)
+  examples = standard_artifacts.Examples()
+  examples.uri = output_uri
+  executor.Executor().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]},
+                         dict(example_gen.exec_properties))
+  return examples

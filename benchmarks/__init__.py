@@ -1,0 +1,1 @@
+"""Commands that measure the pipeline and print tables."""
