@@ -2,6 +2,7 @@
 
     python local_runner.py [--data-root DIR] [--output-dir DIR] [--epochs N] [--image-size N]
                            [--min-accuracy F] [--model-name NAME] [--model NETWORK]
+                           [--max-unreadable-fraction F]
 
 Without --data-root it runs on the synthetic data set under data/, generating it the first time.
 ML Metadata goes to <output-dir>/metadata.sqlite, artifacts under <output-dir>/pipeline/, and a
@@ -92,6 +93,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                       help='blessing gate on overall eval accuracy (default: %(default)s)')
   parser.add_argument('--model-name', type=_model_name, default=defaults.model_name,
                       help='TF Serving model name, the serving folder (default: %(default)s)')
+  parser.add_argument('--max-unreadable-fraction', type=_fraction,
+                      default=defaults.max_unreadable_fraction,
+                      help='share of input files that may be unusable (corrupt, not images) '
+                      'before the run fails (default: %(default)s)')
   parser.add_argument('--model', default=defaults.network,
                       help='network to train: seed (default: %(default)s)')
   args = parser.parse_args(argv)
@@ -214,6 +219,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       image_size=args.image_size,
       min_accuracy=args.min_accuracy,
       model_name=args.model_name,
+      max_unreadable_fraction=args.max_unreadable_fraction,
       network=args.model)
 
   # Imported late: TFX takes seconds to import, and bad flags should fail fast.

@@ -52,3 +52,17 @@ def test_data_root_with_a_folder_that_is_not_a_class(python, project_root, tmp_p
 ])
 def test_bad_flag_values(python, project_root, flags, expected):
   assert_one_line_error(run_cli(python, project_root, *flags), expected)
+
+
+def test_too_many_corrupt_images_stop_the_run_naming_them(python, project_root, tmp_path):
+  from data import synthetic  # pylint: disable=g-import-not-at-top
+  synthetic.generate_dataset(str(tmp_path / 'images'), images_per_class=4, image_size=32)
+  for number in (1, 2):
+    (tmp_path / 'images' / 'benign' / f'scan ({number}).png').write_text('not an image')
+  completed = run_cli(python, project_root, '--data-root', str(tmp_path / 'images'),
+                      '--output-dir', str(tmp_path / 'out'), '--max-unreadable-fraction', '0.1')
+  assert completed.returncode == 1
+  assert 'Traceback' not in completed.stderr
+  last_line = completed.stderr.strip().splitlines()[-1]
+  assert last_line.startswith('local_runner.py: pipeline failed: UnusableInputError: 2 of 14')
+  assert 'benign/scan (1).png' in last_line and 'benign/scan (2).png' in last_line

@@ -9,16 +9,21 @@ Files it cannot use (corrupt or non-image files, masks without an image, files o
 folder) are written, with the reason, to `skipped_files.jsonl` in the Examples artifact and
 listed in the artifact's `skipped_files` property. The run fails, naming them, only when they
 exceed `max_unreadable_fraction` of the candidate files. Per-split class counts are recorded in
-the `class_counts` property. Every step is a Beam transform, so memory stays flat however many
-images there are and the same code scales out on any Beam runner.
+the `class_counts` property.
+
+It streams. The split is decided from the file listing alone (names and labels, small), so the
+image bytes are read, checked, turned into examples and written in one fused Beam stage: no
+step holds the images of the whole set, on the local DirectRunner or on a distributed runner.
+TFX's own split writer is not used because its reshuffle would gather every example first.
 """
 
+import collections
 import hashlib
 import io
 import json
 import os
 import re
-from typing import Any, Dict, Iterable, List, NamedTuple, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -28,9 +33,10 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from google.protobuf import struct_pb2
 from PIL import Image
-from tfx.components.example_gen import utils
+from tfx.components.example_gen import utils, write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.proto import example_gen_pb2
+from tfx.components.util import examples_utils
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
@@ -47,13 +53,6 @@ _MASK_STEM = re.compile(r'^(?P<image_stem>.+)' + features.MASK_SUFFIX + r'(?:_\d
 
 class UnusableInputError(ValueError):
   """Too many input files could not be used, or none could."""
-
-
-class ImageRecord(NamedTuple):
-  """An example on its way to a split: enough to place it, and the example itself."""
-  relative_path: str
-  label: int
-  example: tf.train.Example
 
 
 def relative_path(path: str, input_base: str) -> str:
@@ -88,9 +87,12 @@ def _open_image(content: bytes) -> Image.Image:
   """Decodes fully (so truncated files fail here, not in training) or raises ValueError."""
   try:
     image = Image.open(io.BytesIO(content))
+  except Exception as error:  # PIL raises many types for data it cannot identify.
+    raise ValueError('unreadable image: not a PNG, JPEG or BMP file') from error
+  try:
     image.load()
-  except Exception as error:  # PIL raises many types for corrupt data.
-    raise ValueError(f'unreadable image ({error.__class__.__name__}: {error})') from error
+  except Exception as error:  # Truncated or corrupt pixel data.
+    raise ValueError(f'unreadable image: {image.format} data is corrupt ({error})') from error
   if image.format not in _DECODABLE_FORMATS:
     raise ValueError(f'unsupported image format {image.format}')
   return image
@@ -132,15 +134,25 @@ def build_example(image_bytes: bytes, image: Image.Image, label_name: str,
   }))
 
 
+def _read(path: str) -> bytes:
+  with FileSystems.open(path) as handle:
+    return handle.read()
+
+
 class BuildImageExample(beam.DoFn):
-  """(grouping key, [('image'|'mask', path)...]) → ImageRecord, or skipped-file reports."""
+  """(grouping key, [('image'|'mask', path)...]) → (split index, label name, example).
+
+  The split of each image comes from the side input `split_of_file` (relative path → index).
+  Unusable files go to the SKIPPED output with the reason.
+  """
 
   SKIPPED = 'skipped'
 
   def __init__(self, input_base: str):
     self._input_base = input_base
 
-  def process(self, keyed_files: Tuple[str, Iterable[Tuple[str, str]]]):
+  def process(self, keyed_files: Tuple[str, Iterable[Tuple[str, str]]],
+              split_of_file: Dict[str, int]):
     key, files = keyed_files
     image_paths = sorted(path for kind, path in files if kind == 'image')
     mask_paths = sorted(path for kind, path in files if kind == 'mask')
@@ -154,7 +166,7 @@ class BuildImageExample(beam.DoFn):
     for path in mask_paths:
       try:
         masks.append(_open_image(_read(path)))
-      except ValueError as error:
+      except (ValueError, OSError) as error:
         yield beam.pvalue.TaggedOutput(self.SKIPPED, {
             'file': relative_path(path, self._input_base), 'reason': f'mask: {error}'})
     label_name = key.split('/', 1)[0]
@@ -168,17 +180,15 @@ class BuildImageExample(beam.DoFn):
         continue
       mask_bytes = merge_masks(masks, image.size) if masks else b''
       example = build_example(content, image, label_name, relative, mask_bytes, len(masks))
-      yield ImageRecord(relative, features.LABEL_NAMES.index(label_name), example)
-
-
-def _read(path: str) -> bytes:
-  with FileSystems.open(path) as handle:
-    return handle.read()
+      yield split_of_file[relative], label_name, example
 
 
 @beam.ptransform_fn
-def ReadImageFolders(pipeline: beam.Pipeline, input_base: str, pattern: str):
-  """Matches `<input_base>/<pattern>` and returns (image records, skipped-file reports)."""
+def ListImageFiles(pipeline: beam.Pipeline, input_base: str, pattern: str):
+  """Matches `<input_base>/<pattern>` without reading any file.
+
+  Returns (image files: (grouping key, [(kind, path)...]), unusable files: {'file', 'reason'}).
+  """
   classified = (
       pipeline
       | 'MatchFiles' >> fileio.MatchFiles(
@@ -188,16 +198,21 @@ def ReadImageFolders(pipeline: beam.Pipeline, input_base: str, pattern: str):
   not_usable = (classified
                 | 'KeepSkipped' >> beam.Filter(lambda item: item[0] == 'skipped')
                 | 'SkippedReport' >> beam.Map(lambda item: item[1]))
-  built = (
+  image_files = (
       classified
       | 'KeepImagesAndMasks' >> beam.Filter(lambda item: item[0] != 'skipped')
       | 'KeyByImage' >> beam.Map(lambda item: (item[1][0], (item[0], item[1][1])))
-      | 'GroupImageWithMasks' >> beam.GroupByKey()
-      | 'BuildExamples' >> beam.ParDo(BuildImageExample(input_base)).with_outputs(
-          BuildImageExample.SKIPPED, main='records'))
-  skipped = ((not_usable, built[BuildImageExample.SKIPPED])
-             | 'AllSkipped' >> beam.Flatten())
-  return built.records, skipped
+      | 'GroupImageWithMasks' >> beam.GroupByKey())
+  return image_files, not_usable
+
+
+def image_label_and_paths(keyed_files: Tuple[str, Iterable[Tuple[str, str]]],
+                          input_base: str) -> Iterable[Tuple[str, str]]:
+  """(label name, relative path) of each image in a group (masks excluded)."""
+  key, files = keyed_files
+  for kind, path in files:
+    if kind == 'image':
+      yield key.split('/', 1)[0], relative_path(path, input_base)
 
 
 def stable_rank_key(relative: str) -> str:
@@ -205,7 +220,7 @@ def stable_rank_key(relative: str) -> str:
   return hashlib.sha256(relative.encode()).hexdigest()
 
 
-def assign_stratified_splits(label_and_paths: Tuple[int, Iterable[str]],
+def assign_stratified_splits(label_and_paths: Tuple[str, Iterable[str]],
                              cumulative_buckets: List[int]) -> Iterable[Tuple[str, int]]:
   """Gives each file of one class a split index, in proportion to the split's hash buckets.
 
@@ -237,85 +252,113 @@ def _read_json_lines(path: str) -> List[Dict[str, Any]]:
     return [json.loads(line) for line in handle if line.strip()]
 
 
+def _parse_configs(exec_properties: Dict[str, Any]):
+  input_config = example_gen_pb2.Input()
+  proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+                            input_config)
+  output_config = example_gen_pb2.Output()
+  proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+                            output_config)
+  return input_config, output_config
+
+
 class Executor(BaseExampleGenExecutor):
   """Reads image folders with Beam; see the module docstring."""
 
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-    """The base class's per-split hook. GenerateExamplesByBeam below does not use it (it also
-    needs the skipped files and the split assignment), but it is kept usable on its own."""
+    """The base class's per-split hook, for callers that use it directly; `Do` below builds a
+    single pipeline for all splits instead (it also reports skipped files and counts)."""
 
     @beam.ptransform_fn
     def ImagesToExamples(pipeline, exec_properties, split_pattern):
-      records, _ = pipeline | ReadImageFolders(
-          exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
-      return records | beam.Map(lambda record: record.example)
+      input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+      image_files, _ = pipeline | ListImageFiles(input_base, split_pattern)
+      built = image_files | beam.ParDo(
+          BuildImageExample(input_base), split_of_file=collections.defaultdict(int)
+      ).with_outputs(BuildImageExample.SKIPPED, main='examples')
+      return built.examples | beam.Map(lambda split_label_example: split_label_example[2])
 
     return ImagesToExamples
 
-  def GenerateExamplesByBeam(self, pipeline: beam.Pipeline,
-                             exec_properties: Dict[str, Any]) -> Dict[str, beam.PCollection]:
-    input_config = example_gen_pb2.Input()
-    proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
-                              input_config)
-    output_config = example_gen_pb2.Output()
-    proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
-                              output_config)
-    split_names = utils.generate_output_split_names(input_config, output_config)
+  def _write_examples(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
+                      split_uris: Dict[str, str], report_dir: str) -> None:
+    """Lists, splits, builds and writes the examples; writes the two reports."""
+    input_config, output_config = _parse_configs(exec_properties)
+    split_names = list(split_uris)
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
 
     if output_config.split_config.splits:
       if len(input_config.splits) != 1:
         raise ValueError('An output split_config needs exactly one input split.')
-      records, skipped = pipeline | 'ReadImages' >> ReadImageFolders(
+      image_files, not_usable = pipeline | 'ListFiles' >> ListImageFiles(
           input_base, input_config.splits[0].pattern)
       cumulative, total = [], 0
       for split in output_config.split_config.splits:
         total += split.hash_buckets
         cumulative.append(total)
       split_of_file = (
-          records
-          | 'LabelAndPath' >> beam.Map(lambda record: (record.label, record.relative_path))
+          image_files
+          | 'LabelAndPath' >> beam.FlatMap(image_label_and_paths, input_base)
           | 'GroupByLabel' >> beam.GroupByKey()
           | 'AssignSplits' >> beam.FlatMap(assign_stratified_splits, cumulative))
-      partitions = records | 'SplitStratified' >> beam.Partition(
-          lambda record, _, split_map: split_map[record.relative_path], len(split_names),
-          beam.pvalue.AsDict(split_of_file))
-      record_splits = dict(zip(split_names, partitions))
-      all_skipped = skipped
     else:
-      record_splits, skipped_per_split = {}, []
-      for split in input_config.splits:
-        records, skipped = pipeline | f'ReadImages[{split.name}]' >> ReadImageFolders(
+      # One input pattern per split: each pattern's images go to its own split.
+      listed, unusable, assignments = [], [], []
+      for index, split in enumerate(input_config.splits):
+        files, skipped = pipeline | f'ListFiles[{split.name}]' >> ListImageFiles(
             input_base, split.pattern)
-        record_splits[split.name] = records
-        skipped_per_split.append(skipped)
-      all_skipped = tuple(skipped_per_split) | 'AllSplitsSkipped' >> beam.Flatten()
+        listed.append(files)
+        unusable.append(skipped)
+        assignments.append(
+            files
+            | f'LabelAndPath[{split.name}]' >> beam.FlatMap(image_label_and_paths, input_base)
+            | f'Assign[{split.name}]' >> beam.Map(
+                lambda label_path, split_index: (label_path[1], split_index), index))
+      image_files = tuple(listed) | 'AllFiles' >> beam.Flatten()
+      not_usable = tuple(unusable) | 'AllUnusable' >> beam.Flatten()
+      split_of_file = tuple(assignments) | 'AllAssignments' >> beam.Flatten()
 
-    report_dir = self._report_dir
-    _write_json_lines(all_skipped, report_dir, SKIPPED_FILES_NAME, 'Skipped')
-    counts = [
-        records
-        | f'LabelOf[{name}]' >> beam.Map(lambda record: features.LABEL_NAMES[record.label])
-        | f'CountClasses[{name}]' >> beam.combiners.Count.PerElement()
-        | f'CountRow[{name}]' >> beam.Map(
-            lambda label_count, split: {'split': split, 'label': label_count[0],
-                                        'count': label_count[1]}, name)
-        for name, records in record_splits.items()
-    ]
-    _write_json_lines(tuple(counts) | 'AllCounts' >> beam.Flatten(), report_dir,
-                      CLASS_COUNTS_NAME, 'Counts')
-    return {name: records | f'Example[{name}]' >> beam.Map(lambda record: record.example)
-            for name, records in record_splits.items()}
+    # From here to the files, one fused stage: image bytes are never gathered.
+    built = image_files | 'BuildExamples' >> beam.ParDo(
+        BuildImageExample(input_base), split_of_file=beam.pvalue.AsDict(split_of_file)
+    ).with_outputs(BuildImageExample.SKIPPED, main='examples')
+    partitions = built.examples | 'BySplit' >> beam.Partition(
+        lambda split_label_example, _: split_label_example[0], len(split_names))
+    for name, examples in zip(split_names, partitions):
+      _ = (examples
+           | f'Serialize[{name}]' >> beam.Map(lambda item: item[2].SerializeToString())
+           | f'Write[{name}]' >> beam.io.WriteToTFRecord(
+               os.path.join(split_uris[name], write_split.DEFAULT_FILE_NAME),
+               file_name_suffix='.gz'))
+
+    skipped = (not_usable, built[BuildImageExample.SKIPPED]) | 'AllSkipped' >> beam.Flatten()
+    _write_json_lines(skipped, report_dir, SKIPPED_FILES_NAME, 'Skipped')
+    counts = (built.examples
+              | 'SplitAndLabel' >> beam.Map(lambda item: (split_names[item[0]], item[1]))
+              | 'CountClasses' >> beam.combiners.Count.PerElement()
+              | 'CountRows' >> beam.Map(lambda split_label_count: {
+                  'split': split_label_count[0][0], 'label': split_label_count[0][1],
+                  'count': split_label_count[1]}))
+    _write_json_lines(counts, report_dir, CLASS_COUNTS_NAME, 'Counts')
 
   def Do(self, input_dict, output_dict, exec_properties) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
     examples_artifact = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.EXAMPLES_KEY])
-    self._report_dir = examples_artifact.uri
-    super().Do(input_dict, output_dict, exec_properties)
+    split_names = utils.generate_output_split_names(*_parse_configs(exec_properties))
+    examples_artifact.split_names = artifact_utils.encode_split_names(split_names)
+    split_uris = {name: artifact_utils.get_split_uri([examples_artifact], name)
+                  for name in split_names}
+    report_dir = examples_artifact.uri
+    with self._make_beam_pipeline() as pipeline:
+      self._write_examples(pipeline, exec_properties, split_uris, report_dir)
+    examples_utils.set_payload_format(examples_artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
+    examples_utils.set_file_format(
+        examples_artifact, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
 
-    skipped = sorted(_read_json_lines(os.path.join(self._report_dir, SKIPPED_FILES_NAME)),
+    skipped = sorted(_read_json_lines(os.path.join(report_dir, SKIPPED_FILES_NAME)),
                      key=lambda row: row['file'])
-    count_rows = _read_json_lines(os.path.join(self._report_dir, CLASS_COUNTS_NAME))
+    count_rows = _read_json_lines(os.path.join(report_dir, CLASS_COUNTS_NAME))
     class_counts: Dict[str, Dict[str, int]] = {}
     for row in count_rows:
       class_counts.setdefault(row['split'], {})[row['label']] = row['count']
