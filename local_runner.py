@@ -227,14 +227,22 @@ def main(argv: Optional[List[str]] = None) -> int:
   from pipeline import summary  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
 
+  try:
+    os.makedirs(config.output_dir, exist_ok=True)
+  except OSError as error:
+    print(f'local_runner.py: error: cannot create output dir {config.output_dir}: '
+          f'{error.strerror}', file=sys.stderr)
+    return EXIT_USAGE
   show_progress_and_warnings()
-  os.makedirs(config.output_dir, exist_ok=True)
   print(f'Running pipeline {config.pipeline_name} on {data_root}\n'
         f'  output: {config.output_dir} (ML Metadata: {config.metadata_path})', flush=True)
   try:
     tfx.orchestration.LocalDagRunner().run(create_pipeline(
         config, tfx.orchestration.metadata.sqlite_metadata_connection_config(
             config.metadata_path)))
+  except KeyboardInterrupt:
+    print('local_runner.py: interrupted', file=sys.stderr)
+    return 130
   except Exception as error:  # pylint: disable=broad-except
     cause = root_cause(error)
     print(f'local_runner.py: pipeline failed: {cause.__class__.__name__}: {cause}',

@@ -66,3 +66,12 @@ def test_too_many_corrupt_images_stop_the_run_naming_them(python, project_root, 
   last_line = completed.stderr.strip().splitlines()[-1]
   assert last_line.startswith('local_runner.py: pipeline failed: UnusableInputError: 2 of 14')
   assert 'benign/scan (1).png' in last_line and 'benign/scan (2).png' in last_line
+
+
+def test_output_dir_that_cannot_be_created(python, project_root, tmp_path):
+  from data import synthetic  # pylint: disable=g-import-not-at-top
+  synthetic.generate_dataset(str(tmp_path / 'images'), images_per_class=1, image_size=32)
+  (tmp_path / 'a_file').write_text('in the way')
+  completed = run_cli(python, project_root, '--data-root', str(tmp_path / 'images'),
+                      '--output-dir', str(tmp_path / 'a_file' / 'out'))
+  assert_one_line_error(completed, 'cannot create output dir')
