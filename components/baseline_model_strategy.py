@@ -11,7 +11,6 @@ from typing import Dict, List, Optional
 from tfx import types
 from tfx.dsl.components.common import resolver
 
-
 MODEL_KEY = 'model'
 MODEL_BLESSING_KEY = 'model_blessing'
 CANDIDATE_KEY = 'candidate'
