@@ -106,8 +106,7 @@ class ExportModule(tf.Module):
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def serve_examples(self, examples):
-    spec = {key: value for key, value in self._raw_feature_spec.items()
-            if key == features.IMAGE_KEY}
+    spec = {features.IMAGE_KEY: self._raw_feature_spec[features.IMAGE_KEY]}
     return {'probabilities': self._probabilities(tf.io.parse_example(examples, spec))}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])

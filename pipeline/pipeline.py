@@ -73,18 +73,16 @@ def create_pipeline(config: PipelineConfig,
       })
 
   if config.baseline_excludes_candidate:
-    baseline_resolver = tfx.dsl.Resolver(
-        strategy_class=LatestBlessedOtherModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        candidate=trainer.outputs['model'],
-    ).with_id('latest_blessed_model_resolver')
+    baseline_strategy = LatestBlessedOtherModelStrategy
+    strategy_inputs = {'candidate': trainer.outputs['model']}
   else:
-    baseline_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id('latest_blessed_model_resolver')
+    baseline_strategy, strategy_inputs = tfx.dsl.experimental.LatestBlessedModelStrategy, {}
+  baseline_resolver = tfx.dsl.Resolver(
+      strategy_class=baseline_strategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+      **strategy_inputs,
+  ).with_id('latest_blessed_model_resolver')
 
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs['examples'],

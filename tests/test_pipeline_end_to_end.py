@@ -83,6 +83,11 @@ def test_first_run_blesses_and_pushes_a_model(pipeline_runs):
   assert 0.0 <= first.metrics['sparse_categorical_accuracy'] <= 1.0
   assert set(first.class_counts) == {'train', 'eval'}
   assert sum(first.class_counts['eval'].values()) == 9  # 20% of 15 per class
+  matrix = first.confusion_matrix
+  assert sum(map(sum, matrix)) == 9
+  assert [sum(row) for row in matrix] == [3, 3, 3]
+  correct = sum(matrix[index][index] for index in range(len(matrix)))
+  assert abs(correct / 9 - first.metrics['sparse_categorical_accuracy']) < 1e-6
   assert 'blessed: yes' in pipeline_runs['stdout'][0]
 
 

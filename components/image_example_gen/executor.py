@@ -17,7 +17,6 @@ step holds the images of the whole set, on the local DirectRunner or on a distri
 TFX's own split writer is not used because its reshuffle would gather every example first.
 """
 
-import collections
 import hashlib
 import io
 import json
@@ -169,7 +168,7 @@ class BuildImageExample(beam.DoFn):
       except (ValueError, OSError) as error:
         yield beam.pvalue.TaggedOutput(self.SKIPPED, {
             'file': relative_path(path, self._input_base), 'reason': f'mask: {error}'})
-    label_name = key.split('/', 1)[0]
+    label_name = label_of_key(key)
     for path in image_paths:
       relative = relative_path(path, self._input_base)
       try:
@@ -206,13 +205,18 @@ def ListImageFiles(pipeline: beam.Pipeline, input_base: str, pattern: str):
   return image_files, not_usable
 
 
+def label_of_key(key: str) -> str:
+  """The class name of a grouping key such as 'benign/benign (1)'."""
+  return key.split('/', 1)[0]
+
+
 def image_label_and_paths(keyed_files: Tuple[str, Iterable[Tuple[str, str]]],
                           input_base: str) -> Iterable[Tuple[str, str]]:
   """(label name, relative path) of each image in a group (masks excluded)."""
   key, files = keyed_files
   for kind, path in files:
     if kind == 'image':
-      yield key.split('/', 1)[0], relative_path(path, input_base)
+      yield label_of_key(key), relative_path(path, input_base)
 
 
 def stable_rank_key(relative: str) -> str:
@@ -266,19 +270,9 @@ class Executor(BaseExampleGenExecutor):
   """Reads image folders with Beam; see the module docstring."""
 
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-    """The base class's per-split hook, for callers that use it directly; `Do` below builds a
-    single pipeline for all splits instead (it also reports skipped files and counts)."""
-
-    @beam.ptransform_fn
-    def ImagesToExamples(pipeline, exec_properties, split_pattern):
-      input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-      image_files, _ = pipeline | ListImageFiles(input_base, split_pattern)
-      built = image_files | beam.ParDo(
-          BuildImageExample(input_base), split_of_file=collections.defaultdict(int)
-      ).with_outputs(BuildImageExample.SKIPPED, main='examples')
-      return built.examples | beam.Map(lambda split_label_example: split_label_example[2])
-
-    return ImagesToExamples
+    """Not used: the base class's per-split hook cannot report skipped files or split by label,
+    so `Do` builds the whole Beam pipeline itself."""
+    raise NotImplementedError('ImageExampleGen builds its pipeline in Do')
 
   def _write_examples(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                       split_uris: Dict[str, str], report_dir: str) -> None:
@@ -287,36 +281,20 @@ class Executor(BaseExampleGenExecutor):
     split_names = list(split_uris)
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
 
-    if output_config.split_config.splits:
-      if len(input_config.splits) != 1:
-        raise ValueError('An output split_config needs exactly one input split.')
-      image_files, not_usable = pipeline | 'ListFiles' >> ListImageFiles(
-          input_base, input_config.splits[0].pattern)
-      cumulative, total = [], 0
-      for split in output_config.split_config.splits:
-        total += split.hash_buckets
-        cumulative.append(total)
-      split_of_file = (
-          image_files
-          | 'LabelAndPath' >> beam.FlatMap(image_label_and_paths, input_base)
-          | 'GroupByLabel' >> beam.GroupByKey()
-          | 'AssignSplits' >> beam.FlatMap(assign_stratified_splits, cumulative))
-    else:
-      # One input pattern per split: each pattern's images go to its own split.
-      listed, unusable, assignments = [], [], []
-      for index, split in enumerate(input_config.splits):
-        files, skipped = pipeline | f'ListFiles[{split.name}]' >> ListImageFiles(
-            input_base, split.pattern)
-        listed.append(files)
-        unusable.append(skipped)
-        assignments.append(
-            files
-            | f'LabelAndPath[{split.name}]' >> beam.FlatMap(image_label_and_paths, input_base)
-            | f'Assign[{split.name}]' >> beam.Map(
-                lambda label_path, split_index: (label_path[1], split_index), index))
-      image_files = tuple(listed) | 'AllFiles' >> beam.Flatten()
-      not_usable = tuple(unusable) | 'AllUnusable' >> beam.Flatten()
-      split_of_file = tuple(assignments) | 'AllAssignments' >> beam.Flatten()
+    if len(input_config.splits) != 1 or not output_config.split_config.splits:
+      raise ValueError('ImageExampleGen splits the images itself: give it one input split and '
+                       'an output split_config (the component does by default)')
+    image_files, not_usable = pipeline | 'ListFiles' >> ListImageFiles(
+        input_base, input_config.splits[0].pattern)
+    cumulative, total = [], 0
+    for split in output_config.split_config.splits:
+      total += split.hash_buckets
+      cumulative.append(total)
+    split_of_file = (
+        image_files
+        | 'LabelAndPath' >> beam.FlatMap(image_label_and_paths, input_base)
+        | 'GroupByLabel' >> beam.GroupByKey()
+        | 'AssignSplits' >> beam.FlatMap(assign_stratified_splits, cumulative))
 
     # From here to the files, one fused stage: image bytes are never gathered.
     built = image_files | 'BuildExamples' >> beam.ParDo(
