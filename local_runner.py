@@ -2,7 +2,8 @@
 
     python local_runner.py [--data-root DIR] [--output-dir DIR] [--epochs N] [--image-size N]
                            [--min-accuracy F] [--model-name NAME] [--model NETWORK]
-                           [--max-unreadable-fraction F]
+                           [--max-unreadable-fraction F] [--label-conflicts {exclude,keep,fail}]
+                           [--max-hash-distance BITS]
 
 Without --data-root it runs on the synthetic data set under data/, generating it the first time.
 ML Metadata goes to <output-dir>/metadata.sqlite, artifacts under <output-dir>/pipeline/, and a
@@ -69,6 +70,16 @@ def _fraction(text: str) -> float:
   return value
 
 
+def _hash_distance(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected a whole number of bits, got {text!r}') from None
+  if not 0 <= value <= 63:
+    raise argparse.ArgumentTypeError(f'must be between 0 and 63 bits, got {value}')
+  return value
+
+
 def _model_name(text: str) -> str:
   if not _MODEL_NAME.match(text):
     raise argparse.ArgumentTypeError(
@@ -97,6 +108,16 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                       default=defaults.max_unreadable_fraction,
                       help='share of input files that may be unusable (corrupt, not images) '
                       'before the run fails (default: %(default)s)')
+  parser.add_argument('--label-conflicts', choices=('exclude', 'keep', 'fail'),
+                      default=defaults.label_conflict_policy,
+                      help='near-duplicate images filed under different labels: leave them out '
+                      'of training and evaluation (exclude), use them (keep) or stop the run '
+                      '(fail); always reported (default: %(default)s)')
+  parser.add_argument('--max-hash-distance', type=_hash_distance,
+                      default=defaults.max_hash_distance,
+                      help='images whose 128-bit perceptual hashes differ in at most this many '
+                      'bits are near-duplicates, kept on one side of the split '
+                      '(default: %(default)s)')
   parser.add_argument('--model', default=defaults.network,
                       help='network to train: seed (default: %(default)s)')
   args = parser.parse_args(argv)
@@ -220,6 +241,8 @@ def main(argv: Optional[List[str]] = None) -> int:
       min_accuracy=args.min_accuracy,
       model_name=args.model_name,
       max_unreadable_fraction=args.max_unreadable_fraction,
+      label_conflict_policy=args.label_conflicts,
+      max_hash_distance=args.max_hash_distance,
       network=args.model)
 
   # Imported late: TFX takes seconds to import, and bad flags should fail fast.

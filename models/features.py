@@ -13,6 +13,10 @@ HEIGHT_KEY = 'height'
 WIDTH_KEY = 'width'
 MASK_KEY = 'mask'  # PNG of the lesion masks merged; empty bytes when the image has none
 MASK_COUNT_KEY = 'mask_count'  # how many mask files were merged into MASK_KEY
+IMAGE_HASH_KEY = 'image_hash'  # 128-bit perceptual hash of the pixels, 32 hex digits
+# Near-duplicate group, named after its first member's FILENAME_KEY; unique images are
+# groups of one. A group never spans two splits.
+DUPLICATE_GROUP_KEY = 'duplicate_group'
 
 # The class vocabulary: the data root's folder names, in this order. The order fixes the
 # integer labels, so it must never change under a trained model.

@@ -9,6 +9,7 @@ import dataclasses
 import os
 from typing import List
 
+from components.image_example_gen import near_duplicates
 from models import features
 
 PIPELINE_NAME = 'breast-ultrasound'  # Vertex allows [a-z0-9-] only
@@ -27,6 +28,10 @@ class PipelineConfig:
   # ExampleGen
   eval_percent: int = 20
   max_unreadable_fraction: float = 0.05
+  # Near-duplicates: perceptual hashes within this many bits (of 128) form one group, and
+  # groups never straddle the split. Label conflicts: exclude, keep or fail.
+  max_hash_distance: int = near_duplicates.DEFAULT_MAX_DISTANCE
+  label_conflict_policy: str = 'exclude'
   # Transform and Trainer
   image_size: int = features.DEFAULT_IMAGE_SIZE
   network: str = 'seed'

@@ -1,7 +1,9 @@
 """`create_pipeline(config)`: the components of the breast-ultrasound pipeline and their wiring.
 
-ImageExampleGen → StatisticsGen → SchemaGen (curated) → ExampleValidator → DataValidationGate
-→ Transform → Trainer → Evaluator (baseline: the latest other blessed model) → Pusher.
+ImageExampleGen (near-duplicate-aware split) → DataQualityCheck, and StatisticsGen → SchemaGen
+(curated) → ExampleValidator; DataValidationGate stops the run on an anomaly, a cross-split leak or
+a forbidden label conflict → Transform → Trainer → Evaluator (baseline: the latest other blessed
+model) → Pusher. The `excluded` split (label conflicts left out) is neither analysed nor trained on.
 Model code is referenced by dotted path, so the pipeline compiles for Kubeflow or Vertex offline.
 """
 
@@ -10,8 +12,10 @@ from tfx import v1 as tfx
 
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
 from components.curated_schema_gen.component import CuratedSchemaGen
+from components.data_quality.component import DataQualityCheck
 from components.data_validation_gate.component import DataValidationGate
 from components.image_example_gen.component import ImageExampleGen
+from components.image_example_gen.executor import EXCLUDED_SPLIT
 from models import model, preprocessing
 from pipeline.code_version import source_fingerprint
 from pipeline.configs import PipelineConfig
@@ -29,12 +33,17 @@ def create_pipeline(config: PipelineConfig,
   example_gen = ImageExampleGen(
       input_base=config.data_root,
       eval_percent=config.eval_percent,
-      max_unreadable_fraction=config.max_unreadable_fraction)
+      max_unreadable_fraction=config.max_unreadable_fraction,
+      max_hash_distance=config.max_hash_distance,
+      label_conflict_policy=config.label_conflict_policy)
+
+  data_quality_check = DataQualityCheck(examples=example_gen.outputs['examples'])
 
   statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs['examples'],
       # Image statistics (format, height, width) for the encoded-bytes feature.
-      stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True))
+      stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True),
+      exclude_splits=[EXCLUDED_SPLIT])
 
   # Inferred from the training split only, so the eval split is validated against it.
   schema_gen = CuratedSchemaGen(
@@ -46,12 +55,14 @@ def create_pipeline(config: PipelineConfig,
       schema=schema_gen.outputs['schema'])
 
   data_validation_gate = DataValidationGate(
-      anomalies=example_validator.outputs['anomalies'])
+      anomalies=example_validator.outputs['anomalies'],
+      data_quality=data_quality_check.outputs['data_quality'])
 
   transform = tfx.components.Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn='models.preprocessing.preprocessing_fn',
+      splits_config=tfx.proto.SplitsConfig(analyze=['train'], transform=['train', 'eval']),
       custom_config={preprocessing.IMAGE_SIZE_CONFIG_KEY: config.image_size,
                      'models_code_version': models_code_version})
   transform.add_upstream_node(data_validation_gate)
@@ -101,7 +112,8 @@ def create_pipeline(config: PipelineConfig,
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
       components=[
-          example_gen, statistics_gen, schema_gen, example_validator, data_validation_gate,
+          example_gen, data_quality_check, statistics_gen, schema_gen, example_validator,
+          data_validation_gate,
           transform, trainer, baseline_resolver, evaluator, pusher,
       ],
       enable_cache=config.enable_cache,

@@ -3,7 +3,8 @@
 Everything here comes from the metadata store and the artifacts it points to, never from the
 runner's memory, so it describes exactly what was recorded: each component's execution in the
 run (its state, whether it was cached, how long it took), the data ExampleGen kept and skipped,
-the evaluation metrics, the blessing and the pushed model.
+the data-quality figures (near-duplicates, label conflicts, leaks), the evaluation metrics, the
+blessing and the pushed model.
 """
 
 import dataclasses
@@ -15,6 +16,8 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 from ml_metadata.proto import metadata_store_pb2
 
+from components.data_quality import component as data_quality_component
+from components.data_quality.report import format_report_line
 from models import features
 
 PIPELINE_RUN_CONTEXT = 'pipeline_run'
@@ -43,6 +46,9 @@ class RunSummary:
   components: List[ComponentRun]
   class_counts: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)
   skipped_files: List[Dict[str, str]] = dataclasses.field(default_factory=list)
+  # DataQualityCheck's artifact properties, and where its files are.
+  data_quality: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  data_quality_uri: Optional[str] = None
   metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
   confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
   blessed: Optional[bool] = None
@@ -160,6 +166,10 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
       if type_name == 'Examples' and component.node_id.endswith('ExampleGen'):
         summary.class_counts = artifact_property(artifact, 'class_counts') or {}
         summary.skipped_files = artifact_property(artifact, 'skipped_files') or []
+      elif type_name == data_quality_component.DataQualityReport.TYPE_NAME:
+        summary.data_quality = {name: artifact_property(artifact, name) for name in (
+            *data_quality_component.COUNT_PROPERTIES, 'label_conflict_policy')}
+        summary.data_quality_uri = artifact.uri
       elif type_name == 'ModelEvaluation':
         summary.metrics, summary.confusion_matrix = read_overall_evaluation(artifact.uri)
       elif type_name == 'ModelBlessing':
@@ -182,6 +192,11 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None) ->
     for split, counts in sorted(summary.class_counts.items(), reverse=True):
       lines.append(f'  {split:<10} ' + ' '.join(f'{int(counts.get(name, 0)):>10}'
                                                 for name in features.LABEL_NAMES))
+  if summary.data_quality:
+    lines.append('')
+    lines.append(f'  data quality: {format_report_line(summary.data_quality)}')
+    lines.append(f'    contact sheet: {summary.data_quality_uri}/'
+                 f'{data_quality_component.CONTACT_SHEET_FILE}')
   if summary.skipped_files:
     lines.append('')
     lines.append(f'  skipped {len(summary.skipped_files)} input files:')

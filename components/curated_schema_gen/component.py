@@ -8,8 +8,8 @@ SchemaGen's own inference this executor:
 - declares the image feature an image domain;
 - fixes the label domain to the class vocabulary (`label` in [0, classes), `label_name` in the
   names);
-- drops domains inferred for identifiers and counts (file name, mask count, height, width) and
-  gives those numbers their real lower bounds.
+- drops domains inferred for identifiers and counts (file name, perceptual hash, duplicate group,
+  mask count, height, width) and gives those numbers their real lower bounds.
 
 Other inferred domains stay, such as the image domain TFDV's semantic statistics find for the
 mask feature when masks are present.
@@ -27,6 +27,9 @@ from tfx.utils import io_utils
 from models import features
 
 
+_IDENTIFIER_KEYS = (features.FILENAME_KEY, features.IMAGE_HASH_KEY, features.DUPLICATE_GROUP_KEY)
+
+
 def curate_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
   """Returns a copy of `schema` with the domains described in the module docstring."""
   curated = schema_pb2.Schema()
@@ -35,7 +38,7 @@ def curate_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
   curated.string_domain.add(name=features.LABEL_NAME_KEY, value=list(features.LABEL_NAMES))
   lower_bounds = {features.MASK_COUNT_KEY: 0, features.HEIGHT_KEY: 1, features.WIDTH_KEY: 1}
   for feature in curated.feature:
-    if feature.name == features.FILENAME_KEY:
+    if feature.name in _IDENTIFIER_KEYS:
       feature.ClearField('domain_info')
     elif feature.name == features.IMAGE_KEY:
       feature.image_domain.SetInParent()

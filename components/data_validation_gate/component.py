@@ -1,8 +1,10 @@
-"""DataValidationGate: fail the run, naming each anomaly, before anything trains on bad data.
+"""DataValidationGate: fail the run, naming each reason, before anything trains on bad data.
 
-ExampleValidator records anomalies but lets the pipeline go on. This component reads its output
-and raises when any split has an anomaly; Transform is wired to run after it, so an anomaly stops
-the run before training while the anomalies artifact stays in ML Metadata for inspection.
+ExampleValidator records anomalies and DataQualityCheck records leaks and label conflicts, but
+both let the pipeline go on. This component reads their outputs and raises when any split has an
+anomaly or the data-quality report has a violation (a cross-split leak, or label conflicts the
+policy forbids). Transform is wired to run after it, so the run stops before training while both
+reports stay in ML Metadata for inspection.
 """
 
 import os
@@ -14,11 +16,13 @@ from tfx.dsl.component.experimental.annotations import InputArtifact
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
+from components.data_quality.component import DataQualityReport
+
 ANOMALIES_FILE = 'SchemaDiff.pb'
 
 
 class DataAnomaliesError(RuntimeError):
-  """The examples do not match the schema."""
+  """The examples do not match the schema, leak across splits or break the conflict policy."""
 
 
 def describe_anomalies(anomalies_artifact: standard_artifacts.ExampleAnomalies) -> List[str]:
@@ -46,7 +50,16 @@ def check_no_anomalies(anomalies: standard_artifacts.ExampleAnomalies) -> None:
     raise DataAnomaliesError('data validation failed: ' + '; '.join(found))
 
 
+def check_data_quality(data_quality: DataQualityReport) -> None:
+  """Raises DataAnomaliesError listing the violations DataQualityCheck recorded."""
+  violations = data_quality.get_json_value_custom_property('violations') or []
+  if violations:
+    raise DataAnomaliesError('data quality check failed: ' + '; '.join(violations))
+
+
 @component
-def DataValidationGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies]):
-  """Fails the run when `anomalies` holds any anomaly; see check_no_anomalies."""
+def DataValidationGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+                       data_quality: InputArtifact[DataQualityReport]):
+  """Fails the run on any anomaly or data-quality violation; see the module docstring."""
+  check_data_quality(data_quality)
   check_no_anomalies(anomalies)

@@ -2,7 +2,8 @@
 
 Use it like any file-based ExampleGen: `ImageExampleGen(input_base=data_root)`. The input pattern
 defaults to `*/*` (class folder, then file), the output to an 80/20 train/eval split that the
-executor makes stratified by label instead of by hash. The executor's own settings travel in the
+executor makes by near-duplicate group, stratified by label, instead of by hash; a third split,
+`excluded`, holds the label conflicts the policy leaves out. The executor's own settings travel in the
 standard `custom_config` slot, so the component compiles for any orchestrator unchanged.
 """
 
@@ -14,7 +15,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 
-from components.image_example_gen import executor
+from components.image_example_gen import executor, near_duplicates
 
 DEFAULT_INPUT_PATTERN = '*/*'
 
@@ -37,10 +38,17 @@ class ImageExampleGen(FileBasedExampleGen):
                input_base: str,
                eval_percent: int = 20,
                max_unreadable_fraction: float = executor.DEFAULT_MAX_UNREADABLE_FRACTION,
+               max_hash_distance: int = near_duplicates.DEFAULT_MAX_DISTANCE,
+               label_conflict_policy: str = executor.DEFAULT_LABEL_CONFLICT_POLICY,
                input_config: Optional[example_gen_pb2.Input] = None,
                output_config: Optional[example_gen_pb2.Output] = None):
+    if label_conflict_policy not in executor.LABEL_CONFLICT_POLICIES:
+      raise ValueError(f'label_conflict_policy must be one of '
+                       f'{", ".join(executor.LABEL_CONFLICT_POLICIES)}, got {label_conflict_policy!r}')
     settings = struct_pb2.Struct()
-    settings.update({executor.MAX_UNREADABLE_FRACTION_KEY: max_unreadable_fraction})
+    settings.update({executor.MAX_UNREADABLE_FRACTION_KEY: max_unreadable_fraction,
+                     executor.MAX_HASH_DISTANCE_KEY: max_hash_distance,
+                     executor.LABEL_CONFLICT_POLICY_KEY: label_conflict_policy})
     packed = any_pb2.Any()
     packed.Pack(settings)
     super().__init__(
@@ -52,15 +60,14 @@ class ImageExampleGen(FileBasedExampleGen):
         custom_config=example_gen_pb2.CustomConfig(custom_config=packed))
 
 
-def run_executor_directly(input_base: str, output_uri: str, eval_percent: int = 20,
-                          max_unreadable_fraction: float =
-                          executor.DEFAULT_MAX_UNREADABLE_FRACTION) -> standard_artifacts.Examples:
+def run_executor_directly(input_base: str, output_uri: str,
+                          **component_arguments) -> standard_artifacts.Examples:
   """Runs the executor in this process as the TFX launcher would, without ML Metadata.
 
-  For tests and benchmarks of the executor alone; the pipeline never calls this.
+  `component_arguments` are ImageExampleGen's. For tests and benchmarks of the executor alone;
+  the pipeline never calls this.
   """
-  example_gen = ImageExampleGen(input_base=input_base, eval_percent=eval_percent,
-                                max_unreadable_fraction=max_unreadable_fraction)
+  example_gen = ImageExampleGen(input_base=input_base, **component_arguments)
   examples = standard_artifacts.Examples()
   examples.uri = output_uri
   executor.Executor().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]},

@@ -2,8 +2,16 @@
 
 For every file under `<input_base>/<class>/` it decides what the file is (an image, a lesion mask
 of an image, or something else), attaches each image's masks to that image's example (merged into
-one mask; masks never become examples of their own), and splits the examples into train/eval
-stratified by label and deterministically (each class is ordered by a hash of its file names).
+one mask; masks never become examples of their own), and splits the examples into train/eval.
+
+The split is leakage-free. Every image gets a perceptual hash (near_duplicates.py); images within
+`max_hash_distance` bits of each other form a near-duplicate group (transitively), and whole
+groups are assigned to splits, stratified by label and deterministically (groups are ordered by a
+hash of their name). Groups whose members carry different labels are label conflicts; by policy
+they are written to a third split, `excluded`, that neither training nor evaluation reads
+(`exclude`, the default), kept in train/eval like any group (`keep`), or kept and flagged so that
+the data-quality check downstream fails the run (`fail`). Every example carries its hash and its
+group's name.
 
 Files it cannot use (corrupt or non-image files, masks without an image, files outside a class
 folder) are written, with the reason, to `skipped_files.jsonl` in the Examples artifact and
@@ -11,10 +19,11 @@ listed in the artifact's `skipped_files` property. The run fails, naming them, o
 exceed `max_unreadable_fraction` of the candidate files. Per-split class counts are recorded in
 the `class_counts` property.
 
-It streams. The split is decided from the file listing alone (names and labels, small), so the
-image bytes are read, checked, turned into examples and written in one fused Beam stage: no
-step holds the images of the whole set, on the local DirectRunner or on a distributed runner.
-TFX's own split writer is not used because its reshuffle would gather every example first.
+It streams. A first pass reads and hashes each image and keeps only (name, label, hash); the
+split plan is made from those small records on one worker; a second pass reads each image again
+and builds, partitions and writes its example in one fused stage. No step holds the images of the
+whole set, on the local DirectRunner or on a distributed runner. TFX's own split writer is not
+used because its reshuffle would gather every example first.
 """
 
 import hashlib
@@ -30,7 +39,7 @@ import tensorflow as tf
 from absl import logging
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 from PIL import Image
 from tfx.components.example_gen import utils, write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
@@ -39,10 +48,17 @@ from tfx.components.util import examples_utils
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components.image_example_gen import near_duplicates
 from models import features
 
 MAX_UNREADABLE_FRACTION_KEY = 'max_unreadable_fraction'
 DEFAULT_MAX_UNREADABLE_FRACTION = 0.05
+MAX_HASH_DISTANCE_KEY = 'max_hash_distance'
+LABEL_CONFLICT_POLICY_KEY = 'label_conflict_policy'
+LABEL_CONFLICT_POLICIES = ('exclude', 'keep', 'fail')
+DEFAULT_LABEL_CONFLICT_POLICY = 'exclude'
+# Where excluded label conflicts go: written, so nothing is lost, but read by no trainer.
+EXCLUDED_SPLIT = 'excluded'
 SKIPPED_FILES_NAME = 'skipped_files.jsonl'
 CLASS_COUNTS_NAME = 'class_counts.jsonl'
 
@@ -119,7 +135,8 @@ def _int_feature(value: int) -> tf.train.Feature:
 
 
 def build_example(image_bytes: bytes, image: Image.Image, label_name: str,
-                  relative: str, mask_bytes: bytes, mask_count: int) -> tf.train.Example:
+                  relative: str, mask_bytes: bytes, mask_count: int, image_hash: str,
+                  duplicate_group: str) -> tf.train.Example:
   width, height = image.size
   return tf.train.Example(features=tf.train.Features(feature={
       features.IMAGE_KEY: _bytes_feature(image_bytes),
@@ -130,6 +147,8 @@ def build_example(image_bytes: bytes, image: Image.Image, label_name: str,
       features.WIDTH_KEY: _int_feature(width),
       features.MASK_KEY: _bytes_feature(mask_bytes),
       features.MASK_COUNT_KEY: _int_feature(mask_count),
+      features.IMAGE_HASH_KEY: _bytes_feature(image_hash.encode()),
+      features.DUPLICATE_GROUP_KEY: _bytes_feature(duplicate_group.encode()),
   }))
 
 
@@ -138,26 +157,47 @@ def _read(path: str) -> bytes:
     return handle.read()
 
 
+SKIPPED = 'skipped'
+
+
+def hash_images(keyed_files: Tuple[str, Iterable[Tuple[str, str]]], input_base: str):
+  """(grouping key, files) → {'file', 'label', 'hash'} per readable image.
+
+  Unreadable images go to the SKIPPED output with the reason (and so are left out of the plan).
+  """
+  key, files = keyed_files
+  for kind, path in files:
+    if kind != 'image':
+      continue
+    relative = relative_path(path, input_base)
+    try:
+      image = _open_image(_read(path))
+    except (ValueError, OSError) as error:
+      yield beam.pvalue.TaggedOutput(SKIPPED, {'file': relative, 'reason': str(error)})
+      continue
+    yield {'file': relative, 'label': label_of_key(key),
+           'hash': near_duplicates.perceptual_hash(image)}
+
+
 class BuildImageExample(beam.DoFn):
   """(grouping key, [('image'|'mask', path)...]) → (split index, label name, example).
 
-  The split of each image comes from the side input `split_of_file` (relative path → index).
-  Unusable files go to the SKIPPED output with the reason.
+  Each image's split and group come from the side input `plan` (relative path → (split index,
+  group name)); images missing from it were unreadable when hashed and are already reported.
+  Unusable masks go to the SKIPPED output with the reason.
   """
-
-  SKIPPED = 'skipped'
 
   def __init__(self, input_base: str):
     self._input_base = input_base
 
   def process(self, keyed_files: Tuple[str, Iterable[Tuple[str, str]]],
-              split_of_file: Dict[str, int]):
+              plan: Dict[str, Tuple[int, str, str]]):
     key, files = keyed_files
     image_paths = sorted(path for kind, path in files if kind == 'image')
     mask_paths = sorted(path for kind, path in files if kind == 'mask')
     if not image_paths:
       for path in mask_paths:
-        yield beam.pvalue.TaggedOutput(self.SKIPPED, {
+        yield beam.pvalue.TaggedOutput(SKIPPED, {
             'file': relative_path(path, self._input_base), 'reason': 'mask without an image'})
       return
     # Two images sharing a stem ('x.png' and 'x.jpg') share the masks too.
@@ -166,20 +206,24 @@ class BuildImageExample(beam.DoFn):
       try:
         masks.append(_open_image(_read(path)))
       except (ValueError, OSError) as error:
-        yield beam.pvalue.TaggedOutput(self.SKIPPED, {
+        yield beam.pvalue.TaggedOutput(SKIPPED, {
             'file': relative_path(path, self._input_base), 'reason': f'mask: {error}'})
     label_name = label_of_key(key)
     for path in image_paths:
       relative = relative_path(path, self._input_base)
+      if relative not in plan:
+        continue
+      split_index, group, image_hash = plan[relative]
       try:
         content = _read(path)
         image = _open_image(content)
-      except (ValueError, OSError) as error:
-        yield beam.pvalue.TaggedOutput(self.SKIPPED, {'file': relative, 'reason': str(error)})
+      except (ValueError, OSError) as error:  # Changed since it was hashed.
+        yield beam.pvalue.TaggedOutput(SKIPPED, {'file': relative, 'reason': str(error)})
         continue
       mask_bytes = merge_masks(masks, image.size) if masks else b''
-      example = build_example(content, image, label_name, relative, mask_bytes, len(masks))
-      yield split_of_file[relative], label_name, example
+      example = build_example(content, image, label_name, relative, mask_bytes, len(masks),
+                              image_hash, group)
+      yield split_index, label_name, example
 
 
 @beam.ptransform_fn
@@ -210,36 +254,69 @@ def label_of_key(key: str) -> str:
   return key.split('/', 1)[0]
 
 
-def image_label_and_paths(keyed_files: Tuple[str, Iterable[Tuple[str, str]]],
-                          input_base: str) -> Iterable[Tuple[str, str]]:
-  """(label name, relative path) of each image in a group (masks excluded)."""
-  key, files = keyed_files
-  for kind, path in files:
-    if kind == 'image':
-      yield label_of_key(key), relative_path(path, input_base)
+def stable_rank_key(name: str) -> str:
+  """Orders groups by a hash of their name: deterministic, yet unrelated to file numbering."""
+  return hashlib.sha256(name.encode()).hexdigest()
 
 
-def stable_rank_key(relative: str) -> str:
-  """Orders files by a hash of their name: deterministic, yet unrelated to file numbering."""
-  return hashlib.sha256(relative.encode()).hexdigest()
+def majority_label(labels: Iterable[str]) -> str:
+  """The most frequent label; ties go to the first in the class vocabulary."""
+  labels = list(labels)
+  return max(features.LABEL_NAMES, key=lambda name: (labels.count(name),
+                                                     -features.LABEL_NAMES.index(name)))
 
 
-def assign_stratified_splits(label_and_paths: Tuple[str, Iterable[str]],
-                             cumulative_buckets: List[int]) -> Iterable[Tuple[str, int]]:
-  """Gives each file of one class a split index, in proportion to the split's hash buckets.
+def assign_group_splits(groups: List[Tuple[str, str, int]],
+                        cumulative_buckets: List[int]) -> Dict[str, int]:
+  """Split index per group from (group name, label, size): whole groups, stratified by label.
 
-  The class's files are ordered by `stable_rank_key`; the first share goes to split 0 and so on,
-  so every split receives its share of every class (rounded), the same on every run.
+  Within each label the groups are ordered by `stable_rank_key` and laid end to end; a group
+  goes to the split whose share of the label's images its midpoint falls in. Every split so
+  receives its share of every class (to within a group), the same on every run.
   """
-  _, paths = label_and_paths
-  ordered = sorted(paths, key=stable_rank_key)
   total_buckets = cumulative_buckets[-1]
-  boundaries = [round(len(ordered) * bucket / total_buckets) for bucket in cumulative_buckets]
-  split_index = 0
-  for rank, relative in enumerate(ordered):
-    while rank >= boundaries[split_index]:
-      split_index += 1
-    yield relative, split_index
+  split_of_group = {}
+  for label in sorted({label for _, label, _ in groups}):
+    members = sorted((group for group in groups if group[1] == label),
+                     key=lambda group: stable_rank_key(group[0]))
+    images = sum(size for _, _, size in members)
+    boundaries = [images * bucket / total_buckets for bucket in cumulative_buckets]
+    position = 0
+    for name, _, size in members:
+      midpoint = position + size / 2
+      split_of_group[name] = next(
+          (index for index, boundary in enumerate(boundaries) if midpoint < boundary),
+          len(boundaries) - 1)
+      position += size
+  return split_of_group
+
+
+def plan_splits(records: List[Dict[str, str]], cumulative_buckets: List[int],
+                max_hash_distance: int, label_conflict_policy: str,
+                excluded_index: int) -> Iterable[Tuple[str, Tuple[int, str, str]]]:
+  """Groups the hashed images and gives each (relative path, (split index, group, hash)).
+
+  `records` are hash_images outputs. A group is named after its first member in sort order.
+  Label conflicts go to `excluded_index` under the `exclude` policy, else are split like any
+  group (by their majority label).
+  """
+  records = sorted(records, key=lambda record: record['file'])
+  group_numbers = near_duplicates.group_near_duplicates(
+      near_duplicates.hashes_to_words([record['hash'] for record in records]), max_hash_distance)
+  members: Dict[int, List[Dict[str, str]]] = {}
+  for number, record in zip(group_numbers, records):
+    members.setdefault(number, []).append(record)
+  name_of = {number: group[0]['file'] for number, group in members.items()}
+  conflicting = {number for number, group in members.items()
+                 if len({record['label'] for record in group}) > 1}
+  splittable = [(name_of[number], majority_label(record['label'] for record in group), len(group))
+                for number, group in members.items()
+                if not (number in conflicting and label_conflict_policy == 'exclude')]
+  split_of_group = assign_group_splits(splittable, cumulative_buckets)
+  for number, group in members.items():
+    split_index = split_of_group.get(name_of[number], excluded_index)
+    for record in group:
+      yield record['file'], (split_index, name_of[number], record['hash'])
 
 
 def _write_json_lines(collection, directory: str, file_name: str, label: str):
@@ -290,16 +367,19 @@ class Executor(BaseExampleGenExecutor):
     for split in output_config.split_config.splits:
       total += split.hash_buckets
       cumulative.append(total)
-    split_of_file = (
-        image_files
-        | 'LabelAndPath' >> beam.FlatMap(image_label_and_paths, input_base)
-        | 'GroupByLabel' >> beam.GroupByKey()
-        | 'AssignSplits' >> beam.FlatMap(assign_stratified_splits, cumulative))
+    settings = read_settings(exec_properties)
+    hashed = image_files | 'HashImages' >> beam.FlatMap(hash_images, input_base).with_outputs(
+        SKIPPED, main='records')
+    plan = (hashed.records
+            | 'GatherHashes' >> beam.combiners.ToList()
+            | 'PlanSplits' >> beam.FlatMap(
+                plan_splits, cumulative, settings[MAX_HASH_DISTANCE_KEY],
+                settings[LABEL_CONFLICT_POLICY_KEY], split_names.index(EXCLUDED_SPLIT)))
 
     # From here to the files, one fused stage: image bytes are never gathered.
     built = image_files | 'BuildExamples' >> beam.ParDo(
-        BuildImageExample(input_base), split_of_file=beam.pvalue.AsDict(split_of_file)
-    ).with_outputs(BuildImageExample.SKIPPED, main='examples')
+        BuildImageExample(input_base), plan=beam.pvalue.AsDict(plan)
+    ).with_outputs(SKIPPED, main='examples')
     partitions = built.examples | 'BySplit' >> beam.Partition(
         lambda split_label_example, _: split_label_example[0], len(split_names))
     for name, examples in zip(split_names, partitions):
@@ -309,7 +389,8 @@ class Executor(BaseExampleGenExecutor):
                os.path.join(split_uris[name], write_split.DEFAULT_FILE_NAME),
                file_name_suffix='.gz'))
 
-    skipped = (not_usable, built[BuildImageExample.SKIPPED]) | 'AllSkipped' >> beam.Flatten()
+    skipped = ((not_usable, hashed[SKIPPED], built[SKIPPED])
+               | 'AllSkipped' >> beam.Flatten())
     _write_json_lines(skipped, report_dir, SKIPPED_FILES_NAME, 'Skipped')
     counts = (built.examples
               | 'SplitAndLabel' >> beam.Map(lambda item: (split_names[item[0]], item[1]))
@@ -324,6 +405,11 @@ class Executor(BaseExampleGenExecutor):
     examples_artifact = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.EXAMPLES_KEY])
     split_names = utils.generate_output_split_names(*_parse_configs(exec_properties))
+    if EXCLUDED_SPLIT in split_names:
+      raise ValueError(f'the split name {EXCLUDED_SPLIT!r} is reserved for excluded label '
+                       'conflicts; name the output splits differently')
+    split_names.append(EXCLUDED_SPLIT)
+    settings = read_settings(exec_properties)
     examples_artifact.split_names = artifact_utils.encode_split_names(split_names)
     split_uris = {name: artifact_utils.get_split_uri([examples_artifact], name)
                   for name in split_names}
@@ -347,10 +433,15 @@ class Executor(BaseExampleGenExecutor):
     examples_artifact.set_json_value_custom_property('skipped_files', skipped)
     examples_artifact.set_int_custom_property('example_count', example_count)
     examples_artifact.set_int_custom_property('skipped_count', len(skipped))
+    # What the data-quality check downstream needs to judge the split.
+    examples_artifact.set_int_custom_property(MAX_HASH_DISTANCE_KEY,
+                                              settings[MAX_HASH_DISTANCE_KEY])
+    examples_artifact.set_string_custom_property(LABEL_CONFLICT_POLICY_KEY,
+                                                 settings[LABEL_CONFLICT_POLICY_KEY])
 
     for row in skipped:
       logging.warning('ImageExampleGen skipped %s: %s', row['file'], row['reason'])
-    limit = _max_unreadable_fraction(exec_properties)
+    limit = settings[MAX_UNREADABLE_FRACTION_KEY]
     if example_count == 0:
       raise UnusableInputError(
           f'no usable images under {exec_properties[standard_component_specs.INPUT_BASE_KEY]}'
@@ -364,15 +455,25 @@ class Executor(BaseExampleGenExecutor):
           f'({share:.1%} > max_unreadable_fraction {limit:.1%}): {named}{more}')
 
 
-def _max_unreadable_fraction(exec_properties: Dict[str, Any]) -> float:
+DEFAULT_SETTINGS = {
+    MAX_UNREADABLE_FRACTION_KEY: DEFAULT_MAX_UNREADABLE_FRACTION,
+    MAX_HASH_DISTANCE_KEY: near_duplicates.DEFAULT_MAX_DISTANCE,
+    LABEL_CONFLICT_POLICY_KEY: DEFAULT_LABEL_CONFLICT_POLICY,
+}
+
+
+def read_settings(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
+  """The executor's own settings from the standard custom_config slot, defaults filled in."""
+  settings = dict(DEFAULT_SETTINGS)
   serialized = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
-  if not serialized:
-    return DEFAULT_MAX_UNREADABLE_FRACTION
-  custom_config = example_gen_pb2.CustomConfig()
-  proto_utils.json_to_proto(serialized, custom_config)
-  settings = struct_pb2.Struct()
-  if not custom_config.custom_config.Unpack(settings):
-    return DEFAULT_MAX_UNREADABLE_FRACTION
-  return float(settings.fields[MAX_UNREADABLE_FRACTION_KEY].number_value
-               if MAX_UNREADABLE_FRACTION_KEY in settings.fields
-               else DEFAULT_MAX_UNREADABLE_FRACTION)
+  if serialized:
+    custom_config = example_gen_pb2.CustomConfig()
+    proto_utils.json_to_proto(serialized, custom_config)
+    packed = struct_pb2.Struct()
+    if custom_config.custom_config.Unpack(packed):
+      settings.update(json_format.MessageToDict(packed))
+  settings[MAX_HASH_DISTANCE_KEY] = int(settings[MAX_HASH_DISTANCE_KEY])
+  if settings[LABEL_CONFLICT_POLICY_KEY] not in LABEL_CONFLICT_POLICIES:
+    raise ValueError(f'label_conflict_policy must be one of {", ".join(LABEL_CONFLICT_POLICIES)},'
+                     f' got {settings[LABEL_CONFLICT_POLICY_KEY]!r}')
+  return settings

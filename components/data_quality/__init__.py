@@ -1,0 +1,1 @@
+"""Data-quality check of the examples: near-duplicates, label conflicts, cross-split leaks."""

@@ -1,0 +1,82 @@
+"""DataQualityCheck: the data-quality artifact of the examples, recorded in ML Metadata.
+
+It reads ImageExampleGen's examples (every split, the `excluded` one included) and writes a
+DataQualityReport artifact holding
+
+- `data_quality.json`: counts of images, groups, near-duplicate groups, label conflicts and
+  cross-split leaks, each near-duplicate group's file names, labels and splits, and the
+  violations that must stop the run;
+- `image_groups.csv`: every image with its label, split, group and perceptual hash;
+- `contact_sheet.png`: the label conflicts and the largest near-duplicate groups.
+
+The headline counts and the violations are also artifact properties, so ML Metadata queries and
+the end-of-run summary see them without opening files. The check itself never fails the run:
+DataValidationGate does, after the report is recorded, so a failed run's report can be read.
+"""
+
+import csv
+import json
+import os
+
+import tensorflow as tf
+from absl import logging
+from tfx import types
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
+
+from components.data_quality import contact_sheet, report
+from components.image_example_gen import executor as example_gen_executor
+
+REPORT_FILE = 'data_quality.json'
+GROUPS_FILE = 'image_groups.csv'
+CONTACT_SHEET_FILE = 'contact_sheet.png'
+COUNT_PROPERTIES = ('image_count', 'group_count', 'duplicate_group_count',
+                    'images_in_duplicate_groups', 'label_conflict_count',
+                    'images_in_label_conflicts', 'excluded_image_count', 'cross_split_leak_count')
+
+
+class DataQualityReport(types.Artifact):
+  """Near-duplicate groups, label conflicts and cross-split leaks of an Examples artifact."""
+  TYPE_NAME = 'DataQualityReport'
+
+
+def _write_files(directory: str, data_quality: dict, rows, sheet) -> None:
+  tf.io.gfile.makedirs(directory)
+  with tf.io.gfile.GFile(os.path.join(directory, REPORT_FILE), 'w') as handle:
+    json.dump(data_quality, handle, indent=1)
+  with tf.io.gfile.GFile(os.path.join(directory, GROUPS_FILE), 'w') as handle:
+    writer = csv.writer(handle)
+    writer.writerow(['file', 'label', 'split', 'duplicate_group', 'image_hash'])
+    for row in rows:
+      writer.writerow([row.file, row.label, row.split, row.group, row.image_hash])
+  with tf.io.gfile.GFile(os.path.join(directory, CONTACT_SHEET_FILE), 'wb') as handle:
+    sheet.save(handle, format='PNG')
+
+
+@component
+def DataQualityCheck(examples: InputArtifact[standard_artifacts.Examples],
+                     data_quality: OutputArtifact[DataQualityReport]):
+  """Writes the data-quality report of `examples`; see the module docstring."""
+  split_uris = {split: artifact_utils.get_split_uri([examples], split)
+                for split in artifact_utils.decode_split_names(examples.split_names)}
+  max_hash_distance = examples.get_int_custom_property(
+      example_gen_executor.MAX_HASH_DISTANCE_KEY)
+  policy = examples.get_string_custom_property(example_gen_executor.LABEL_CONFLICT_POLICY_KEY)
+  rows = report.read_image_rows(split_uris)
+  data_quality_report = report.build_report(rows, max_hash_distance, policy)
+
+  shown = data_quality_report['duplicate_groups'][:contact_sheet.MAX_ROWS]
+  wanted = {member['file'] for group in shown for member in group['files']}
+  sheet = contact_sheet.draw_contact_sheet(
+      shown, report.read_images(split_uris, wanted),
+      title=f'Label conflicts and largest near-duplicate groups '
+            f'(hash distance ≤ {max_hash_distance})')
+  _write_files(data_quality.uri, data_quality_report, rows, sheet)
+
+  for name in COUNT_PROPERTIES:
+    data_quality.set_int_custom_property(name, data_quality_report[name])
+  data_quality.set_int_custom_property('max_hash_distance', max_hash_distance)
+  data_quality.set_string_custom_property('label_conflict_policy', policy)
+  data_quality.set_json_value_custom_property('violations', data_quality_report['violations'])
+  logging.info('Data quality: %s', report.format_report_line(data_quality_report))

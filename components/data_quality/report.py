@@ -1,0 +1,171 @@
+"""The data-quality report: near-duplicate groups, label conflicts and cross-split leaks.
+
+Built from the written examples alone (each carries its file name, label, perceptual hash and
+near-duplicate group), so it checks what ImageExampleGen actually wrote rather than what it meant
+to write. Leaks are found two ways: a group with members in two of the splits that are read
+(train, eval), and, independently of the grouping, any pair of images in different splits whose
+hashes lie within the distance ExampleGen used.
+"""
+
+import collections
+import dataclasses
+import glob
+import os
+from typing import Dict, Iterable, List, Set
+
+import tensorflow as tf
+
+from components.image_example_gen import near_duplicates
+from components.image_example_gen.executor import EXCLUDED_SPLIT
+from models import features
+
+_ROW_KEYS = (features.FILENAME_KEY, features.LABEL_NAME_KEY, features.IMAGE_HASH_KEY,
+             features.DUPLICATE_GROUP_KEY)
+
+
+@dataclasses.dataclass
+class ImageRow:
+  file: str
+  label: str
+  split: str
+  image_hash: str
+  group: str
+
+
+def _text(example: tf.train.Example, key: str) -> str:
+  return example.features.feature[key].bytes_list.value[0].decode()
+
+
+def read_examples(split_uri: str) -> Iterable[tf.train.Example]:
+  """Every tf.Example of one split directory (gzipped TFRecords)."""
+  files = sorted(glob.glob(os.path.join(split_uri, '*.gz')))
+  if not files:
+    return
+  for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
+    yield tf.train.Example.FromString(record.numpy())
+
+
+def read_image_rows(split_uris: Dict[str, str]) -> List[ImageRow]:
+  rows = []
+  for split, uri in split_uris.items():
+    for example in read_examples(uri):
+      file, label, image_hash, group = (_text(example, key) for key in _ROW_KEYS)
+      rows.append(ImageRow(file, label, split, image_hash, group))
+  return sorted(rows, key=lambda row: row.file)
+
+
+def read_images(split_uris: Dict[str, str], wanted: Set[str]) -> Dict[str, bytes]:
+  """Encoded image bytes of the files named in `wanted` (for the contact sheet)."""
+  found = {}
+  for uri in split_uris.values():
+    for example in read_examples(uri):
+      file = _text(example, features.FILENAME_KEY)
+      if file in wanted:
+        found[file] = example.features.feature[features.IMAGE_KEY].bytes_list.value[0]
+  return found
+
+
+def _group_summary(name: str, members: List[ImageRow]) -> dict:
+  labels = collections.Counter(row.label for row in members)
+  return {
+      'group': name,
+      'size': len(members),
+      'labels': dict(sorted(labels.items())),
+      'label_conflict': len(labels) > 1,
+      'splits': sorted({row.split for row in members}),
+      'files': [{'file': row.file, 'label': row.label, 'split': row.split} for row in members],
+  }
+
+
+def find_cross_split_leaks(rows: List[ImageRow], max_hash_distance: int) -> List[dict]:
+  """Groups spanning the read splits, and near pairs across them found from the hashes alone."""
+  used = [row for row in rows if row.split != EXCLUDED_SPLIT]
+  leaks = []
+  splits_of_group = collections.defaultdict(set)
+  for row in used:
+    splits_of_group[row.group].add(row.split)
+  for group, splits in sorted(splits_of_group.items()):
+    if len(splits) > 1:
+      leaks.append({'kind': 'group on both sides', 'group': group, 'splits': sorted(splits)})
+  words = near_duplicates.hashes_to_words([row.image_hash for row in used])
+  for first, second in near_duplicates.find_near_pairs(words, max_hash_distance).tolist():
+    if used[first].split != used[second].split:
+      leaks.append({
+          'kind': 'near-duplicate pair across splits',
+          'files': [used[first].file, used[second].file],
+          'splits': [used[first].split, used[second].split],
+          'distance': near_duplicates.hash_distance(used[first].image_hash,
+                                                    used[second].image_hash)})
+  return leaks
+
+
+def _violations(report: dict, groups: List[dict]) -> List[str]:
+  """Why the run must stop, one line each; empty when the data may be used."""
+  violations = []
+  leaks = report['cross_split_leaks']
+  if leaks:
+    named = '; '.join(
+        ' ~ '.join(f'{file} ({split})' for file, split in zip(leak['files'], leak['splits']))
+        if 'files' in leak else f'group {leak["group"]} in {" and ".join(leak["splits"])}'
+        for leak in leaks[:5])
+    violations.append(f'{len(leaks)} cross-split leak(s), near-duplicates on both sides of the '
+                      f'split: {named}')
+  conflicts = [group for group in groups if group['label_conflict']]
+  policy = report['label_conflict_policy']
+  if conflicts and policy == 'fail':
+    named = '; '.join(', '.join(f'{member["file"]} ({member["label"]})'
+                                for member in group['files']) for group in conflicts[:5])
+    violations.append(f'{len(conflicts)} label conflict(s) (the same image under different '
+                      f'labels) and the label-conflict policy is fail: {named}')
+  if policy == 'exclude':
+    kept = [group['group'] for group in conflicts if group['splits'] != [EXCLUDED_SPLIT]]
+    if kept:
+      violations.append(f'{len(kept)} label conflict(s) were to be excluded but are in the '
+                        f'training or evaluation data: {", ".join(kept[:5])}')
+  return violations
+
+
+def build_report(rows: List[ImageRow], max_hash_distance: int,
+                 label_conflict_policy: str) -> dict:
+  """Every figure of the data-quality artifact, plus the violations that stop the run."""
+  members = collections.defaultdict(list)
+  for row in rows:
+    members[row.group].append(row)
+  duplicate_groups = [_group_summary(name, group) for name, group in members.items()
+                      if len(group) > 1]
+  # Conflicts first, then the largest groups: the order of the contact sheet.
+  duplicate_groups.sort(key=lambda group: (not group['label_conflict'], -group['size'],
+                                           group['group']))
+  class_counts: Dict[str, Dict[str, int]] = collections.defaultdict(dict)
+  for (split, label), count in sorted(collections.Counter(
+      (row.split, row.label) for row in rows).items()):
+    class_counts[split][label] = count
+  conflicts = [group for group in duplicate_groups if group['label_conflict']]
+  report = {
+      'max_hash_distance': max_hash_distance,
+      'label_conflict_policy': label_conflict_policy,
+      'image_count': len(rows),
+      'group_count': len(members),
+      'duplicate_group_count': len(duplicate_groups),
+      'images_in_duplicate_groups': sum(group['size'] for group in duplicate_groups),
+      'label_conflict_count': len(conflicts),
+      'images_in_label_conflicts': sum(group['size'] for group in conflicts),
+      'excluded_image_count': sum(1 for row in rows if row.split == EXCLUDED_SPLIT),
+      'class_counts': dict(class_counts),
+      'cross_split_leaks': find_cross_split_leaks(rows, max_hash_distance),
+  }
+  report['cross_split_leak_count'] = len(report['cross_split_leaks'])
+  report['violations'] = _violations(report, duplicate_groups)
+  report['duplicate_groups'] = duplicate_groups
+  return report
+
+
+def format_report_line(report: dict) -> str:
+  """The report in one line, for logs and the end-of-run summary."""
+  return (f'{report["image_count"]} images in {report["group_count"]} groups; '
+          f'{report["duplicate_group_count"]} near-duplicate groups '
+          f'({report["images_in_duplicate_groups"]} images); '
+          f'{report["label_conflict_count"]} label conflicts '
+          f'({report["images_in_label_conflicts"]} images, policy '
+          f'{report["label_conflict_policy"]}); '
+          f'{report["cross_split_leak_count"]} cross-split leaks')
