@@ -155,8 +155,9 @@ def ensure_default_data(data_root: str) -> None:
     return
   from data import synthetic  # pylint: disable=g-import-not-at-top
   print(f'Generating the synthetic default data set under {data_root} ...', flush=True)
-  count = synthetic.generate_dataset(data_root)
-  print(f'  {count} images with lesion masks written.', flush=True)
+  count = synthetic.generate_dataset(data_root, with_near_duplicates=True)
+  print(f'  {count} images written (lesion masks beside them, a few near-duplicates planted).',
+        flush=True)
 
 
 # TFX warnings that say nothing about this run.

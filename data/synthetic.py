@@ -10,15 +10,23 @@ speckled echo texture with tissue layers; the classes differ the way the clinica
 
 Everything is drawn from a random generator seeded per image, so a given seed, size and count
 always produce the same files.
+
+Public ultrasound sets also hold near-duplicates: the same frame re-encoded, resized, with a
+different gain, with calipers and text burnt in, or filed under two classes. `near_duplicate`
+makes such copies; `generate_dataset(..., with_near_duplicates=True)` (the default data set)
+plants a few of each kind, two of them under another label, so the pipeline's data-quality check
+has something to find.
 """
 
 import argparse
 import os
 import sys
-from typing import Tuple
+from typing import List, Tuple
+
+import io
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 CLASS_NAMES = ('benign', 'malignant', 'normal')
 DEFAULT_IMAGES_PER_CLASS = 80
@@ -129,9 +137,83 @@ def synthesize_image(class_name: str, rng: np.random.Generator,
   return image, mask.astype(np.uint8) * 255
 
 
+NEAR_DUPLICATE_KINDS = ('exact', 'jpeg', 'resized', 'overlay', 'brighter', 'darker')
+
+
+def _draw_calipers_and_text(image: Image.Image) -> Image.Image:
+  """Caliper crosses joined by a dotted line and a burnt-in annotation, as scanners draw them."""
+  marked = image.convert('L').copy()
+  draw = ImageDraw.Draw(marked)
+  width, height = marked.size
+  arm = max(2, width // 40)
+  ends = [(int(width * 0.35), int(height * 0.45)), (int(width * 0.62), int(height * 0.55))]
+  for x, y in ends:
+    draw.line((x - arm, y, x + arm, y), fill=255)
+    draw.line((x, y - arm, x, y + arm), fill=255)
+  for step in range(0, 20, 2):
+    x0 = ends[0][0] + (ends[1][0] - ends[0][0]) * step / 20
+    y0 = ends[0][1] + (ends[1][1] - ends[0][1]) * step / 20
+    draw.point((x0, y0), fill=230)
+  draw.text((3, height - 12), 'RT 10:00 3CM FN', fill=255)
+  return marked
+
+
+def near_duplicate(image: Image.Image, kind: str) -> Tuple[Image.Image, str]:
+  """A copy of `image` altered as `kind` says; returns (image, file format to save it in)."""
+  grey = image.convert('L')
+  if kind == 'exact':
+    return grey, 'PNG'
+  if kind == 'jpeg':
+    buffer = io.BytesIO()
+    grey.save(buffer, format='JPEG', quality=70)
+    return Image.open(io.BytesIO(buffer.getvalue())), 'JPEG'
+  if kind == 'resized':
+    return grey.resize((grey.width * 3 // 4, grey.height * 3 // 4), Image.BILINEAR), 'PNG'
+  if kind == 'overlay':
+    return _draw_calipers_and_text(grey), 'PNG'
+  if kind in ('brighter', 'darker'):
+    pixels = np.asarray(grey, dtype=np.float32)
+    pixels = pixels + 35 if kind == 'brighter' else pixels * 0.7
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), 'PNG'
+  raise ValueError(f'unknown near-duplicate kind {kind!r} (one of {NEAR_DUPLICATE_KINDS})')
+
+
+def save_near_duplicate(source: str, target_stem: str, kind: str) -> str:
+  """Writes a `kind` copy of the image file `source` as `target_stem` + extension; returns it."""
+  copy, file_format = near_duplicate(Image.open(source), kind)
+  path = target_stem + ('.jpg' if file_format == 'JPEG' else '.png')
+  copy.save(path, format=file_format)
+  return path
+
+
+def plant_near_duplicates(output_dir: str, images_per_class: int) -> List[str]:
+  """Adds near-duplicates to a generated data set: one of each kind within a class, and two
+  copies filed under another class (label conflicts). Returns the files written."""
+  written = []
+  for index, kind in enumerate(NEAR_DUPLICATE_KINDS):
+    class_name = CLASS_NAMES[index % len(CLASS_NAMES)]
+    number = images_per_class + 1 + index // len(CLASS_NAMES)
+    source = os.path.join(output_dir, class_name, f'{class_name} ({1 + index}).png')
+    written.append(save_near_duplicate(
+        source, os.path.join(output_dir, class_name, f'{class_name} ({number})'), kind))
+  for source_class, target_class, kind in (('benign', 'malignant', 'exact'),
+                                           ('normal', 'benign', 'jpeg')):
+    source = os.path.join(output_dir, source_class, f'{source_class} (10).png')
+    count = len([name for name in os.listdir(os.path.join(output_dir, target_class))
+                 if '_mask' not in name])
+    written.append(save_near_duplicate(
+        source, os.path.join(output_dir, target_class, f'{target_class} ({count + 1})'), kind))
+  return written
+
+
 def generate_dataset(output_dir: str, images_per_class: int = DEFAULT_IMAGES_PER_CLASS,
-                     image_size: int = DEFAULT_IMAGE_SIZE, seed: int = DEFAULT_SEED) -> int:
-  """Writes the data set under `output_dir` in the BUSI layout; returns the number of images."""
+                     image_size: int = DEFAULT_IMAGE_SIZE, seed: int = DEFAULT_SEED,
+                     with_near_duplicates: bool = False) -> int:
+  """Writes the data set under `output_dir` in the BUSI layout; returns the number of images.
+
+  With `with_near_duplicates`, also plants the copies of `plant_near_duplicates` (their lesion
+  masks are not copied: BUSI's duplicates do not always have them either).
+  """
   for class_index, class_name in enumerate(CLASS_NAMES):
     class_dir = os.path.join(output_dir, class_name)
     os.makedirs(class_dir, exist_ok=True)
@@ -141,7 +223,8 @@ def generate_dataset(output_dir: str, images_per_class: int = DEFAULT_IMAGES_PER
       stem = os.path.join(class_dir, f'{class_name} ({number})')
       Image.fromarray(image).save(stem + '.png')
       Image.fromarray(mask).save(stem + '_mask.png')
-  return images_per_class * len(CLASS_NAMES)
+  planted = plant_near_duplicates(output_dir, images_per_class) if with_near_duplicates else []
+  return images_per_class * len(CLASS_NAMES) + len(planted)
 
 
 def main(argv=None) -> int:
@@ -150,10 +233,13 @@ def main(argv=None) -> int:
   parser.add_argument('--images-per-class', type=int, default=DEFAULT_IMAGES_PER_CLASS)
   parser.add_argument('--image-size', type=int, default=DEFAULT_IMAGE_SIZE)
   parser.add_argument('--seed', type=int, default=DEFAULT_SEED)
+  parser.add_argument('--no-near-duplicates', action='store_true',
+                      help='do not plant near-duplicates and label conflicts')
   args = parser.parse_args(argv)
-  if args.images_per_class < 1 or args.image_size < 32:
-    parser.error('--images-per-class must be at least 1 and --image-size at least 32')
-  count = generate_dataset(args.output_dir, args.images_per_class, args.image_size, args.seed)
+  if args.images_per_class < 10 or args.image_size < 32:
+    parser.error('--images-per-class must be at least 10 and --image-size at least 32')
+  count = generate_dataset(args.output_dir, args.images_per_class, args.image_size, args.seed,
+                           with_near_duplicates=not args.no_near_duplicates)
   print(f'wrote {count} images with masks under {args.output_dir}')
   return 0
 

@@ -3,7 +3,6 @@
 import glob
 import io
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -105,10 +104,10 @@ def test_jpeg_bmp_and_file_names_with_spaces_and_parentheses(tmp_path):
   for class_name in features.LABEL_NAMES:
     (root / class_name).mkdir(parents=True)
   rng = np.random.default_rng(0)
-  pixels = rng.integers(0, 255, size=(30, 50, 3), dtype=np.uint8)
-  Image.fromarray(pixels).save(root / 'benign' / 'case (1) left.jpg', format='JPEG')
-  Image.fromarray(pixels).save(root / 'malignant' / 'case (2).bmp', format='BMP')
-  Image.fromarray(pixels[..., 0]).save(root / 'normal' / 'case (3).PNG', format='PNG')
+  pixels = [rng.integers(0, 255, size=(30, 50, 3), dtype=np.uint8) for _ in range(3)]
+  Image.fromarray(pixels[0]).save(root / 'benign' / 'case (1) left.jpg', format='JPEG')
+  Image.fromarray(pixels[1]).save(root / 'malignant' / 'case (2).bmp', format='BMP')
+  Image.fromarray(pixels[2][..., 0]).save(root / 'normal' / 'case (3).PNG', format='PNG')
 
   examples = component.run_executor_directly(str(root), str(tmp_path / 'out'), eval_percent=50)
 
@@ -125,12 +124,12 @@ def test_jpeg_bmp_and_file_names_with_spaces_and_parentheses(tmp_path):
 
 def test_split_is_stratified_and_deterministic(tmp_path):
   root = tmp_path / 'images'
-  synthetic.generate_dataset(str(root), images_per_class=1, image_size=32, seed=2)
+  synthetic.generate_dataset(str(root), images_per_class=40, image_size=48, seed=2)
   # Unequal classes: 40 benign, 20 malignant, 10 normal.
-  for class_name, count in (('benign', 40), ('malignant', 20), ('normal', 10)):
-    source = root / class_name / f'{class_name} (1).png'
-    for number in range(2, count + 1):
-      shutil.copy(source, root / class_name / f'{class_name} ({number}).png')
+  for class_name, count in (('malignant', 20), ('normal', 10)):
+    for number in range(count + 1, 41):
+      for path in root.glob(f'{class_name}/{class_name} ({number})*.png'):
+        path.unlink()
 
   first = component.run_executor_directly(str(root), str(tmp_path / 'first'))
   second = component.run_executor_directly(str(root), str(tmp_path / 'second'))

@@ -43,6 +43,8 @@ def test_data_root_with_a_folder_that_is_not_a_class(python, project_root, tmp_p
 @pytest.mark.parametrize('flags, expected', [
     (('--epochs', '0'), '--epochs'),
     (('--epochs', 'many'), '--epochs'),
+    (('--label-conflicts', 'ignore'), '--label-conflicts'),
+    (('--max-hash-distance', '64'), '--max-hash-distance'),
     (('--image-size', '5000'), '--image-size'),
     (('--min-accuracy', '-0.1'), '--min-accuracy'),
     (('--min-accuracy', 'nan'), '--min-accuracy'),
@@ -66,6 +68,21 @@ def test_too_many_corrupt_images_stop_the_run_naming_them(python, project_root, 
   last_line = completed.stderr.strip().splitlines()[-1]
   assert last_line.startswith('local_runner.py: pipeline failed: UnusableInputError: 2 of 14')
   assert 'benign/scan (1).png' in last_line and 'benign/scan (2).png' in last_line
+
+
+def test_label_conflicts_stop_the_run_under_the_fail_policy(python, project_root, tmp_path):
+  from data import synthetic  # pylint: disable=g-import-not-at-top
+  images = tmp_path / 'images'
+  synthetic.generate_dataset(str(images), images_per_class=4, image_size=64)
+  synthetic.save_near_duplicate(str(images / 'benign' / 'benign (2).png'),
+                                str(images / 'malignant' / 'malignant (5)'), 'exact')
+  completed = run_cli(python, project_root, '--data-root', str(images),
+                      '--output-dir', str(tmp_path / 'out'), '--label-conflicts', 'fail')
+  assert completed.returncode == 1
+  assert 'Traceback' not in completed.stderr
+  last_line = completed.stderr.strip().splitlines()[-1]
+  assert last_line.startswith('local_runner.py: pipeline failed: DataAnomaliesError: data quality')
+  assert 'benign/benign (2).png (benign), malignant/malignant (5).png (malignant)' in last_line
 
 
 def test_output_dir_that_cannot_be_created(python, project_root, tmp_path):

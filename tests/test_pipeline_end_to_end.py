@@ -20,7 +20,7 @@ from data import synthetic
 from models import features
 from pipeline import summary
 
-COMPONENTS = ('ImageExampleGen', 'StatisticsGen', 'CuratedSchemaGen', 'ExampleValidator',
+COMPONENTS = ('ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen', 'ExampleValidator',
               'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'Pusher')
 RESOLVER = 'latest_blessed_model_resolver'
 
@@ -89,6 +89,19 @@ def test_first_run_blesses_and_pushes_a_model(pipeline_runs):
   correct = sum(matrix[index][index] for index in range(len(matrix)))
   assert abs(correct / 9 - first.metrics['sparse_categorical_accuracy']) < 1e-6
   assert 'blessed: yes' in pipeline_runs['stdout'][0]
+
+
+def test_first_run_records_the_data_quality_report(pipeline_runs):
+  first = summary.summarize_run(pipeline_runs['metadata_path'],
+                                run_id=summary.run_contexts(
+                                    summary.open_store(pipeline_runs['metadata_path']))[0].name)
+  assert first.data_quality['image_count'] == 45
+  assert first.data_quality['group_count'] == 45  # distinct synthetic images
+  assert first.data_quality['cross_split_leak_count'] == 0
+  assert first.data_quality['label_conflict_policy'] == 'exclude'
+  for name in ('data_quality.json', 'image_groups.csv', 'contact_sheet.png'):
+    assert os.path.getsize(os.path.join(first.data_quality_uri, name)) > 0
+  assert 'data quality: 45 images in 45 groups' in pipeline_runs['stdout'][0]
 
 
 def test_pushed_model_classifies_a_png_from_disk(pipeline_runs):

@@ -1,8 +1,8 @@
 """Perceptual hashes of images and the groups of near-duplicates they form.
 
-The hash is a 128-bit DCT hash: the image is turned grey, median-filtered (which wipes out thin
-overlays such as caliper crosses and burnt-in text), shrunk to 32×32 and transformed with a 2-D
-DCT; each of the 128 lowest-frequency coefficients (zig-zag order, the DC term left out) gives one
+The hash is a 128-bit DCT hash: the image is turned grey, its outer 6% margin is cut off (where
+scanners burn in text and scales), it is median-filtered (which wipes out thin overlays such as
+caliper crosses and dotted lines), shrunk to 32×32 and transformed with a 2-D DCT; each of the 128 lowest-frequency coefficients (zig-zag order, the DC term left out) gives one
 bit, set when it exceeds the median coefficient. Re-encoding, resizing and brightness or gain
 changes move few bits; different images differ in about half of them.
 
@@ -30,6 +30,7 @@ DEFAULT_MAX_DISTANCE = 20
 
 _THUMBNAIL_SIZE = 32
 _MEDIAN_FILTER_SIZE = 3
+_MARGIN = 0.06
 _BAND_BITS = 18
 _BANDS = 7
 
@@ -56,7 +57,11 @@ _HASHED_COEFFICIENTS = _lowest_frequencies(HASH_BITS)
 
 def perceptual_hash(image: Image.Image) -> str:
   """The image's 128-bit hash as 32 hex digits."""
-  grey = image.convert('L').filter(ImageFilter.MedianFilter(_MEDIAN_FILTER_SIZE))
+  grey = image.convert('L')
+  width, height = grey.size
+  left, top = round(width * _MARGIN), round(height * _MARGIN)
+  grey = grey.crop((left, top, width - left, height - top)).filter(
+      ImageFilter.MedianFilter(_MEDIAN_FILTER_SIZE))
   thumbnail = np.asarray(grey.resize((_THUMBNAIL_SIZE, _THUMBNAIL_SIZE), Image.LANCZOS),
                          dtype=np.float64)
   coefficients = (_DCT @ thumbnail @ _DCT.T).ravel()[_HASHED_COEFFICIENTS]
@@ -77,7 +82,7 @@ _BYTE_POPCOUNT = np.array([bin(value).count('1') for value in range(256)], dtype
 
 def _popcount(words: np.ndarray) -> np.ndarray:
   """Set bits per row of a [n, k] uint64 array."""
-  as_bytes = np.ascontiguousarray(words).view(np.uint8).reshape(len(words), -1)
+  as_bytes = np.ascontiguousarray(words).view(np.uint8)  # [n, 8k]
   return _BYTE_POPCOUNT[as_bytes].sum(axis=1, dtype=np.int32)
 
 
