@@ -38,7 +38,8 @@ COUNT_PROPERTIES = ('image_count', 'group_count', 'duplicate_group_count',
 
 class DataQualityReport(types.Artifact):
   """Near-duplicate groups, label conflicts and cross-split leaks of an Examples artifact."""
-  TYPE_NAME = 'DataQualityReport'
+  # '<namespace>.<Name>': the form Kubeflow V2 / Vertex needs to compile a custom artifact type.
+  TYPE_NAME = 'breast_ultrasound.DataQualityReport'
 
 
 def _write_files(directory: str, data_quality: dict, rows, sheet) -> None:
