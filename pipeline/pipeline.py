@@ -22,6 +22,12 @@ from pipeline.configs import PipelineConfig
 from pipeline.eval_config import build_eval_config
 
 
+def statistics_options() -> tfdv.StatsOptions:
+  """TFDV options of StatisticsGen: with image statistics (format, and the domain) for the
+  encoded-bytes feature. TFDV reports them for splits of 100 images or more."""
+  return tfdv.StatsOptions(enable_semantic_domain_stats=True)
+
+
 def create_pipeline(config: PipelineConfig,
                     metadata_connection_config=None) -> tfx.dsl.Pipeline:
   """Builds the pipeline described in the module docstring from `config`.
@@ -41,8 +47,7 @@ def create_pipeline(config: PipelineConfig,
 
   statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs['examples'],
-      # Image statistics (format, height, width) for the encoded-bytes feature.
-      stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True),
+      stats_options=statistics_options(),
       exclude_splits=[EXCLUDED_SPLIT])
 
   # Inferred from the training split only, so the eval split is validated against it.

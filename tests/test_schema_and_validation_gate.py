@@ -71,3 +71,28 @@ def test_gate_passes_clean_data(tmp_path):
   schema = curate_schema(tfdv.infer_schema(statistics_of(example_rows(12))))
   clean = tfdv.validate_statistics(statistics_of(example_rows(6)), schema)
   check_no_anomalies(write_anomalies(tmp_path, {'train': clean, 'eval': clean}))
+
+
+def test_statistics_show_image_format_sizes_and_class_counts_per_split(tmp_path):
+  from components.image_example_gen import component  # pylint: disable=g-import-not-at-top
+  from data import synthetic  # pylint: disable=g-import-not-at-top
+  from pipeline.pipeline import statistics_options  # pylint: disable=g-import-not-at-top
+  synthetic.generate_dataset(str(tmp_path / 'images'), images_per_class=45, image_size=40)
+  examples = component.run_executor_directly(str(tmp_path / 'images'), str(tmp_path / 'out'),
+                                             eval_percent=20)
+  counts = examples.get_json_value_custom_property('class_counts')
+  train_files = os.path.join(examples.uri, 'Split-train', '*.gz')
+  statistics = tfdv.generate_statistics_from_tfrecord(
+      train_files, stats_options=statistics_options()).datasets[0]
+  assert statistics.num_examples == 108  # 80% of 135: enough for TFDV's image statistics
+  by_name = {feature.path.step[0]: feature for feature in statistics.features}
+  image_stats = {stat.name: stat for stat in by_name[features.IMAGE_KEY].custom_stats}
+  formats = {bucket.label: bucket.sample_count
+             for bucket in image_stats['image_format_histogram'].rank_histogram.buckets}
+  assert formats == {'png': 108}
+  for key in (features.HEIGHT_KEY, features.WIDTH_KEY):
+    assert by_name[key].num_stats.min == by_name[key].num_stats.max == 40
+    assert by_name[key].num_stats.histograms
+  label_counts = {value.value: value.frequency
+                  for value in by_name[features.LABEL_NAME_KEY].string_stats.top_values}
+  assert label_counts == counts['train']

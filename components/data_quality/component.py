@@ -72,7 +72,7 @@ def DataQualityCheck(examples: InputArtifact[standard_artifacts.Examples],
   sheet = contact_sheet.draw_contact_sheet(
       shown, report.read_images(split_uris, wanted),
       title=f'Label conflicts and largest near-duplicate groups '
-            f'(hash distance ≤ {max_hash_distance})')
+            f'(hash distance <= {max_hash_distance} of 128 bits)')
   _write_files(data_quality.uri, data_quality_report, rows, sheet)
 
   for name in COUNT_PROPERTIES:

@@ -27,12 +27,12 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def _fit(text: str, font, width: int, draw: ImageDraw.ImageDraw) -> str:
-  """`text` shortened from the left with '…' until it fits `width` pixels."""
+  """`text` shortened from the left with '...' until it fits `width` pixels."""
   if draw.textlength(text, font=font) <= width:
     return text
-  while text and draw.textlength('…' + text, font=font) > width:
+  while text and draw.textlength('...' + text, font=font) > width:
     text = text[1:]
-  return '…' + text
+  return '...' + text
 
 
 def _thumbnail(encoded: bytes) -> Image.Image:
@@ -58,7 +58,7 @@ def draw_contact_sheet(groups: List[dict], images: Dict[str, bytes], title: str)
     draw.text((_PADDING, 50), 'No near-duplicates found.', fill=_TEXT, font=row_font)
   for row, group in enumerate(groups):
     top = 40 + row * row_height
-    labels = ', '.join(f'{label} ×{count}' for label, count in group['labels'].items())
+    labels = ', '.join(f'{count} {label}' for label, count in group['labels'].items())
     kind = 'LABEL CONFLICT' if group['label_conflict'] else 'near-duplicates'
     shown = min(group['size'], MAX_PER_ROW)
     more = f'  (first {shown} shown)' if group['size'] > shown else ''
@@ -71,7 +71,9 @@ def draw_contact_sheet(groups: List[dict], images: Dict[str, bytes], title: str)
       if member['file'] in images:
         sheet.paste(_thumbnail(images[member['file']]), (left, top + _TITLE_HEIGHT))
       caption_top = top + _TITLE_HEIGHT + THUMBNAIL + 2
-      draw.text((left, caption_top), _fit(member['file'], caption_font, THUMBNAIL, draw),
+      # The folder is the label, shown below; the file name alone fits the thumbnail better.
+      file_name = member['file'].rsplit('/', 1)[-1]
+      draw.text((left, caption_top), _fit(file_name, caption_font, THUMBNAIL, draw),
                 fill=_TEXT, font=caption_font)
       draw.text((left, caption_top + 14), f'{member["label"]} · {member["split"]}',
                 fill=_CONFLICT if group['label_conflict'] else _TEXT, font=caption_font)

@@ -98,7 +98,7 @@ def _flips_within(radius: int, width: int) -> np.ndarray:
   for bit_count in range(1, radius + 1):
     for bits in itertools.combinations(range(width), bit_count):
       masks.append(sum(1 << bit for bit in bits))
-  return np.array(masks, dtype=np.uint64)
+  return np.array(masks, dtype=np.int64)
 
 
 def _bands(words: np.ndarray) -> np.ndarray:
@@ -116,31 +116,32 @@ def find_near_pairs(words: np.ndarray, max_distance: int) -> np.ndarray:
                      f'got {max_distance}')
   count = len(words)
   flips = _flips_within(max_distance // _BANDS, _BAND_BITS)
-  candidates = []
-  bands = _bands(words)
+  found = []
+  bands = _bands(words).astype(np.int64)
   for band in range(_BANDS):
     values = bands[:, band]
+    # A counting sort: images ordered by band value, and where each value's run starts; a probe
+    # is then two array lookups instead of a binary search.
     order = np.argsort(values, kind='stable')
-    sorted_values = values[order]
+    count_of_value = np.bincount(values, minlength=1 << _BAND_BITS)
+    start_of_value = np.cumsum(count_of_value) - count_of_value
     for flip in flips:
       probes = values ^ flip
-      starts = np.searchsorted(sorted_values, probes, side='left')
-      ends = np.searchsorted(sorted_values, probes, side='right')
-      matches = ends - starts
+      matches = count_of_value[probes]
       if not matches.any():
         continue
+      starts = start_of_value[probes]
       first = np.repeat(np.arange(count), matches)
-      # Positions starts[i] .. ends[i]-1 of every probe, laid end to end.
+      # Positions starts[i] .. starts[i] + matches[i] - 1 of every probe, laid end to end.
       offsets = np.arange(matches.sum()) - np.repeat(np.cumsum(matches) - matches, matches)
       second = order[np.repeat(starts, matches) + offsets]
       keep = first < second
-      candidates.append(first[keep].astype(np.int64) * count + second[keep])
-  if not candidates:
-    return np.zeros((0, 2), dtype=np.int64)
-  unique = np.unique(np.concatenate(candidates))
-  first, second = unique // count, unique % count
-  close = _popcount(words[first] ^ words[second]) <= max_distance
-  return np.stack([first[close], second[close]], axis=1)
+      first, second = first[keep], second[keep]
+      close = _popcount(words[first] ^ words[second]) <= max_distance
+      found.append(first[close] * count + second[close])
+  # A pair close on several bands is found once per band.
+  unique = np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+  return np.stack([unique // count, unique % count], axis=1)
 
 
 def group_near_duplicates(words: np.ndarray, max_distance: int) -> List[int]:
