@@ -48,7 +48,8 @@ def draw_contact_sheet(groups: List[dict], images: Dict[str, bytes], title: str)
   groups = groups[:MAX_ROWS]
   cell_width = THUMBNAIL + _PADDING
   row_height = _TITLE_HEIGHT + THUMBNAIL + _CAPTION_HEIGHT + _PADDING
-  width = max(640, _PADDING + MAX_PER_ROW * cell_width)
+  widest = max([min(group['size'], MAX_PER_ROW) for group in groups] + [1])
+  width = max(720, _PADDING + widest * cell_width)
   height = 40 + max(1, len(groups)) * row_height
   sheet = Image.new('RGB', (width, height), _BACKGROUND)
   draw = ImageDraw.Draw(sheet)
