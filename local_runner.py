@@ -33,6 +33,7 @@ from pipeline import configs  # pylint: disable=g-import-not-at-top
 
 EXIT_USAGE = 2
 EXIT_PIPELINE_FAILED = 1
+MAX_HASH_DISTANCE = 34
 _MODEL_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
 
 
@@ -75,8 +76,11 @@ def _hash_distance(text: str) -> int:
     value = int(text)
   except ValueError:
     raise argparse.ArgumentTypeError(f'expected a whole number of bits, got {text!r}') from None
-  if not 0 <= value <= 63:
-    raise argparse.ArgumentTypeError(f'must be between 0 and 63 bits, got {value}')
+  # Beyond this, different BUSI lesions (36+ bits apart) would merge, and the banded search
+  # probes thousands of neighbours per band.
+  if not 0 <= value <= MAX_HASH_DISTANCE:
+    raise argparse.ArgumentTypeError(
+        f'must be between 0 and {MAX_HASH_DISTANCE} bits, got {value}')
   return value
 
 

@@ -44,7 +44,7 @@ def test_data_root_with_a_folder_that_is_not_a_class(python, project_root, tmp_p
     (('--epochs', '0'), '--epochs'),
     (('--epochs', 'many'), '--epochs'),
     (('--label-conflicts', 'ignore'), '--label-conflicts'),
-    (('--max-hash-distance', '64'), '--max-hash-distance'),
+    (('--max-hash-distance', '35'), '--max-hash-distance'),
     (('--image-size', '5000'), '--image-size'),
     (('--min-accuracy', '-0.1'), '--min-accuracy'),
     (('--min-accuracy', 'nan'), '--min-accuracy'),
