@@ -9,6 +9,8 @@ DataQualityReport artifact holding
 - `image_groups.csv`: every image with its label, split, group and perceptual hash;
 - `contact_sheet.png`: the label conflicts and the largest near-duplicate groups.
 
+It reads on one worker: image bytes stream through and only name, label, split, hash and group
+(about 100 bytes an image) are kept, plus the few images the contact sheet shows.
 The headline counts and the violations are also artifact properties, so ML Metadata queries and
 the end-of-run summary see them without opening files. The check itself never fails the run:
 DataValidationGate does, after the report is recorded, so a failed run's report can be read.
