@@ -44,11 +44,15 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     self.exit(EXIT_USAGE, f'{self.prog}: error: {message}\n')
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str) -> int:
   try:
-    value = int(text)
+    return int(text)
   except ValueError:
     raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
+
+
+def _positive_int(text: str) -> int:
+  value = _whole_number(text)
   if value < 1:
     raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
   return value
@@ -72,10 +76,7 @@ def _fraction(text: str) -> float:
 
 
 def _hash_distance(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f'expected a whole number of bits, got {text!r}') from None
+  value = _whole_number(text)
   # Beyond this, different BUSI lesions (36+ bits apart) would merge, and the banded search
   # probes thousands of neighbours per band.
   if not 0 <= value <= MAX_HASH_DISTANCE:
