@@ -1,7 +1,8 @@
 """Runs the breast-ultrasound TFX pipeline on this machine with LocalDagRunner.
 
     python local_runner.py [--data-root DIR] [--output-dir DIR] [--epochs N] [--image-size N]
-                           [--min-accuracy F] [--model-name NAME] [--model NETWORK]
+                           [--min-accuracy F] [--min-malignant-recall F] [--model-name NAME]
+                           [--model NETWORK]
                            [--max-unreadable-fraction F] [--label-conflicts {exclude,keep,fail}]
                            [--max-hash-distance BITS]
 
@@ -102,7 +103,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   parser.add_argument('--output-dir', default=defaults.output_dir,
                       help='where ML Metadata, artifacts and the serving directory go '
                       '(default: %(default)s)')
-  parser.add_argument('--epochs', type=_positive_int, default=defaults.epochs)
+  parser.add_argument('--epochs', type=_positive_int, default=defaults.epochs,
+                      help="training epochs (default: the network's recipe: 40 for "
+                      "sepconv_residual, 15 for seed)")
   parser.add_argument('--image-size', type=_image_size, default=defaults.image_size,
                       help='side of the square model input in pixels (default: %(default)s)')
   parser.add_argument('--min-accuracy', type=_fraction, default=defaults.min_accuracy,
@@ -123,13 +126,18 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                       help='images whose 128-bit perceptual hashes differ in at most this many '
                       'bits are near-duplicates, kept on one side of the split '
                       '(default: %(default)s)')
+  parser.add_argument('--min-malignant-recall', type=_fraction,
+                      default=defaults.min_malignant_recall,
+                      help='blessing gate on the share of malignant eval images classified '
+                      'malignant (default: %(default)s)')
   parser.add_argument('--model', default=defaults.network,
-                      help='network to train: seed (default: %(default)s)')
+                      help='network to train: sepconv_residual or seed, the seed notebook\'s '
+                      'CNN (default: %(default)s)')
   args = parser.parse_args(argv)
   from models import networks  # pylint: disable=g-import-not-at-top  # Imports TensorFlow.
-  if args.model not in networks.NETWORKS:
+  if args.model not in networks.RECIPES:
     parser.error(f'argument --model: unknown network {args.model!r} '
-                 f'(choose from {", ".join(sorted(networks.NETWORKS))})')
+                 f'(choose from {", ".join(sorted(networks.RECIPES))})')
   return args
 
 
@@ -245,6 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       epochs=args.epochs,
       image_size=args.image_size,
       min_accuracy=args.min_accuracy,
+      min_malignant_recall=args.min_malignant_recall,
       model_name=args.model_name,
       max_unreadable_fraction=args.max_unreadable_fraction,
       label_conflict_policy=args.label_conflicts,
@@ -279,7 +288,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     return EXIT_PIPELINE_FAILED
   print()
   print(summary.format_summary(summary.summarize_run(config.metadata_path),
-                               min_accuracy=config.min_accuracy))
+                               min_accuracy=config.min_accuracy,
+                               min_malignant_recall=config.min_malignant_recall))
   return 0
 
 

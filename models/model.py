@@ -8,6 +8,8 @@ bytes, or serialized raw tf.Examples) and applies the same preprocessing as trai
 - `from_examples`: serialized raw tf.Examples → `probabilities` (what TFMA evaluates);
 - `transform_features`: serialized raw tf.Examples → the transformed features.
 
+The network and how it is trained come from `models.training` and the network's recipe; a
+recipe with test-time flips is exported averaging over the image and its mirror image.
 Next to TensorBoard logs, the model-run directory gets `training_curves.png` (accuracy and loss
 per epoch, training and validation) and `history.json`.
 """
@@ -25,20 +27,18 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx_bsl.public import tfxio
 
-from models import features, networks
+from models import features, networks, training
 
 # Keys of the Trainer's custom_config.
 EPOCHS_KEY = 'epochs'
 BATCH_SIZE_KEY = 'batch_size'
 NETWORK_KEY = 'network'
-LEARNING_RATE_KEY = 'learning_rate'
 SEED_KEY = 'seed'
 
 DEFAULTS = {
-    EPOCHS_KEY: 15,
+    EPOCHS_KEY: None,  # the network's recipe decides
     BATCH_SIZE_KEY: 32,
-    NETWORK_KEY: 'seed',
-    LEARNING_RATE_KEY: 1e-3,
+    NETWORK_KEY: networks.DEFAULT_NETWORK,
     SEED_KEY: 42,
 }
 TRAINING_CURVES_FILE = 'training_curves.png'
@@ -83,16 +83,19 @@ def plot_training_curves(history: Dict[str, List[float]], path: str) -> None:
 class ExportModule(tf.Module):
   """The trained network plus the Transform layer, with the three serving signatures."""
 
-  def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
+  def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput,
+               test_time_flips: bool):
     super().__init__()
     self.model = model
+    self._test_time_flips = test_time_flips
     self.transform_layer = tf_transform_output.transform_features_layer()
     self._raw_feature_spec = tf_transform_output.raw_feature_spec()
     self._class_names = tf.constant(features.LABEL_NAMES)
 
   def _probabilities(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
     transformed = self.transform_layer(raw_features)
-    return self.model(transformed[features.TRANSFORMED_IMAGE_KEY], training=False)
+    return training.predict_probabilities(self.model, transformed[features.TRANSFORMED_IMAGE_KEY],
+                                          self._test_time_flips)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
   def serve_image_bytes(self, image_bytes):
@@ -115,8 +118,8 @@ class ExportModule(tf.Module):
 
 
 def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
-                 export_dir: str) -> None:
-  module = ExportModule(model, tf_transform_output)
+                 export_dir: str, test_time_flips: bool) -> None:
+  module = ExportModule(model, tf_transform_output, test_time_flips)
   tf.saved_model.save(module, export_dir, signatures={
       'serving_default': module.serve_image_bytes,
       'from_examples': module.serve_examples,
@@ -133,7 +136,6 @@ def train_config(custom_config: Dict[str, Any]) -> Dict[str, Any]:
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point (tfx.components.trainer.fn_args_utils.FnArgs)."""
   config = train_config(fn_args.custom_config)
-  keras.utils.set_random_seed(config[SEED_KEY])
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   train_dataset = read_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
                                config[BATCH_SIZE_KEY], config[SEED_KEY], training=True)
@@ -142,17 +144,14 @@ def run_fn(fn_args) -> None:
   image_size = tf_transform_output.transformed_feature_spec()[
       features.TRANSFORMED_IMAGE_KEY].shape[0]
 
-  model = networks.NETWORKS[config[NETWORK_KEY]](image_size, len(features.LABEL_NAMES))
-  model.compile(optimizer=keras.optimizers.Adam(config[LEARNING_RATE_KEY]),
-                loss=keras.losses.SparseCategoricalCrossentropy(),
-                metrics=['accuracy'])
-  history = model.fit(
-      train_dataset, validation_data=eval_dataset, epochs=config[EPOCHS_KEY], verbose=2,
+  network = config[NETWORK_KEY]
+  model, history = training.train_network(
+      network, image_size, train_dataset, eval_dataset, epochs=config[EPOCHS_KEY],
+      seed=config[SEED_KEY],
       callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
 
-  history_values = {key: [float(value) for value in values]
-                    for key, values in history.history.items()}
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), 'w') as handle:
-    json.dump(history_values, handle, indent=1)
-  plot_training_curves(history_values, os.path.join(fn_args.model_run_dir, TRAINING_CURVES_FILE))
-  export_model(model, tf_transform_output, fn_args.serving_model_dir)
+    json.dump(history, handle, indent=1)
+  plot_training_curves(history, os.path.join(fn_args.model_run_dir, TRAINING_CURVES_FILE))
+  export_model(model, tf_transform_output, fn_args.serving_model_dir,
+               test_time_flips=networks.RECIPES[network].test_time_flips)

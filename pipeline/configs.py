@@ -7,10 +7,10 @@ properties, so they cannot disagree with it.
 
 import dataclasses
 import os
-from typing import List
+from typing import List, Optional
 
 from components.image_example_gen import near_duplicates
-from models import features
+from models import features, networks
 
 PIPELINE_NAME = 'breast-ultrasound'  # Vertex allows [a-z0-9-] only
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,13 +34,13 @@ class PipelineConfig:
   label_conflict_policy: str = 'exclude'
   # Transform and Trainer
   image_size: int = features.DEFAULT_IMAGE_SIZE
-  network: str = 'seed'
-  epochs: int = 15
+  network: str = networks.DEFAULT_NETWORK
+  epochs: Optional[int] = None  # None: the network recipe's
   batch_size: int = 32
-  learning_rate: float = 1e-3
   seed: int = 42
   # Evaluator: the blessing gate
   min_accuracy: float = 0.6
+  min_malignant_recall: float = 0.6
   # Beam: DirectRunner in-process by default; pass e.g. --runner=DataflowRunner to scale out.
   beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: [
       '--direct_running_mode=in_memory',

@@ -1,8 +1,11 @@
 """The Evaluator's TFMA configuration: the metrics it reports and the blessing gate.
 
-Metrics are computed overall and sliced by true label. The thresholds are attached to the
-overall slice only: TFMA applies a plain `threshold` to every slice, so a weak class slice would
-otherwise veto the blessing on its own.
+Reported: accuracy, macro-F1 and one-vs-rest macro AUC, per-class precision, recall and AUC,
+malignant recall under its own name, and the confusion matrix; overall and sliced by true label.
+Blessed when overall accuracy and malignant recall reach their minimums and accuracy is no worse
+than the baseline model's. The thresholds are attached to the overall slice only: TFMA applies a
+plain `threshold` to every slice, so a weak class slice would otherwise veto the blessing on its
+own.
 """
 
 import tensorflow_model_analysis as tfma
@@ -10,10 +13,22 @@ import tensorflow_model_analysis as tfma
 from models import features
 
 ACCURACY_METRIC = 'SparseCategoricalAccuracy'
+MALIGNANT_RECALL = 'malignant_recall'
+MACRO_F1 = 'macro_f1'
+MACRO_AUC = 'macro_auc'
 
 
-def build_eval_config(min_accuracy: float, max_accuracy_drop: float = 0.0) -> tfma.EvalConfig:
-  """Blessed when overall accuracy ≥ min_accuracy and it is no worse than the baseline's."""
+def _minimum(value: float, overall: tfma.SlicingSpec) -> tfma.PerSliceMetricThreshold:
+  return tfma.PerSliceMetricThreshold(
+      slicing_specs=[overall],
+      threshold=tfma.MetricThreshold(
+          value_threshold=tfma.GenericValueThreshold(lower_bound={'value': value})))
+
+
+def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
+                      max_accuracy_drop: float = 0.0) -> tfma.EvalConfig:
+  """Blessed when overall accuracy ≥ min_accuracy, malignant recall ≥ min_malignant_recall
+  and accuracy is no worse than the baseline's."""
   overall = tfma.SlicingSpec()
   accuracy_gate = tfma.PerSliceMetricThreshold(
       slicing_specs=[overall],
@@ -46,4 +61,19 @@ def build_eval_config(min_accuracy: float, max_accuracy_drop: float = 0.0) -> tf
                        tfma.MetricConfig(class_name='Recall', config='{"top_k": 1}'),
                        tfma.MetricConfig(class_name='AUC')],
               binarize=tfma.BinarizationOptions(class_ids={'values': class_ids})),
+          # One-vs-rest AUC averaged over the classes.
+          tfma.MetricsSpec(
+              metrics=[tfma.MetricConfig(class_name='AUC', config=f'{{"name": "{MACRO_AUC}"}}')],
+              binarize=tfma.BinarizationOptions(class_ids={'values': class_ids}),
+              aggregate=tfma.AggregationOptions(
+                  macro_average=True, class_weights={class_id: 1.0 for class_id in class_ids})),
+          tfma.MetricsSpec(metrics=[
+              tfma.MetricConfig(class_name='MacroF1', module='pipeline.tfma_metrics'),
+              # The screening question on its own: of the malignant cases, how many are found.
+              tfma.MetricConfig(
+                  class_name='Recall',
+                  config=(f'{{"top_k": 1, "class_id": {features.MALIGNANT_LABEL}, '
+                          f'"name": "{MALIGNANT_RECALL}"}}'),
+                  per_slice_thresholds=[_minimum(min_malignant_recall, overall)]),
+          ]),
       ])

@@ -83,7 +83,6 @@ def create_pipeline(config: PipelineConfig,
           model.EPOCHS_KEY: config.epochs,
           model.BATCH_SIZE_KEY: config.batch_size,
           model.NETWORK_KEY: config.network,
-          model.LEARNING_RATE_KEY: config.learning_rate,
           model.SEED_KEY: config.seed,
           'models_code_version': models_code_version,
       })
@@ -104,7 +103,7 @@ def create_pipeline(config: PipelineConfig,
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=baseline_resolver.outputs['model'],
-      eval_config=build_eval_config(config.min_accuracy))
+      eval_config=build_eval_config(config.min_accuracy, config.min_malignant_recall))
 
   pusher = tfx.components.Pusher(
       model=trainer.outputs['model'],

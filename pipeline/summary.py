@@ -19,6 +19,7 @@ from ml_metadata.proto import metadata_store_pb2
 from components.data_quality import component as data_quality_component
 from components.data_quality.report import format_report_line
 from models import features
+from pipeline import eval_config
 
 PIPELINE_RUN_CONTEXT = 'pipeline_run'
 NODE_CONTEXT = 'node'
@@ -143,10 +144,16 @@ def _overall_metrics(result) -> Dict[str, float]:
       for sub_key, values in sub_keys.items():
         # Sub keys look like '', 'classId:1' or 'classId:1 topK:1'.
         class_id = re.search(r'classId:(\d+)', sub_key)
-        suffix = '/' + features.LABEL_NAMES[int(class_id.group(1))] if class_id else ''
         for name, value in values.items():
-          if 'doubleValue' in value:
-            metrics[name + suffix] = float(value['doubleValue'])  # 'NaN' arrives as text
+          if 'doubleValue' not in value:
+            continue
+          # A macro average is keyed 'macro_average: true\n_<name>'.
+          name = name.rsplit('\n', 1)[-1].lstrip('_')
+          if class_id and name == eval_config.MACRO_AUC:
+            continue  # the per-class inputs of the average, the same as auc/<class>
+          if class_id and name != eval_config.MALIGNANT_RECALL:
+            name += '/' + features.LABEL_NAMES[int(class_id.group(1))]
+          metrics[name] = float(value['doubleValue'])  # 'NaN' arrives as text
   return metrics
 
 
@@ -179,7 +186,8 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
   return summary
 
 
-def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None) -> str:
+def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
+                   min_malignant_recall: Optional[float] = None) -> str:
   lines = [f'Pipeline run {summary.run_id}', '']
   lines.append(f'  {"component":<32} {"status":<10} {"seconds":>8}')
   for component in summary.components:
@@ -218,7 +226,11 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None) ->
   if summary.blessed is None:
     lines.append('  not evaluated')
   else:
-    gate = f' (gate: accuracy >= {min_accuracy:g}, no regression)' if min_accuracy is not None else ''
+    gate = ''
+    if min_accuracy is not None:
+      recall = (f', malignant recall >= {min_malignant_recall:g}'
+                if min_malignant_recall is not None else '')
+      gate = f' (gate: accuracy >= {min_accuracy:g}{recall}, no regression)'
     lines.append(f'  blessed: {"yes" if summary.blessed else "no"}{gate}')
   pusher_cached = any(component.node_id == 'Pusher' and component.state == 'cached'
                       for component in summary.components)
