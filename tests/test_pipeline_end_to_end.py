@@ -28,7 +28,7 @@ RESOLVER = 'latest_blessed_model_resolver'
 def run_pipeline(python, project_root, data_root, output_dir, *extra_flags):
   command = [python, 'local_runner.py', '--data-root', str(data_root),
              '--output-dir', str(output_dir), '--epochs', '2', '--image-size', '48',
-             *extra_flags]
+             '--min-malignant-recall', '0', *extra_flags]
   completed = subprocess.run(command, cwd=project_root, capture_output=True, text=True,
                              timeout=900, check=False)
   assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -88,6 +88,11 @@ def test_first_run_blesses_and_pushes_a_model(pipeline_runs):
   assert [sum(row) for row in matrix] == [3, 3, 3]
   correct = sum(matrix[index][index] for index in range(len(matrix)))
   assert abs(correct / 9 - first.metrics['sparse_categorical_accuracy']) < 1e-6
+  malignant = features.MALIGNANT_LABEL
+  assert abs(first.metrics['malignant_recall'] - matrix[malignant][malignant] / 3) < 1e-6
+  assert 0.0 <= first.metrics['macro_f1'] <= 1.0
+  aucs = [first.metrics[f'auc/{name}'] for name in features.LABEL_NAMES]
+  assert abs(first.metrics['macro_auc'] - sum(aucs) / 3) < 1e-6
   assert 'blessed: yes' in pipeline_runs['stdout'][0]
 
 

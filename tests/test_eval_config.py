@@ -1,0 +1,43 @@
+"""The Evaluator's metrics, computed by TFMA itself on predictions whose answers are known."""
+
+import numpy as np
+import pandas as pd
+import tensorflow_model_analysis as tfma
+
+from pipeline import eval_config
+
+
+def overall_metrics(labels, probabilities) -> dict:
+  config = eval_config.build_eval_config(min_accuracy=0.0)
+  # The pipeline's metrics and slicing, on a data frame instead of a model, and without the
+  # gate (its "no regression" part needs a baseline model).
+  for spec in config.metrics_specs:
+    for metric in spec.metrics:
+      metric.ClearField('per_slice_thresholds')
+  del config.model_specs[:]
+  config.model_specs.add(label_key='label', prediction_key='prediction')
+  frame = pd.DataFrame({'label': labels, 'prediction': [list(row) for row in probabilities]})
+  result = tfma.analyze_raw_data(frame, config)
+  found = {}
+  for slice_key, by_output in result.slicing_metrics:
+    if slice_key:
+      continue
+    for by_sub_key in by_output.values():
+      for sub_key, values in by_sub_key.items():
+        for name, value in values.items():
+          if 'doubleValue' in value:
+            found[(name.rsplit('\n', 1)[-1].lstrip('_'), sub_key)] = value['doubleValue']
+  return found
+
+
+def test_macro_f1_malignant_recall_and_macro_auc():
+  labels = [0, 0, 1, 1, 2, 2]
+  probabilities = np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.2, 0.7, 0.1],
+                            [0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.1, 0.2, 0.7]])
+  metrics = overall_metrics(labels, probabilities)
+  # Argmax predictions 0,1,1,0,2,2: F1 is 0.5 for classes 0 and 1, 1.0 for class 2.
+  assert abs(metrics[(eval_config.MACRO_F1, '')] - 2 / 3) < 1e-6
+  assert abs(metrics[(eval_config.MALIGNANT_RECALL, 'classId:1 topK:1')] - 0.5) < 1e-6
+  aucs = [metrics[('auc', f'classId:{class_id}')] for class_id in range(3)]
+  assert abs(metrics[(eval_config.MACRO_AUC, '')] - np.mean(aucs)) < 1e-6
+  assert abs(metrics[('sparse_categorical_accuracy', '')] - 4 / 6) < 1e-6

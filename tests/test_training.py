@@ -1,0 +1,49 @@
+"""The training core the Trainer and the cross-validation benchmark share, and the networks."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features, networks, training
+
+
+def test_balanced_class_weights_average_one_and_favour_rare_classes():
+  labels = [0] * 6 + [1] * 3 + [2] * 1
+  weights = training.balanced_class_weights(labels, 3)
+  assert weights[2] > weights[1] > weights[0]
+  assert abs(sum(weights[label] for label in labels) / len(labels) - 1.0) < 1e-9
+  assert training.balanced_class_weights([0, 0, 1], 3)[2] == 0.0  # absent class
+
+
+@pytest.mark.parametrize('network', sorted(networks.RECIPES))
+def test_each_network_trains_and_answers_probabilities(network):
+  rng = np.random.default_rng(0)
+  pixels = rng.random((12, 32, 32, 3)).astype(np.float32)
+  labels = np.array([0, 1, 2] * 4)
+  dataset = tf.data.Dataset.from_tensor_slices((pixels, labels)).batch(4)
+  model, history = training.train_network(network, 32, dataset, dataset, epochs=2, verbose=0)
+  assert len(history['loss']) == 2 and 'val_accuracy' in history
+  flips = networks.RECIPES[network].test_time_flips
+  probabilities = training.predict_probabilities(model, pixels, flips).numpy()
+  assert probabilities.shape == (12, len(features.LABEL_NAMES))
+  np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_test_time_flips_make_a_prediction_mirror_invariant():
+  rng = np.random.default_rng(1)
+  pixels = rng.random((3, 32, 32, 3)).astype(np.float32)
+  model = networks.RECIPES[networks.DEFAULT_NETWORK].build(32, 3)
+  direct = training.predict_probabilities(model, pixels, True).numpy()
+  mirrored = training.predict_probabilities(model, pixels[:, :, ::-1, :], True).numpy()
+  np.testing.assert_allclose(direct, mirrored, atol=1e-5)
+  single = training.predict_probabilities(model, pixels, False).numpy()
+  assert not np.allclose(single, training.predict_probabilities(
+      model, pixels[:, :, ::-1, :], False).numpy(), atol=1e-5)
+
+
+def test_speckle_noise_only_while_training():
+  layer = networks.SpeckleNoise(0.2)
+  images = tf.fill([2, 8, 8, 3], 0.5)
+  assert np.array_equal(layer(images, training=False).numpy(), images.numpy())
+  noisy = layer(images, training=True).numpy()
+  assert not np.allclose(noisy, 0.5) and noisy.min() >= 0.0 and noisy.max() <= 1.0
