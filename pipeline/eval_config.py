@@ -13,7 +13,7 @@ import tensorflow_model_analysis as tfma
 from models import features
 
 ACCURACY_METRIC = 'SparseCategoricalAccuracy'
-MALIGNANT_RECALL = 'malignant_recall'
+MALIGNANT_RECALL = 'malignant_recall'  # the names pipeline/tfma_metrics.py gives
 MACRO_F1 = 'macro_f1'
 MACRO_AUC = 'macro_auc'
 
@@ -71,9 +71,7 @@ def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
               tfma.MetricConfig(class_name='MacroF1', module='pipeline.tfma_metrics'),
               # The screening question on its own: of the malignant cases, how many are found.
               tfma.MetricConfig(
-                  class_name='Recall',
-                  config=(f'{{"top_k": 1, "class_id": {features.MALIGNANT_LABEL}, '
-                          f'"name": "{MALIGNANT_RECALL}"}}'),
+                  class_name='MalignantRecall', module='pipeline.tfma_metrics',
                   per_slice_thresholds=[_minimum(min_malignant_recall, overall)]),
           ]),
       ])

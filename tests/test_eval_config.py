@@ -30,6 +30,16 @@ def overall_metrics(labels, probabilities) -> dict:
   return found
 
 
+def test_malignant_recall_gate_finds_its_metric():
+  # Threshold keys never carry top_k, so a gate on a top_k metric would fail as "not found".
+  config = eval_config.build_eval_config(min_accuracy=0.5, min_malignant_recall=0.9)
+  thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(config.metrics_specs)
+  keys = {key.name: key for key in thresholds}
+  # The same key, without a sub-key, that the metric reports (see the test below).
+  assert keys[eval_config.MALIGNANT_RECALL].sub_key is None
+  assert set(keys) == {eval_config.MALIGNANT_RECALL, 'sparse_categorical_accuracy'}
+
+
 def test_macro_f1_malignant_recall_and_macro_auc():
   labels = [0, 0, 1, 1, 2, 2]
   probabilities = np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.2, 0.7, 0.1],
@@ -37,7 +47,7 @@ def test_macro_f1_malignant_recall_and_macro_auc():
   metrics = overall_metrics(labels, probabilities)
   # Argmax predictions 0,1,1,0,2,2: F1 is 0.5 for classes 0 and 1, 1.0 for class 2.
   assert abs(metrics[(eval_config.MACRO_F1, '')] - 2 / 3) < 1e-6
-  assert abs(metrics[(eval_config.MALIGNANT_RECALL, 'classId:1 topK:1')] - 0.5) < 1e-6
+  assert abs(metrics[(eval_config.MALIGNANT_RECALL, '')] - 0.5) < 1e-6
   aucs = [metrics[('auc', f'classId:{class_id}')] for class_id in range(3)]
   assert abs(metrics[(eval_config.MACRO_AUC, '')] - np.mean(aucs)) < 1e-6
   assert abs(metrics[('sparse_categorical_accuracy', '')] - 4 / 6) < 1e-6
