@@ -54,12 +54,9 @@ def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
                                 per_slice_thresholds=[accuracy_gate]),
               tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
           ]),
-          # One-vs-rest, per class. Precision and recall count a class as predicted when it is
-          # the most probable one (top 1), as the confusion matrix does, not when p > 0.5.
+          # One-vs-rest AUC per class.
           tfma.MetricsSpec(
-              metrics=[tfma.MetricConfig(class_name='Precision', config='{"top_k": 1}'),
-                       tfma.MetricConfig(class_name='Recall', config='{"top_k": 1}'),
-                       tfma.MetricConfig(class_name='AUC')],
+              metrics=[tfma.MetricConfig(class_name='AUC')],
               binarize=tfma.BinarizationOptions(class_ids={'values': class_ids})),
           # One-vs-rest AUC averaged over the classes.
           tfma.MetricsSpec(
@@ -68,6 +65,9 @@ def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
               aggregate=tfma.AggregationOptions(
                   macro_average=True, class_weights={class_id: 1.0 for class_id in class_ids})),
           tfma.MetricsSpec(metrics=[
+              # From the argmax confusion matrix: a class counts as predicted when it is the
+              # most probable one, as the confusion matrix counts, not when p > 0.5.
+              tfma.MetricConfig(class_name='ClassPrecisionRecall', module='pipeline.tfma_metrics'),
               tfma.MetricConfig(class_name='MacroF1', module='pipeline.tfma_metrics'),
               # The screening question on its own: of the malignant cases, how many are found.
               tfma.MetricConfig(

@@ -111,7 +111,7 @@ def artifact_property(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
 
 
 def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float], List[List[int]]]:
-  """Overall-slice metrics of the candidate, keyed readably (e.g. 'recall/malignant'), and its
+  """Overall-slice metrics of the candidate, keyed readably (e.g. 'auc/malignant', 'recall_malignant'), and its
   confusion matrix as counts[true class][predicted class]."""
   result = tfma.load_eval_result(evaluation_uri)
   return _overall_metrics(result), _overall_confusion_matrix(result)

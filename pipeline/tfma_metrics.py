@@ -1,78 +1,133 @@
-"""TFMA metrics TFMA lacks in a form it can gate on, where a class counts as predicted when it is
-the most probable one (as the confusion matrix counts):
+"""TFMA metrics computed from the argmax confusion matrix, the way a clinician reads a
+classifier (each image gets its most probable class):
 
-- `MacroF1`: the mean of the per-class F1 scores;
-- `MalignantRecall`: the recall of the malignant class, under a key without a sub-key.
+- `MacroF1`: the mean over the classes of F1;
+- `MalignantRecall`: the share of malignant images whose most probable class is malignant;
+- `ClassPrecisionRecall`: precision and recall of each class (`precision_benign`, ...).
 
-TFMA computes F1 and recall with `top_k=1` per class, but it can neither macro-average such
-metrics nor attach a threshold to them (threshold keys never carry `top_k`). These metrics build
-TFMA's own per-class metrics and derive one plain-keyed value from them. The Evaluator finds them
-by module path (`pipeline.tfma_metrics`), so Beam workers import them like the model code.
+Both are derived from TFMA's own multi-class confusion matrix (the one behind
+MultiClassConfusionMatrixPlot), and both are keyed without a sub-key, so a blessing threshold
+can be attached to them. TFMA's built-in per-class metrics with `top_k=1` are no substitute: a
+threshold key never carries `top_k`, so a gate cannot find them, and for a class that is never
+the most probable they report a recall of 1.0 (a model that never says "malignant" would pass).
+The Evaluator finds these metrics by module path (`pipeline.tfma_metrics`), so Beam workers
+import them like the model code.
 """
 
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
+import numpy as np
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types
+from tensorflow_model_analysis.metrics import multi_class_confusion_matrix_metrics as matrices
 
 from models import features
 
+_MATRIX_NAME = '_argmax_confusion_matrix'
 
-def _mean_of_top_class_metrics(name: str, metric_class: Callable[..., tfma.metrics.Metric],
-                               class_ids: Sequence[int], eval_config=None,
-                               model_names: Optional[List[str]] = None,
-                               output_names: Optional[List[str]] = None,
-                               example_weighted: bool = False):
-  """TFMA's `metric_class(top_k=1, class_id=c)` for each class id, and their mean as `name`."""
+
+def confusion_counts(matrix_entries: Dict, num_classes: int) -> np.ndarray:
+  """counts[true class][predicted class] from a TFMA matrix at one threshold."""
+  counts = np.zeros((num_classes, num_classes))
+  for entry, weight in matrix_entries.items():
+    if 0 <= entry.actual_class_id < num_classes and 0 <= entry.predicted_class_id < num_classes:
+      counts[entry.actual_class_id, entry.predicted_class_id] += weight
+  return counts
+
+
+def macro_f1(counts: np.ndarray) -> float:
+  true_positives = np.diag(counts)
+  denominators = counts.sum(axis=0) + counts.sum(axis=1)  # predicted + actual = 2TP + FP + FN
+  scores = np.divide(2 * true_positives, denominators, out=np.zeros_like(true_positives),
+                     where=denominators > 0)
+  return float(scores.mean())
+
+
+def malignant_recall(counts: np.ndarray) -> float:
+  malignant = features.MALIGNANT_LABEL
+  actual = counts[malignant].sum()
+  return float(counts[malignant, malignant] / actual) if actual else float('nan')
+
+
+def class_precision_recall(counts: np.ndarray) -> Dict[str, float]:
+  """'precision_<class>' and 'recall_<class>' of every class; NaN where undefined."""
+  values = {}
+  for index, class_name in enumerate(features.LABEL_NAMES):
+    predicted, actual = counts[:, index].sum(), counts[index].sum()
+    values[f'precision_{class_name}'] = (float(counts[index, index] / predicted) if predicted
+                                         else float('nan'))
+    values[f'recall_{class_name}'] = (float(counts[index, index] / actual) if actual
+                                      else float('nan'))
+  return values
+
+
+def _from_confusion_matrix(name: str, statistic: Callable[[np.ndarray], object],
+                           eval_config=None, model_names: Optional[List[str]] = None,
+                           output_names: Optional[List[str]] = None,
+                           example_weighted: bool = False):
+  """TFMA's argmax confusion matrix (threshold 0) and `statistic` of it keyed as `name`; a
+  statistic that returns a dict gives one key per entry instead."""
   computations = []
-  keys = []
   for model_name in model_names or ['']:
     for output_name in output_names or ['']:
-      class_keys = []
-      for class_id in class_ids:
-        per_class = metric_class(top_k=1, class_id=class_id,
-                                 name=f'_{name}_{features.LABEL_NAMES[class_id]}')
-        class_computations = per_class.computations(
-            eval_config=eval_config, model_names=[model_name], output_names=[output_name],
-            example_weighted=example_weighted)
-        computations.extend(class_computations)
-        class_keys.extend(key for computation in class_computations
-                          for key in computation.keys if key.name == per_class.name)
-      key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
-                                   example_weighted=example_weighted)
-      keys.append((key, class_keys))
+      matrix_computations = matrices.multi_class_confusion_matrices(
+          thresholds=[0.0], name=_MATRIX_NAME, eval_config=eval_config,
+          model_name=model_name, output_name=output_name, example_weighted=example_weighted)
+      matrix_key = matrix_computations[0].keys[0]
+      # The names a statistic returns do not depend on the counts: ask it once with zeros.
+      probe = statistic(np.zeros((len(features.LABEL_NAMES),) * 2))
+      keys = {entry: metric_types.MetricKey(name=entry, model_name=model_name,
+                                            output_name=output_name,
+                                            example_weighted=example_weighted)
+              for entry in (probe if isinstance(probe, dict) else [name])}
 
-  def result(metrics):
-    return {key: sum(float(metrics[class_key]) for class_key in class_keys) / len(class_keys)
-            for key, class_keys in keys}
+      def result(metrics, keys=keys, matrix_key=matrix_key):
+        counts = confusion_counts(metrics[matrix_key][0.0], len(features.LABEL_NAMES))
+        values = statistic(counts)
+        if not isinstance(values, dict):
+          values = {name: values}
+        return {keys[entry]: value for entry, value in values.items()}
 
-  computations.append(metric_types.DerivedMetricComputation(
-      keys=[key for key, _ in keys], result=result))
+      computations.extend(matrix_computations)
+      computations.append(metric_types.DerivedMetricComputation(keys=list(keys.values()),
+                                                                result=result))
   return computations
 
 
 def _macro_f1_computations(name: str, eval_config=None, model_names=None, output_names=None,
                            example_weighted: bool = False):
-  return _mean_of_top_class_metrics(name, tfma.metrics.F1Score,
-                                    range(len(features.LABEL_NAMES)), eval_config,
-                                    model_names, output_names, example_weighted)
+  return _from_confusion_matrix(name, macro_f1, eval_config, model_names, output_names,
+                                example_weighted)
 
 
 def _malignant_recall_computations(name: str, eval_config=None, model_names=None,
                                    output_names=None, example_weighted: bool = False):
-  return _mean_of_top_class_metrics(name, tfma.metrics.Recall, [features.MALIGNANT_LABEL],
-                                    eval_config, model_names, output_names, example_weighted)
+  return _from_confusion_matrix(name, malignant_recall, eval_config, model_names,
+                                output_names, example_weighted)
+
+
+def _class_precision_recall_computations(name: str, eval_config=None, model_names=None,
+                                         output_names=None, example_weighted: bool = False):
+  return _from_confusion_matrix(name, class_precision_recall, eval_config, model_names,
+                                output_names, example_weighted)
 
 
 class MacroF1(tfma.metrics.Metric):
-  """Mean over the classes of F1, each class predicted when it is the most probable."""
+  """Mean over the classes of F1, each image predicted as its most probable class."""
 
   def __init__(self, name: str = 'macro_f1'):
     super().__init__(_macro_f1_computations, name=name)
 
 
 class MalignantRecall(tfma.metrics.Metric):
-  """Share of malignant examples whose most probable class is malignant."""
+  """Share of malignant images whose most probable class is malignant."""
 
   def __init__(self, name: str = 'malignant_recall'):
     super().__init__(_malignant_recall_computations, name=name)
+
+
+class ClassPrecisionRecall(tfma.metrics.Metric):
+  """Precision and recall of each class, each image predicted as its most probable class."""
+
+  def __init__(self, name: str = 'class_precision_recall'):
+    super().__init__(_class_precision_recall_computations, name=name)

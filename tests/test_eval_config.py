@@ -48,6 +48,18 @@ def test_macro_f1_malignant_recall_and_macro_auc():
   # Argmax predictions 0,1,1,0,2,2: F1 is 0.5 for classes 0 and 1, 1.0 for class 2.
   assert abs(metrics[(eval_config.MACRO_F1, '')] - 2 / 3) < 1e-6
   assert abs(metrics[(eval_config.MALIGNANT_RECALL, '')] - 0.5) < 1e-6
+  assert abs(metrics[('precision_benign', '')] - 0.5) < 1e-6
+  assert metrics[('recall_normal', '')] == 1.0
   aucs = [metrics[('auc', f'classId:{class_id}')] for class_id in range(3)]
   assert abs(metrics[(eval_config.MACRO_AUC, '')] - np.mean(aucs)) < 1e-6
   assert abs(metrics[('sparse_categorical_accuracy', '')] - 4 / 6) < 1e-6
+
+
+def test_a_class_never_predicted_has_recall_zero():
+  # Every image called normal: TFMA's own top_k recall reports 1.0 for all three classes here.
+  probabilities = np.tile([0.28, 0.22, 0.50], (6, 1))
+  metrics = overall_metrics([0, 0, 1, 1, 2, 2], probabilities)
+  assert metrics[(eval_config.MALIGNANT_RECALL, '')] == 0.0
+  assert metrics[('recall_benign', '')] == 0.0 and metrics[('recall_normal', '')] == 1.0
+  assert abs(metrics[('precision_normal', '')] - 1 / 3) < 1e-6
+  assert abs(metrics[(eval_config.MACRO_F1, '')] - (0 + 0 + 0.5) / 3) < 1e-6
