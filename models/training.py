@@ -7,8 +7,7 @@ with its recipe (networks.RECIPES): epochs, learning rate and schedule, class we
 average over the image and its mirror image when the recipe asks for it (test-time flips).
 """
 
-import dataclasses
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -80,9 +79,3 @@ def predict_probabilities(model: keras.Model, pixels: tf.Tensor,
     probabilities = (probabilities + model(tf.image.flip_left_right(pixels), training=False)) / 2
   return probabilities
 
-
-def recipe_settings(network: str) -> Dict[str, Any]:
-  """The recipe as plain values, for logs and reports."""
-  recipe = dataclasses.asdict(networks.RECIPES[network])
-  recipe.pop('build')
-  return recipe
