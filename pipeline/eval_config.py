@@ -13,7 +13,7 @@ import tensorflow_model_analysis as tfma
 from models import features
 
 ACCURACY_METRIC = 'SparseCategoricalAccuracy'
-MALIGNANT_RECALL = 'malignant_recall'  # the names pipeline/tfma_metrics.py gives
+MALIGNANT_RECALL = 'malignant_recall'  # names of the metrics in pipeline/tfma_metrics.py
 MACRO_F1 = 'macro_f1'
 MACRO_AUC = 'macro_auc'
 

@@ -22,6 +22,7 @@ from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.metrics import multi_class_confusion_matrix_metrics as matrices
 
 from models import features
+from pipeline.eval_config import MACRO_F1, MALIGNANT_RECALL
 
 _MATRIX_NAME = '_argmax_confusion_matrix'
 
@@ -115,14 +116,14 @@ def _class_precision_recall_computations(name: str, eval_config=None, model_name
 class MacroF1(tfma.metrics.Metric):
   """Mean over the classes of F1, each image predicted as its most probable class."""
 
-  def __init__(self, name: str = 'macro_f1'):
+  def __init__(self, name: str = MACRO_F1):
     super().__init__(_macro_f1_computations, name=name)
 
 
 class MalignantRecall(tfma.metrics.Metric):
   """Share of malignant images whose most probable class is malignant."""
 
-  def __init__(self, name: str = 'malignant_recall'):
+  def __init__(self, name: str = MALIGNANT_RECALL):
     super().__init__(_malignant_recall_computations, name=name)
 
 
