@@ -30,6 +30,7 @@ from sklearn import metrics as sklearn_metrics  # pylint: disable=g-import-not-a
 
 from components.image_example_gen import executor, near_duplicates  # pylint: disable=g-import-not-at-top
 from models import features, networks, preprocessing, training  # pylint: disable=g-import-not-at-top
+from pipeline import tfma_metrics  # pylint: disable=g-import-not-at-top
 
 BATCH_SIZE = 32
 
@@ -65,19 +66,18 @@ def load_images(data_root: str, image_size: int, folds: int):
 
 
 def score(labels: np.ndarray, probabilities: np.ndarray) -> Dict[str, float]:
-  predicted = probabilities.argmax(axis=1)
+  """The Evaluator's argmax metrics (pipeline/tfma_metrics.py) and sklearn's macro AUC."""
   classes = list(range(len(features.LABEL_NAMES)))
-  recalls = sklearn_metrics.recall_score(labels, predicted, labels=classes, average=None,
-                                         zero_division=0)
+  counts = sklearn_metrics.confusion_matrix(labels, probabilities.argmax(axis=1), labels=classes)
+  per_class = tfma_metrics.class_precision_recall(counts)
   result = {
-      'accuracy': float((predicted == labels).mean()),
-      'macro_f1': float(sklearn_metrics.f1_score(labels, predicted, labels=classes,
-                                                 average='macro', zero_division=0)),
+      'accuracy': float(np.trace(counts) / counts.sum()),
+      'macro_f1': tfma_metrics.macro_f1(counts.astype(float)),
       'macro_auc': float(sklearn_metrics.roc_auc_score(labels, probabilities, labels=classes,
                                                        multi_class='ovr', average='macro')),
   }
-  for name, recall in zip(features.LABEL_NAMES, recalls):
-    result[f'recall_{name}'] = float(recall)
+  for name in features.LABEL_NAMES:
+    result[f'recall_{name}'] = per_class[f'recall_{name}']
   return result
 
 
@@ -108,7 +108,7 @@ def format_table(network: str, rows: List[Dict[str, float]]) -> str:
   header = f'{network:<18} ' + ' '.join(f'{column.replace("recall_", "rec. "):>14}'
                                          for column in COLUMNS)
   lines = [header]
-  for index, row in enumerate(rows):
+  for row in rows:
     lines.append(f'  fold {row["fold"]:<11} ' + ' '.join(
         f'{row[column]:>14.1f}' if column == 'train_seconds' else f'{row[column]:>14.3f}'
         for column in COLUMNS))
