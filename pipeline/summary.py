@@ -11,34 +11,14 @@ import dataclasses
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-import ml_metadata as mlmd
 import tensorflow_model_analysis as tfma
-from google.protobuf import json_format
-from ml_metadata.proto import metadata_store_pb2
 
 from components.data_quality import component as data_quality_component
 from components.data_quality.report import format_report_line
 from models import features
 from pipeline import eval_config
-
-PIPELINE_RUN_CONTEXT = 'pipeline_run'
-NODE_CONTEXT = 'node'
-STATE_NAMES = {
-    metadata_store_pb2.Execution.NEW: 'new',
-    metadata_store_pb2.Execution.RUNNING: 'running',
-    metadata_store_pb2.Execution.COMPLETE: 'complete',
-    metadata_store_pb2.Execution.FAILED: 'failed',
-    metadata_store_pb2.Execution.CACHED: 'cached',
-    metadata_store_pb2.Execution.CANCELED: 'canceled',
-}
-
-
-@dataclasses.dataclass
-class ComponentRun:
-  node_id: str
-  state: str
-  seconds: float
-  execution_id: int
+from pipeline.metadata_store import (ComponentRun, artifact_property, component_runs, open_store,
+                                     outputs_of, run_contexts, type_name_of)
 
 
 @dataclasses.dataclass
@@ -54,60 +34,6 @@ class RunSummary:
   confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
   blessed: Optional[bool] = None
   pushed_destination: Optional[str] = None
-
-
-def open_store(metadata_path: str) -> mlmd.MetadataStore:
-  config = metadata_store_pb2.ConnectionConfig()
-  config.sqlite.filename_uri = metadata_path
-  config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-  return mlmd.MetadataStore(config)
-
-
-def node_id_of(store: mlmd.MetadataStore, execution_id: int) -> str:
-  """The pipeline node an execution belongs to ('<pipeline>.<node id>' → node id)."""
-  for context in store.get_contexts_by_execution(execution_id):
-    if context.type == NODE_CONTEXT:
-      return context.name.split('.', 1)[-1]
-  return '?'
-
-
-def run_contexts(store: mlmd.MetadataStore) -> List[metadata_store_pb2.Context]:
-  """Every pipeline run, oldest first."""
-  return sorted(store.get_contexts_by_type(PIPELINE_RUN_CONTEXT),
-                key=lambda context: context.create_time_since_epoch)
-
-
-def component_runs(store: mlmd.MetadataStore, run_context_id: int) -> List[ComponentRun]:
-  executions = sorted(store.get_executions_by_context(run_context_id), key=lambda e: e.id)
-  return [
-      ComponentRun(
-          node_id=node_id_of(store, execution.id),
-          state=STATE_NAMES.get(execution.last_known_state, 'unknown'),
-          seconds=(execution.last_update_time_since_epoch
-                   - execution.create_time_since_epoch) / 1000.0,
-          execution_id=execution.id)
-      for execution in executions
-  ]
-
-
-def outputs_of(store: mlmd.MetadataStore, execution_id: int) -> List[metadata_store_pb2.Artifact]:
-  output_ids = [event.artifact_id for event in store.get_events_by_execution_ids([execution_id])
-                if event.type in (metadata_store_pb2.Event.OUTPUT,
-                                  metadata_store_pb2.Event.DECLARED_OUTPUT)]
-  return store.get_artifacts_by_id(output_ids)
-
-
-def artifact_property(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
-  """A custom property as a Python value (JSON properties decoded)."""
-  if name not in artifact.custom_properties:
-    return None
-  value = artifact.custom_properties[name]
-  kind = value.WhichOneof('value')
-  if kind == 'struct_value':
-    # TFX wraps JSON values that are not objects as {'__value__': value}.
-    decoded = json_format.MessageToDict(value.struct_value)
-    return decoded['__value__'] if set(decoded) == {'__value__'} else decoded
-  return getattr(value, kind)
 
 
 def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float], List[List[int]]]:
@@ -169,7 +95,7 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
   summary = RunSummary(run_id=context.name, components=component_runs(store, context.id))
   for component in summary.components:
     for artifact in outputs_of(store, component.execution_id):
-      type_name = store.get_artifact_types_by_id([artifact.type_id])[0].name
+      type_name = type_name_of(store, artifact)
       if type_name == 'Examples' and component.node_id.endswith('ExampleGen'):
         summary.class_counts = artifact_property(artifact, 'class_counts') or {}
         summary.skipped_files = artifact_property(artifact, 'skipped_files') or []

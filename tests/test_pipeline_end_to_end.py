@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from data import synthetic
 from models import features
-from pipeline import summary
+from pipeline import metadata_store, summary
 
 COMPONENTS = ('ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen', 'ExampleValidator',
               'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'Pusher')
@@ -48,8 +48,8 @@ def pipeline_runs(tmp_path_factory, python, project_root):
   serving_after_third = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
   fourth = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
                         '--epochs', '1')
-  store = summary.open_store(str(output_dir / 'metadata.sqlite'))
-  runs = [summary.component_runs(store, context.id) for context in summary.run_contexts(store)]
+  store = metadata_store.open_store(str(output_dir / 'metadata.sqlite'))
+  runs = [metadata_store.component_runs(store, context.id) for context in metadata_store.run_contexts(store)]
   return {
       'data_root': data_root, 'output_dir': output_dir, 'runs': runs, 'stdout':
       [first.stdout, second.stdout, third.stdout, fourth.stdout],
@@ -72,8 +72,8 @@ def test_first_run_executes_each_component_once(pipeline_runs):
 
 
 def test_first_run_blesses_and_pushes_a_model(pipeline_runs):
-  store = summary.open_store(pipeline_runs['metadata_path'])
-  run_id = summary.run_contexts(store)[0].name
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  run_id = metadata_store.run_contexts(store)[0].name
   first = summary.summarize_run(pipeline_runs['metadata_path'], run_id=run_id)
   assert first.blessed is True
   assert first.pushed_destination is not None
@@ -98,8 +98,8 @@ def test_first_run_blesses_and_pushes_a_model(pipeline_runs):
 
 def test_first_run_records_the_data_quality_report(pipeline_runs):
   first = summary.summarize_run(pipeline_runs['metadata_path'],
-                                run_id=summary.run_contexts(
-                                    summary.open_store(pipeline_runs['metadata_path']))[0].name)
+                                run_id=metadata_store.run_contexts(
+                                    metadata_store.open_store(pipeline_runs['metadata_path']))[0].name)
   assert first.data_quality['image_count'] == 45
   assert first.data_quality['group_count'] == 45  # distinct synthetic images
   assert first.data_quality['cross_split_leak_count'] == 0
@@ -136,8 +136,8 @@ def test_impossible_gate_blocks_the_push(pipeline_runs):
   third = states(pipeline_runs['runs'][2])
   assert third['Trainer'] == 'cached'
   assert third['Evaluator'] == 'complete'  # New thresholds: evaluated again.
-  store = summary.open_store(pipeline_runs['metadata_path'])
-  run_id = summary.run_contexts(store)[2].name
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  run_id = metadata_store.run_contexts(store)[2].name
   result = summary.summarize_run(pipeline_runs['metadata_path'], run_id=run_id)
   assert result.blessed is False
   assert result.pushed_destination is None
@@ -146,8 +146,8 @@ def test_impossible_gate_blocks_the_push(pipeline_runs):
 
 
 def test_new_model_is_compared_with_the_latest_blessed_one(pipeline_runs):
-  store = summary.open_store(pipeline_runs['metadata_path'])
-  runs = summary.run_contexts(store)
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  runs = metadata_store.run_contexts(store)
   first = summary.summarize_run(pipeline_runs['metadata_path'], run_id=runs[0].name)
   fourth = summary.summarize_run(pipeline_runs['metadata_path'], run_id=runs[3].name)
   fourth_states = states(pipeline_runs['runs'][3])
@@ -158,7 +158,7 @@ def test_new_model_is_compared_with_the_latest_blessed_one(pipeline_runs):
             if event.type == event.INPUT}
   first_trainer = [run for run in pipeline_runs['runs'][0] if run.node_id == 'Trainer'][0]
   model_type_id = store.get_artifact_type('Model').id
-  first_model_id = [artifact.id for artifact in summary.outputs_of(store, first_trainer.execution_id)
+  first_model_id = [artifact.id for artifact in metadata_store.outputs_of(store, first_trainer.execution_id)
                     if artifact.type_id == model_type_id][0]
   assert inputs['baseline_model'] == first_model_id
   assert inputs['model'] != first_model_id

@@ -1,0 +1,278 @@
+"""The ML Metadata inspector: what the pipeline ran, wrote and pushed, read from the store.
+
+    python -m pipeline.inspect --output-dir DIR [--json] runs
+    python -m pipeline.inspect --output-dir DIR [--json] artifacts [--type TYPE]
+    python -m pipeline.inspect --output-dir DIR [--json] lineage [ARTIFACT_ID | pushed]
+    python -m pipeline.inspect --output-dir DIR [--json] models
+
+- `runs`: each pipeline run with every component's start, status, duration and whether it was
+  cached;
+- `artifacts`: id, type, producing component, run and URI of every artifact (or of one type);
+- `lineage`: from an artifact (default: the newest pushed model) back through the executions
+  and artifacts that led to it: examples, statistics, schema, transform graph, model, blessing,
+  and what each of those executions also wrote (the evaluation);
+- `models`: each trained model with its network, its latest evaluation, whether it was blessed
+  and the version it was pushed as.
+
+Tables for people by default; `--json` prints the same as JSON for scripts. The store is opened
+read-only, so it can be inspected while a run is going.
+"""
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+import warnings
+from typing import Any, Dict, List, Optional
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+warnings.filterwarnings('ignore', category=FutureWarning, module='google')
+
+from pipeline import configs, metadata_store  # pylint: disable=g-import-not-at-top
+
+EXIT_USAGE = 2
+MODEL_METRICS = ('sparse_categorical_accuracy', 'macro_f1', 'macro_auc', 'malignant_recall')
+
+
+def _time(seconds: float) -> str:
+  return datetime.datetime.fromtimestamp(seconds).strftime('%Y-%m-%d %H:%M:%S')
+
+
+def _execution_row(store, execution) -> Dict[str, Any]:
+  state = metadata_store.STATE_NAMES.get(execution.last_known_state, 'unknown')
+  return {'component': metadata_store.node_id_of(store, execution.id),
+          'execution_id': execution.id, 'run': metadata_store.run_of(store, execution.id),
+          'state': state}
+
+
+def _artifact_row(store, artifact) -> Dict[str, Any]:
+  return {'id': artifact.id, 'type': metadata_store.type_name_of(store, artifact),
+          'uri': artifact.uri}
+
+
+def list_runs(store) -> List[Dict[str, Any]]:
+  runs = []
+  for context in metadata_store.run_contexts(store):
+    components = [{'component': run.node_id, 'execution_id': run.execution_id,
+                   'started': _time(run.started), 'status': run.state,
+                   'seconds': round(run.seconds, 3), 'cached': run.state == 'cached'}
+                  for run in metadata_store.component_runs(store, context.id)]
+    runs.append({'run': context.name, 'started': _time(context.create_time_since_epoch / 1000),
+                 'components': components})
+  return runs
+
+
+def list_artifacts(store, type_name: Optional[str] = None) -> List[Dict[str, Any]]:
+  artifacts = (store.get_artifacts_by_type(type_name) if type_name else store.get_artifacts())
+  rows = []
+  for artifact in sorted(artifacts, key=lambda artifact: artifact.id):
+    producer = metadata_store.producer_of(store, artifact.id)
+    row = _artifact_row(store, artifact)
+    row.update({'producer': metadata_store.node_id_of(store, producer.id) if producer else '',
+                'run': metadata_store.run_of(store, producer.id) if producer else ''})
+    rows.append(row)
+  return rows
+
+
+def newest_pushed_model(store):
+  pushed = [artifact for artifact in store.get_artifacts_by_type('PushedModel')
+            if metadata_store.artifact_property(artifact, 'pushed') == 1]
+  return max(pushed, key=lambda artifact: artifact.id) if pushed else None
+
+
+def lineage(store, artifact, shown=None) -> Dict[str, Any]:
+  """The artifact, the execution that wrote it, and recursively that execution's inputs.
+
+  An artifact or execution reached twice (the examples feed several components) is expanded
+  once; later it is marked `shown_above`.
+  """
+  shown = set() if shown is None else shown
+  node = _artifact_row(store, artifact)
+  if ('artifact', artifact.id) in shown:
+    node['shown_above'] = True
+    return node
+  shown.add(('artifact', artifact.id))
+  producer = metadata_store.producer_of(store, artifact.id)
+  if producer is None:
+    return node
+  node['written_by'] = _execution_row(store, producer)
+  if ('execution', producer.id) in shown:
+    node['written_by']['shown_above'] = True
+    return node
+  shown.add(('execution', producer.id))
+  node['also_wrote'] = [_artifact_row(store, other)
+                        for other in metadata_store.outputs_of(store, producer.id)
+                        if other.id != artifact.id]
+  node['inputs'] = [dict(lineage(store, parent, shown), key=key)
+                    for key, parent in metadata_store.inputs_of(store, producer.id)]
+  return node
+
+
+def list_models(store) -> List[Dict[str, Any]]:
+  # Imported here: TFMA is slow to import and only this command reads evaluations.
+  from pipeline import summary  # pylint: disable=g-import-not-at-top
+  evaluations, blessings, pushes = {}, {}, {}
+  for execution in sorted(store.get_executions(), key=lambda execution: execution.id):
+    node = metadata_store.node_id_of(store, execution.id)
+    if node not in ('Evaluator', 'Pusher'):
+      continue
+    model_ids = [artifact.id for key, artifact in metadata_store.inputs_of(store, execution.id)
+                 if key == 'model']
+    for output in metadata_store.outputs_of(store, execution.id):
+      kind = metadata_store.type_name_of(store, output)
+      for model_id in model_ids:  # the latest execution wins
+        if kind == 'ModelEvaluation':
+          evaluations[model_id] = output
+        elif kind == 'ModelBlessing':
+          blessings[model_id] = metadata_store.artifact_property(output, 'blessed') == 1
+        elif kind == 'PushedModel' and metadata_store.artifact_property(output, 'pushed') == 1:
+          pushes[model_id] = metadata_store.artifact_property(output, 'pushed_version')
+  rows = []
+  for model in sorted(store.get_artifacts_by_type('Model'), key=lambda model: model.id):
+    producer = metadata_store.producer_of(store, model.id)
+    custom_config = {}
+    if producer is not None and 'custom_config' in producer.custom_properties:
+      custom_config = json.loads(producer.custom_properties['custom_config'].string_value or '{}')
+    metrics = {}
+    if model.id in evaluations:
+      all_metrics, _ = summary.read_overall_evaluation(evaluations[model.id].uri)
+      metrics = {name: all_metrics.get(name) for name in MODEL_METRICS}
+    rows.append({'id': model.id, 'run': metadata_store.run_of(store, producer.id) if producer
+                 else '', 'network': custom_config.get('network'),
+                 'epochs': custom_config.get('epochs'), 'metrics': metrics,
+                 'blessed': blessings.get(model.id), 'pushed_version': pushes.get(model.id),
+                 'uri': model.uri})
+  return rows
+
+
+def format_table(headers: List[str], rows: List[List[Any]]) -> str:
+  cells = [[('' if value is None else str(value)) for value in row] for row in rows]
+  widths = [max([len(header)] + [len(row[index]) for row in cells])
+            for index, header in enumerate(headers)]
+  lines = ['  '.join(header.ljust(width) for header, width in zip(headers, widths)).rstrip()]
+  lines += ['  '.join(value.ljust(width) for value, width in zip(row, widths)).rstrip()
+            for row in cells]
+  return '\n'.join(lines)
+
+
+def format_runs(runs) -> str:
+  blocks = []
+  for run in runs:
+    rows = [[component['component'], component['started'], component['status'],
+             f'{component["seconds"]:.1f}', 'yes' if component['cached'] else 'no']
+            for component in run['components']]
+    blocks.append(f'run {run["run"]} (started {run["started"]})\n' + format_table(
+        ['component', 'started', 'status', 'seconds', 'cached'], rows))
+  return '\n\n'.join(blocks) if blocks else 'no runs recorded'
+
+
+def format_artifacts(rows) -> str:
+  return format_table(['id', 'type', 'producer', 'run', 'uri'],
+                      [[row['id'], row['type'], row['producer'], row['run'], row['uri']]
+                       for row in rows]) if rows else 'no artifacts'
+
+
+def format_lineage(node: Dict[str, Any], depth: int = 0) -> str:
+  indent = '    ' * depth
+  key = f'{node["key"]}: ' if 'key' in node else ''
+  lines = [f'{indent}{key}{node["type"]} #{node["id"]}  {node["uri"]}'
+           + ('  (shown above)' if node.get('shown_above') else '')]
+  if 'written_by' in node:
+    execution = node['written_by']
+    lines.append(f'{indent}  written by {execution["component"]} (execution '
+                 f'{execution["execution_id"]}, run {execution["run"]}, {execution["state"]})'
+                 + ('  (shown above)' if execution.get('shown_above') else ''))
+    for other in node.get('also_wrote', []):
+      lines.append(f'{indent}  which also wrote {other["type"]} #{other["id"]}  {other["uri"]}')
+    lines.extend(format_lineage(parent, depth + 1) for parent in node.get('inputs', []))
+  return '\n'.join(lines)
+
+
+def format_models(rows) -> str:
+  def metric(row, name):
+    value = row['metrics'].get(name)
+    return '' if value is None else f'{value:.3f}'
+  return format_table(
+      ['id', 'run', 'network', 'accuracy', 'macro-F1', 'macro AUC', 'malignant recall',
+       'blessed', 'pushed version'],
+      [[row['id'], row['run'], row['network'], *(metric(row, name) for name in MODEL_METRICS),
+        {True: 'yes', False: 'no', None: 'not evaluated'}[row['blessed']],
+        row['pushed_version'] or '']
+       for row in rows]) if rows else 'no models trained'
+
+
+class _OneLineArgumentParser(argparse.ArgumentParser):
+
+  def error(self, message):
+    self.exit(EXIT_USAGE, f'{self.prog}: error: {message}\n')
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+  json_flag = argparse.ArgumentParser(add_help=False)
+  json_flag.add_argument('--json', action='store_true', default=argparse.SUPPRESS,
+                         help='print JSON instead of a table')
+  parser = _OneLineArgumentParser(prog='python -m pipeline.inspect', parents=[json_flag],
+                                  description='Inspect the ML Metadata of pipeline runs.')
+  parser.add_argument('--output-dir', default=configs.DEFAULT_OUTPUT_DIR,
+                      help="the pipeline's --output-dir (default: %(default)s)")
+  commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND',
+                                   parser_class=_OneLineArgumentParser)
+  commands.add_parser('runs', parents=[json_flag], help='pipeline runs and their components')
+  artifacts = commands.add_parser('artifacts', parents=[json_flag], help='recorded artifacts')
+  artifacts.add_argument('--type', help='only this artifact type, e.g. Model, Examples')
+  lineage_parser = commands.add_parser('lineage', parents=[json_flag],
+                                       help='what led to an artifact')
+  lineage_parser.add_argument('artifact', nargs='?', default='pushed',
+                              help='an artifact id, or "pushed" for the newest pushed model '
+                              '(default)')
+  commands.add_parser('models', parents=[json_flag],
+                      help='trained models, metrics, blessing, pushed version')
+  args = parser.parse_args(argv)
+  args.json = getattr(args, 'json', False)
+  if args.command == 'lineage' and args.artifact != 'pushed' and not args.artifact.isdigit():
+    parser.error(f'lineage: expected an artifact id or "pushed", got {args.artifact!r}')
+  return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  args = parse_args(argv)
+  logging.getLogger('tensorflow').setLevel(logging.ERROR)  # TFMA's deprecation notices
+  metadata_path = configs.PipelineConfig(output_dir=args.output_dir).metadata_path
+  if not os.path.isfile(metadata_path):
+    print(f'pipeline.inspect: error: no ML Metadata at {metadata_path}; is --output-dir the '
+          "pipeline's output dir?", file=sys.stderr)
+    return EXIT_USAGE
+  store = metadata_store.open_store(metadata_path)
+  if args.command == 'runs':
+    result, text = list_runs(store), format_runs
+  elif args.command == 'artifacts':
+    known_types = {artifact_type.name for artifact_type in store.get_artifact_types()}
+    if args.type is not None and args.type not in known_types:
+      print(f'pipeline.inspect: error: no artifact type {args.type!r} in the store (have '
+            f'{", ".join(sorted(known_types))})', file=sys.stderr)
+      return EXIT_USAGE
+    result, text = list_artifacts(store, args.type), format_artifacts
+  elif args.command == 'lineage':
+    if args.artifact == 'pushed':
+      artifact = newest_pushed_model(store)
+      if artifact is None:
+        print('pipeline.inspect: error: no model has been pushed yet', file=sys.stderr)
+        return EXIT_USAGE
+    else:
+      found = store.get_artifacts_by_id([int(args.artifact)])
+      if not found:
+        print(f'pipeline.inspect: error: no artifact with id {args.artifact}', file=sys.stderr)
+        return EXIT_USAGE
+      artifact = found[0]
+    result, text = lineage(store, artifact), format_lineage
+  else:
+    result, text = list_models(store), format_models
+  print(json.dumps(result, indent=1) if args.json else text(result))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,129 @@
+"""Reading ML Metadata: runs, executions, artifacts and the events between them.
+
+The one place that knows how TFX records a pipeline in ML Metadata: a `pipeline_run` context per
+run, a `node` context per component, an execution per component run (CACHED when its outputs were
+reused) and INPUT/OUTPUT events tying executions to artifacts. The end-of-run summary, the
+inspector and the run report all read the store through these functions, read-only.
+"""
+
+import dataclasses
+from typing import Any, List, Optional, Tuple
+
+import ml_metadata as mlmd
+from google.protobuf import json_format
+from ml_metadata.proto import metadata_store_pb2
+
+PIPELINE_RUN_CONTEXT = 'pipeline_run'
+NODE_CONTEXT = 'node'
+STATE_NAMES = {
+    metadata_store_pb2.Execution.NEW: 'new',
+    metadata_store_pb2.Execution.RUNNING: 'running',
+    metadata_store_pb2.Execution.COMPLETE: 'complete',
+    metadata_store_pb2.Execution.FAILED: 'failed',
+    metadata_store_pb2.Execution.CACHED: 'cached',
+    metadata_store_pb2.Execution.CANCELED: 'canceled',
+}
+
+
+@dataclasses.dataclass
+class ComponentRun:
+  node_id: str
+  state: str
+  seconds: float
+  execution_id: int
+  started: float = 0.0  # seconds since the epoch
+
+
+def open_store(metadata_path: str) -> mlmd.MetadataStore:
+  config = metadata_store_pb2.ConnectionConfig()
+  config.sqlite.filename_uri = metadata_path
+  config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+  return mlmd.MetadataStore(config)
+
+
+def node_id_of(store: mlmd.MetadataStore, execution_id: int) -> str:
+  """The pipeline node an execution belongs to ('<pipeline>.<node id>' → node id)."""
+  for context in store.get_contexts_by_execution(execution_id):
+    if context.type == NODE_CONTEXT:
+      return context.name.split('.', 1)[-1]
+  return '?'
+
+
+def run_contexts(store: mlmd.MetadataStore) -> List[metadata_store_pb2.Context]:
+  """Every pipeline run, oldest first."""
+  return sorted(store.get_contexts_by_type(PIPELINE_RUN_CONTEXT),
+                key=lambda context: context.create_time_since_epoch)
+
+
+def component_runs(store: mlmd.MetadataStore, run_context_id: int) -> List[ComponentRun]:
+  executions = sorted(store.get_executions_by_context(run_context_id), key=lambda e: e.id)
+  return [
+      ComponentRun(
+          node_id=node_id_of(store, execution.id),
+          state=STATE_NAMES.get(execution.last_known_state, 'unknown'),
+          seconds=(execution.last_update_time_since_epoch
+                   - execution.create_time_since_epoch) / 1000.0,
+          execution_id=execution.id,
+          started=execution.create_time_since_epoch / 1000.0)
+      for execution in executions
+  ]
+
+
+_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+
+
+def outputs_of(store: mlmd.MetadataStore, execution_id: int) -> List[metadata_store_pb2.Artifact]:
+  return [artifact for _, artifact in keyed_artifacts(store, execution_id, _OUTPUT_EVENTS)]
+
+
+def inputs_of(store: mlmd.MetadataStore,
+              execution_id: int) -> List[Tuple[str, metadata_store_pb2.Artifact]]:
+  """(input key, e.g. 'model' or 'baseline_model', artifact) of each input of an execution."""
+  return keyed_artifacts(store, execution_id, _INPUT_EVENTS)
+
+
+def keyed_artifacts(store: mlmd.MetadataStore, execution_id: int,
+                    event_types) -> List[Tuple[str, metadata_store_pb2.Artifact]]:
+  events = [event for event in store.get_events_by_execution_ids([execution_id])
+            if event.type in event_types]
+  by_id = {artifact.id: artifact
+           for artifact in store.get_artifacts_by_id([event.artifact_id for event in events])}
+  return [(event.path.steps[0].key if event.path.steps else '', by_id[event.artifact_id])
+          for event in events if event.artifact_id in by_id]
+
+
+def producer_of(store: mlmd.MetadataStore,
+                artifact_id: int) -> Optional[metadata_store_pb2.Execution]:
+  """The execution that first wrote the artifact (cached executions that reused it come later)."""
+  execution_ids = sorted(event.execution_id
+                         for event in store.get_events_by_artifact_ids([artifact_id])
+                         if event.type in _OUTPUT_EVENTS)
+  return store.get_executions_by_id(execution_ids[:1])[0] if execution_ids else None
+
+
+def run_of(store: mlmd.MetadataStore, execution_id: int) -> str:
+  """The pipeline run (its run id) an execution belongs to."""
+  for context in store.get_contexts_by_execution(execution_id):
+    if context.type == PIPELINE_RUN_CONTEXT:
+      return context.name
+  return '?'
+
+
+def type_name_of(store: mlmd.MetadataStore, artifact: metadata_store_pb2.Artifact) -> str:
+  return artifact.type or store.get_artifact_types_by_id([artifact.type_id])[0].name
+
+
+def artifact_property(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
+  """A custom property as a Python value (JSON properties decoded)."""
+  if name not in artifact.custom_properties:
+    return None
+  value = artifact.custom_properties[name]
+  kind = value.WhichOneof('value')
+  if kind == 'struct_value':
+    # TFX wraps JSON values that are not objects as {'__value__': value}.
+    decoded = json_format.MessageToDict(value.struct_value)
+    return decoded['__value__'] if set(decoded) == {'__value__'} else decoded
+  return getattr(value, kind)
+
+

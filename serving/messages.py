@@ -1,0 +1,10 @@
+"""One readable line from a TensorFlow error, for error lines and `{"error": ...}` answers."""
+
+_NOISE_PREFIXES = ('Graph execution error', 'Detected at node', '<stack traces', '[[', 'File "')
+
+
+def tensorflow_error_line(message: str) -> str:
+  """'Graph execution error: … Unknown image file format. …' → 'Unknown image file format. …'"""
+  lines = [line.strip() for line in str(message).splitlines()]
+  meaningful = [line for line in lines if line and not line.startswith(_NOISE_PREFIXES)]
+  return (meaningful or [line for line in lines if line] or ['unknown error'])[0]

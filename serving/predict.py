@@ -1,0 +1,217 @@
+"""Classify images with a pushed model: one JSON line per image on stdout.
+
+    python -m serving.predict --model-dir OUTPUT/serving/breast_ultrasound [--version N] PATH...
+    python -m serving.predict --server http://127.0.0.1:8501 --model-name breast_ultrasound PATH...
+
+PATH is an image file or a folder, searched recursively (lesion masks, `*_mask*.png`, and
+files that are not images are left out there and counted on stderr). Locally it loads the
+newest version in the model directory (or `--version N`) and calls its `serving_default`
+signature; with `--server` it posts the same images as `{"b64": ...}` instances to a TensorFlow
+Serving REST endpoint (`POST /v1/models/<name>[/versions/<N>]:predict`) instead.
+
+Each line is `{"path", "label", "confidence", "scores": {class: probability}}`, or
+`{"path", "error"}` for an image that could not be classified; the others go on. The exit code
+is 0 when every image was classified, 1 when any failed, 2 for a usage error.
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import sys
+import urllib.error
+import urllib.request
+import warnings
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# google-api-core, imported by TensorFlow, warns on every import that Python 3.10 support ends.
+warnings.filterwarnings('ignore', category=FutureWarning, module='google')
+
+from serving import messages, model_directory  # pylint: disable=g-import-not-at-top
+
+EXIT_FAILED_IMAGES = 1
+EXIT_USAGE = 2
+BATCH_SIZE = 16
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
+_MASK_FILE = re.compile(r'_mask(_\d+)?\.[^.]+$', re.IGNORECASE)
+
+
+class PredictionError(Exception):
+  """A batch (or one image) the model or server refused; the message says why."""
+
+
+class UsageError(Exception):
+  """A problem with what the user asked for (model directory, server); one line."""
+
+
+def find_images(paths: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]], List[str]]:
+  """(image files in order, [(path, error)] for paths that do not exist, files left out).
+
+  Files named on the command line are always tried; inside folders only image files that are
+  not lesion masks are taken.
+  """
+  images, missing, left_out = [], [], []
+  for path in paths:
+    if os.path.isfile(path):
+      images.append(path)
+    elif os.path.isdir(path):
+      for folder, subfolders, names in os.walk(path):
+        subfolders.sort()
+        for name in sorted(names):
+          file = os.path.join(folder, name)
+          if name.lower().endswith(IMAGE_EXTENSIONS) and not _MASK_FILE.search(name):
+            images.append(file)
+          else:
+            left_out.append(file)
+    else:
+      missing.append((path, 'no such file or folder'))
+  return images, missing, left_out
+
+
+def scores_from_output(probabilities: Sequence[float], classes: Sequence) -> Dict[str, float]:
+  return {(name.decode() if isinstance(name, bytes) else name): float(probability)
+          for name, probability in zip(classes, probabilities)}
+
+
+class LocalModel:
+  """A version of the model directory loaded in this process."""
+
+  def __init__(self, model_dir: str, version: Optional[int]):
+    self.version, path = model_directory.find_version(model_dir, version)
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top  # Slow; only when needed.
+    self._tf = tf
+    self._signature = tf.saved_model.load(path).signatures['serving_default']
+
+  def classify(self, encoded_images: List[bytes]) -> List[Dict[str, float]]:
+    try:
+      outputs = self._signature(image_bytes=self._tf.constant(encoded_images))
+    except self._tf.errors.InvalidArgumentError as error:
+      raise PredictionError(messages.tensorflow_error_line(error.message)) from None
+    return [scores_from_output(probabilities, classes) for probabilities, classes in
+            zip(outputs['probabilities'].numpy(), outputs['classes'].numpy())]
+
+
+class ServerModel:
+  """A model behind a TensorFlow Serving REST endpoint."""
+
+  def __init__(self, server: str, model_name: str, version: Optional[int], timeout: float = 60):
+    version_part = f'/versions/{version}' if version is not None else ''
+    self._url = f'{server.rstrip("/")}/v1/models/{model_name}{version_part}:predict'
+    self._timeout = timeout
+
+  def classify(self, encoded_images: List[bytes]) -> List[Dict[str, float]]:
+    body = json.dumps({'instances': [{'b64': base64.b64encode(image).decode('ascii')}
+                                     for image in encoded_images]}).encode()
+    request = urllib.request.Request(self._url, data=body,
+                                     headers={'Content-Type': 'application/json'})
+    try:
+      with urllib.request.urlopen(request, timeout=self._timeout) as response:
+        answer = json.load(response)
+    except urllib.error.HTTPError as error:
+      message = error.read().decode(errors='replace')
+      try:
+        message = json.loads(message)['error']
+      except (ValueError, KeyError, TypeError):
+        pass
+      if error.code == 400:
+        raise PredictionError(messages.tensorflow_error_line(message)) from None
+      raise UsageError(f'server answered {error.code} for {self._url}: {message}') from None
+    except (urllib.error.URLError, OSError) as error:
+      reason = getattr(error, 'reason', error)
+      raise UsageError(f'cannot reach the server at {self._url}: {reason}') from None
+    return [scores_from_output(prediction['probabilities'], prediction['classes'])
+            for prediction in answer['predictions']]
+
+
+def classify_files(model, files: List[str]) -> Iterable[Dict]:
+  """One result dict per file, in order; a batch the model refuses is retried image by image
+  so that only the bad images get error lines."""
+  for start in range(0, len(files), BATCH_SIZE):
+    batch, encoded, results = files[start:start + BATCH_SIZE], [], {}
+    for file in batch:
+      try:
+        with open(file, 'rb') as handle:
+          encoded.append((file, handle.read()))
+      except OSError as error:
+        results[file] = {'path': file, 'error': f'cannot read: {error.strerror}'}
+    try:
+      scores = model.classify([image for _, image in encoded]) if encoded else []
+      results.update({file: result_line(file, score)
+                      for (file, _), score in zip(encoded, scores)})
+    except PredictionError:
+      for file, image in encoded:
+        try:
+          results[file] = result_line(file, model.classify([image])[0])
+        except PredictionError as error:
+          results[file] = {'path': file, 'error': f'not classified: {error}'}
+    for file in batch:
+      yield results[file]
+
+
+def result_line(path: str, scores: Dict[str, float]) -> Dict:
+  label = max(scores, key=scores.get)
+  return {'path': path, 'label': label, 'confidence': round(scores[label], 6),
+          'scores': {name: round(value, 6) for name, value in scores.items()}}
+
+
+class _OneLineArgumentParser(argparse.ArgumentParser):
+
+  def error(self, message):
+    self.exit(EXIT_USAGE, f'{self.prog}: error: {message}\n')
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+  parser = _OneLineArgumentParser(
+      prog='python -m serving.predict',
+      description='Classify breast-ultrasound images with a pushed model; one JSON line each.')
+  parser.add_argument('paths', nargs='+', metavar='PATH', help='image files or folders')
+  parser.add_argument('--model-dir', help='the model base path Pusher writes: '
+                      '<output-dir>/serving/<model-name>')
+  parser.add_argument('--version', type=int, help='model version (default: the newest)')
+  parser.add_argument('--server', help='TensorFlow Serving REST address, e.g. '
+                      'http://127.0.0.1:8501: send the images there instead of loading the model')
+  parser.add_argument('--model-name', help='model name on the server (default: the last '
+                      'folder of --model-dir)')
+  args = parser.parse_args(argv)
+  if args.server is None and args.model_dir is None:
+    parser.error('give --model-dir, or --server with --model-name')
+  if args.server is not None and args.model_name is None:
+    if args.model_dir is None:
+      parser.error('--server needs --model-name (or --model-dir to take the name from)')
+    args.model_name = os.path.basename(os.path.normpath(args.model_dir))
+  return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  args = parse_args(argv)
+  files, missing, left_out = find_images(args.paths)
+  if left_out:
+    print(f'left out {len(left_out)} files that are not images or are lesion masks: '
+          + ', '.join(left_out[:10]) + (' ...' if len(left_out) > 10 else ''),
+          file=sys.stderr)
+  try:
+    if args.server is not None:
+      model = ServerModel(args.server, args.model_name, args.version)
+    else:
+      model = LocalModel(args.model_dir, args.version)
+    failed = 0
+    for path, error in missing:
+      print(json.dumps({'path': path, 'error': error}), flush=True)
+      failed += 1
+    for line in classify_files(model, files):
+      print(json.dumps(line), flush=True)
+      failed += 'error' in line
+  except (UsageError, model_directory.ModelDirectoryError) as error:
+    print(f'serving.predict: error: {error}', file=sys.stderr)
+    return EXIT_USAGE
+  if not files and not missing:
+    print('serving.predict: error: no images found in ' + ', '.join(args.paths),
+          file=sys.stderr)
+    return EXIT_FAILED_IMAGES
+  return EXIT_FAILED_IMAGES if failed else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

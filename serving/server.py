@@ -1,0 +1,308 @@
+"""A local server for the TensorFlow Serving REST API, for machines without Docker.
+
+    python -m serving.server --model-base-path OUTPUT/serving/breast_ultrasound
+        [--model-name NAME] [--port 8501] [--host 127.0.0.1] [--poll-seconds 2]
+        [--max-request-bytes 33554432]
+
+It serves the subset of TF Serving's REST API that the pipeline's models need, with TF
+Serving's paths, JSON and status codes, so a client written against one works with the other:
+
+- `GET  /v1/models/<name>[/versions/<v>]`: version status;
+- `GET  /v1/models/<name>[/versions/<v>]/metadata`: the SignatureDefs;
+- `POST /v1/models/<name>[/versions/<v>]:predict`: the row ("instances") and columnar
+  ("inputs") forms, binary strings as {"b64": ...}.
+
+Like TF Serving's default version policy it serves the newest version in the base path. It
+looks for new versions every `--poll-seconds`, loads one beside the version in service and
+switches over only once it has loaded, so requests never wait for or fail on a push. A bad
+request (malformed JSON, bad base64, not an image, a body over `--max-request-bytes`) gets
+status 400 and `{"error": ...}`. It listens on 127.0.0.1 unless `--host` says otherwise.
+"""
+
+import argparse
+import dataclasses
+import http.server
+import os
+import re
+import sys
+import threading
+import warnings
+from typing import Any, Dict, List, Optional
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# google-api-core, imported by TensorFlow, warns on every import that Python 3.10 support ends.
+warnings.filterwarnings('ignore', category=FutureWarning, module='google')
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
+from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+
+from serving import messages, model_directory, rest_api  # pylint: disable=g-import-not-at-top
+
+EXIT_USAGE = 2
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+_PATH = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?'
+                   r'(?P<method>/metadata|:predict|:classify|:regress)?$')
+
+
+@dataclasses.dataclass
+class LoadedVersion:
+  version: int
+  saved_model: Any  # kept alive: the signatures use its variables
+  signatures: Dict[str, Any]
+  signature_defs: Dict[str, Any]  # SignatureDef protos as JSON, for /metadata
+
+
+def load_version(version: int, path: str) -> LoadedVersion:
+  saved_model = tf.saved_model.load(path)
+  proto = saved_model_pb2.SavedModel()
+  with open(os.path.join(path, model_directory.SAVED_MODEL_FILE), 'rb') as handle:
+    proto.ParseFromString(handle.read())
+  signature_defs = {name: json_format.MessageToDict(definition) for name, definition in
+                    proto.meta_graphs[0].signature_def.items()}
+  return LoadedVersion(version, saved_model, dict(saved_model.signatures), signature_defs)
+
+
+class ModelVersions:
+  """The version in service, replaced by a newer one only once that one has loaded."""
+
+  def __init__(self, base_path: str, log=print):
+    self.base_path = base_path
+    self._log = log
+    self._serving: Optional[LoadedVersion] = None
+    self._loading: Optional[int] = None
+    self._failed: Dict[int, str] = {}  # version → why it did not load (retried each poll)
+
+  @property
+  def serving(self) -> Optional[LoadedVersion]:
+    return self._serving
+
+  def refresh(self) -> None:
+    """Loads the newest version if it is newer than the one in service."""
+    try:
+      versions = model_directory.list_versions(self.base_path)
+    except model_directory.ModelDirectoryError as error:
+      self._log(f'warning: {error}')
+      return
+    if not versions or (self._serving and self._serving.version >= versions[-1]):
+      return
+    newest = versions[-1]
+    self._loading = newest
+    try:
+      loaded = load_version(newest, os.path.join(self.base_path, str(newest)))
+    except Exception as error:  # pylint: disable=broad-except
+      # Often a version still being copied in; it is tried again at the next poll.
+      if newest not in self._failed:
+        self._log(f'version {newest} did not load (retrying): '
+                  f'{messages.tensorflow_error_line(error)}')
+      self._failed[newest] = messages.tensorflow_error_line(error)
+      return
+    finally:
+      self._loading = None
+    self._serving = loaded  # one reference swap: requests use the old or the new, whole
+    self._failed.pop(newest, None)
+    self._log(f'serving version {newest}')
+
+  def poll_forever(self, seconds: float, stop: threading.Event) -> None:
+    while not stop.wait(seconds):
+      self.refresh()
+
+  def status(self) -> List[Dict[str, Any]]:
+    """TF Serving's model_version_status entries, newest first."""
+    ok = {'error_code': 'OK', 'error_message': ''}
+    entries = {}
+    for version, message in self._failed.items():
+      entries[version] = {'version': str(version), 'state': 'END',
+                          'status': {'error_code': 'UNKNOWN', 'error_message': message}}
+    if self._loading is not None:
+      entries[self._loading] = {'version': str(self._loading), 'state': 'LOADING', 'status': ok}
+    if self._serving is not None:
+      entries[self._serving.version] = {'version': str(self._serving.version),
+                                        'state': 'AVAILABLE', 'status': ok}
+    return [entries[version] for version in sorted(entries, reverse=True)]
+
+
+class HttpError(Exception):
+
+  def __init__(self, status: int, message: str):
+    super().__init__(message)
+    self.status = status
+
+
+class RestHandler(http.server.BaseHTTPRequestHandler):
+  """One request; the server object carries `model_name`, `versions` and `max_request_bytes`."""
+
+  protocol_version = 'HTTP/1.1'
+
+  def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+    pass  # One line per request would drown the version messages.
+
+  def do_GET(self):  # pylint: disable=invalid-name
+    self._answer('GET')
+
+  def do_POST(self):  # pylint: disable=invalid-name
+    self._answer('POST')
+
+  def _answer(self, http_method: str) -> None:
+    try:
+      status, body = 200, self._route(http_method)
+    except HttpError as error:
+      status, body = error.status, {'error': str(error)}
+    except rest_api.BadRequest as error:
+      status, body = 400, {'error': str(error)}
+    except Exception as error:  # pylint: disable=broad-except
+      status, body = 500, {'error': f'{error.__class__.__name__}: {error}'}
+    payload = rest_api.dumps(body)
+    self.send_response(status)
+    self.send_header('Content-Type', 'application/json')
+    self.send_header('Content-Length', str(len(payload)))
+    self.end_headers()
+    self.wfile.write(payload)
+
+  def _route(self, http_method: str) -> Dict[str, Any]:
+    body = self._read_body() if http_method == 'POST' else b''
+    match = _PATH.match(self.path.split('?', 1)[0])
+    method = match and (match.group('method') or '')
+    if not match or (http_method == 'GET') != (method in ('', '/metadata')):
+      raise HttpError(404, f'Malformed request: {http_method} {self.path}')
+    loaded = self._find_version(match.group('name'), match.group('version'))
+    if method == '':
+      return {'model_version_status': [entry for entry in self.server.versions.status()
+                                        if match.group('version') in (None, entry['version'])]}
+    if method == '/metadata':
+      return {'model_spec': {'name': self.server.model_name, 'signature_name': '',
+                             'version': str(loaded.version)},
+              'metadata': {'signature_def': {
+                  '@type': 'type.googleapis.com/tensorflow.serving.SignatureDefMap',
+                  'signature_def': loaded.signature_defs}}}
+    if method != ':predict':
+      raise rest_api.BadRequest(f'{method[1:]} is not served here; use :predict')
+    return self._predict(loaded, body)
+
+  def _read_body(self) -> bytes:
+    if 'chunked' in self.headers.get('Transfer-Encoding', ''):
+      self.close_connection = True
+      raise rest_api.BadRequest('chunked request bodies are not supported; send Content-Length')
+    try:
+      length = int(self.headers.get('Content-Length', '0'))
+    except ValueError:
+      self.close_connection = True
+      raise rest_api.BadRequest('Content-Length is not a number') from None
+    if length > self.server.max_request_bytes:
+      # Read and drop it, so the client gets the answer rather than a reset connection.
+      remaining = length
+      while remaining > 0:
+        chunk = self.rfile.read(min(remaining, 1 << 20))
+        if not chunk:
+          break
+        remaining -= len(chunk)
+      raise rest_api.BadRequest(f'request body of {length} bytes is over the limit of '
+                                f'{self.server.max_request_bytes} bytes')
+    return self.rfile.read(length)
+
+  def _find_version(self, name: str, version: Optional[str]) -> LoadedVersion:
+    loaded = self.server.versions.serving
+    if name != self.server.model_name or loaded is None:
+      raise HttpError(404, f'Servable not found for request: Latest({name})'
+                      if name != self.server.model_name or version is None else
+                      f'Servable not found for request: Specific({name}, {version})')
+    if version is not None and int(version) != loaded.version:
+      raise HttpError(404, f'Servable not found for request: Specific({name}, {version})')
+    return loaded
+
+  def _predict(self, loaded: LoadedVersion, body: bytes) -> Dict[str, Any]:
+    signature_name, form, payload = rest_api.parse_request(body)
+    function = loaded.signatures.get(signature_name)
+    if function is None:
+      raise rest_api.BadRequest(f"Serving signature name: \"{signature_name}\" not found in "
+                                f"signature def (have {sorted(loaded.signatures)})")
+    inputs = rest_api.request_inputs(form, payload, rest_api.signature_inputs(function))
+    try:
+      outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
+    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
+      raise rest_api.BadRequest(
+          messages.tensorflow_error_line(getattr(error, 'message', error))) from None
+    return rest_api.response_body(form, {name: value.numpy() for name, value in outputs.items()})
+
+
+class RestServer(http.server.ThreadingHTTPServer):
+  daemon_threads = True
+
+  def __init__(self, address, model_name: str, versions: ModelVersions, max_request_bytes: int):
+    super().__init__(address, RestHandler)
+    self.model_name = model_name
+    self.versions = versions
+    self.max_request_bytes = max_request_bytes
+
+
+class _OneLineArgumentParser(argparse.ArgumentParser):
+
+  def error(self, message):
+    self.exit(EXIT_USAGE, f'{self.prog}: error: {message}\n')
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+  parser = _OneLineArgumentParser(
+      prog='python -m serving.server',
+      description='Serve a pushed model over the TensorFlow Serving REST API.')
+  parser.add_argument('--model-base-path', required=True,
+                      help='folder of numbered versions, as Pusher writes: '
+                      '<output-dir>/serving/<model-name>')
+  parser.add_argument('--model-name', help='name in the URLs (default: the last folder of '
+                      '--model-base-path)')
+  parser.add_argument('--port', type=int, default=8501, help='default: %(default)s; 0 picks a '
+                      'free port')
+  parser.add_argument('--host', default='127.0.0.1', help='address to listen on '
+                      '(default: %(default)s, this machine only)')
+  parser.add_argument('--poll-seconds', type=float, default=2.0,
+                      help='how often to look for new versions (default: %(default)s)')
+  parser.add_argument('--max-request-bytes', type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                      help='larger request bodies are refused (default: %(default)s)')
+  args = parser.parse_args(argv)
+  if args.poll_seconds <= 0:
+    parser.error('--poll-seconds must be more than 0')
+  if args.max_request_bytes < 1:
+    parser.error('--max-request-bytes must be at least 1')
+  if args.model_name is None:
+    args.model_name = os.path.basename(os.path.normpath(args.model_base_path))
+  return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  args = parse_args(argv)
+  if not os.path.isdir(args.model_base_path):
+    print(f'serving.server: error: model base path {args.model_base_path} does not exist or '
+          'is not a folder', file=sys.stderr)
+    return EXIT_USAGE
+
+  def log(message: str) -> None:
+    print(f'serving.server: {message}', flush=True)
+
+  versions = ModelVersions(args.model_base_path, log=log)
+  versions.refresh()
+  if versions.serving is None:
+    log(f'no loadable version in {args.model_base_path} yet; waiting for one to be pushed')
+  try:
+    server = RestServer((args.host, args.port), args.model_name, versions,
+                        args.max_request_bytes)
+  except OSError as error:
+    print(f'serving.server: error: cannot listen on {args.host}:{args.port}: '
+          f'{error.strerror}', file=sys.stderr)
+    return EXIT_USAGE
+  host, port = server.server_address[:2]
+  log(f'listening on http://{host}:{port}/v1/models/{args.model_name}')
+  stop = threading.Event()
+  threading.Thread(target=versions.poll_forever, args=(args.poll_seconds, stop),
+                   daemon=True).start()
+  try:
+    server.serve_forever()
+  except KeyboardInterrupt:
+    pass
+  finally:
+    stop.set()
+    server.server_close()
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
