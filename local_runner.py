@@ -9,7 +9,8 @@
 Without --data-root it runs on the synthetic data set under data/, generating it the first time.
 ML Metadata goes to <output-dir>/metadata.sqlite, artifacts under <output-dir>/pipeline/, and a
 blessed model to <output-dir>/serving/<model-name>/<version>/. Caching is on: an unchanged rerun
-reuses every component. Progress is printed while it runs and a summary at the end.
+reuses every component. Progress is printed while it runs, a summary at the end, and the run
+report (pictures, metrics, the blessing decision) goes to <output-dir>/report/index.html.
 """
 
 import argparse
@@ -30,19 +31,12 @@ warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 warnings.filterwarnings('ignore', category=RuntimeWarning, module='tensorflow_model_analysis')
 
 from models import features  # pylint: disable=g-import-not-at-top
-from pipeline import configs  # pylint: disable=g-import-not-at-top
+from pipeline import command_line, configs  # pylint: disable=g-import-not-at-top
 
-EXIT_USAGE = 2
+EXIT_USAGE = command_line.EXIT_USAGE
 EXIT_PIPELINE_FAILED = 1
 MAX_HASH_DISTANCE = 34
 _MODEL_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-  """argparse, but a bad flag is one line on stderr and exit code 2."""
-
-  def error(self, message):
-    self.exit(EXIT_USAGE, f'{self.prog}: error: {message}\n')
 
 
 def _whole_number(text: str) -> int:
@@ -95,7 +89,7 @@ def _model_name(text: str) -> str:
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   defaults = configs.PipelineConfig()
-  parser = OneLineArgumentParser(
+  parser = command_line.OneLineArgumentParser(
       prog='local_runner.py',
       description='Run the breast-ultrasound TFX pipeline locally.')
   parser.add_argument('--data-root', help='folder with benign/, malignant/, normal/ image '
@@ -283,6 +277,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 130
   except Exception as error:  # pylint: disable=broad-except
     cause = root_cause(error)
+    write_run_report(config)  # What the failed run got to, e.g. the data validation.
+    # Last, so that the reason is the last line a user sees.
     print(f'local_runner.py: pipeline failed: {cause.__class__.__name__}: {cause}',
           file=sys.stderr)
     return EXIT_PIPELINE_FAILED
@@ -290,7 +286,20 @@ def main(argv: Optional[List[str]] = None) -> int:
   print(summary.format_summary(summary.summarize_run(config.metadata_path),
                                min_accuracy=config.min_accuracy,
                                min_malignant_recall=config.min_malignant_recall))
+  write_run_report(config)
   return 0
+
+
+def write_run_report(config) -> None:
+  """Writes <output-dir>/report/index.html for the latest run and names it."""
+  from pipeline import report  # pylint: disable=g-import-not-at-top
+  try:
+    print(f'  report: {report.write_report(config.metadata_path, config.report_dir)}')
+  except Exception as error:  # pylint: disable=broad-except
+    # The run itself is over; a report that cannot be drawn must not hide its outcome.
+    cause = root_cause(error)
+    print(f'local_runner.py: warning: no run report: {cause.__class__.__name__}: {cause}',
+          file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -61,6 +61,11 @@ class PipelineConfig:
     return os.path.join(self.output_dir, 'metadata.sqlite')
 
   @property
+  def report_dir(self) -> str:
+    """The run report: index.html and its pictures, rewritten by each run."""
+    return os.path.join(self.output_dir, 'report')
+
+  @property
   def serving_model_dir(self) -> str:
     """TF Serving's --model_base_path: versions are numbered folders inside it."""
     return os.path.join(self.output_dir, 'serving', self.model_name)

@@ -11,8 +11,8 @@
 - `lineage`: from an artifact (default: the newest pushed model) back through the executions
   and artifacts that led to it: examples, statistics, schema, transform graph, model, blessing,
   and what each of those executions also wrote (the evaluation);
-- `models`: each trained model with its network, its latest evaluation, whether it was blessed
-  and the version it was pushed as.
+- `models`: each trained model with its network, its latest evaluation, whether any evaluation
+  blessed it (as TFX's latest-blessed-model resolver counts) and the version it was pushed as.
 
 Tables for people by default; `--json` prints the same as JSON for scripts. The store is opened
 read-only, so it can be inspected while a run is going.
@@ -31,9 +31,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 
-from pipeline import configs, metadata_store  # pylint: disable=g-import-not-at-top
+from pipeline import command_line, configs, metadata_store  # pylint: disable=g-import-not-at-top
 
-EXIT_USAGE = 2
+EXIT_USAGE = command_line.EXIT_USAGE
 MODEL_METRICS = ('sparse_categorical_accuracy', 'macro_f1', 'macro_auc', 'malignant_recall')
 
 
@@ -123,19 +123,20 @@ def list_models(store) -> List[Dict[str, Any]]:
                  if key == 'model']
     for output in metadata_store.outputs_of(store, execution.id):
       kind = metadata_store.type_name_of(store, output)
-      for model_id in model_ids:  # the latest execution wins
+      for model_id in model_ids:
         if kind == 'ModelEvaluation':
-          evaluations[model_id] = output
+          evaluations[model_id] = output  # the latest evaluation's metrics are shown
         elif kind == 'ModelBlessing':
-          blessings[model_id] = metadata_store.artifact_property(output, 'blessed') == 1
+          # Blessed once is blessed, as TFX's latest-blessed-model resolver sees it.
+          blessings[model_id] = (blessings.get(model_id, False)
+                                 or metadata_store.artifact_property(output, 'blessed') == 1)
         elif kind == 'PushedModel' and metadata_store.artifact_property(output, 'pushed') == 1:
           pushes[model_id] = metadata_store.artifact_property(output, 'pushed_version')
   rows = []
   for model in sorted(store.get_artifacts_by_type('Model'), key=lambda model: model.id):
     producer = metadata_store.producer_of(store, model.id)
-    custom_config = {}
-    if producer is not None and 'custom_config' in producer.custom_properties:
-      custom_config = json.loads(producer.custom_properties['custom_config'].string_value or '{}')
+    custom_config = (producer and metadata_store.execution_json_property(
+        producer, 'custom_config')) or {}
     metrics = {}
     if model.id in evaluations:
       all_metrics, _ = summary.read_overall_evaluation(evaluations[model.id].uri)
@@ -204,22 +205,18 @@ def format_models(rows) -> str:
        for row in rows]) if rows else 'no models trained'
 
 
-class _OneLineArgumentParser(argparse.ArgumentParser):
-
-  def error(self, message):
-    self.exit(EXIT_USAGE, f'{self.prog}: error: {message}\n')
-
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   json_flag = argparse.ArgumentParser(add_help=False)
   json_flag.add_argument('--json', action='store_true', default=argparse.SUPPRESS,
                          help='print JSON instead of a table')
-  parser = _OneLineArgumentParser(prog='python -m pipeline.inspect', parents=[json_flag],
-                                  description='Inspect the ML Metadata of pipeline runs.')
+  parser = command_line.OneLineArgumentParser(
+      prog='python -m pipeline.inspect', parents=[json_flag],
+      description='Inspect the ML Metadata of pipeline runs.')
   parser.add_argument('--output-dir', default=configs.DEFAULT_OUTPUT_DIR,
                       help="the pipeline's --output-dir (default: %(default)s)")
   commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND',
-                                   parser_class=_OneLineArgumentParser)
+                                   parser_class=command_line.OneLineArgumentParser)
   commands.add_parser('runs', parents=[json_flag], help='pipeline runs and their components')
   artifacts = commands.add_parser('artifacts', parents=[json_flag], help='recorded artifacts')
   artifacts.add_argument('--type', help='only this artifact type, e.g. Model, Examples')

@@ -7,6 +7,7 @@ inspector and the run report all read the store through these functions, read-on
 """
 
 import dataclasses
+import json
 from typing import Any, List, Optional, Tuple
 
 import ml_metadata as mlmd
@@ -112,6 +113,21 @@ def run_of(store: mlmd.MetadataStore, execution_id: int) -> str:
 
 def type_name_of(store: mlmd.MetadataStore, artifact: metadata_store_pb2.Artifact) -> str:
   return artifact.type or store.get_artifact_types_by_id([artifact.type_id])[0].name
+
+
+def run_outputs(store: mlmd.MetadataStore, components: List[ComponentRun]
+                ) -> List[Tuple[ComponentRun, str, metadata_store_pb2.Artifact]]:
+  """(component run, artifact type name, artifact) of everything the run's components wrote
+  or, when cached, reused."""
+  return [(component, type_name_of(store, artifact), artifact)
+          for component in components
+          for artifact in outputs_of(store, component.execution_id)]
+
+
+def execution_json_property(execution: metadata_store_pb2.Execution, name: str) -> Any:
+  """An execution property that TFX stores as JSON text (custom_config, eval_config), decoded."""
+  value = execution.custom_properties.get(name)
+  return json.loads(value.string_value) if value is not None and value.string_value else None
 
 
 def artifact_property(artifact: metadata_store_pb2.Artifact, name: str) -> Any:

@@ -18,7 +18,7 @@ from components.data_quality.report import format_report_line
 from models import features
 from pipeline import eval_config
 from pipeline.metadata_store import (ComponentRun, artifact_property, component_runs, open_store,
-                                     outputs_of, run_contexts, type_name_of)
+                                     run_contexts, run_outputs)
 
 
 @dataclasses.dataclass
@@ -93,22 +93,20 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
     raise ValueError(f'no pipeline run recorded in {metadata_path}')
   context = contexts[-1]
   summary = RunSummary(run_id=context.name, components=component_runs(store, context.id))
-  for component in summary.components:
-    for artifact in outputs_of(store, component.execution_id):
-      type_name = type_name_of(store, artifact)
-      if type_name == 'Examples' and component.node_id.endswith('ExampleGen'):
-        summary.class_counts = artifact_property(artifact, 'class_counts') or {}
-        summary.skipped_files = artifact_property(artifact, 'skipped_files') or []
-      elif type_name == data_quality_component.DataQualityReport.TYPE_NAME:
-        summary.data_quality = {name: artifact_property(artifact, name) for name in (
-            *data_quality_component.COUNT_PROPERTIES, 'label_conflict_policy')}
-        summary.data_quality_uri = artifact.uri
-      elif type_name == 'ModelEvaluation':
-        summary.metrics, summary.confusion_matrix = read_overall_evaluation(artifact.uri)
-      elif type_name == 'ModelBlessing':
-        summary.blessed = artifact_property(artifact, 'blessed') == 1
-      elif type_name == 'PushedModel' and artifact_property(artifact, 'pushed') == 1:
-        summary.pushed_destination = artifact_property(artifact, 'pushed_destination')
+  for component, type_name, artifact in run_outputs(store, summary.components):
+    if type_name == 'Examples' and component.node_id.endswith('ExampleGen'):
+      summary.class_counts = artifact_property(artifact, 'class_counts') or {}
+      summary.skipped_files = artifact_property(artifact, 'skipped_files') or []
+    elif type_name == data_quality_component.DataQualityReport.TYPE_NAME:
+      summary.data_quality = {name: artifact_property(artifact, name) for name in (
+          *data_quality_component.COUNT_PROPERTIES, 'label_conflict_policy')}
+      summary.data_quality_uri = artifact.uri
+    elif type_name == 'ModelEvaluation':
+      summary.metrics, summary.confusion_matrix = read_overall_evaluation(artifact.uri)
+    elif type_name == 'ModelBlessing':
+      summary.blessed = artifact_property(artifact, 'blessed') == 1
+    elif type_name == 'PushedModel' and artifact_property(artifact, 'pushed') == 1:
+      summary.pushed_destination = artifact_property(artifact, 'pushed_destination')
   return summary
 
 

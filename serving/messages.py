@@ -4,7 +4,8 @@ _NOISE_PREFIXES = ('Graph execution error', 'Detected at node', '<stack traces',
 
 
 def tensorflow_error_line(message: str) -> str:
-  """'Graph execution error: … Unknown image file format. …' → 'Unknown image file format. …'"""
+  """'Graph execution error: … Unknown image file format. …' → 'Unknown image file format. …'
+  (the first line that is not TensorFlow's preamble, node name or stack)."""
   lines = [line.strip() for line in str(message).splitlines()]
   meaningful = [line for line in lines if line and not line.startswith(_NOISE_PREFIXES)]
   return (meaningful or [line for line in lines if line] or ['unknown error'])[0]

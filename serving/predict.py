@@ -29,10 +29,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # google-api-core, imported by TensorFlow, warns on every import that Python 3.10 support ends.
 warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 
-from serving import messages, model_directory  # pylint: disable=g-import-not-at-top
+from serving import command_line, messages, model_directory  # pylint: disable=g-import-not-at-top
 
 EXIT_FAILED_IMAGES = 1
-EXIT_USAGE = 2
+EXIT_USAGE = command_line.EXIT_USAGE
 BATCH_SIZE = 16
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
 _MASK_FILE = re.compile(r'_mask(_\d+)?\.[^.]+$', re.IGNORECASE)
@@ -156,14 +156,9 @@ def result_line(path: str, scores: Dict[str, float]) -> Dict:
           'scores': {name: round(value, 6) for name, value in scores.items()}}
 
 
-class _OneLineArgumentParser(argparse.ArgumentParser):
-
-  def error(self, message):
-    self.exit(EXIT_USAGE, f'{self.prog}: error: {message}\n')
-
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-  parser = _OneLineArgumentParser(
+  parser = command_line.OneLineArgumentParser(
       prog='python -m serving.predict',
       description='Classify breast-ultrasound images with a pushed model; one JSON line each.')
   parser.add_argument('paths', nargs='+', metavar='PATH', help='image files or folders')

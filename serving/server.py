@@ -37,9 +37,9 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
 from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
 
-from serving import messages, model_directory, rest_api  # pylint: disable=g-import-not-at-top
+from serving import command_line, messages, model_directory, rest_api  # pylint: disable=g-import-not-at-top
 
-EXIT_USAGE = 2
+EXIT_USAGE = command_line.EXIT_USAGE
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 _PATH = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?'
                    r'(?P<method>/metadata|:predict|:classify|:regress)?$')
@@ -235,14 +235,9 @@ class RestServer(http.server.ThreadingHTTPServer):
     self.max_request_bytes = max_request_bytes
 
 
-class _OneLineArgumentParser(argparse.ArgumentParser):
-
-  def error(self, message):
-    self.exit(EXIT_USAGE, f'{self.prog}: error: {message}\n')
-
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-  parser = _OneLineArgumentParser(
+  parser = command_line.OneLineArgumentParser(
       prog='python -m serving.server',
       description='Serve a pushed model over the TensorFlow Serving REST API.')
   parser.add_argument('--model-base-path', required=True,

@@ -1,12 +1,17 @@
-"""Shared test set-up: Keras 2 everywhere, and small synthetic data sets made per test."""
+"""Shared test set-up: Keras 2 everywhere, small synthetic data sets made per test, and one set of
+real pipeline runs that every test of a finished run reads."""
 
 import os
+import subprocess
 import sys
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import pytest  # pylint: disable=g-import-not-at-top
+
+from data import synthetic  # pylint: disable=g-import-not-at-top
+from pipeline import metadata_store  # pylint: disable=g-import-not-at-top
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,3 +25,80 @@ def project_root() -> str:
 def python() -> str:
   """The interpreter running the tests, for the CLI subprocesses."""
   return sys.executable
+
+
+def run_pipeline(python, project_root, data_root, output_dir, *extra_flags):
+  command = [python, 'local_runner.py', '--data-root', str(data_root),
+             '--output-dir', str(output_dir), '--epochs', '2', '--image-size', '48',
+             '--min-malignant-recall', '0', *extra_flags]
+  completed = subprocess.run(command, cwd=project_root, capture_output=True, text=True,
+                             timeout=900, check=False)
+  assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+  return completed
+
+
+@pytest.fixture(scope='session')
+def pipeline_runs(tmp_path_factory, python, project_root):
+  """Four runs of the real pipeline on one small synthetic set, shared by the tests that look
+  at a finished run (end to end, inspector, report, prediction, server): see
+  test_pipeline_end_to_end.py for what each run does."""
+  base = tmp_path_factory.mktemp('end_to_end')
+  data_root = base / 'images'
+  synthetic.generate_dataset(str(data_root), images_per_class=15, image_size=64, seed=3)
+  output_dir = base / 'output'
+  first = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
+  serving_after_first = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
+  second = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
+  third = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '1.01')
+  serving_after_third = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
+  fourth = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
+                        '--epochs', '1')
+  store = metadata_store.open_store(str(output_dir / 'metadata.sqlite'))
+  runs = [metadata_store.component_runs(store, context.id)
+          for context in metadata_store.run_contexts(store)]
+  return {
+      'data_root': data_root, 'output_dir': output_dir, 'runs': runs, 'stdout':
+      [first.stdout, second.stdout, third.stdout, fourth.stdout],
+      'serving_after_first': serving_after_first, 'serving_after_third': serving_after_third,
+      'metadata_path': str(output_dir / 'metadata.sqlite'),
+  }
+
+
+@pytest.fixture(scope='session')
+def pushed_model_dir(pipeline_runs) -> str:
+  """The model base path the pipeline runs pushed into (TF Serving's --model_base_path)."""
+  return str(pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound')
+
+
+class RunningServer:
+  """`python -m serving.server` in a subprocess, stopped at the end of the test."""
+
+  def __init__(self, python: str, project_root: str, base_path: str, *flags: str):
+    self.process = subprocess.Popen(
+        [python, '-m', 'serving.server', '--model-base-path', base_path, '--port', '0', *flags],
+        cwd=project_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    self.log = []
+    for line in self.process.stdout:  # Ends when the server exits.
+      self.log.append(line)
+      if 'listening on ' in line:
+        self.model_url = line.split('listening on ', 1)[1].strip()
+        self.address = self.model_url.split('/v1/')[0]
+        return
+    raise AssertionError('server did not start: ' + ''.join(self.log))
+
+  def stop(self) -> None:
+    self.process.terminate()
+    self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def start_server(python, project_root):
+  servers = []
+
+  def start(base_path: str, *flags: str) -> RunningServer:
+    servers.append(RunningServer(python, project_root, base_path, *flags))
+    return servers[-1]
+
+  yield start
+  for server in servers:
+    server.stop()

@@ -1,4 +1,5 @@
-"""The whole pipeline, run three times through `local_runner.py` on a small synthetic set.
+"""The whole pipeline, run four times through `local_runner.py` on a small synthetic set (the
+`pipeline_runs` fixture in conftest.py).
 
 1. A first run: every component executes once, the model is blessed and pushed, and the pushed
    SavedModel classifies a PNG read from disk.
@@ -11,51 +12,15 @@ Everything is asserted from ML Metadata and the files it points to.
 """
 
 import os
-import subprocess
 
-import pytest
 import tensorflow as tf
 
-from data import synthetic
 from models import features
 from pipeline import metadata_store, summary
 
 COMPONENTS = ('ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen', 'ExampleValidator',
               'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'Pusher')
 RESOLVER = 'latest_blessed_model_resolver'
-
-
-def run_pipeline(python, project_root, data_root, output_dir, *extra_flags):
-  command = [python, 'local_runner.py', '--data-root', str(data_root),
-             '--output-dir', str(output_dir), '--epochs', '2', '--image-size', '48',
-             '--min-malignant-recall', '0', *extra_flags]
-  completed = subprocess.run(command, cwd=project_root, capture_output=True, text=True,
-                             timeout=900, check=False)
-  assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-  return completed
-
-
-@pytest.fixture(scope='module')
-def pipeline_runs(tmp_path_factory, python, project_root):
-  base = tmp_path_factory.mktemp('end_to_end')
-  data_root = base / 'images'
-  synthetic.generate_dataset(str(data_root), images_per_class=15, image_size=64, seed=3)
-  output_dir = base / 'output'
-  first = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
-  serving_after_first = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
-  second = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
-  third = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '1.01')
-  serving_after_third = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
-  fourth = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
-                        '--epochs', '1')
-  store = metadata_store.open_store(str(output_dir / 'metadata.sqlite'))
-  runs = [metadata_store.component_runs(store, context.id) for context in metadata_store.run_contexts(store)]
-  return {
-      'data_root': data_root, 'output_dir': output_dir, 'runs': runs, 'stdout':
-      [first.stdout, second.stdout, third.stdout, fourth.stdout],
-      'serving_after_first': serving_after_first, 'serving_after_third': serving_after_third,
-      'metadata_path': str(output_dir / 'metadata.sqlite'),
-  }
 
 
 def states(component_runs):

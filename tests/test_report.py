@@ -1,0 +1,86 @@
+"""The run report: written by every `local_runner.py` run, each section with its pictures, the
+blessing decision against each threshold, and rendered by headless Chromium."""
+
+import html
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
+
+from pipeline import metadata_store, report
+
+SECTIONS = ('Data', 'Sample images per class', 'Augmented samples', 'Data validation',
+            'Training', 'Evaluation', 'Blessing', 'Pushed', 'Components')
+
+
+def pictures_of(page: str):
+  return re.findall(r'<img[^>]* src="([^"]+)"', page)
+
+
+def read_page(path) -> str:
+  with open(path, encoding='utf-8') as handle:
+    return handle.read()
+
+
+def test_each_run_writes_the_report_with_every_section(pipeline_runs):
+  index = pipeline_runs['output_dir'] / 'report' / 'index.html'
+  assert all(f'report: {index}' in stdout for stdout in pipeline_runs['stdout'])
+  page = read_page(index)
+  for section in SECTIONS:
+    assert f'<h2>{section}</h2>' in page, section
+  pictures = pictures_of(page)
+  assert set(pictures) == {'samples.png', 'augmented.png', 'contact_sheet.png',
+                           'training_curves.png', 'confusion_matrix.png'}
+  for picture in pictures:
+    with Image.open(index.parent / picture) as image:
+      assert image.format == 'PNG' and image.width > 300 and image.height > 200
+  # Counts per class and split, as ExampleGen recorded them.
+  first = pipeline_runs['stdout'][0]
+  assert '<td>train</td><td>12</td><td>12</td><td>12</td><td>36</td>' in page, first
+  assert 'no anomalies' in page and 'Data validation gate: <span class="pass">passed' in page
+  # The fourth run's model (one epoch) against the thresholds it was given.
+  assert 'sparse_categorical_accuracy ≥ 0' in page and 'malignant_recall ≥ 0' in page
+  assert "not below the baseline model's" in page
+
+
+def test_report_of_a_refused_model_says_why(pipeline_runs, tmp_path):
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  third_run = metadata_store.run_contexts(store)[2].name
+  page = read_page(report.write_report(pipeline_runs['metadata_path'], str(tmp_path), third_run))
+  assert '<p class="fail">Not blessed</p>' in page
+  row = re.search(r'<tr><td>sparse_categorical_accuracy ≥ 1.01</td><td>([0-9.]+)</td>'
+                  r'<td><span class="(\w+)">', page)
+  assert row and row.group(2) == 'fail' and float(row.group(1)) < 1.01
+  assert 'Nothing pushed: the model was not blessed.' in page
+  # The Trainer was cached in that run; its curves are still those of the model evaluated.
+  assert 'training_curves.png' in pictures_of(page)
+  for picture in pictures_of(page):
+    assert os.path.isfile(tmp_path / picture)
+
+
+def test_first_run_report_names_the_pushed_version(pipeline_runs, tmp_path):
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  first_run = metadata_store.run_contexts(store)[0].name
+  page = read_page(report.write_report(pipeline_runs['metadata_path'], str(tmp_path), first_run))
+  version = pipeline_runs['serving_after_first'][0]
+  assert f'version {version}' in page and '<p class="pass">Blessed</p>' in page
+  assert 'no baseline yet' in html.unescape(page)
+
+
+@pytest.mark.skipif(shutil.which('chromium') is None,
+                    reason="Debian's chromium is not installed (apt install chromium)")
+def test_report_renders_in_headless_chromium(python, project_root, pipeline_runs, tmp_path):
+  screenshot = tmp_path / 'report.png'
+  completed = subprocess.run(
+      [python, '-m', 'pipeline.report', '--output-dir', str(pipeline_runs['output_dir']),
+       '--screenshot', str(screenshot)],
+      cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  with Image.open(screenshot) as image:
+    assert image.size == (1200, 5000)
+    grey = image.convert('L')
+    # A page with pictures, not a blank or an error page: many distinct grey levels.
+    assert len(set(grey.getdata())) > 100

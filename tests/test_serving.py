@@ -1,0 +1,230 @@
+"""The prediction CLI and the local TF Serving-compatible server, on the model the real pipeline
+pushed (the `pipeline_runs` fixture): local and server predictions agree, status and metadata
+answer as TF Serving does, every kind of bad request gets 400 and `{"error": ...}`, and a version
+pushed while requests are in flight takes over without one request failing."""
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import tensorflow as tf
+
+from models import features
+
+
+def predict_cli(python, project_root, *arguments):
+  completed = subprocess.run([python, '-m', 'serving.predict', *map(str, arguments)],
+                             cwd=project_root, capture_output=True, text=True, timeout=300,
+                             check=False)
+  lines = [json.loads(line) for line in completed.stdout.splitlines()]
+  return completed, lines
+
+
+def http(url, body=None, raw=None):
+  """(status, decoded JSON answer) of a GET, or of a POST of `body` (JSON) or `raw` bytes."""
+  data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+  request = urllib.request.Request(url, data=data)
+  try:
+    with urllib.request.urlopen(request, timeout=120) as response:
+      return response.status, json.load(response)
+  except urllib.error.HTTPError as error:
+    return error.code, json.loads(error.read())
+
+
+def b64(path):
+  with open(path, 'rb') as handle:
+    return base64.b64encode(handle.read()).decode()
+
+
+@pytest.fixture(scope='module')
+def images(pipeline_runs, tmp_path_factory):
+  """A folder with two good images, a lesion mask and a README, plus a corrupt image."""
+  folder = tmp_path_factory.mktemp('to_classify')
+  nested = folder / 'nested'
+  nested.mkdir()
+  data_root = pipeline_runs['data_root']
+  shutil.copy(data_root / 'benign' / 'benign (1).png', folder / 'benign (1).png')
+  shutil.copy(data_root / 'malignant' / 'malignant (2).png', nested / 'malignant (2).png')
+  shutil.copy(data_root / 'benign' / 'benign (1)_mask.png', folder / 'benign (1)_mask.png')
+  (folder / 'README.txt').write_text('not an image')
+  corrupt = tmp_path_factory.mktemp('corrupt') / 'corrupt.png'
+  corrupt.write_bytes(b'\x89PNG\r\n\x1a\n' + b'truncated')
+  return {'folder': folder, 'good': [folder / 'benign (1).png', nested / 'malignant (2).png'],
+          'corrupt': corrupt}
+
+
+def model_probabilities(model_dir, version, image_path):
+  loaded = tf.saved_model.load(os.path.join(model_dir, version))
+  outputs = loaded.signatures['serving_default'](
+      image_bytes=tf.reshape(tf.io.read_file(str(image_path)), [1]))
+  return outputs['probabilities'].numpy()[0]
+
+
+def test_predict_cli_classifies_a_folder_and_reports_bad_images(python, project_root, images,
+                                                                pushed_model_dir):
+  completed, lines = predict_cli(python, project_root, '--model-dir', pushed_model_dir,
+                                 images['folder'], images['corrupt'], '/no/such/image.png')
+  assert completed.returncode == 1, completed.stderr
+  by_path = {line['path']: line for line in lines}
+  assert set(by_path) == {*map(str, images['good']), str(images['corrupt']),
+                          '/no/such/image.png'}
+  assert 'Unknown image file format' in by_path[str(images['corrupt'])]['error']
+  assert by_path['/no/such/image.png']['error'] == 'no such file or folder'
+  newest = sorted(os.listdir(pushed_model_dir))[-1]
+  for path in images['good']:
+    line = by_path[str(path)]
+    assert list(line['scores']) == list(features.LABEL_NAMES)
+    assert abs(sum(line['scores'].values()) - 1) < 1e-4
+    assert line['label'] == max(line['scores'], key=line['scores'].get)
+    assert line['confidence'] == line['scores'][line['label']]
+    expected = model_probabilities(pushed_model_dir, newest, path)
+    assert [line['scores'][name] for name in features.LABEL_NAMES] == pytest.approx(
+        expected.tolist(), abs=1e-5)
+  # The mask and the README in the folder are left out, and said so.
+  assert 'left out 2 files' in completed.stderr
+  assert 'benign (1)_mask.png' in completed.stderr
+
+
+def test_predict_cli_exit_codes(python, project_root, images, pushed_model_dir):
+  completed, lines = predict_cli(python, project_root, '--model-dir', pushed_model_dir,
+                                 *images['good'])
+  assert completed.returncode == 0 and len(lines) == 2
+  oldest = sorted(os.listdir(pushed_model_dir))[0]
+  completed, lines = predict_cli(python, project_root, '--model-dir', pushed_model_dir,
+                                 '--version', oldest, images['good'][0])
+  assert completed.returncode == 0 and lines[0]['label'] in features.LABEL_NAMES
+  completed, lines = predict_cli(python, project_root, '--model-dir', pushed_model_dir,
+                                 '--version', '7', images['good'][0])
+  assert completed.returncode == 2 and not lines
+  assert completed.stderr.strip().count('\n') == 0 and 'has no version 7' in completed.stderr
+  completed, _ = predict_cli(python, project_root, images['good'][0])
+  assert completed.returncode == 2 and 'give --model-dir' in completed.stderr
+
+
+def test_predict_cli_through_the_server_matches_local(python, project_root, images,
+                                                      pushed_model_dir, start_server):
+  server = start_server(pushed_model_dir)
+  arguments = [images['folder'], images['corrupt']]
+  local, local_lines = predict_cli(python, project_root, '--model-dir', pushed_model_dir,
+                                   *arguments)
+  remote, remote_lines = predict_cli(python, project_root, '--server', server.address,
+                                     '--model-name', 'breast_ultrasound', *arguments)
+  assert local.returncode == remote.returncode == 1
+  assert [line['path'] for line in remote_lines] == [line['path'] for line in local_lines]
+  for local_line, remote_line in zip(local_lines, remote_lines):
+    if 'error' in local_line:
+      assert 'Unknown image file format' in remote_line['error']
+    else:
+      assert remote_line['label'] == local_line['label']
+      assert remote_line['scores'] == pytest.approx(local_line['scores'], abs=1e-5)
+  unreachable, _ = predict_cli(python, project_root, '--server', 'http://127.0.0.1:9',
+                               '--model-name', 'x', images['good'][0])
+  assert unreachable.returncode == 2 and 'cannot reach the server' in unreachable.stderr
+
+
+def test_server_status_metadata_and_both_predict_forms(images, pushed_model_dir, start_server):
+  server = start_server(pushed_model_dir)
+  assert server.address.startswith('http://127.0.0.1:')  # Not reachable from other machines.
+  newest = sorted(os.listdir(pushed_model_dir))[-1]
+
+  status, body = http(server.model_url)
+  assert status == 200
+  assert body['model_version_status'] == [{'version': newest, 'state': 'AVAILABLE', 'status': {
+      'error_code': 'OK', 'error_message': ''}}]
+
+  status, body = http(server.model_url + '/metadata')
+  assert status == 200 and body['model_spec']['version'] == newest
+  signature = body['metadata']['signature_def']['signature_def']['serving_default']
+  assert signature['inputs']['image_bytes']['dtype'] == 'DT_STRING'
+  assert set(signature['outputs']) == {'probabilities', 'classes', 'label'}
+
+  good = [b64(path) for path in images['good']]
+  status, rows = http(server.model_url + ':predict',
+                      {'instances': [{'b64': image} for image in good]})
+  assert status == 200 and len(rows['predictions']) == 2
+  status, named_rows = http(server.model_url + f'/versions/{newest}:predict',
+                            {'instances': [{'image_bytes': {'b64': image}} for image in good]})
+  assert status == 200 and named_rows == rows
+  status, columns = http(server.model_url + ':predict',
+                         {'inputs': {'image_bytes': [{'b64': image} for image in good]}})
+  assert status == 200
+  for row, path in enumerate(images['good']):
+    expected = model_probabilities(pushed_model_dir, newest, path)
+    assert rows['predictions'][row]['probabilities'] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert columns['outputs']['probabilities'][row] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert rows['predictions'][row]['classes'] == list(features.LABEL_NAMES)
+    assert columns['outputs']['label'][row] == rows['predictions'][row]['label']
+
+
+def test_server_answers_bad_requests_with_400(images, pushed_model_dir, start_server):
+  server = start_server(pushed_model_dir, '--max-request-bytes', '100000')
+  predict = server.model_url + ':predict'
+  with open(images['corrupt'], 'rb') as handle:
+    corrupt = base64.b64encode(handle.read()).decode()
+  bad_requests = {
+      'malformed JSON': dict(raw=b'{"instances": [{"b64": '),
+      'not an object': dict(body=[1, 2]),
+      'no instances or inputs': dict(body={'signature_name': 'serving_default'}),
+      'bad base64': dict(body={'instances': [{'b64': 'not base64!'}]}),
+      'not an image': dict(body={'instances': [{'b64': base64.b64encode(b'hello').decode()}]}),
+      'truncated PNG': dict(body={'instances': [{'b64': corrupt}]}),
+      'unknown signature': dict(body={'signature_name': 'nope', 'instances': [{'b64': corrupt}]}),
+      'too large': dict(body={'instances': [{'b64': 'A' * 200000}]}),
+  }
+  for name, request in bad_requests.items():
+    status, body = http(predict, **request)
+    assert status == 400, (name, body)
+    assert set(body) == {'error'} and body['error'], name
+  status, body = http(predict, {'instances': [{'b64': corrupt}]})
+  assert 'Unknown image file format' in body['error']
+  status, body = http(predict, {'instances': [{'b64': 'A' * 200000}]})
+  assert 'over the limit of 100000 bytes' in body['error']
+  assert http(server.address + '/v1/models/other')[0] == 404
+  assert http(server.model_url + '/versions/1:predict', {'instances': []})[0] == 404
+  # Still serving after all of that.
+  status, body = http(predict, {'instances': [{'b64': b64(images['good'][0])}]})
+  assert status == 200 and server.process.poll() is None
+
+
+def test_new_version_takes_over_while_requests_are_in_flight(images, pushed_model_dir,
+                                                             start_server, tmp_path):
+  base_path = tmp_path / 'breast_ultrasound'
+  first = sorted(os.listdir(pushed_model_dir))[0]
+  shutil.copytree(os.path.join(pushed_model_dir, first), base_path / '1')
+  server = start_server(str(base_path), '--poll-seconds', '0.2')
+  request = {'instances': [{'b64': b64(path)} for path in images['good']]}
+  results, stop = [], threading.Event()
+
+  def keep_asking():
+    while not stop.is_set():
+      results.append(http(server.model_url + ':predict', request)[0])
+
+  clients = [threading.Thread(target=keep_asking) for _ in range(3)]
+  for client in clients:
+    client.start()
+  time.sleep(1.0)
+  # Copied in place file by file, as Pusher does: the server sees a half-written version too.
+  shutil.copytree(os.path.join(pushed_model_dir, first), base_path / '2')
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    versions = http(server.model_url)[1]['model_version_status']
+    if versions[0] == {'version': '2', 'state': 'AVAILABLE',
+                       'status': {'error_code': 'OK', 'error_message': ''}}:
+      break
+    time.sleep(0.2)
+  answered_before_switch = len(results)
+  time.sleep(1.0)
+  stop.set()
+  for client in clients:
+    client.join()
+  assert versions[0]['version'] == '2' and versions[0]['state'] == 'AVAILABLE', versions
+  assert [entry['version'] for entry in versions] == ['2']  # the old one is retired
+  assert answered_before_switch > 3 and len(results) > answered_before_switch
+  assert set(results) == {200}
