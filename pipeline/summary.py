@@ -8,6 +8,8 @@ blessing and the pushed model.
 """
 
 import dataclasses
+import json
+import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -37,10 +39,19 @@ class RunSummary:
 
 
 def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float], List[List[int]]]:
-  """Overall-slice metrics of the candidate, keyed readably (e.g. 'auc/malignant', 'recall_malignant'), and its
-  confusion matrix as counts[true class][predicted class]."""
-  result = tfma.load_eval_result(evaluation_uri)
+  """Overall-slice metrics of the candidate, keyed readably (e.g. 'auc/malignant',
+  'recall_malignant'), and its confusion matrix as counts[true class][predicted class]."""
+  result = tfma.load_eval_result(evaluation_uri, model_name=_candidate_name(evaluation_uri))
   return _overall_metrics(result), _overall_confusion_matrix(result)
+
+
+def _candidate_name(evaluation_uri: str) -> Optional[str]:
+  """The candidate's model name when a baseline was evaluated beside it (TFMA then finds no
+  plots without it), else None."""
+  with open(os.path.join(evaluation_uri, 'eval_config.json'), encoding='utf-8') as handle:
+    model_specs = json.load(handle).get('evalConfig', {}).get('modelSpecs', [])
+  names = [spec['name'] for spec in model_specs if 'name' in spec and not spec.get('isBaseline')]
+  return names[0] if len(model_specs) > 1 and names else None
 
 
 def _overall_confusion_matrix(result) -> List[List[int]]:

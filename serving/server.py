@@ -111,14 +111,15 @@ class ModelVersions:
     """TF Serving's model_version_status entries, newest first."""
     ok = {'error_code': 'OK', 'error_message': ''}
     entries = {}
-    for version, message in self._failed.items():
+    for version, message in dict(self._failed).items():  # the poller may be changing it
       entries[version] = {'version': str(version), 'state': 'END',
                           'status': {'error_code': 'UNKNOWN', 'error_message': message}}
-    if self._loading is not None:
-      entries[self._loading] = {'version': str(self._loading), 'state': 'LOADING', 'status': ok}
-    if self._serving is not None:
-      entries[self._serving.version] = {'version': str(self._serving.version),
-                                        'state': 'AVAILABLE', 'status': ok}
+    loading, serving = self._loading, self._serving
+    if loading is not None:
+      entries[loading] = {'version': str(loading), 'state': 'LOADING', 'status': ok}
+    if serving is not None:
+      entries[serving.version] = {'version': str(serving.version), 'state': 'AVAILABLE',
+                                  'status': ok}
     return [entries[version] for version in sorted(entries, reverse=True)]
 
 

@@ -130,6 +130,10 @@ def test_new_model_is_compared_with_the_latest_blessed_one(pipeline_runs):
   difference = fourth.metrics['sparse_categorical_accuracy_diff']
   assert abs(fourth.metrics['sparse_categorical_accuracy'] - difference
              - first.metrics['sparse_categorical_accuracy']) < 1e-6
+  # The candidate's confusion matrix, not the baseline's nor none, when a baseline is present.
+  assert sum(map(sum, fourth.confusion_matrix)) == 9
+  correct = sum(fourth.confusion_matrix[index][index] for index in range(3))
+  assert abs(correct / 9 - fourth.metrics['sparse_categorical_accuracy']) < 1e-6
   assert fourth.blessed == (difference >= 0)
   serving_dir = pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound'
   assert len(os.listdir(serving_dir)) == (2 if fourth.blessed else 1)
