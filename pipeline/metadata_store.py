@@ -32,7 +32,7 @@ class ComponentRun:
   state: str
   seconds: float
   execution_id: int
-  started: float = 0.0  # seconds since the epoch
+  started: float  # seconds since the epoch
 
 
 def open_store(metadata_path: str) -> mlmd.MetadataStore:

@@ -29,6 +29,7 @@ matplotlib.use('Agg')  # No display.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
 from tensorflow_metadata.proto.v0 import anomalies_pb2  # pylint: disable=g-import-not-at-top
 
 from components.data_quality import component as data_quality_component  # pylint: disable=g-import-not-at-top
@@ -171,7 +172,7 @@ def blessing_thresholds(eval_config: Dict[str, Any], metrics: Dict[str, float],
 
 
 def failed_metrics(evaluation_uri: str) -> List[str]:
-  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  """Names of the metrics whose threshold TFMA found not met ('<name>_diff' for a change)."""
   result = tfma.load_validation_result(evaluation_uri)
   names = []
   for per_slice in result.metric_validations_per_slice:
