@@ -68,6 +68,10 @@ def test_too_many_corrupt_images_stop_the_run_naming_them(python, project_root, 
   last_line = completed.stderr.strip().splitlines()[-1]
   assert last_line.startswith('local_runner.py: pipeline failed: UnusableInputError: 2 of 14')
   assert 'benign/scan (1).png' in last_line and 'benign/scan (2).png' in last_line
+  # The failed run still gets its report, showing how far it got.
+  assert 'no run report' not in completed.stderr
+  report = (tmp_path / 'out' / 'report' / 'index.html').read_text()
+  assert '<td>ImageExampleGen</td><td>failed</td>' in report
 
 
 def test_label_conflicts_stop_the_run_under_the_fail_policy(python, project_root, tmp_path):
@@ -83,6 +87,10 @@ def test_label_conflicts_stop_the_run_under_the_fail_policy(python, project_root
   last_line = completed.stderr.strip().splitlines()[-1]
   assert last_line.startswith('local_runner.py: pipeline failed: DataAnomaliesError: data quality')
   assert 'benign/benign (2).png (benign), malignant/malignant (5).png (malignant)' in last_line
+  assert 'no run report' not in completed.stderr
+  report = (tmp_path / 'out' / 'report' / 'index.html').read_text()
+  assert 'Data validation gate: <span class="fail">stopped the run</span>' in report
+  assert '1 label conflicts (2 images, policy fail)' in report
 
 
 def test_output_dir_that_cannot_be_created(python, project_root, tmp_path):
