@@ -79,7 +79,7 @@ class LocalModel:
   """A version of the model directory loaded in this process."""
 
   def __init__(self, model_dir: str, version: Optional[int]):
-    self.version, path = model_directory.find_version(model_dir, version)
+    _, path = model_directory.find_version(model_dir, version)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top  # Slow; only when needed.
     self._tf = tf
     self._signature = tf.saved_model.load(path).signatures['serving_default']
@@ -154,7 +154,6 @@ def result_line(path: str, scores: Dict[str, float]) -> Dict:
   label = max(scores, key=scores.get)
   return {'path': path, 'label': label, 'confidence': round(scores[label], 6),
           'scores': {name: round(value, 6) for name, value in scores.items()}}
-
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

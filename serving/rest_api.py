@@ -132,8 +132,3 @@ def response_body(form: str, outputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
 def signature_inputs(function) -> Dict[str, tf.TensorSpec]:
   """{input name: TensorSpec} of a loaded SavedModel signature."""
   return dict(function.structured_input_signature[1])
-
-
-def dumps(body: Dict[str, Any]) -> bytes:
-  return json.dumps(body).encode()
-

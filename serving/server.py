@@ -22,6 +22,7 @@ status 400 and `{"error": ...}`. It listens on 127.0.0.1 unless `--host` says ot
 import argparse
 import dataclasses
 import http.server
+import json
 import os
 import re
 import sys
@@ -153,7 +154,7 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
       status, body = 400, {'error': str(error)}
     except Exception as error:  # pylint: disable=broad-except
       status, body = 500, {'error': f'{error.__class__.__name__}: {error}'}
-    payload = rest_api.dumps(body)
+    payload = json.dumps(body).encode()
     self.send_response(status)
     self.send_header('Content-Type', 'application/json')
     self.send_header('Content-Length', str(len(payload)))
@@ -203,13 +204,11 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
 
   def _find_version(self, name: str, version: Optional[str]) -> LoadedVersion:
     loaded = self.server.versions.serving
-    if name != self.server.model_name or loaded is None:
-      raise HttpError(404, f'Servable not found for request: Latest({name})'
-                      if name != self.server.model_name or version is None else
-                      f'Servable not found for request: Specific({name}, {version})')
-    if version is not None and int(version) != loaded.version:
-      raise HttpError(404, f'Servable not found for request: Specific({name}, {version})')
-    return loaded
+    if (name == self.server.model_name and loaded is not None
+        and (version is None or int(version) == loaded.version)):
+      return loaded
+    wanted = f'Latest({name})' if version is None else f'Specific({name}, {version})'
+    raise HttpError(404, f'Servable not found for request: {wanted}')
 
   def _predict(self, loaded: LoadedVersion, body: bytes) -> Dict[str, Any]:
     signature_name, form, payload = rest_api.parse_request(body)
