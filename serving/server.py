@@ -188,8 +188,11 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
     try:
       length = int(self.headers.get('Content-Length', '0'))
     except ValueError:
+      length = -1
+    if length < 0:
+      # A negative length would make the read below wait for the client to hang up.
       self.close_connection = True
-      raise rest_api.BadRequest('Content-Length is not a number') from None
+      raise rest_api.BadRequest('Content-Length is not a number of bytes')
     if length > self.server.max_request_bytes:
       # Read and drop it, so the client gets the answer rather than a reset connection.
       remaining = length

@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -188,6 +189,13 @@ def test_server_answers_bad_requests_with_400(images, pushed_model_dir, start_se
   assert body['error'].startswith('Unknown image file format')
   status, body = http(predict, {'instances': [{'b64': 'A' * 200000}]})
   assert 'over the limit of 100000 bytes' in body['error']
+  # A negative Content-Length is answered at once, not waited on.
+  with socket.create_connection(('127.0.0.1', int(server.address.rsplit(':', 1)[1])),
+                                timeout=30) as connection:
+    connection.sendall(b'POST /v1/models/breast_ultrasound:predict HTTP/1.1\r\n'
+                       b'Host: x\r\nContent-Length: -5\r\n\r\n')
+    answer = connection.recv(4096).decode()
+  assert answer.startswith('HTTP/1.1 400') and 'Content-Length is not a number' in answer
   assert http(server.address + '/v1/models/other')[0] == 404
   assert http(server.model_url + '/versions/1:predict', {'instances': []})[0] == 404
   # Still serving after all of that.
