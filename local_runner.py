@@ -256,7 +256,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
   # Imported late: TFX takes seconds to import, and bad flags should fail fast.
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
-  from pipeline import summary  # pylint: disable=g-import-not-at-top
+  from runs import summary  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
 
   try:
@@ -292,7 +292,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def write_run_report(config) -> None:
   """Writes <output-dir>/report/index.html for the latest run and names it."""
-  from pipeline import report  # pylint: disable=g-import-not-at-top
+  from runs import report  # pylint: disable=g-import-not-at-top
   try:
     print(f'  report: {report.write_report(config.metadata_path, config.report_dir)}')
   except Exception as error:  # pylint: disable=broad-except

@@ -1,1 +1,2 @@
-"""Pipeline definition, its configuration, and what looks at a run afterwards."""
+"""The pipeline definition: its configuration and flags, the components and their wiring, the
+Evaluator's metrics and gate."""

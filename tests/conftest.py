@@ -11,7 +11,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import pytest  # pylint: disable=g-import-not-at-top
 
 from data import synthetic  # pylint: disable=g-import-not-at-top
-from pipeline import metadata_store  # pylint: disable=g-import-not-at-top
+from runs import metadata_store  # pylint: disable=g-import-not-at-top
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""`python -m pipeline.inspect` against the real pipeline runs of the `pipeline_runs` fixture:
+"""`python -m runs.inspect` against the real pipeline runs of the `pipeline_runs` fixture:
 every command, as JSON (checked against ML Metadata and the serving directory) and as a table."""
 
 import json
@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from pipeline import summary
+from runs import summary
 
 PIPELINE_COMPONENTS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen',
                        'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer',
@@ -16,7 +16,7 @@ PIPELINE_COMPONENTS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', '
 
 def inspect(python, project_root, pipeline_runs, *arguments, as_json=True):
   completed = subprocess.run(
-      [python, '-m', 'pipeline.inspect', '--output-dir', str(pipeline_runs['output_dir']),
+      [python, '-m', 'runs.inspect', '--output-dir', str(pipeline_runs['output_dir']),
        *(['--json'] if as_json else []), *arguments],
       cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
   if completed.returncode != 0:
@@ -115,7 +115,7 @@ def test_models_lists_metrics_blessing_and_pushed_version(python, project_root, 
 
 
 def test_missing_store_is_one_line(python, project_root, tmp_path):
-  completed = subprocess.run([python, '-m', 'pipeline.inspect', '--output-dir', str(tmp_path),
+  completed = subprocess.run([python, '-m', 'runs.inspect', '--output-dir', str(tmp_path),
                               'runs'], cwd=project_root, capture_output=True, text=True,
                              timeout=120, check=False)
   assert completed.returncode == 2

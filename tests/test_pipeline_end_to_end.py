@@ -16,7 +16,7 @@ import os
 import tensorflow as tf
 
 from models import features
-from pipeline import metadata_store, summary
+from runs import metadata_store, summary
 
 COMPONENTS = ('ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen', 'ExampleValidator',
               'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'Pusher')

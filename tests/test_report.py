@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from pipeline import metadata_store, report
+from runs import metadata_store, report
 
 SECTIONS = ('Data', 'Sample images per class', 'Augmented samples', 'Data validation',
             'Training', 'Evaluation', 'Blessing', 'Pushed', 'Components')
@@ -75,7 +75,7 @@ def test_first_run_report_names_the_pushed_version(pipeline_runs, tmp_path):
 def test_report_renders_in_headless_chromium(python, project_root, pipeline_runs, tmp_path):
   screenshot = tmp_path / 'report.png'
   completed = subprocess.run(
-      [python, '-m', 'pipeline.report', '--output-dir', str(pipeline_runs['output_dir']),
+      [python, '-m', 'runs.report', '--output-dir', str(pipeline_runs['output_dir']),
        '--screenshot', str(screenshot)],
       cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
   assert completed.returncode == 0, completed.stderr[-2000:]

@@ -19,7 +19,7 @@ from components.data_quality import component as data_quality_component
 from components.data_quality.report import format_report_line
 from models import features
 from pipeline import eval_config
-from pipeline.metadata_store import (ComponentRun, artifact_property, component_runs, open_store,
+from runs.metadata_store import (ComponentRun, artifact_property, component_runs, open_store,
                                      run_contexts, run_outputs)
 
 

@@ -1,6 +1,6 @@
 """The run report: `<output-dir>/report/index.html`, a static page with pictures, no server.
 
-    python -m pipeline.report --output-dir DIR [--run RUN_ID] [--screenshot PNG]
+    python -m runs.report --output-dir DIR [--run RUN_ID] [--screenshot PNG]
 
 Written by `local_runner.py` after every run (and by this command for any recorded run), from
 ML Metadata and the artifacts it points to: images per class and split, sample images per class
@@ -35,7 +35,8 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2  # pylint: disable=g-impo
 from components.data_quality import component as data_quality_component  # pylint: disable=g-import-not-at-top
 from components.data_quality.report import format_report_line, read_examples  # pylint: disable=g-import-not-at-top
 from models import features, model as trainer_module, networks, preprocessing  # pylint: disable=g-import-not-at-top
-from pipeline import command_line, configs, metadata_store, summary  # pylint: disable=g-import-not-at-top
+from pipeline import command_line, configs  # pylint: disable=g-import-not-at-top
+from runs import metadata_store, summary  # pylint: disable=g-import-not-at-top
 
 INDEX_FILE = 'index.html'
 SAMPLES_PER_CLASS = 6
@@ -367,30 +368,30 @@ def screenshot(index_path: str, png_path: str, width: int = 1200, height: int = 
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  parser = command_line.OneLineArgumentParser(prog='python -m pipeline.report',
+  parser = command_line.OneLineArgumentParser(prog='python -m runs.report',
                                    description='Write the HTML report of a pipeline run.')
   parser.add_argument('--output-dir', default=configs.DEFAULT_OUTPUT_DIR,
                       help="the pipeline's --output-dir (default: %(default)s)")
   parser.add_argument('--run', help='run id (default: the latest run); see '
-                      '`python -m pipeline.inspect runs`')
+                      '`python -m runs.inspect runs`')
   parser.add_argument('--screenshot', metavar='PNG',
                       help='also render the page in headless Chromium to this PNG')
   args = parser.parse_args(argv)
   config = configs.PipelineConfig(output_dir=args.output_dir)
   if not os.path.isfile(config.metadata_path):
-    print(f'pipeline.report: error: no ML Metadata at {config.metadata_path}', file=sys.stderr)
+    print(f'runs.report: error: no ML Metadata at {config.metadata_path}', file=sys.stderr)
     return EXIT_USAGE
   try:
     index = write_report(config.metadata_path, config.report_dir, args.run)
   except ValueError as error:
-    print(f'pipeline.report: error: {error}', file=sys.stderr)
+    print(f'runs.report: error: {error}', file=sys.stderr)
     return EXIT_USAGE
   print(f'report: {index}')
   if args.screenshot:
     try:
       screenshot(index, args.screenshot)
     except (FileNotFoundError, subprocess.SubprocessError) as error:
-      print(f'pipeline.report: error: no screenshot: {error}', file=sys.stderr)
+      print(f'runs.report: error: no screenshot: {error}', file=sys.stderr)
       return 1
     print(f'screenshot: {args.screenshot}')
   return 0

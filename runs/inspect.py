@@ -1,9 +1,9 @@
 """The ML Metadata inspector: what the pipeline ran, wrote and pushed, read from the store.
 
-    python -m pipeline.inspect --output-dir DIR [--json] runs
-    python -m pipeline.inspect --output-dir DIR [--json] artifacts [--type TYPE]
-    python -m pipeline.inspect --output-dir DIR [--json] lineage [ARTIFACT_ID | pushed]
-    python -m pipeline.inspect --output-dir DIR [--json] models
+    python -m runs.inspect --output-dir DIR [--json] runs
+    python -m runs.inspect --output-dir DIR [--json] artifacts [--type TYPE]
+    python -m runs.inspect --output-dir DIR [--json] lineage [ARTIFACT_ID | pushed]
+    python -m runs.inspect --output-dir DIR [--json] models
 
 - `runs`: each pipeline run with every component's start, status, duration and whether it was
   cached;
@@ -31,7 +31,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 
-from pipeline import command_line, configs, metadata_store  # pylint: disable=g-import-not-at-top
+from pipeline import command_line, configs  # pylint: disable=g-import-not-at-top
+from runs import metadata_store  # pylint: disable=g-import-not-at-top
 
 EXIT_USAGE = command_line.EXIT_USAGE
 MODEL_METRICS = ('sparse_categorical_accuracy', 'macro_f1', 'macro_auc', 'malignant_recall')
@@ -113,7 +114,7 @@ def lineage(store, artifact, shown=None) -> Dict[str, Any]:
 
 def list_models(store) -> List[Dict[str, Any]]:
   # Imported here: TFMA is slow to import and only this command reads evaluations.
-  from pipeline import summary  # pylint: disable=g-import-not-at-top
+  from runs import summary  # pylint: disable=g-import-not-at-top
   evaluations, blessings, pushes = {}, {}, {}
   for execution in sorted(store.get_executions(), key=lambda execution: execution.id):
     node = metadata_store.node_id_of(store, execution.id)
@@ -211,7 +212,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   json_flag.add_argument('--json', action='store_true', default=argparse.SUPPRESS,
                          help='print JSON instead of a table')
   parser = command_line.OneLineArgumentParser(
-      prog='python -m pipeline.inspect', parents=[json_flag],
+      prog='python -m runs.inspect', parents=[json_flag],
       description='Inspect the ML Metadata of pipeline runs.')
   parser.add_argument('--output-dir', default=configs.DEFAULT_OUTPUT_DIR,
                       help="the pipeline's --output-dir (default: %(default)s)")
@@ -239,7 +240,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   logging.getLogger('tensorflow').setLevel(logging.ERROR)  # TFMA's deprecation notices
   metadata_path = configs.PipelineConfig(output_dir=args.output_dir).metadata_path
   if not os.path.isfile(metadata_path):
-    print(f'pipeline.inspect: error: no ML Metadata at {metadata_path}; is --output-dir the '
+    print(f'runs.inspect: error: no ML Metadata at {metadata_path}; is --output-dir the '
           "pipeline's output dir?", file=sys.stderr)
     return EXIT_USAGE
   store = metadata_store.open_store(metadata_path)
@@ -248,7 +249,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   elif args.command == 'artifacts':
     known_types = {artifact_type.name for artifact_type in store.get_artifact_types()}
     if args.type is not None and args.type not in known_types:
-      print(f'pipeline.inspect: error: no artifact type {args.type!r} in the store (have '
+      print(f'runs.inspect: error: no artifact type {args.type!r} in the store (have '
             f'{", ".join(sorted(known_types))})', file=sys.stderr)
       return EXIT_USAGE
     result, text = list_artifacts(store, args.type), format_artifacts
@@ -256,12 +257,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.artifact == 'pushed':
       artifact = newest_pushed_model(store)
       if artifact is None:
-        print('pipeline.inspect: error: no model has been pushed yet', file=sys.stderr)
+        print('runs.inspect: error: no model has been pushed yet', file=sys.stderr)
         return EXIT_USAGE
     else:
       found = store.get_artifacts_by_id([int(args.artifact)])
       if not found:
-        print(f'pipeline.inspect: error: no artifact with id {args.artifact}', file=sys.stderr)
+        print(f'runs.inspect: error: no artifact with id {args.artifact}', file=sys.stderr)
         return EXIT_USAGE
       artifact = found[0]
     result, text = lineage(store, artifact), format_lineage
