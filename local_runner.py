@@ -30,6 +30,7 @@ warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 # TFMA divides by zero for a class absent from a slice and reports NaN, which the summary shows.
 warnings.filterwarnings('ignore', category=RuntimeWarning, module='tensorflow_model_analysis')
 
+from components import contracts  # pylint: disable=g-import-not-at-top
 from models import features  # pylint: disable=g-import-not-at-top
 from pipeline import command_line, configs  # pylint: disable=g-import-not-at-top
 
@@ -149,7 +150,7 @@ def check_data_root(data_root: str) -> Optional[str]:
   images = 0
   for folder in folders:
     images += sum(1 for name in os.listdir(os.path.join(data_root, folder))
-                  if name.lower().endswith(features.IMAGE_EXTENSIONS))
+                  if name.lower().endswith(contracts.IMAGE_EXTENSIONS))
   if images == 0:
     return (f'data root {data_root} has no images in class folders '
             f'({", ".join(features.LABEL_NAMES)})')

@@ -28,7 +28,8 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from PIL import Image  # pylint: disable=g-import-not-at-top
 from sklearn import metrics as sklearn_metrics  # pylint: disable=g-import-not-at-top
 
-from components.image_example_gen import executor, near_duplicates  # pylint: disable=g-import-not-at-top
+from components import near_duplicates  # pylint: disable=g-import-not-at-top
+from components.image_example_gen import image_files, split_plan  # pylint: disable=g-import-not-at-top
 from models import features, networks, preprocessing, training  # pylint: disable=g-import-not-at-top
 from pipeline import tfma_metrics  # pylint: disable=g-import-not-at-top
 
@@ -41,14 +42,14 @@ def load_images(data_root: str, image_size: int, folds: int):
   for class_name in features.LABEL_NAMES:
     folder = os.path.join(data_root, class_name)
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-      kind, _ = executor.classify_file(os.path.join(folder, name), data_root)
+      kind, _ = image_files.classify_file(os.path.join(folder, name), data_root)
       if kind != 'image':
         continue
       relative = f'{class_name}/{name}'
       with Image.open(os.path.join(folder, name)) as image:
         records.append({'file': relative, 'label': class_name,
                         'hash': near_duplicates.perceptual_hash(image)})
-  plan = dict(executor.plan_splits(records, list(range(1, folds + 1)),
+  plan = dict(split_plan.plan_splits(records, list(range(1, folds + 1)),
                                    near_duplicates.DEFAULT_MAX_DISTANCE, 'exclude',
                                    excluded_index=folds))
   kept = [record for record in records if plan[record['file']][0] < folds]

@@ -18,7 +18,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from components.image_example_gen import near_duplicates
+from components import near_duplicates
 from data import synthetic
 
 COPY_EVERY = 20  # one planted copy per 20 distinct images

@@ -23,9 +23,6 @@ DUPLICATE_GROUP_KEY = 'duplicate_group'
 LABEL_NAMES = ('benign', 'malignant', 'normal')
 MALIGNANT_LABEL = LABEL_NAMES.index('malignant')
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
-MASK_SUFFIX = '_mask'  # 'x.png' has masks 'x_mask.png', 'x_mask_1.png', ...
-
 # Transformed features, as Transform writes them for the Trainer.
 TRANSFORMED_IMAGE_KEY = 'image_pixels'  # float32 [height, width, 3] scaled to [0, 1]
 TRANSFORMED_LABEL_KEY = 'label'

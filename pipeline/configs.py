@@ -9,7 +9,7 @@ import dataclasses
 import os
 from typing import List, Optional
 
-from components.image_example_gen import near_duplicates
+from components import contracts, near_duplicates
 from models import features, networks
 
 PIPELINE_NAME = 'breast-ultrasound'  # Vertex allows [a-z0-9-] only
@@ -31,7 +31,7 @@ class PipelineConfig:
   # Near-duplicates: perceptual hashes within this many bits (of 128) form one group, and
   # groups never straddle the split. Label conflicts: exclude, keep or fail.
   max_hash_distance: int = near_duplicates.DEFAULT_MAX_DISTANCE
-  label_conflict_policy: str = 'exclude'
+  label_conflict_policy: str = contracts.DEFAULT_LABEL_CONFLICT_POLICY
   # Transform and Trainer
   image_size: int = features.DEFAULT_IMAGE_SIZE
   network: str = networks.DEFAULT_NETWORK

@@ -10,12 +10,12 @@ Model code is referenced by dotted path, so the pipeline compiles for Kubeflow o
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 
+from components import contracts
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
 from components.curated_schema_gen.component import CuratedSchemaGen
 from components.data_quality.component import DataQualityCheck
 from components.data_validation_gate.component import DataValidationGate
 from components.image_example_gen.component import ImageExampleGen
-from components.image_example_gen.executor import EXCLUDED_SPLIT
 from models import model, preprocessing
 from pipeline.code_version import source_fingerprint
 from pipeline.configs import PipelineConfig
@@ -48,12 +48,12 @@ def create_pipeline(config: PipelineConfig,
   statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs['examples'],
       stats_options=statistics_options(),
-      exclude_splits=[EXCLUDED_SPLIT])
+      exclude_splits=[contracts.EXCLUDED_SPLIT])
 
   # Inferred from the training split only, so the eval split is validated against it.
   schema_gen = CuratedSchemaGen(
       statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True,
-      exclude_splits=['eval'])
+      exclude_splits=[contracts.EVAL_SPLIT])
 
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
@@ -67,7 +67,8 @@ def create_pipeline(config: PipelineConfig,
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn='models.preprocessing.preprocessing_fn',
-      splits_config=tfx.proto.SplitsConfig(analyze=['train'], transform=['train', 'eval']),
+      splits_config=tfx.proto.SplitsConfig(analyze=[contracts.TRAIN_SPLIT],
+                                             transform=[contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT]),
       custom_config={preprocessing.IMAGE_SIZE_CONFIG_KEY: config.image_size,
                      'models_code_version': models_code_version})
   transform.add_upstream_node(data_validation_gate)
@@ -77,8 +78,8 @@ def create_pipeline(config: PipelineConfig,
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
-      train_args=tfx.proto.TrainArgs(splits=['train']),
-      eval_args=tfx.proto.EvalArgs(splits=['eval']),
+      train_args=tfx.proto.TrainArgs(splits=[contracts.TRAIN_SPLIT]),
+      eval_args=tfx.proto.EvalArgs(splits=[contracts.EVAL_SPLIT]),
       custom_config={
           model.EPOCHS_KEY: config.epochs,
           model.BATCH_SIZE_KEY: config.batch_size,

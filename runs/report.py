@@ -32,7 +32,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
 from tensorflow_metadata.proto.v0 import anomalies_pb2  # pylint: disable=g-import-not-at-top
 
-from components.data_quality import component as data_quality_component  # pylint: disable=g-import-not-at-top
+from components import contracts  # pylint: disable=g-import-not-at-top
 from components.data_quality.report import format_report_line, read_examples  # pylint: disable=g-import-not-at-top
 from models import features, model as trainer_module, networks, preprocessing  # pylint: disable=g-import-not-at-top
 from pipeline import command_line, configs  # pylint: disable=g-import-not-at-top
@@ -267,7 +267,7 @@ def write_report(metadata_path: str, report_dir: str, run_id: Optional[str] = No
                         f'inferred from the training split: {found}</p>')
   if run.data_quality:
     validation.append(f'<p>Data quality: {html.escape(format_report_line(run.data_quality))}</p>')
-    sheet = os.path.join(run.data_quality_uri, data_quality_component.CONTACT_SHEET_FILE)
+    sheet = os.path.join(run.data_quality_uri, contracts.CONTACT_SHEET_FILE)
     if os.path.isfile(sheet):
       shutil.copyfile(sheet, os.path.join(report_dir, 'contact_sheet.png'))
       validation.append('<p class="muted">Label conflicts first, then the largest '

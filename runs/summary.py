@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow_model_analysis as tfma
 
-from components.data_quality import component as data_quality_component
+from components import contracts
+from components.artifact_types import DataQualityReport
 from components.data_quality.report import format_report_line
 from models import features
 from pipeline import eval_config
@@ -106,11 +107,11 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
   summary = RunSummary(run_id=context.name, components=component_runs(store, context.id))
   for component, type_name, artifact in run_outputs(store, summary.components):
     if type_name == 'Examples' and component.node_id.endswith('ExampleGen'):
-      summary.class_counts = artifact_property(artifact, 'class_counts') or {}
-      summary.skipped_files = artifact_property(artifact, 'skipped_files') or []
-    elif type_name == data_quality_component.DataQualityReport.TYPE_NAME:
+      summary.class_counts = artifact_property(artifact, contracts.CLASS_COUNTS_PROPERTY) or {}
+      summary.skipped_files = artifact_property(artifact, contracts.SKIPPED_FILES_PROPERTY) or []
+    elif type_name == DataQualityReport.TYPE_NAME:
       summary.data_quality = {name: artifact_property(artifact, name) for name in (
-          *data_quality_component.COUNT_PROPERTIES, 'label_conflict_policy')}
+          *contracts.DATA_QUALITY_COUNT_PROPERTIES, contracts.LABEL_CONFLICT_POLICY_PROPERTY)}
       summary.data_quality_uri = artifact.uri
     elif type_name == 'ModelEvaluation':
       summary.metrics, summary.confusion_matrix = read_overall_evaluation(artifact.uri)
@@ -139,7 +140,7 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
     lines.append('')
     lines.append(f'  data quality: {format_report_line(summary.data_quality)}')
     lines.append(f'    contact sheet: {summary.data_quality_uri}/'
-                 f'{data_quality_component.CONTACT_SHEET_FILE}')
+                 f'{contracts.CONTACT_SHEET_FILE}')
   if summary.skipped_files:
     lines.append('')
     lines.append(f'  skipped {len(summary.skipped_files)} input files:')

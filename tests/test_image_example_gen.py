@@ -10,6 +10,7 @@ import tensorflow as tf
 from PIL import Image
 from tfx.types import standard_artifacts
 
+from components import contracts
 from components.image_example_gen import component, executor
 from data import synthetic
 from models import features
@@ -88,7 +89,7 @@ def test_corrupt_and_non_image_files_are_reported_by_name(image_folder, tmp_path
   assert 'mask without an image' in skipped['benign/orphan (9)_mask.png']
   assert examples.get_int_custom_property('example_count') == 30
   assert examples.get_int_custom_property('skipped_count') == 3
-  with open(os.path.join(examples.uri, executor.SKIPPED_FILES_NAME)) as handle:
+  with open(os.path.join(examples.uri, contracts.SKIPPED_FILES_FILE)) as handle:
     assert 'broken (1).png' in handle.read()
 
 

@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 from components.data_quality import contact_sheet, report
-from components.data_quality.component import DataQualityReport
+from components import contracts, near_duplicates
+from components.artifact_types import DataQualityReport
 from components.data_validation_gate.component import DataAnomaliesError, check_data_quality
-from components.image_example_gen import component, executor, near_duplicates
+from components.image_example_gen import component
 from data import synthetic
 
 IMAGES_PER_CLASS = 12
@@ -114,7 +115,7 @@ def run_example_gen(root, tmp_path, policy):
   examples = component.run_executor_directly(str(root), str(tmp_path / policy),
                                              label_conflict_policy=policy)
   split_uris = {split: os.path.join(examples.uri, f'Split-{split}')
-                for split in ('train', 'eval', executor.EXCLUDED_SPLIT)}
+                for split in ('train', 'eval', contracts.EXCLUDED_SPLIT)}
   return examples, report.read_image_rows(split_uris), split_uris
 
 
@@ -138,12 +139,12 @@ def test_copies_are_grouped_never_split_and_conflicts_follow_the_policy(planted,
   conflict_rows = [row for row in rows if expected[row.file] & conflicts]
   assert len(conflict_rows) == 4
   if policy == 'exclude':
-    assert {row.split for row in conflict_rows} == {executor.EXCLUDED_SPLIT}
+    assert {row.split for row in conflict_rows} == {contracts.EXCLUDED_SPLIT}
   else:
-    assert executor.EXCLUDED_SPLIT not in {row.split for row in conflict_rows}
-  assert not [row for row in rows if row.split == executor.EXCLUDED_SPLIT
+    assert contracts.EXCLUDED_SPLIT not in {row.split for row in conflict_rows}
+  assert not [row for row in rows if row.split == contracts.EXCLUDED_SPLIT
               and not expected[row.file] & conflicts]
-  assert examples.get_string_custom_property(executor.LABEL_CONFLICT_POLICY_KEY) == policy
+  assert examples.get_string_custom_property(contracts.LABEL_CONFLICT_POLICY_PROPERTY) == policy
 
   data_quality = report.build_report(rows, near_duplicates.DEFAULT_MAX_DISTANCE, policy)
   assert data_quality['image_count'] == 3 * IMAGES_PER_CLASS + 18 + 2

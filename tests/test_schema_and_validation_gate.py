@@ -8,7 +8,8 @@ import tensorflow_data_validation as tfdv
 from tfx.types import standard_artifacts
 
 from components.curated_schema_gen.component import curate_schema
-from components.data_validation_gate.component import (ANOMALIES_FILE, DataAnomaliesError,
+from components.contracts import ANOMALIES_FILE
+from components.data_validation_gate.component import (DataAnomaliesError,
                                                        check_no_anomalies)
 from models import features
 

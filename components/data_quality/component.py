@@ -22,38 +22,25 @@ import os
 
 import tensorflow as tf
 from absl import logging
-from tfx import types
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
+from components import contracts
+from components.artifact_types import DataQualityReport
 from components.data_quality import contact_sheet, report
-from components.image_example_gen import executor as example_gen_executor
-
-REPORT_FILE = 'data_quality.json'
-GROUPS_FILE = 'image_groups.csv'
-CONTACT_SHEET_FILE = 'contact_sheet.png'
-COUNT_PROPERTIES = ('image_count', 'group_count', 'duplicate_group_count',
-                    'images_in_duplicate_groups', 'label_conflict_count',
-                    'images_in_label_conflicts', 'excluded_image_count', 'cross_split_leak_count')
-
-
-class DataQualityReport(types.Artifact):
-  """Near-duplicate groups, label conflicts and cross-split leaks of an Examples artifact."""
-  # '<namespace>.<Name>': the form Kubeflow V2 / Vertex needs to compile a custom artifact type.
-  TYPE_NAME = 'breast_ultrasound.DataQualityReport'
 
 
 def _write_files(directory: str, data_quality: dict, rows, sheet) -> None:
   tf.io.gfile.makedirs(directory)
-  with tf.io.gfile.GFile(os.path.join(directory, REPORT_FILE), 'w') as handle:
+  with tf.io.gfile.GFile(os.path.join(directory, contracts.DATA_QUALITY_FILE), 'w') as handle:
     json.dump(data_quality, handle, indent=1)
-  with tf.io.gfile.GFile(os.path.join(directory, GROUPS_FILE), 'w') as handle:
+  with tf.io.gfile.GFile(os.path.join(directory, contracts.IMAGE_GROUPS_FILE), 'w') as handle:
     writer = csv.writer(handle)
     writer.writerow(['file', 'label', 'split', 'duplicate_group', 'image_hash'])
     for row in rows:
       writer.writerow([row.file, row.label, row.split, row.group, row.image_hash])
-  with tf.io.gfile.GFile(os.path.join(directory, CONTACT_SHEET_FILE), 'wb') as handle:
+  with tf.io.gfile.GFile(os.path.join(directory, contracts.CONTACT_SHEET_FILE), 'wb') as handle:
     sheet.save(handle, format='PNG')
 
 
@@ -63,9 +50,8 @@ def DataQualityCheck(examples: InputArtifact[standard_artifacts.Examples],
   """Writes the data-quality report of `examples`; see the module docstring."""
   split_uris = {split: artifact_utils.get_split_uri([examples], split)
                 for split in artifact_utils.decode_split_names(examples.split_names)}
-  max_hash_distance = examples.get_int_custom_property(
-      example_gen_executor.MAX_HASH_DISTANCE_KEY)
-  policy = examples.get_string_custom_property(example_gen_executor.LABEL_CONFLICT_POLICY_KEY)
+  max_hash_distance = examples.get_int_custom_property(contracts.MAX_HASH_DISTANCE_PROPERTY)
+  policy = examples.get_string_custom_property(contracts.LABEL_CONFLICT_POLICY_PROPERTY)
   rows = report.read_image_rows(split_uris)
   data_quality_report = report.build_report(rows, max_hash_distance, policy)
 
@@ -77,9 +63,10 @@ def DataQualityCheck(examples: InputArtifact[standard_artifacts.Examples],
             f'(hash distance <= {max_hash_distance} of 128 bits)')
   _write_files(data_quality.uri, data_quality_report, rows, sheet)
 
-  for name in COUNT_PROPERTIES:
+  for name in contracts.DATA_QUALITY_COUNT_PROPERTIES:
     data_quality.set_int_custom_property(name, data_quality_report[name])
-  data_quality.set_int_custom_property('max_hash_distance', max_hash_distance)
-  data_quality.set_string_custom_property('label_conflict_policy', policy)
-  data_quality.set_json_value_custom_property('violations', data_quality_report['violations'])
+  data_quality.set_int_custom_property(contracts.MAX_HASH_DISTANCE_PROPERTY, max_hash_distance)
+  data_quality.set_string_custom_property(contracts.LABEL_CONFLICT_POLICY_PROPERTY, policy)
+  data_quality.set_json_value_custom_property(contracts.VIOLATIONS_PROPERTY,
+                                              data_quality_report['violations'])
   logging.info('Data quality: %s', report.format_report_line(data_quality_report))

@@ -15,8 +15,8 @@ from typing import Dict, Iterable, List, Set
 
 import tensorflow as tf
 
-from components.image_example_gen import near_duplicates
-from components.image_example_gen.executor import EXCLUDED_SPLIT
+from components import near_duplicates
+from components.contracts import EXCLUDED_SPLIT
 from models import features
 
 _ROW_KEYS = (features.FILENAME_KEY, features.LABEL_NAME_KEY, features.IMAGE_HASH_KEY,

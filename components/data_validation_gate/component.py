@@ -16,9 +16,8 @@ from tfx.dsl.component.experimental.annotations import InputArtifact
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
-from components.data_quality.component import DataQualityReport
-
-ANOMALIES_FILE = 'SchemaDiff.pb'
+from components import contracts
+from components.artifact_types import DataQualityReport
 
 
 class DataAnomaliesError(RuntimeError):
@@ -29,7 +28,7 @@ def describe_anomalies(anomalies_artifact: standard_artifacts.ExampleAnomalies) 
   """One line per anomaly: split, feature, short and long description."""
   lines = []
   for split in artifact_utils.decode_split_names(anomalies_artifact.split_names):
-    path = os.path.join(anomalies_artifact.uri, f'Split-{split}', ANOMALIES_FILE)
+    path = os.path.join(anomalies_artifact.uri, f'Split-{split}', contracts.ANOMALIES_FILE)
     if not tf.io.gfile.exists(path):
       continue
     with tf.io.gfile.GFile(path, 'rb') as handle:
@@ -52,7 +51,7 @@ def check_no_anomalies(anomalies: standard_artifacts.ExampleAnomalies) -> None:
 
 def check_data_quality(data_quality: DataQualityReport) -> None:
   """Raises DataAnomaliesError listing the violations DataQualityCheck recorded."""
-  violations = data_quality.get_json_value_custom_property('violations') or []
+  violations = data_quality.get_json_value_custom_property(contracts.VIOLATIONS_PROPERTY) or []
   if violations:
     raise DataAnomaliesError('data quality check failed: ' + '; '.join(violations))
 

@@ -15,7 +15,8 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 
-from components.image_example_gen import executor, near_duplicates
+from components import contracts, near_duplicates
+from components.image_example_gen import executor
 
 DEFAULT_INPUT_PATTERN = '*/*'
 
@@ -24,8 +25,8 @@ def split_output_config(eval_percent: int) -> example_gen_pb2.Output:
   """Train/eval output splits in the given proportion, as hash buckets out of 100."""
   return example_gen_pb2.Output(
       split_config=example_gen_pb2.SplitConfig(splits=[
-          example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=100 - eval_percent),
-          example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=eval_percent),
+          example_gen_pb2.SplitConfig.Split(name=contracts.TRAIN_SPLIT, hash_buckets=100 - eval_percent),
+          example_gen_pb2.SplitConfig.Split(name=contracts.EVAL_SPLIT, hash_buckets=eval_percent),
       ]))
 
 
@@ -39,12 +40,12 @@ class ImageExampleGen(FileBasedExampleGen):
                eval_percent: int = 20,
                max_unreadable_fraction: float = executor.DEFAULT_MAX_UNREADABLE_FRACTION,
                max_hash_distance: int = near_duplicates.DEFAULT_MAX_DISTANCE,
-               label_conflict_policy: str = executor.DEFAULT_LABEL_CONFLICT_POLICY,
+               label_conflict_policy: str = contracts.DEFAULT_LABEL_CONFLICT_POLICY,
                input_config: Optional[example_gen_pb2.Input] = None,
                output_config: Optional[example_gen_pb2.Output] = None):
-    if label_conflict_policy not in executor.LABEL_CONFLICT_POLICIES:
+    if label_conflict_policy not in contracts.LABEL_CONFLICT_POLICIES:
       raise ValueError(f'label_conflict_policy must be one of '
-                       f'{", ".join(executor.LABEL_CONFLICT_POLICIES)}, got {label_conflict_policy!r}')
+                       f'{", ".join(contracts.LABEL_CONFLICT_POLICIES)}, got {label_conflict_policy!r}')
     settings = struct_pb2.Struct()
     settings.update({executor.MAX_UNREADABLE_FRACTION_KEY: max_unreadable_fraction,
                      executor.MAX_HASH_DISTANCE_KEY: max_hash_distance,

@@ -1,17 +1,14 @@
 """Beam executor of ImageExampleGen: image folders in, one tf.Example per image out.
 
-For every file under `<input_base>/<class>/` it decides what the file is (an image, a lesion mask
-of an image, or something else), attaches each image's masks to that image's example (merged into
-one mask; masks never become examples of their own), and splits the examples into train/eval.
-
-The split is leakage-free. Every image gets a perceptual hash (near_duplicates.py); images within
-`max_hash_distance` bits of each other form a near-duplicate group (transitively), and whole
-groups are assigned to splits, stratified by label and deterministically (groups are ordered by a
-hash of their name). Groups whose members carry different labels are label conflicts; by policy
-they are written to a third split, `excluded`, that neither training nor evaluation reads
-(`exclude`, the default), kept in train/eval like any group (`keep`), or kept and flagged so that
-the data-quality check downstream fails the run (`fail`). Every example carries its hash and its
-group's name.
+It reads, decides and writes; what a file is (`image_files.py`) and how the split is planned
+(`split_plan.py`) live in modules of their own. For every file under `<input_base>/<class>/` it
+asks what the file is (an image, a lesion mask of an image, or something else), attaches each
+image's masks to that image's example (merged into one mask; masks never become examples of
+their own), and writes the examples to the splits the plan gives: train and eval, whole
+near-duplicate groups on one side, stratified by label, and label conflicts to a third split,
+`excluded`, under the `exclude` policy (`keep` splits them like any group; `fail` keeps them and
+the data-quality check downstream stops the run). Every example carries its perceptual hash and
+its group's name.
 
 Files it cannot use (corrupt or non-image files, masks without an image, files outside a class
 folder) are written, with the reason, to `skipped_files.jsonl` in the Examples artifact and
@@ -26,21 +23,16 @@ whole set, on the local DirectRunner or on a distributed runner. TFX's own split
 used because its reshuffle would gather every example first.
 """
 
-import hashlib
-import io
 import json
 import os
-import re
 from typing import Any, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
-import numpy as np
 import tensorflow as tf
 from absl import logging
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from google.protobuf import json_format, struct_pb2
-from PIL import Image
 from tfx.components.example_gen import utils, write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.proto import example_gen_pb2
@@ -48,108 +40,19 @@ from tfx.components.util import examples_utils
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.image_example_gen import near_duplicates
+from components import contracts, near_duplicates
+from components.image_example_gen import image_files, split_plan
 from models import features
 
+# The executor's settings, in the standard custom_config slot (see component.py).
 MAX_UNREADABLE_FRACTION_KEY = 'max_unreadable_fraction'
 DEFAULT_MAX_UNREADABLE_FRACTION = 0.05
 MAX_HASH_DISTANCE_KEY = 'max_hash_distance'
 LABEL_CONFLICT_POLICY_KEY = 'label_conflict_policy'
-LABEL_CONFLICT_POLICIES = ('exclude', 'keep', 'fail')
-DEFAULT_LABEL_CONFLICT_POLICY = 'exclude'
-# Where excluded label conflicts go: written, so nothing is lost, but read by no trainer.
-EXCLUDED_SPLIT = 'excluded'
-SKIPPED_FILES_NAME = 'skipped_files.jsonl'
-CLASS_COUNTS_NAME = 'class_counts.jsonl'
-
-_DECODABLE_FORMATS = {'PNG', 'JPEG', 'BMP'}
-_MASK_STEM = re.compile(r'^(?P<image_stem>.+)' + features.MASK_SUFFIX + r'(?:_\d+)?$')
 
 
 class UnusableInputError(ValueError):
   """Too many input files could not be used, or none could."""
-
-
-def relative_path(path: str, input_base: str) -> str:
-  return os.path.relpath(path, input_base).replace(os.sep, '/')
-
-
-def classify_file(path: str, input_base: str) -> Tuple[str, Any]:
-  """Says what a matched file is.
-
-  Returns ('image', (grouping key, path)), ('mask', (grouping key, path)) or
-  ('skipped', {'file', 'reason'}). The grouping key joins an image with its masks:
-  `benign/benign (1).png`, `benign/benign (1)_mask.png` and `benign/benign (1)_mask_1.png`
-  all share the key `benign/benign (1)`.
-  """
-  relative = relative_path(path, input_base)
-  folder, _, file_name = relative.rpartition('/')
-  if folder not in features.LABEL_NAMES:
-    expected = ', '.join(features.LABEL_NAMES)
-    return 'skipped', {'file': relative, 'reason': f'not in a class folder ({expected})'}
-  stem, extension = os.path.splitext(file_name)
-  if extension.lower() not in features.IMAGE_EXTENSIONS:
-    if tf.io.gfile.isdir(path):
-      return 'skipped', {'file': relative, 'reason': 'a folder inside a class folder'}
-    return 'skipped', {'file': relative, 'reason': f'not an image file ({extension or "no extension"})'}
-  mask_match = _MASK_STEM.match(stem)
-  if mask_match:
-    return 'mask', (f'{folder}/{mask_match.group("image_stem")}', path)
-  return 'image', (f'{folder}/{stem}', path)
-
-
-def _open_image(content: bytes) -> Image.Image:
-  """Decodes fully (so truncated files fail here, not in training) or raises ValueError."""
-  try:
-    image = Image.open(io.BytesIO(content))
-  except Exception as error:  # PIL raises many types for data it cannot identify.
-    raise ValueError('unreadable image: not a PNG, JPEG or BMP file') from error
-  try:
-    image.load()
-  except Exception as error:  # Truncated or corrupt pixel data.
-    raise ValueError(f'unreadable image: {image.format} data is corrupt ({error})') from error
-  if image.format not in _DECODABLE_FORMATS:
-    raise ValueError(f'unsupported image format {image.format}')
-  return image
-
-
-def merge_masks(mask_images: List[Image.Image], size: Tuple[int, int]) -> bytes:
-  """One PNG marking every pixel that any of the masks marks (BUSI has up to three per image)."""
-  merged = np.zeros((size[1], size[0]), dtype=np.uint8)
-  for mask in mask_images:
-    mask = mask.convert('L')
-    if mask.size != size:
-      mask = mask.resize(size, Image.NEAREST)
-    merged = np.maximum(merged, np.where(np.asarray(mask) > 127, 255, 0).astype(np.uint8))
-  buffer = io.BytesIO()
-  Image.fromarray(merged).save(buffer, format='PNG')
-  return buffer.getvalue()
-
-
-def _bytes_feature(value: bytes) -> tf.train.Feature:
-  return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
-def _int_feature(value: int) -> tf.train.Feature:
-  return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-
-
-def build_example(image_bytes: bytes, image: Image.Image, label_name: str,
-                  relative: str, mask_bytes: bytes, mask_count: int, image_hash: str,
-                  duplicate_group: str) -> tf.train.Example:
-  width, height = image.size
-  return tf.train.Example(features=tf.train.Features(feature={
-      features.IMAGE_KEY: _bytes_feature(image_bytes),
-      features.LABEL_KEY: _int_feature(features.LABEL_NAMES.index(label_name)),
-      features.LABEL_NAME_KEY: _bytes_feature(label_name.encode()),
-      features.FILENAME_KEY: _bytes_feature(relative.encode()),
-      features.HEIGHT_KEY: _int_feature(height),
-      features.WIDTH_KEY: _int_feature(width),
-      features.MASK_KEY: _bytes_feature(mask_bytes),
-      features.MASK_COUNT_KEY: _int_feature(mask_count),
-      features.IMAGE_HASH_KEY: _bytes_feature(image_hash.encode()),
-      features.DUPLICATE_GROUP_KEY: _bytes_feature(duplicate_group.encode()),
-  }))
 
 
 def _read(path: str) -> bytes:
@@ -169,13 +72,13 @@ def hash_images(keyed_files: Tuple[str, Iterable[Tuple[str, str]]], input_base: 
   for kind, path in files:
     if kind != 'image':
       continue
-    relative = relative_path(path, input_base)
+    relative = image_files.relative_path(path, input_base)
     try:
-      image = _open_image(_read(path))
+      image = image_files.open_image(_read(path))
     except (ValueError, OSError) as error:
       yield beam.pvalue.TaggedOutput(SKIPPED, {'file': relative, 'reason': str(error)})
       continue
-    yield {'file': relative, 'label': label_of_key(key),
+    yield {'file': relative, 'label': image_files.label_of_key(key),
            'hash': near_duplicates.perceptual_hash(image)}
 
 
@@ -198,32 +101,37 @@ class BuildImageExample(beam.DoFn):
     if not image_paths:
       for path in mask_paths:
         yield beam.pvalue.TaggedOutput(SKIPPED, {
-            'file': relative_path(path, self._input_base), 'reason': 'mask without an image'})
+            'file': image_files.relative_path(path, self._input_base), 'reason': 'mask without an image'})
       return
     # Two images sharing a stem ('x.png' and 'x.jpg') share the masks too.
     masks = []
     for path in mask_paths:
       try:
-        masks.append(_open_image(_read(path)))
+        masks.append(image_files.open_image(_read(path)))
       except (ValueError, OSError) as error:
         yield beam.pvalue.TaggedOutput(SKIPPED, {
-            'file': relative_path(path, self._input_base), 'reason': f'mask: {error}'})
-    label_name = label_of_key(key)
+            'file': image_files.relative_path(path, self._input_base), 'reason': f'mask: {error}'})
+    label_name = image_files.label_of_key(key)
     for path in image_paths:
-      relative = relative_path(path, self._input_base)
+      relative = image_files.relative_path(path, self._input_base)
       if relative not in plan:
         continue
       split_index, group, image_hash = plan[relative]
       try:
         content = _read(path)
-        image = _open_image(content)
+        image = image_files.open_image(content)
       except (ValueError, OSError) as error:  # Changed since it was hashed.
         yield beam.pvalue.TaggedOutput(SKIPPED, {'file': relative, 'reason': str(error)})
         continue
-      mask_bytes = merge_masks(masks, image.size) if masks else b''
-      example = build_example(content, image, label_name, relative, mask_bytes, len(masks),
+      mask_bytes = image_files.merge_masks(masks, image.size) if masks else b''
+      example = image_files.build_example(content, image, label_name, relative, mask_bytes, len(masks),
                               image_hash, group)
       yield split_index, label_name, example
+
+
+def _classify_match(metadata, input_base: str) -> Tuple[str, Any]:
+  # A module-level function, not a lambda: Beam pickles it by reference, with no closure.
+  return image_files.classify_file(metadata.path, input_base)
 
 
 @beam.ptransform_fn
@@ -237,7 +145,7 @@ def ListImageFiles(pipeline: beam.Pipeline, input_base: str, pattern: str):
       | 'MatchFiles' >> fileio.MatchFiles(
           os.path.join(input_base, pattern),
           empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
-      | 'Classify' >> beam.Map(lambda metadata: classify_file(metadata.path, input_base)))
+      | 'Classify' >> beam.Map(_classify_match, input_base))
   not_usable = (classified
                 | 'KeepSkipped' >> beam.Filter(lambda item: item[0] == 'skipped')
                 | 'SkippedReport' >> beam.Map(lambda item: item[1]))
@@ -247,76 +155,6 @@ def ListImageFiles(pipeline: beam.Pipeline, input_base: str, pattern: str):
       | 'KeyByImage' >> beam.Map(lambda item: (item[1][0], (item[0], item[1][1])))
       | 'GroupImageWithMasks' >> beam.GroupByKey())
   return image_files, not_usable
-
-
-def label_of_key(key: str) -> str:
-  """The class name of a grouping key such as 'benign/benign (1)'."""
-  return key.split('/', 1)[0]
-
-
-def stable_rank_key(name: str) -> str:
-  """Orders groups by a hash of their name: deterministic, yet unrelated to file numbering."""
-  return hashlib.sha256(name.encode()).hexdigest()
-
-
-def majority_label(labels: Iterable[str]) -> str:
-  """The most frequent label; ties go to the first in the class vocabulary."""
-  labels = list(labels)
-  return max(features.LABEL_NAMES, key=lambda name: (labels.count(name),
-                                                     -features.LABEL_NAMES.index(name)))
-
-
-def assign_group_splits(groups: List[Tuple[str, str, int]],
-                        cumulative_buckets: List[int]) -> Dict[str, int]:
-  """Split index per group from (group name, label, size): whole groups, stratified by label.
-
-  Within each label the groups are ordered by `stable_rank_key` and laid end to end; a group
-  goes to the split whose share of the label's images its midpoint falls in. Every split so
-  receives its share of every class (to within a group), the same on every run.
-  """
-  total_buckets = cumulative_buckets[-1]
-  split_of_group = {}
-  for label in sorted({label for _, label, _ in groups}):
-    members = sorted((group for group in groups if group[1] == label),
-                     key=lambda group: stable_rank_key(group[0]))
-    images = sum(size for _, _, size in members)
-    boundaries = [images * bucket / total_buckets for bucket in cumulative_buckets]
-    position = 0
-    for name, _, size in members:
-      midpoint = position + size / 2
-      split_of_group[name] = next(
-          (index for index, boundary in enumerate(boundaries) if midpoint < boundary),
-          len(boundaries) - 1)
-      position += size
-  return split_of_group
-
-
-def plan_splits(records: List[Dict[str, str]], cumulative_buckets: List[int],
-                max_hash_distance: int, label_conflict_policy: str,
-                excluded_index: int) -> Iterable[Tuple[str, Tuple[int, str, str]]]:
-  """Groups the hashed images and gives each (relative path, (split index, group, hash)).
-
-  `records` are hash_images outputs. A group is named after its first member in sort order.
-  Label conflicts go to `excluded_index` under the `exclude` policy, else are split like any
-  group (by their majority label).
-  """
-  records = sorted(records, key=lambda record: record['file'])
-  group_numbers = near_duplicates.group_near_duplicates(
-      near_duplicates.hashes_to_words([record['hash'] for record in records]), max_hash_distance)
-  members: Dict[int, List[Dict[str, str]]] = {}
-  for number, record in zip(group_numbers, records):
-    members.setdefault(number, []).append(record)
-  name_of = {number: group[0]['file'] for number, group in members.items()}
-  conflicting = {number for number, group in members.items()
-                 if len({record['label'] for record in group}) > 1}
-  splittable = [(name_of[number], majority_label(record['label'] for record in group), len(group))
-                for number, group in members.items()
-                if not (number in conflicting and label_conflict_policy == 'exclude')]
-  split_of_group = assign_group_splits(splittable, cumulative_buckets)
-  for number, group in members.items():
-    split_index = split_of_group.get(name_of[number], excluded_index)
-    for record in group:
-      yield record['file'], (split_index, name_of[number], record['hash'])
 
 
 def _write_json_lines(collection, directory: str, file_name: str, label: str):
@@ -373,8 +211,8 @@ class Executor(BaseExampleGenExecutor):
     plan = (hashed.records
             | 'GatherHashes' >> beam.combiners.ToList()
             | 'PlanSplits' >> beam.FlatMap(
-                plan_splits, cumulative, settings[MAX_HASH_DISTANCE_KEY],
-                settings[LABEL_CONFLICT_POLICY_KEY], split_names.index(EXCLUDED_SPLIT)))
+                split_plan.plan_splits, cumulative, settings[MAX_HASH_DISTANCE_KEY],
+                settings[LABEL_CONFLICT_POLICY_KEY], split_names.index(contracts.EXCLUDED_SPLIT)))
 
     # From here to the files, one fused stage: image bytes are never gathered.
     built = image_files | 'BuildExamples' >> beam.ParDo(
@@ -391,24 +229,24 @@ class Executor(BaseExampleGenExecutor):
 
     skipped = ((not_usable, hashed[SKIPPED], built[SKIPPED])
                | 'AllSkipped' >> beam.Flatten())
-    _write_json_lines(skipped, report_dir, SKIPPED_FILES_NAME, 'Skipped')
+    _write_json_lines(skipped, report_dir, contracts.SKIPPED_FILES_FILE, 'Skipped')
     counts = (built.examples
               | 'SplitAndLabel' >> beam.Map(lambda item: (split_names[item[0]], item[1]))
               | 'CountClasses' >> beam.combiners.Count.PerElement()
               | 'CountRows' >> beam.Map(lambda split_label_count: {
                   'split': split_label_count[0][0], 'label': split_label_count[0][1],
                   'count': split_label_count[1]}))
-    _write_json_lines(counts, report_dir, CLASS_COUNTS_NAME, 'Counts')
+    _write_json_lines(counts, report_dir, contracts.CLASS_COUNTS_FILE, 'Counts')
 
   def Do(self, input_dict, output_dict, exec_properties) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
     examples_artifact = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.EXAMPLES_KEY])
     split_names = utils.generate_output_split_names(*_parse_configs(exec_properties))
-    if EXCLUDED_SPLIT in split_names:
-      raise ValueError(f'the split name {EXCLUDED_SPLIT!r} is reserved for excluded label '
+    if contracts.EXCLUDED_SPLIT in split_names:
+      raise ValueError(f'the split name {contracts.EXCLUDED_SPLIT!r} is reserved for excluded label '
                        'conflicts; name the output splits differently')
-    split_names.append(EXCLUDED_SPLIT)
+    split_names.append(contracts.EXCLUDED_SPLIT)
     settings = read_settings(exec_properties)
     examples_artifact.split_names = artifact_utils.encode_split_names(split_names)
     split_uris = {name: artifact_utils.get_split_uri([examples_artifact], name)
@@ -420,23 +258,23 @@ class Executor(BaseExampleGenExecutor):
     examples_utils.set_file_format(
         examples_artifact, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
 
-    skipped = sorted(_read_json_lines(os.path.join(report_dir, SKIPPED_FILES_NAME)),
+    skipped = sorted(_read_json_lines(os.path.join(report_dir, contracts.SKIPPED_FILES_FILE)),
                      key=lambda row: row['file'])
-    count_rows = _read_json_lines(os.path.join(report_dir, CLASS_COUNTS_NAME))
+    count_rows = _read_json_lines(os.path.join(report_dir, contracts.CLASS_COUNTS_FILE))
     class_counts: Dict[str, Dict[str, int]] = {}
     for row in count_rows:
       class_counts.setdefault(row['split'], {})[row['label']] = row['count']
     example_count = sum(row['count'] for row in count_rows)
 
-    examples_artifact.set_json_value_custom_property('class_names', list(features.LABEL_NAMES))
-    examples_artifact.set_json_value_custom_property('class_counts', class_counts)
-    examples_artifact.set_json_value_custom_property('skipped_files', skipped)
-    examples_artifact.set_int_custom_property('example_count', example_count)
-    examples_artifact.set_int_custom_property('skipped_count', len(skipped))
+    examples_artifact.set_json_value_custom_property(contracts.CLASS_NAMES_PROPERTY, list(features.LABEL_NAMES))
+    examples_artifact.set_json_value_custom_property(contracts.CLASS_COUNTS_PROPERTY, class_counts)
+    examples_artifact.set_json_value_custom_property(contracts.SKIPPED_FILES_PROPERTY, skipped)
+    examples_artifact.set_int_custom_property(contracts.EXAMPLE_COUNT_PROPERTY, example_count)
+    examples_artifact.set_int_custom_property(contracts.SKIPPED_COUNT_PROPERTY, len(skipped))
     # What the data-quality check downstream needs to judge the split.
-    examples_artifact.set_int_custom_property(MAX_HASH_DISTANCE_KEY,
+    examples_artifact.set_int_custom_property(contracts.MAX_HASH_DISTANCE_PROPERTY,
                                               settings[MAX_HASH_DISTANCE_KEY])
-    examples_artifact.set_string_custom_property(LABEL_CONFLICT_POLICY_KEY,
+    examples_artifact.set_string_custom_property(contracts.LABEL_CONFLICT_POLICY_PROPERTY,
                                                  settings[LABEL_CONFLICT_POLICY_KEY])
 
     for row in skipped:
@@ -458,7 +296,7 @@ class Executor(BaseExampleGenExecutor):
 DEFAULT_SETTINGS = {
     MAX_UNREADABLE_FRACTION_KEY: DEFAULT_MAX_UNREADABLE_FRACTION,
     MAX_HASH_DISTANCE_KEY: near_duplicates.DEFAULT_MAX_DISTANCE,
-    LABEL_CONFLICT_POLICY_KEY: DEFAULT_LABEL_CONFLICT_POLICY,
+    LABEL_CONFLICT_POLICY_KEY: contracts.DEFAULT_LABEL_CONFLICT_POLICY,
 }
 
 
@@ -473,7 +311,7 @@ def read_settings(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
     if custom_config.custom_config.Unpack(packed):
       settings.update(json_format.MessageToDict(packed))
   settings[MAX_HASH_DISTANCE_KEY] = int(settings[MAX_HASH_DISTANCE_KEY])
-  if settings[LABEL_CONFLICT_POLICY_KEY] not in LABEL_CONFLICT_POLICIES:
-    raise ValueError(f'label_conflict_policy must be one of {", ".join(LABEL_CONFLICT_POLICIES)},'
+  if settings[LABEL_CONFLICT_POLICY_KEY] not in contracts.LABEL_CONFLICT_POLICIES:
+    raise ValueError(f'label_conflict_policy must be one of {", ".join(contracts.LABEL_CONFLICT_POLICIES)},'
                      f' got {settings[LABEL_CONFLICT_POLICY_KEY]!r}')
   return settings

@@ -1,5 +1,8 @@
 """Perceptual hashes of images and the groups of near-duplicates they form.
 
+A library: ImageExampleGen groups images with it, DataQualityCheck looks for leaks with it and
+the benchmarks measure it; it knows nothing of TFX.
+
 The hash is a 128-bit DCT hash: the image is turned grey, its outer 6% margin is cut off (where
 scanners burn in text and scales), it is median-filtered (which wipes out thin overlays such as
 caliper crosses and dotted lines), shrunk to 32×32 and transformed with a 2-D DCT; each of the 128 lowest-frequency coefficients (zig-zag order, the DC term left out) gives one

@@ -1,0 +1,15 @@
+"""Artifact types of the project's own components, for the components that write and read them.
+
+`runs/` finds them in ML Metadata by `TYPE_NAME`.
+"""
+
+from tfx import types
+
+
+class DataQualityReport(types.Artifact):
+  """Near-duplicate groups, label conflicts and cross-split leaks of an Examples artifact.
+
+  Written by DataQualityCheck, read by DataValidationGate; see components/data_quality/.
+  """
+  # '<namespace>.<Name>': the form Kubeflow V2 / Vertex needs to compile a custom artifact type.
+  TYPE_NAME = 'breast_ultrasound.DataQualityReport'

@@ -1,0 +1,104 @@
+"""Planning the split from (file, label, hash) records alone: whole near-duplicate groups,
+stratified by label, deterministic, label conflicts by policy. No Beam, no files."""
+
+import collections
+import random
+
+import numpy as np
+
+from components import near_duplicates
+from components.image_example_gen import split_plan
+
+TRAIN, EVAL, EXCLUDED = 0, 1, 2
+BUCKETS = [80, 100]  # cumulative: train 80 %, eval 20 %
+
+
+def random_hash(rng: np.random.Generator) -> str:
+  return rng.integers(0, 256, size=16, dtype=np.uint8).tobytes().hex()
+
+
+def near_copy(hex_hash: str, flipped_bits: int, rng: np.random.Generator) -> str:
+  bits = np.unpackbits(np.frombuffer(bytes.fromhex(hex_hash), dtype=np.uint8))
+  bits[rng.choice(128, size=flipped_bits, replace=False)] ^= 1
+  return np.packbits(bits).tobytes().hex()
+
+
+def records_with_groups(seed: int = 0):
+  """60 benign, 30 malignant, 20 normal unique images; five benign groups of three copies; one
+  group filed under two labels (benign and malignant)."""
+  rng = np.random.default_rng(seed)
+  records = []
+  for label, count in (('benign', 60), ('malignant', 30), ('normal', 20)):
+    records += [{'file': f'{label}/{label} ({number}).png', 'label': label,
+                 'hash': random_hash(rng)} for number in range(count)]
+  for group in range(5):
+    source = random_hash(rng)
+    records += [{'file': f'benign/copy {group}-{copy}.png', 'label': 'benign',
+                 'hash': near_copy(source, 6 * copy, rng)} for copy in range(3)]
+  conflict = random_hash(rng)
+  records += [{'file': 'benign/conflict.png', 'label': 'benign', 'hash': conflict},
+              {'file': 'malignant/conflict.png', 'label': 'malignant',
+               'hash': near_copy(conflict, 3, rng)}]
+  return records
+
+
+def plan(records, policy='exclude'):
+  return dict(split_plan.plan_splits(records, BUCKETS, near_duplicates.DEFAULT_MAX_DISTANCE,
+                                     policy, excluded_index=EXCLUDED))
+
+
+def test_every_record_gets_a_split_and_copies_share_one_group_and_split():
+  records = records_with_groups()
+  planned = plan(records)
+  assert set(planned) == {record['file'] for record in records}
+  for group in range(5):
+    copies = [planned[f'benign/copy {group}-{copy}.png'] for copy in range(3)]
+    assert len({split for split, _, _ in copies}) == 1
+    assert {name for _, name, _ in copies} == {f'benign/copy {group}-0.png'}  # first in order
+  unique = planned['benign/benign (0).png']
+  assert unique[1] == 'benign/benign (0).png'  # a group of one is named after itself
+  assert unique[2] == [r['hash'] for r in records if r['file'] == 'benign/benign (0).png'][0]
+
+
+def test_split_is_stratified_by_label():
+  records = records_with_groups()
+  planned = plan(records)
+  in_eval = collections.Counter(record['label'] for record in records
+                                if planned[record['file']][0] == EVAL)
+  # 20 % of each class, to within a group of three.
+  assert abs(in_eval['benign'] - 0.2 * 75) <= 3
+  assert in_eval['malignant'] == 6 and in_eval['normal'] == 4
+
+
+def test_plan_does_not_depend_on_record_order():
+  records = records_with_groups()
+  shuffled = list(records)
+  random.Random(5).shuffle(shuffled)
+  assert plan(records) == plan(shuffled)
+
+
+def test_label_conflicts_are_excluded_or_split_by_majority_label():
+  records = records_with_groups()
+  excluded = plan(records, 'exclude')
+  assert excluded['benign/conflict.png'][0] == excluded['malignant/conflict.png'][0] == EXCLUDED
+  assert sum(1 for split, _, _ in excluded.values() if split == EXCLUDED) == 2
+  kept = plan(records, 'keep')
+  assert kept['benign/conflict.png'][0] == kept['malignant/conflict.png'][0] != EXCLUDED
+  assert not [split for split, _, _ in kept.values() if split == EXCLUDED]
+
+
+def test_majority_label_breaks_ties_by_the_class_vocabulary():
+  assert split_plan.majority_label(['normal', 'malignant', 'normal']) == 'normal'
+  assert split_plan.majority_label(['normal', 'malignant']) == 'malignant'
+  assert split_plan.majority_label(['malignant', 'benign']) == 'benign'
+
+
+def test_assign_group_splits_places_each_group_by_its_midpoint():
+  groups = [(f'g{number}', 'benign', 1) for number in range(10)]
+  splits = split_plan.assign_group_splits(groups, BUCKETS)
+  assert collections.Counter(splits.values()) == {TRAIN: 8, EVAL: 2}
+  # One big group and small ones: the big one lands whole on the side its midpoint falls in.
+  lopsided = split_plan.assign_group_splits([('big', 'normal', 9), ('small', 'normal', 1)],
+                                            BUCKETS)
+  assert set(lopsided) == {'big', 'small'}
+  assert sorted(lopsided.values()) in ([TRAIN, TRAIN], [TRAIN, EVAL])
