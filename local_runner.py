@@ -1,19 +1,15 @@
 """Runs the breast-ultrasound TFX pipeline on this machine with LocalDagRunner.
 
-    python local_runner.py [--data-root DIR] [--output-dir DIR] [--epochs N] [--image-size N]
-                           [--min-accuracy F] [--min-malignant-recall F] [--model-name NAME]
-                           [--model NETWORK]
-                           [--max-unreadable-fraction F] [--label-conflicts {exclude,keep,fail}]
-                           [--max-hash-distance BITS]
+    python local_runner.py [--data-root DIR] [--output-dir DIR] [pipeline flags...]
 
-Without --data-root it runs on the synthetic data set under data/, generating it the first time.
-ML Metadata goes to <output-dir>/metadata.sqlite, artifacts under <output-dir>/pipeline/, and a
-blessed model to <output-dir>/serving/<model-name>/<version>/. Caching is on: an unchanged rerun
-reuses every component. Progress is printed while it runs, a summary at the end, and the run
-report (pictures, metrics, the blessing decision) goes to <output-dir>/report/index.html.
+The flags are the pipeline's, shared with every runner (`pipeline/flags.py`); `--help` lists
+them. Without --data-root it runs on the synthetic data set under data/, generating it the first
+time. ML Metadata goes to <output-dir>/metadata.sqlite, artifacts under <output-dir>/pipeline/,
+and a blessed model to <output-dir>/serving/<model-name>/<version>/. Caching is on: an unchanged
+rerun reuses every component. Progress is printed while it runs, a summary at the end, and the
+run report (pictures, metrics, the blessing decision) goes to <output-dir>/report/index.html.
 """
 
-import argparse
 import logging
 import os
 import re
@@ -22,139 +18,16 @@ import time
 import warnings
 from typing import List, Optional
 
-# Keras 2 (tf_keras) throughout, as TFT and TFMA 1.16 expect; quiet TensorFlow's C++ banner.
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-# google-api-core warns on every import that Python 3.10 support is ending; TFX 1.16 needs 3.10.
-warnings.filterwarnings('ignore', category=FutureWarning, module='google')
+from pipeline import command_line
+
+command_line.prepare_environment()
 # TFMA divides by zero for a class absent from a slice and reports NaN, which the summary shows.
 warnings.filterwarnings('ignore', category=RuntimeWarning, module='tensorflow_model_analysis')
 
-from components import contracts  # pylint: disable=g-import-not-at-top
-from models import features  # pylint: disable=g-import-not-at-top
-from pipeline import command_line, configs  # pylint: disable=g-import-not-at-top
+from pipeline import configs, flags  # pylint: disable=g-import-not-at-top
 
 EXIT_USAGE = command_line.EXIT_USAGE
 EXIT_PIPELINE_FAILED = 1
-MAX_HASH_DISTANCE = 34
-_MODEL_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
-
-
-def _whole_number(text: str) -> int:
-  try:
-    return int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
-
-
-def _positive_int(text: str) -> int:
-  value = _whole_number(text)
-  if value < 1:
-    raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-  return value
-
-
-def _image_size(text: str) -> int:
-  value = _positive_int(text)
-  if not 16 <= value <= 1024:
-    raise argparse.ArgumentTypeError(f'must be between 16 and 1024 pixels, got {value}')
-  return value
-
-
-def _fraction(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
-  if not value >= 0:  # Also rejects NaN.
-    raise argparse.ArgumentTypeError(f'must be 0 or more, got {text}')
-  return value
-
-
-def _hash_distance(text: str) -> int:
-  value = _whole_number(text)
-  # Beyond this, different BUSI lesions (36+ bits apart) would merge, and the banded search
-  # probes thousands of neighbours per band.
-  if not 0 <= value <= MAX_HASH_DISTANCE:
-    raise argparse.ArgumentTypeError(
-        f'must be between 0 and {MAX_HASH_DISTANCE} bits, got {value}')
-  return value
-
-
-def _model_name(text: str) -> str:
-  if not _MODEL_NAME.match(text):
-    raise argparse.ArgumentTypeError(
-        f'{text!r} is not a folder-safe name (letters, digits, _ . -)')
-  return text
-
-
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-  defaults = configs.PipelineConfig()
-  parser = command_line.OneLineArgumentParser(
-      prog='local_runner.py',
-      description='Run the breast-ultrasound TFX pipeline locally.')
-  parser.add_argument('--data-root', help='folder with benign/, malignant/, normal/ image '
-                      'folders (default: the synthetic set under data/, generated if missing)')
-  parser.add_argument('--output-dir', default=defaults.output_dir,
-                      help='where ML Metadata, artifacts and the serving directory go '
-                      '(default: %(default)s)')
-  parser.add_argument('--epochs', type=_positive_int, default=defaults.epochs,
-                      help="training epochs (default: the network's recipe: 40 for "
-                      "sepconv_residual, 15 for seed)")
-  parser.add_argument('--image-size', type=_image_size, default=defaults.image_size,
-                      help='side of the square model input in pixels (default: %(default)s)')
-  parser.add_argument('--min-accuracy', type=_fraction, default=defaults.min_accuracy,
-                      help='blessing gate on overall eval accuracy (default: %(default)s)')
-  parser.add_argument('--model-name', type=_model_name, default=defaults.model_name,
-                      help='TF Serving model name, the serving folder (default: %(default)s)')
-  parser.add_argument('--max-unreadable-fraction', type=_fraction,
-                      default=defaults.max_unreadable_fraction,
-                      help='share of input files that may be unusable (corrupt, not images) '
-                      'before the run fails (default: %(default)s)')
-  parser.add_argument('--label-conflicts', choices=('exclude', 'keep', 'fail'),
-                      default=defaults.label_conflict_policy,
-                      help='near-duplicate images filed under different labels: leave them out '
-                      'of training and evaluation (exclude), use them (keep) or stop the run '
-                      '(fail); always reported (default: %(default)s)')
-  parser.add_argument('--max-hash-distance', type=_hash_distance,
-                      default=defaults.max_hash_distance,
-                      help='images whose 128-bit perceptual hashes differ in at most this many '
-                      'bits are near-duplicates, kept on one side of the split '
-                      '(default: %(default)s)')
-  parser.add_argument('--min-malignant-recall', type=_fraction,
-                      default=defaults.min_malignant_recall,
-                      help='blessing gate on the share of malignant eval images classified '
-                      'malignant (default: %(default)s)')
-  parser.add_argument('--model', default=defaults.network,
-                      help='network to train: sepconv_residual or seed, the seed notebook\'s '
-                      'CNN (default: %(default)s)')
-  args = parser.parse_args(argv)
-  from models import networks  # pylint: disable=g-import-not-at-top  # Imports TensorFlow.
-  if args.model not in networks.RECIPES:
-    parser.error(f'argument --model: unknown network {args.model!r} '
-                 f'(choose from {", ".join(sorted(networks.RECIPES))})')
-  return args
-
-
-def check_data_root(data_root: str) -> Optional[str]:
-  """A one-line problem with the data root, or None when it looks usable."""
-  if not os.path.isdir(data_root):
-    return f'data root {data_root} does not exist or is not a folder'
-  folders = sorted(entry for entry in os.listdir(data_root)
-                   if os.path.isdir(os.path.join(data_root, entry))
-                   and not entry.startswith('.'))
-  unknown = [folder for folder in folders if folder not in features.LABEL_NAMES]
-  if unknown:
-    return (f'data root {data_root} has folders that are not classes: {", ".join(unknown)} '
-            f'(expected only {", ".join(features.LABEL_NAMES)})')
-  images = 0
-  for folder in folders:
-    images += sum(1 for name in os.listdir(os.path.join(data_root, folder))
-                  if name.lower().endswith(contracts.IMAGE_EXTENSIONS))
-  if images == 0:
-    return (f'data root {data_root} has no images in class folders '
-            f'({", ".join(features.LABEL_NAMES)})')
-  return None
 
 
 def ensure_default_data(data_root: str) -> None:
@@ -231,29 +104,19 @@ def root_cause(error: BaseException) -> BaseException:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  args = parse_args(argv)
+  parser = command_line.OneLineArgumentParser(
+      prog='local_runner.py', description='Run the breast-ultrasound TFX pipeline locally.')
+  flags.add_pipeline_flags(parser)
+  args = flags.parse_flags(parser, argv)
   if args.data_root is None:
-    data_root = configs.DEFAULT_DATA_ROOT
-    ensure_default_data(data_root)
+    ensure_default_data(configs.DEFAULT_DATA_ROOT)
   else:
-    data_root = os.path.abspath(args.data_root)
-  problem = check_data_root(data_root)
+    args.data_root = os.path.abspath(args.data_root)
+  config = flags.config_from_flags(args, output_dir=os.path.abspath(args.output_dir))
+  problem = flags.check_data_root(config.data_root)
   if problem:
     print(f'local_runner.py: error: {problem}', file=sys.stderr)
     return EXIT_USAGE
-
-  config = configs.PipelineConfig(
-      data_root=data_root,
-      output_dir=os.path.abspath(args.output_dir),
-      epochs=args.epochs,
-      image_size=args.image_size,
-      min_accuracy=args.min_accuracy,
-      min_malignant_recall=args.min_malignant_recall,
-      model_name=args.model_name,
-      max_unreadable_fraction=args.max_unreadable_fraction,
-      label_conflict_policy=args.label_conflicts,
-      max_hash_distance=args.max_hash_distance,
-      network=args.model)
 
   # Imported late: TFX takes seconds to import, and bad flags should fail fast.
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
@@ -267,7 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f'{error.strerror}', file=sys.stderr)
     return EXIT_USAGE
   show_progress_and_warnings()
-  print(f'Running pipeline {config.pipeline_name} on {data_root}\n'
+  print(f'Running pipeline {config.pipeline_name} on {config.data_root}\n'
         f'  output: {config.output_dir} (ML Metadata: {config.metadata_path})', flush=True)
   try:
     tfx.orchestration.LocalDagRunner().run(create_pipeline(
@@ -286,7 +149,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   print()
   print(summary.format_summary(summary.summarize_run(config.metadata_path),
                                min_accuracy=config.min_accuracy,
-                               min_malignant_recall=config.min_malignant_recall))
+                               min_malignant_recall=config.min_malignant_recall,
+                               max_accuracy_drop=config.max_accuracy_drop))
   write_run_report(config)
   return 0
 

@@ -1,8 +1,20 @@
-"""What every command of the project shares: a bad flag is one line on stderr and exit code 2."""
+"""What every command of the project shares: the same environment for the libraries, and a bad
+flag is one line on stderr and exit code 2."""
 
 import argparse
+import os
+import warnings
 
 EXIT_USAGE = 2
+
+
+def prepare_environment() -> None:
+  """Call before TensorFlow is imported: Keras 2 (tf_keras), as TFT and TFMA 1.16 expect, and
+  none of the libraries' import-time noise."""
+  os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TensorFlow's C++ banner
+  # google-api-core warns on every import that Python 3.10 support is ending; TFX 1.16 needs 3.10.
+  warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -1,7 +1,7 @@
 """Every knob of the pipeline with its default, in one place.
 
-`local_runner.py` fills a `PipelineConfig` from its flags; `pipeline.create_pipeline` reads only
-this object. Paths derived from `output_dir` (pipeline root, ML Metadata, serving directory) are
+The runners fill a `PipelineConfig` from their flags (`pipeline/flags.py`);
+`pipeline.create_pipeline` reads only this object. Paths derived from `output_dir` (pipeline root, ML Metadata, serving directory) are
 properties, so they cannot disagree with it.
 """
 
@@ -41,6 +41,7 @@ class PipelineConfig:
   # Evaluator: the blessing gate
   min_accuracy: float = 0.6
   min_malignant_recall: float = 0.6
+  max_accuracy_drop: float = 0.0  # against the latest blessed model: 0 is "no regression"
   # Beam: DirectRunner in-process by default; pass e.g. --runner=DataflowRunner to scale out.
   beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: [
       '--direct_running_mode=in_memory',

@@ -104,7 +104,8 @@ def create_pipeline(config: PipelineConfig,
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=baseline_resolver.outputs['model'],
-      eval_config=build_eval_config(config.min_accuracy, config.min_malignant_recall))
+      eval_config=build_eval_config(config.min_accuracy, config.min_malignant_recall,
+                                    config.max_accuracy_drop))
 
   pusher = tfx.components.Pusher(
       model=trainer.outputs['model'],

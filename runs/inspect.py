@@ -24,14 +24,13 @@ import json
 import logging
 import os
 import sys
-import warnings
 from typing import Any, Dict, List, Optional
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-warnings.filterwarnings('ignore', category=FutureWarning, module='google')
+from pipeline import command_line
 
-from pipeline import command_line, configs  # pylint: disable=g-import-not-at-top
+command_line.prepare_environment()
+
+from pipeline import configs  # pylint: disable=g-import-not-at-top
 from runs import metadata_store  # pylint: disable=g-import-not-at-top
 
 EXIT_USAGE = command_line.EXIT_USAGE

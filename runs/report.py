@@ -20,8 +20,9 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+from pipeline import command_line
+
+command_line.prepare_environment()
 
 import matplotlib  # pylint: disable=g-import-not-at-top
 
@@ -35,7 +36,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2  # pylint: disable=g-impo
 from components import contracts  # pylint: disable=g-import-not-at-top
 from components.data_quality.report import format_report_line, read_examples  # pylint: disable=g-import-not-at-top
 from models import features, model as trainer_module, networks, preprocessing  # pylint: disable=g-import-not-at-top
-from pipeline import command_line, configs  # pylint: disable=g-import-not-at-top
+from pipeline import configs  # pylint: disable=g-import-not-at-top
 from runs import metadata_store, summary  # pylint: disable=g-import-not-at-top
 
 INDEX_FILE = 'index.html'

@@ -123,7 +123,8 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
 
 
 def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
-                   min_malignant_recall: Optional[float] = None) -> str:
+                   min_malignant_recall: Optional[float] = None,
+                   max_accuracy_drop: float = 0.0) -> str:
   lines = [f'Pipeline run {summary.run_id}', '']
   lines.append(f'  {"component":<32} {"status":<10} {"seconds":>8}')
   for component in summary.components:
@@ -166,7 +167,9 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
     if min_accuracy is not None:
       recall = (f', malignant recall >= {min_malignant_recall:g}'
                 if min_malignant_recall is not None else '')
-      gate = f' (gate: accuracy >= {min_accuracy:g}{recall}, no regression)'
+      regression = ('no regression' if not max_accuracy_drop else
+                    f'accuracy at most {max_accuracy_drop:g} below the baseline')
+      gate = f' (gate: accuracy >= {min_accuracy:g}{recall}, {regression})'
     lines.append(f'  blessed: {"yes" if summary.blessed else "no"}{gate}')
   pusher_cached = any(component.node_id == 'Pusher' and component.state == 'cached'
                       for component in summary.components)

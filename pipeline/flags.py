@@ -1,0 +1,171 @@
+"""The flags every runner shares, checked and turned into a `PipelineConfig`.
+
+`local_runner.py` and `kubeflow_v2_runner.py` (and any later runner) add these flags to their
+parser, so a bad value gets the same one line and exit code 2 from each, and `config_from_flags`
+is the one place that turns flags into the configuration.
+"""
+
+import argparse
+import os
+import re
+from typing import List, Optional
+
+from components import contracts
+from models import features, networks
+from pipeline import command_line, configs
+
+EXIT_USAGE = command_line.EXIT_USAGE
+MAX_HASH_DISTANCE = 34
+_MODEL_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
+
+
+def _whole_number(text: str) -> int:
+  try:
+    return int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
+
+
+def _positive_int(text: str) -> int:
+  value = _whole_number(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+  return value
+
+
+def _image_size(text: str) -> int:
+  value = _positive_int(text)
+  if not 16 <= value <= 1024:
+    raise argparse.ArgumentTypeError(f'must be between 16 and 1024 pixels, got {value}')
+  return value
+
+
+def _fraction(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
+  if not value >= 0:  # Also rejects NaN.
+    raise argparse.ArgumentTypeError(f'must be 0 or more, got {text}')
+  return value
+
+
+def _hash_distance(text: str) -> int:
+  value = _whole_number(text)
+  # Beyond this, different BUSI lesions (36+ bits apart) would merge, and the banded search
+  # probes thousands of neighbours per band.
+  if not 0 <= value <= MAX_HASH_DISTANCE:
+    raise argparse.ArgumentTypeError(
+        f'must be between 0 and {MAX_HASH_DISTANCE} bits, got {value}')
+  return value
+
+
+def _model_name(text: str) -> str:
+  if not _MODEL_NAME.match(text):
+    raise argparse.ArgumentTypeError(
+        f'{text!r} is not a folder-safe name (letters, digits, _ . -)')
+  return text
+
+
+def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = False) -> None:
+  """The pipeline's flags, with PipelineConfig's defaults. With `paths_required` (a runner that
+  compiles for remote storage), --data-root and --output-dir have no local default."""
+  defaults = configs.PipelineConfig()
+  parser.add_argument('--data-root', required=paths_required,
+                      help='folder with benign/, malignant/, normal/ image folders' + (
+                          '' if paths_required else
+                          ' (default: the synthetic set under data/, generated if missing)'))
+  parser.add_argument('--output-dir', required=paths_required,
+                      default=None if paths_required else defaults.output_dir,
+                      help='where ML Metadata, artifacts and the serving directory go' + (
+                          '' if paths_required else ' (default: %(default)s)'))
+  parser.add_argument('--epochs', type=_positive_int, default=defaults.epochs,
+                      help="training epochs (default: the network's recipe: 40 for "
+                      "sepconv_residual, 15 for seed)")
+  parser.add_argument('--image-size', type=_image_size, default=defaults.image_size,
+                      help='side of the square model input in pixels (default: %(default)s)')
+  parser.add_argument('--model', default=defaults.network,
+                      help="network to train: sepconv_residual or seed, the seed notebook's "
+                      'CNN (default: %(default)s)')
+  parser.add_argument('--min-accuracy', type=_fraction, default=defaults.min_accuracy,
+                      help='blessing gate on overall eval accuracy (default: %(default)s)')
+  parser.add_argument('--min-malignant-recall', type=_fraction,
+                      default=defaults.min_malignant_recall,
+                      help='blessing gate on the share of malignant eval images classified '
+                      'malignant (default: %(default)s)')
+  parser.add_argument('--max-accuracy-drop', type=_fraction,
+                      default=defaults.max_accuracy_drop,
+                      help='blessing gate against the latest blessed model: how much lower the '
+                      "candidate's eval accuracy may be (default: %(default)s, no regression)")
+  parser.add_argument('--model-name', type=_model_name, default=defaults.model_name,
+                      help='TF Serving model name, the serving folder (default: %(default)s)')
+  parser.add_argument('--max-unreadable-fraction', type=_fraction,
+                      default=defaults.max_unreadable_fraction,
+                      help='share of input files that may be unusable (corrupt, not images) '
+                      'before the run fails (default: %(default)s)')
+  parser.add_argument('--label-conflicts', choices=contracts.LABEL_CONFLICT_POLICIES,
+                      default=defaults.label_conflict_policy,
+                      help='near-duplicate images filed under different labels: leave them out '
+                      'of training and evaluation (exclude), use them (keep) or stop the run '
+                      '(fail); always reported (default: %(default)s)')
+  parser.add_argument('--max-hash-distance', type=_hash_distance,
+                      default=defaults.max_hash_distance,
+                      help='images whose 128-bit perceptual hashes differ in at most this many '
+                      'bits are near-duplicates, kept on one side of the split '
+                      '(default: %(default)s)')
+  parser.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
+                      help='an argument for Apache Beam, given as --beam-arg=ARG, e.g. '
+                      '--beam-arg=--runner=DataflowRunner; repeat it for each argument')
+
+
+def config_from_flags(args: argparse.Namespace, **overrides) -> configs.PipelineConfig:
+  """The PipelineConfig the flags describe; `overrides` are a runner's own settings."""
+  defaults = configs.PipelineConfig()
+  settings = dict(
+      data_root=args.data_root or defaults.data_root,
+      output_dir=args.output_dir,
+      epochs=args.epochs,
+      image_size=args.image_size,
+      network=args.model,
+      min_accuracy=args.min_accuracy,
+      min_malignant_recall=args.min_malignant_recall,
+      max_accuracy_drop=args.max_accuracy_drop,
+      model_name=args.model_name,
+      max_unreadable_fraction=args.max_unreadable_fraction,
+      label_conflict_policy=args.label_conflicts,
+      max_hash_distance=args.max_hash_distance,
+      # The user's Beam arguments after the defaults: Beam takes the last value of a flag.
+      beam_pipeline_args=defaults.beam_pipeline_args + list(args.beam_arg))
+  settings.update(overrides)
+  return configs.PipelineConfig(**settings)
+
+
+def check_data_root(data_root: str) -> Optional[str]:
+  """A one-line problem with a local data root, or None when it looks usable."""
+  if not os.path.isdir(data_root):
+    return f'data root {data_root} does not exist or is not a folder'
+  folders = sorted(entry for entry in os.listdir(data_root)
+                   if os.path.isdir(os.path.join(data_root, entry))
+                   and not entry.startswith('.'))
+  unknown = [folder for folder in folders if folder not in features.LABEL_NAMES]
+  if unknown:
+    return (f'data root {data_root} has folders that are not classes: {", ".join(unknown)} '
+            f'(expected only {", ".join(features.LABEL_NAMES)})')
+  images = 0
+  for folder in folders:
+    images += sum(1 for name in os.listdir(os.path.join(data_root, folder))
+                  if name.lower().endswith(contracts.IMAGE_EXTENSIONS))
+  if images == 0:
+    return (f'data root {data_root} has no images in class folders '
+            f'({", ".join(features.LABEL_NAMES)})')
+  return None
+
+
+def parse_flags(parser: argparse.ArgumentParser,
+                argv: Optional[List[str]]) -> argparse.Namespace:
+  """Parses `argv` with a parser that has the pipeline flags and checks what argparse cannot."""
+  args = parser.parse_args(argv)
+  if args.model not in networks.RECIPES:
+    parser.error(f'argument --model: unknown network {args.model!r} '
+                 f'(choose from {", ".join(sorted(networks.RECIPES))})')
+  return args
