@@ -20,6 +20,7 @@ from PIL import Image
 
 from components import near_duplicates
 from data import synthetic
+from models import features
 
 COPY_EVERY = 20  # one planted copy per 20 distinct images
 
@@ -33,7 +34,7 @@ def build_image_set(directory: str, images: int) -> dict:
     path = os.path.join(directory, f'image ({number}).png')
     if not os.path.exists(path):
       rng = np.random.default_rng([11, number])
-      image, _ = synthetic.synthesize_image(synthetic.CLASS_NAMES[number % 3], rng)
+      image, _ = synthetic.synthesize_image(features.LABEL_NAMES[number % 3], rng)
       Image.fromarray(image).save(path)
     if number % COPY_EVERY == 0:
       kind = synthetic.NEAR_DUPLICATE_KINDS[(number // COPY_EVERY)

@@ -19,16 +19,16 @@ has something to find.
 """
 
 import argparse
+import io
 import os
 import sys
 from typing import List, Tuple
 
-import io
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-CLASS_NAMES = ('benign', 'malignant', 'normal')
+from components.contracts import MASK_SUFFIX
+from models.features import LABEL_NAMES
 DEFAULT_IMAGES_PER_CLASS = 80
 DEFAULT_IMAGE_SIZE = 256
 DEFAULT_SEED = 7
@@ -191,8 +191,8 @@ def plant_near_duplicates(output_dir: str, images_per_class: int) -> List[str]:
   copies filed under another class (label conflicts). Returns the files written."""
   written = []
   for index, kind in enumerate(NEAR_DUPLICATE_KINDS):
-    class_name = CLASS_NAMES[index % len(CLASS_NAMES)]
-    number = images_per_class + 1 + index // len(CLASS_NAMES)
+    class_name = LABEL_NAMES[index % len(LABEL_NAMES)]
+    number = images_per_class + 1 + index // len(LABEL_NAMES)
     source = os.path.join(output_dir, class_name, f'{class_name} ({1 + index}).png')
     written.append(save_near_duplicate(
         source, os.path.join(output_dir, class_name, f'{class_name} ({number})'), kind))
@@ -200,7 +200,7 @@ def plant_near_duplicates(output_dir: str, images_per_class: int) -> List[str]:
                                            ('normal', 'benign', 'jpeg')):
     source = os.path.join(output_dir, source_class, f'{source_class} (10).png')
     count = len([name for name in os.listdir(os.path.join(output_dir, target_class))
-                 if '_mask' not in name])
+                 if MASK_SUFFIX not in name])
     written.append(save_near_duplicate(
         source, os.path.join(output_dir, target_class, f'{target_class} ({count + 1})'), kind))
   return written
@@ -214,7 +214,7 @@ def generate_dataset(output_dir: str, images_per_class: int = DEFAULT_IMAGES_PER
   With `with_near_duplicates`, also plants the copies of `plant_near_duplicates` (their lesion
   masks are not copied: BUSI's duplicates do not always have them either).
   """
-  for class_index, class_name in enumerate(CLASS_NAMES):
+  for class_index, class_name in enumerate(LABEL_NAMES):
     class_dir = os.path.join(output_dir, class_name)
     os.makedirs(class_dir, exist_ok=True)
     for number in range(1, images_per_class + 1):
@@ -222,9 +222,9 @@ def generate_dataset(output_dir: str, images_per_class: int = DEFAULT_IMAGES_PER
       image, mask = synthesize_image(class_name, rng, image_size)
       stem = os.path.join(class_dir, f'{class_name} ({number})')
       Image.fromarray(image).save(stem + '.png')
-      Image.fromarray(mask).save(stem + '_mask.png')
+      Image.fromarray(mask).save(stem + MASK_SUFFIX + '.png')
   planted = plant_near_duplicates(output_dir, images_per_class) if with_near_duplicates else []
-  return images_per_class * len(CLASS_NAMES) + len(planted)
+  return images_per_class * len(LABEL_NAMES) + len(planted)
 
 
 def main(argv=None) -> int:

@@ -43,7 +43,7 @@ def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float], List
   """Overall-slice metrics of the candidate, keyed readably (e.g. 'auc/malignant',
   'recall_malignant'), and its confusion matrix as counts[true class][predicted class]."""
   result = tfma.load_eval_result(evaluation_uri, model_name=_candidate_name(evaluation_uri))
-  return _overall_metrics(result), _overall_confusion_matrix(result)
+  return overall_metrics(result), _overall_confusion_matrix(result)
 
 
 def _candidate_name(evaluation_uri: str) -> Optional[str]:
@@ -73,7 +73,9 @@ def _overall_confusion_matrix(result) -> List[List[int]]:
   return counts
 
 
-def _overall_metrics(result) -> Dict[str, float]:
+def overall_metrics(result) -> Dict[str, float]:
+  """The overall slice's metrics of a TFMA EvalResult, keyed readably: 'macro_f1',
+  'auc/benign', 'recall_malignant', 'sparse_categorical_accuracy_diff', ..."""
   metrics: Dict[str, float] = {}
   for slice_key, metrics_by_output in result.slicing_metrics:
     if slice_key:

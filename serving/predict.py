@@ -34,8 +34,10 @@ from serving import command_line, messages, model_directory  # pylint: disable=g
 EXIT_FAILED_IMAGES = 1
 EXIT_USAGE = command_line.EXIT_USAGE
 BATCH_SIZE = 16
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
-_MASK_FILE = re.compile(r'_mask(_\d+)?\.[^.]+$', re.IGNORECASE)
+# Copies of components/contracts.py's IMAGE_EXTENSIONS and MASK_SUFFIX: serving/ must not import
+# the pipeline (it knows only the SavedModel), and it accepts exactly the images training does.
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
+MASK_FILE = re.compile(r'_mask(_\d+)?\.[^.]+$', re.IGNORECASE)
 
 
 class PredictionError(Exception):
@@ -61,7 +63,7 @@ def find_images(paths: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]],
         subfolders.sort()
         for name in sorted(names):
           file = os.path.join(folder, name)
-          if name.lower().endswith(IMAGE_EXTENSIONS) and not _MASK_FILE.search(name):
+          if name.lower().endswith(IMAGE_EXTENSIONS) and not MASK_FILE.search(name):
             images.append(file)
           else:
             left_out.append(file)

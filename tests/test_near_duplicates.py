@@ -19,6 +19,7 @@ from components.artifact_types import DataQualityReport
 from components.data_validation_gate.component import DataAnomaliesError, check_data_quality
 from components.image_example_gen import component
 from data import synthetic
+from models import features
 
 IMAGES_PER_CLASS = 12
 SIZE = 256
@@ -37,7 +38,7 @@ def planted(tmp_path_factory):
   groups = {}  # source file → the files that must share its group
   number = IMAGES_PER_CLASS
   for index, kind in enumerate(synthetic.NEAR_DUPLICATE_KINDS):
-    for class_name in synthetic.CLASS_NAMES:
+    for class_name in features.LABEL_NAMES:
       source = f'{class_name}/{class_name} ({index + 1}).png'
       stem = os.path.join(root, class_name, f'{class_name} ({number + 1})')
       copy = synthetic.save_near_duplicate(os.path.join(root, source), stem, kind)
@@ -155,7 +156,7 @@ def test_copies_are_grouped_never_split_and_conflicts_follow_the_policy(planted,
   assert data_quality['violations'] == []
   # Still stratified: every class in both splits, about 20% in eval.
   assert sum(data_quality['class_counts']['eval'].values()) in range(8, 15)
-  assert set(data_quality['class_counts']['eval']) == set(synthetic.CLASS_NAMES)
+  assert set(data_quality['class_counts']['eval']) == set(features.LABEL_NAMES)
 
 
 def test_fail_policy_and_leaks_are_violations_the_gate_stops_on(planted, tmp_path):

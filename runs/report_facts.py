@@ -1,0 +1,176 @@
+"""The facts of a run report, gathered from ML Metadata and the artifacts it points to.
+
+Nothing here draws or writes HTML: `gather_report_facts` answers what the run did (data, data
+validation, training, evaluation, blessing, push) as plain values, which `report_pictures.py`
+draws and `report.py` renders.
+"""
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+
+from components import contracts
+from components.data_quality.report import format_report_line, read_examples
+from components.data_validation_gate.anomalies import read_anomalies
+from models import features, model as trainer_module, networks, preprocessing
+from runs import metadata_store, summary
+
+SAMPLES_PER_CLASS = 6
+
+
+@dataclasses.dataclass
+class BlessingCheck:
+  """One threshold of the Evaluator's gate, the value measured and whether it held."""
+  check: str
+  value: Optional[float]
+  passed: bool
+  note: str = ''
+
+
+@dataclasses.dataclass
+class ReportFacts:
+  run: summary.RunSummary
+  metadata_path: str
+  image_size: int
+  network: str
+  epochs: int
+  batch_size: int
+  # Up to SAMPLES_PER_CLASS (file name, encoded bytes) training images of each class.
+  samples: Dict[str, List[Tuple[str, bytes]]] = dataclasses.field(default_factory=dict)
+  # {split: anomaly lines}; None when ExampleValidator did not run.
+  anomalies: Optional[Dict[str, List[str]]] = None
+  data_quality_line: Optional[str] = None
+  contact_sheet_path: Optional[str] = None
+  gate_passed: Optional[bool] = None  # DataValidationGate; None when it did not run
+  training_curves_path: Optional[str] = None
+  blessing_checks: Optional[List[BlessingCheck]] = None  # None when nothing was evaluated
+
+  @property
+  def class_count_rows(self) -> List[Tuple[str, List[int], int]]:
+    """(split, images per class in vocabulary order, total), train first, then eval."""
+    order = (contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT)
+    splits = sorted(self.run.class_counts, key=lambda split: (
+        order.index(split) if split in order else len(order), split))
+    rows = []
+    for split in splits:
+      counts = [int(self.run.class_counts[split].get(name, 0)) for name in features.LABEL_NAMES]
+      rows.append((split, counts, sum(counts)))
+    return rows
+
+
+def sample_images(split_uri: str, per_class: int) -> Dict[str, List[Tuple[str, bytes]]]:
+  """Up to `per_class` (file name, encoded bytes) of each class, in file order."""
+  samples = {name: [] for name in features.LABEL_NAMES}
+  for example in read_examples(split_uri):
+    feature = example.features.feature
+    label = feature[features.LABEL_NAME_KEY].bytes_list.value[0].decode()
+    if label in samples and len(samples[label]) < per_class:
+      samples[label].append((feature[features.FILENAME_KEY].bytes_list.value[0].decode(),
+                             feature[features.IMAGE_KEY].bytes_list.value[0]))
+    if all(len(found) >= per_class for found in samples.values()):
+      break
+  return samples
+
+
+def metric_key(class_name: str) -> str:
+  """TFMA metric class name → the key it is reported under ('SparseCategoricalAccuracy' →
+  'sparse_categorical_accuracy', 'MalignantRecall' → 'malignant_recall')."""
+  return re.sub(r'(?<!^)(?=[A-Z])', '_', class_name).lower()
+
+
+def blessing_checks(eval_config: Dict[str, Any], metrics: Dict[str, float],
+                    failed: List[str]) -> List[BlessingCheck]:
+  """Each threshold of the Evaluator's configuration, the measured value and whether it held."""
+  checks = []
+  for spec in eval_config.get('metrics_specs', []):
+    for metric in spec.get('metrics', []):
+      key = metric_key(metric['class_name'])
+      thresholds = [entry['threshold'] for entry in metric.get('per_slice_thresholds', [])]
+      thresholds += [metric['threshold']] if 'threshold' in metric else []
+      for threshold in thresholds:
+        bound = threshold.get('value_threshold', {}).get('lower_bound')
+        if bound is not None:
+          checks.append(BlessingCheck(f'{key} ≥ {float(bound):g}', metrics.get(key),
+                                      key not in failed))
+        change = threshold.get('change_threshold')
+        if change is not None:
+          # eval_config.py gives the allowed drop as a negative absolute change, less a tiny
+          # epsilon that makes TFMA's strict comparison an inclusive one.
+          drop = max(0.0, -float(change.get('absolute', 0.0)) - 1e-9)
+          allowed = 'not below' if drop < 1e-6 else f'at most {drop:g} below'
+          diff = metrics.get(f'{key}_diff')
+          checks.append(BlessingCheck(
+              f"{key} {allowed} the baseline model's", diff, f'{key}_diff' not in failed,
+              'difference to the baseline' if diff is not None else
+              'no baseline yet: the first blessed model'))
+  return checks
+
+
+def failed_metrics(evaluation_uri: str) -> List[str]:
+  """Names of the metrics whose threshold TFMA found not met ('<name>_diff' for a change)."""
+  result = tfma.load_validation_result(evaluation_uri)
+  names = []
+  for per_slice in result.metric_validations_per_slice:
+    for failure in per_slice.failures:
+      key = failure.metric_key
+      names.append(key.name + ('_diff' if key.is_diff else ''))
+  return names
+
+
+def _existing(path: Optional[str]) -> Optional[str]:
+  return path if path and tf.io.gfile.exists(path) else None
+
+
+def gather_report_facts(metadata_path: str, run_id: Optional[str] = None) -> ReportFacts:
+  """Everything the report of a run (default: the latest) shows, from ML Metadata."""
+  run = summary.summarize_run(metadata_path, run_id)
+  store = metadata_store.open_store(metadata_path)
+  outputs = {(component.node_id, type_name): artifact for component, type_name, artifact
+             in metadata_store.run_outputs(store, run.components)}
+  executions = {component.node_id: store.get_executions_by_id([component.execution_id])[0]
+                for component in run.components}
+
+  def custom_config(node_id: str) -> Dict[str, Any]:
+    return (metadata_store.execution_json_property(executions[node_id], 'custom_config')
+            if node_id in executions else None) or {}
+
+  trainer_config = trainer_module.train_config(custom_config('Trainer'))
+  network = trainer_config[trainer_module.NETWORK_KEY]
+  facts = ReportFacts(
+      run=run, metadata_path=metadata_path,
+      image_size=int(custom_config('Transform').get(preprocessing.IMAGE_SIZE_CONFIG_KEY,
+                                                    features.DEFAULT_IMAGE_SIZE)),
+      network=network,
+      epochs=trainer_config[trainer_module.EPOCHS_KEY] or networks.RECIPES[network].epochs,
+      batch_size=trainer_config[trainer_module.BATCH_SIZE_KEY])
+
+  examples = outputs.get(('ImageExampleGen', 'Examples'))
+  if examples is not None:
+    facts.samples = sample_images(
+        os.path.join(examples.uri, f'Split-{contracts.TRAIN_SPLIT}'), SAMPLES_PER_CLASS)
+  anomalies = outputs.get(('ExampleValidator', 'ExampleAnomalies'))
+  if anomalies is not None:
+    split_names = json.loads(anomalies.properties['split_names'].string_value or '[]')
+    facts.anomalies = read_anomalies(anomalies.uri, split_names)
+  if run.data_quality:
+    facts.data_quality_line = format_report_line(run.data_quality)
+    facts.contact_sheet_path = _existing(
+        os.path.join(run.data_quality_uri, contracts.CONTACT_SHEET_FILE))
+  gate = executions.get('DataValidationGate')
+  if gate is not None:
+    facts.gate_passed = gate.last_known_state in (gate.COMPLETE, gate.CACHED)
+  model_run = outputs.get(('Trainer', 'ModelRun'))
+  if model_run is not None:
+    facts.training_curves_path = _existing(
+        os.path.join(model_run.uri, trainer_module.TRAINING_CURVES_FILE))
+  evaluation = outputs.get(('Evaluator', 'ModelEvaluation'))
+  if evaluation is not None and 'Evaluator' in executions:
+    eval_config = metadata_store.execution_json_property(executions['Evaluator'], 'eval_config')
+    facts.blessing_checks = blessing_checks(eval_config or {}, run.metrics,
+                                            failed_metrics(evaluation.uri))
+  return facts
