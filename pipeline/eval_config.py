@@ -8,6 +8,8 @@ plain `threshold` to every slice, so a weak class slice would otherwise veto the
 own.
 """
 
+import json
+
 import tensorflow_model_analysis as tfma
 
 from models import features
@@ -16,6 +18,7 @@ ACCURACY_METRIC = 'SparseCategoricalAccuracy'
 MALIGNANT_RECALL = 'malignant_recall'  # names of the metrics in pipeline/tfma_metrics.py
 MACRO_F1 = 'macro_f1'
 MACRO_AUC = 'macro_auc'
+CUSTOM_METRICS_MODULE = 'pipeline.tfma_metrics'  # imported by module path on Beam workers
 
 
 def _minimum(value: float, overall: tfma.SlicingSpec) -> tfma.PerSliceMetricThreshold:
@@ -25,10 +28,19 @@ def _minimum(value: float, overall: tfma.SlicingSpec) -> tfma.PerSliceMetricThre
           value_threshold=tfma.GenericValueThreshold(lower_bound={'value': value})))
 
 
+def _custom_metric(class_name: str, metrics_code_version: str, **kwargs) -> tfma.MetricConfig:
+  """One of pipeline/tfma_metrics.py's metrics, its code's fingerprint in its config."""
+  return tfma.MetricConfig(class_name=class_name, module=CUSTOM_METRICS_MODULE,
+                           config=json.dumps({'code_version': metrics_code_version}), **kwargs)
+
+
 def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
-                      max_accuracy_drop: float = 0.0) -> tfma.EvalConfig:
+                      max_accuracy_drop: float = 0.0,
+                      metrics_code_version: str = '') -> tfma.EvalConfig:
   """Blessed when overall accuracy ≥ min_accuracy, malignant recall ≥ min_malignant_recall
-  and accuracy is no worse than the baseline's."""
+  and accuracy is at most `max_accuracy_drop` below the baseline's (0: no regression).
+  `metrics_code_version` is the fingerprint of the custom metrics' code (pipeline/code_version.py),
+  so that a change to them changes this configuration and the Evaluator runs again."""
   overall = tfma.SlicingSpec()
   accuracy_gate = tfma.PerSliceMetricThreshold(
       slicing_specs=[overall],
@@ -67,11 +79,10 @@ def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
           tfma.MetricsSpec(metrics=[
               # From the argmax confusion matrix: a class counts as predicted when it is the
               # most probable one, as the confusion matrix counts, not when p > 0.5.
-              tfma.MetricConfig(class_name='ClassPrecisionRecall', module='pipeline.tfma_metrics'),
-              tfma.MetricConfig(class_name='MacroF1', module='pipeline.tfma_metrics'),
+              _custom_metric('ClassPrecisionRecall', metrics_code_version),
+              _custom_metric('MacroF1', metrics_code_version),
               # The screening question on its own: of the malignant cases, how many are found.
-              tfma.MetricConfig(
-                  class_name='MalignantRecall', module='pipeline.tfma_metrics',
-                  per_slice_thresholds=[_minimum(min_malignant_recall, overall)]),
+              _custom_metric('MalignantRecall', metrics_code_version,
+                             per_slice_thresholds=[_minimum(min_malignant_recall, overall)]),
           ]),
       ])

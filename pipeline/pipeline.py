@@ -5,6 +5,8 @@ ImageExampleGen (near-duplicate-aware split) → DataQualityCheck, and Statistic
 a forbidden label conflict → Transform → Trainer → Evaluator (baseline: the latest other blessed
 model) → Pusher. The `excluded` split (label conflicts left out) is neither analysed nor trained on.
 Model code is referenced by dotted path, so the pipeline compiles for Kubeflow or Vertex offline.
+Every component whose output depends on the project's code carries a fingerprint of that code in
+its configuration (`pipeline/code_version.py`), so editing the code reruns exactly those.
 """
 
 import tensorflow_data_validation as tfdv
@@ -17,9 +19,9 @@ from components.data_quality.component import DataQualityCheck
 from components.data_validation_gate.component import DataValidationGate
 from components.image_example_gen.component import ImageExampleGen
 from models import model, preprocessing
-from pipeline.code_version import source_fingerprint
+from pipeline.code_version import code_version
 from pipeline.configs import PipelineConfig
-from pipeline.eval_config import build_eval_config
+from pipeline.eval_config import CUSTOM_METRICS_MODULE, build_eval_config
 
 
 def statistics_options() -> tfdv.StatsOptions:
@@ -35,15 +37,17 @@ def create_pipeline(config: PipelineConfig,
   `metadata_connection_config` is the runner's business: LocalDagRunner needs one (SQLite),
   Kubeflow and Vertex bring their own.
   """
-  models_code_version = source_fingerprint('models')
   example_gen = ImageExampleGen(
       input_base=config.data_root,
       eval_percent=config.eval_percent,
       max_unreadable_fraction=config.max_unreadable_fraction,
       max_hash_distance=config.max_hash_distance,
-      label_conflict_policy=config.label_conflict_policy)
+      label_conflict_policy=config.label_conflict_policy,
+      code_version=code_version('components.image_example_gen.executor'))
 
-  data_quality_check = DataQualityCheck(examples=example_gen.outputs['examples'])
+  data_quality_check = DataQualityCheck(
+      examples=example_gen.outputs['examples'],
+      code_version=code_version('components.data_quality.component'))
 
   statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs['examples'],
@@ -53,7 +57,8 @@ def create_pipeline(config: PipelineConfig,
   # Inferred from the training split only, so the eval split is validated against it.
   schema_gen = CuratedSchemaGen(
       statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True,
-      exclude_splits=[contracts.EVAL_SPLIT])
+      exclude_splits=[contracts.EVAL_SPLIT],
+      code_version=code_version('components.curated_schema_gen.component'))
 
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
@@ -61,7 +66,8 @@ def create_pipeline(config: PipelineConfig,
 
   data_validation_gate = DataValidationGate(
       anomalies=example_validator.outputs['anomalies'],
-      data_quality=data_quality_check.outputs['data_quality'])
+      data_quality=data_quality_check.outputs['data_quality'],
+      code_version=code_version('components.data_validation_gate.component'))
 
   transform = tfx.components.Transform(
       examples=example_gen.outputs['examples'],
@@ -70,7 +76,7 @@ def create_pipeline(config: PipelineConfig,
       splits_config=tfx.proto.SplitsConfig(analyze=[contracts.TRAIN_SPLIT],
                                              transform=[contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT]),
       custom_config={preprocessing.IMAGE_SIZE_CONFIG_KEY: config.image_size,
-                     'models_code_version': models_code_version})
+                     'code_version': code_version('models.preprocessing')})
   transform.add_upstream_node(data_validation_gate)
 
   trainer = tfx.components.Trainer(
@@ -85,7 +91,7 @@ def create_pipeline(config: PipelineConfig,
           model.BATCH_SIZE_KEY: config.batch_size,
           model.NETWORK_KEY: config.network,
           model.SEED_KEY: config.seed,
-          'models_code_version': models_code_version,
+          'code_version': code_version('models.model'),
       })
 
   if config.baseline_excludes_candidate:
@@ -104,8 +110,10 @@ def create_pipeline(config: PipelineConfig,
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=baseline_resolver.outputs['model'],
+      example_splits=[contracts.EVAL_SPLIT],
       eval_config=build_eval_config(config.min_accuracy, config.min_malignant_recall,
-                                    config.max_accuracy_drop))
+                                    config.max_accuracy_drop,
+                                    metrics_code_version=code_version(CUSTOM_METRICS_MODULE)))
 
   pusher = tfx.components.Pusher(
       model=trainer.outputs['model'],

@@ -11,7 +11,9 @@ can be attached to them. TFMA's built-in per-class metrics with `top_k=1` are no
 threshold key never carries `top_k`, so a gate cannot find them, and for a class that is never
 the most probable they report a recall of 1.0 (a model that never says "malignant" would pass).
 The Evaluator finds these metrics by module path (`pipeline.tfma_metrics`), so Beam workers
-import them like the model code.
+import them like the model code. Each takes a `code_version` that it ignores: the pipeline sets it
+to a fingerprint of this module, so that the eval config, and with it TFX's cache key, changes
+when these metrics do.
 """
 
 from typing import Callable, Dict, List, Optional
@@ -116,19 +118,22 @@ def _class_precision_recall_computations(name: str, eval_config=None, model_name
 class MacroF1(tfma.metrics.Metric):
   """Mean over the classes of F1, each image predicted as its most probable class."""
 
-  def __init__(self, name: str = MACRO_F1):
+  def __init__(self, name: str = MACRO_F1, code_version: str = ''):
+    del code_version  # see the module docstring
     super().__init__(_macro_f1_computations, name=name)
 
 
 class MalignantRecall(tfma.metrics.Metric):
   """Share of malignant images whose most probable class is malignant."""
 
-  def __init__(self, name: str = MALIGNANT_RECALL):
+  def __init__(self, name: str = MALIGNANT_RECALL, code_version: str = ''):
+    del code_version  # see the module docstring
     super().__init__(_malignant_recall_computations, name=name)
 
 
 class ClassPrecisionRecall(tfma.metrics.Metric):
   """Precision and recall of each class, each image predicted as its most probable class."""
 
-  def __init__(self, name: str = 'class_precision_recall'):
+  def __init__(self, name: str = 'class_precision_recall', code_version: str = ''):
+    del code_version  # see the module docstring
     super().__init__(_class_precision_recall_computations, name=name)

@@ -27,7 +27,8 @@ def python() -> str:
   return sys.executable
 
 
-def run_pipeline(python, project_root, data_root, output_dir, *extra_flags):
+def _run_pipeline(python, project_root, data_root, output_dir, *extra_flags):
+  """`local_runner.py` of the project at `project_root`, small and fast; asserts it succeeded."""
   command = [python, 'local_runner.py', '--data-root', str(data_root),
              '--output-dir', str(output_dir), '--epochs', '2', '--image-size', '48',
              '--min-malignant-recall', '0', *extra_flags]
@@ -35,6 +36,11 @@ def run_pipeline(python, project_root, data_root, output_dir, *extra_flags):
                              timeout=900, check=False)
   assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
   return completed
+
+
+@pytest.fixture(scope='session')
+def run_pipeline():
+  return _run_pipeline
 
 
 @pytest.fixture(scope='session')
@@ -46,12 +52,12 @@ def pipeline_runs(tmp_path_factory, python, project_root):
   data_root = base / 'images'
   synthetic.generate_dataset(str(data_root), images_per_class=15, image_size=64, seed=3)
   output_dir = base / 'output'
-  first = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
+  first = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
   serving_after_first = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
-  second = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
-  third = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '1.01')
+  second = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
+  third = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '1.01')
   serving_after_third = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
-  fourth = run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
+  fourth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
                         '--epochs', '1')
   store = metadata_store.open_store(str(output_dir / 'metadata.sqlite'))
   runs = [metadata_store.component_runs(store, context.id)

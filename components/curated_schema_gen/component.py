@@ -16,13 +16,15 @@ mask feature when masks are present.
 """
 
 import os
+from typing import List, Optional
 
 from tensorflow_metadata.proto.v0 import schema_pb2
-from tfx.components.schema_gen import component as schema_gen_component
+from tfx import types
 from tfx.components.schema_gen import executor as schema_gen_executor
-from tfx.dsl.components.base import executor_spec
-from tfx.types import artifact_utils, standard_component_specs
-from tfx.utils import io_utils
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ExecutionParameter
+from tfx.utils import io_utils, json_utils
 
 from models import features
 
@@ -65,7 +67,27 @@ class Executor(schema_gen_executor.Executor):
     io_utils.write_pbtxt_file(schema_path, curate_schema(schema))
 
 
-class CuratedSchemaGen(schema_gen_component.SchemaGen):
-  """Same inputs, outputs and arguments as SchemaGen."""
+CODE_VERSION_KEY = 'code_version'
 
+
+class CuratedSchemaGenSpec(standard_component_specs.SchemaGenSpec):
+  """SchemaGen's spec, plus `code_version`: a fingerprint of this module's code, unused by the
+  executor, there only so that TFX's cache reruns the component when the code changes."""
+  PARAMETERS = {
+      **standard_component_specs.SchemaGenSpec.PARAMETERS,
+      CODE_VERSION_KEY: ExecutionParameter(type=str, optional=True),
+  }
+
+
+class CuratedSchemaGen(base_component.BaseComponent):
+  """SchemaGen's inputs, outputs and arguments, and `code_version`."""
+
+  SPEC_CLASS = CuratedSchemaGenSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+  def __init__(self, statistics: types.BaseChannel, infer_feature_shape: bool = True,
+               exclude_splits: Optional[List[str]] = None, code_version: str = ''):
+    super().__init__(spec=CuratedSchemaGenSpec(
+        statistics=statistics, infer_feature_shape=int(infer_feature_shape),
+        exclude_splits=json_utils.dumps(exclude_splits or []), code_version=code_version,
+        schema=types.Channel(type=standard_artifacts.Schema)))

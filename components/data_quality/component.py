@@ -22,7 +22,7 @@ import os
 
 import tensorflow as tf
 from absl import logging
-from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
@@ -46,8 +46,14 @@ def _write_files(directory: str, data_quality: dict, rows, sheet) -> None:
 
 @component
 def DataQualityCheck(examples: InputArtifact[standard_artifacts.Examples],
-                     data_quality: OutputArtifact[DataQualityReport]):
-  """Writes the data-quality report of `examples`; see the module docstring."""
+                     data_quality: OutputArtifact[DataQualityReport],
+                     code_version: Parameter[str] = ''):
+  """Writes the data-quality report of `examples`; see the module docstring.
+
+  `code_version` is a fingerprint of this component's code, unused here: it is in the
+  configuration only so that TFX's cache reruns the check when the code changes.
+  """
+  del code_version
   split_uris = {split: artifact_utils.get_split_uri([examples], split)
                 for split in artifact_utils.decode_split_names(examples.split_names)}
   max_hash_distance = examples.get_int_custom_property(contracts.MAX_HASH_DISTANCE_PROPERTY)

@@ -7,7 +7,7 @@ policy forbids). Transform is wired to run after it, so the run stops before tra
 reports stay in ML Metadata for inspection.
 """
 
-from tfx.dsl.component.experimental.annotations import InputArtifact
+from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
@@ -37,7 +37,13 @@ def check_data_quality(data_quality: DataQualityReport) -> None:
 
 @component
 def DataValidationGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
-                       data_quality: InputArtifact[DataQualityReport]):
-  """Fails the run on any anomaly or data-quality violation; see the module docstring."""
+                       data_quality: InputArtifact[DataQualityReport],
+                       code_version: Parameter[str] = ''):
+  """Fails the run on any anomaly or data-quality violation; see the module docstring.
+
+  `code_version` is a fingerprint of this component's code, unused here: it is in the
+  configuration only so that TFX's cache reruns the gate when the code changes.
+  """
+  del code_version
   check_data_quality(data_quality)
   check_no_anomalies(anomalies)

@@ -4,7 +4,9 @@ Use it like any file-based ExampleGen: `ImageExampleGen(input_base=data_root)`. 
 defaults to `*/*` (class folder, then file), the output to an 80/20 train/eval split that the
 executor makes by near-duplicate group, stratified by label, instead of by hash; a third split,
 `excluded`, holds the label conflicts the policy leaves out. The executor's own settings travel in the
-standard `custom_config` slot, so the component compiles for any orchestrator unchanged.
+standard `custom_config` slot, so the component compiles for any orchestrator unchanged; one of
+them, `code_version`, is a fingerprint of the executor's code, there only so that TFX's cache
+reruns the component when that code changes (see pipeline/code_version.py).
 """
 
 from typing import Optional
@@ -41,6 +43,7 @@ class ImageExampleGen(FileBasedExampleGen):
                max_unreadable_fraction: float = executor.DEFAULT_MAX_UNREADABLE_FRACTION,
                max_hash_distance: int = near_duplicates.DEFAULT_MAX_DISTANCE,
                label_conflict_policy: str = contracts.DEFAULT_LABEL_CONFLICT_POLICY,
+               code_version: str = '',
                input_config: Optional[example_gen_pb2.Input] = None,
                output_config: Optional[example_gen_pb2.Output] = None):
     if label_conflict_policy not in contracts.LABEL_CONFLICT_POLICIES:
@@ -49,7 +52,8 @@ class ImageExampleGen(FileBasedExampleGen):
     settings = struct_pb2.Struct()
     settings.update({executor.MAX_UNREADABLE_FRACTION_KEY: max_unreadable_fraction,
                      executor.MAX_HASH_DISTANCE_KEY: max_hash_distance,
-                     executor.LABEL_CONFLICT_POLICY_KEY: label_conflict_policy})
+                     executor.LABEL_CONFLICT_POLICY_KEY: label_conflict_policy,
+                     executor.CODE_VERSION_KEY: code_version})
     packed = any_pb2.Any()
     packed.Pack(settings)
     super().__init__(

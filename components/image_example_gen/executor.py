@@ -49,6 +49,7 @@ MAX_UNREADABLE_FRACTION_KEY = 'max_unreadable_fraction'
 DEFAULT_MAX_UNREADABLE_FRACTION = 0.05
 MAX_HASH_DISTANCE_KEY = 'max_hash_distance'
 LABEL_CONFLICT_POLICY_KEY = 'label_conflict_policy'
+CODE_VERSION_KEY = 'code_version'  # read by TFX's cache, not here
 
 
 class UnusableInputError(ValueError):
@@ -297,6 +298,7 @@ DEFAULT_SETTINGS = {
     MAX_UNREADABLE_FRACTION_KEY: DEFAULT_MAX_UNREADABLE_FRACTION,
     MAX_HASH_DISTANCE_KEY: near_duplicates.DEFAULT_MAX_DISTANCE,
     LABEL_CONFLICT_POLICY_KEY: contracts.DEFAULT_LABEL_CONFLICT_POLICY,
+    CODE_VERSION_KEY: '',
 }
 
 
