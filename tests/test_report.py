@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from runs import metadata_store, report
+from runs import metadata_store, report, report_facts, summary
 
 SECTIONS = ('Data', 'Sample images per class', 'Augmented samples', 'Data validation',
             'Training', 'Evaluation', 'Blessing', 'Pushed', 'Components')
@@ -43,7 +43,7 @@ def test_each_run_writes_the_report_with_every_section(pipeline_runs):
   assert 'no anomalies' in page and 'Data validation gate: <span class="pass">passed' in page
   # The fourth run's model (one epoch) against the thresholds it was given.
   assert 'sparse_categorical_accuracy ≥ 0' in page and 'malignant_recall ≥ 0' in page
-  assert "not below the baseline model's" in html.unescape(page)
+  assert "sparse_categorical_accuracy at most 1 below the baseline model's" in html.unescape(page)
 
 
 def test_report_of_a_refused_model_says_why(pipeline_runs, tmp_path):
@@ -84,3 +84,16 @@ def test_report_renders_in_headless_chromium(python, project_root, pipeline_runs
     grey = image.convert('L')
     # A page with pictures, not a blank or an error page: many distinct grey levels.
     assert len(set(grey.getdata())) > 100
+
+
+def test_file_names_cannot_break_the_page():
+  hostile = '<img src=x onerror="alert(1)">.png'
+  facts = report_facts.ReportFacts(
+      run=summary.RunSummary(run_id='<b>run</b>', components=[],
+                             skipped_files=[{'file': f'benign/{hostile}', 'reason': 'not "an" image'}]),
+      metadata_path='/tmp/<metadata>.sqlite', image_size=180, network='seed', epochs=15,
+      batch_size=32)
+  page = report.render_report(facts, pictures={})
+  assert hostile not in page and '<b>run</b>' not in page
+  assert f'benign/{hostile}' in html.unescape(page) and '&lt;b&gt;run&lt;/b&gt;' in page
+  assert '<h2>Data</h2>' in page and '1 input files were skipped' in page

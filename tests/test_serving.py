@@ -17,7 +17,9 @@ import urllib.request
 import pytest
 import tensorflow as tf
 
+from components import contracts
 from models import features
+from serving import predict
 
 
 def predict_cli(python, project_root, *arguments):
@@ -205,11 +207,18 @@ def test_server_answers_bad_requests_with_400(images, pushed_model_dir, start_se
 
 def test_new_version_takes_over_while_requests_are_in_flight(images, pushed_model_dir,
                                                              start_server, tmp_path):
+  # Two different models the pipeline pushed (runs 1 and 4), served as versions 1 and 2.
+  first, second = sorted(os.listdir(pushed_model_dir))
+  old_scores = model_probabilities(pushed_model_dir, first, images['good'][0])
+  new_scores = model_probabilities(pushed_model_dir, second, images['good'][0])
+  assert abs(old_scores - new_scores).max() > 1e-4  # else the switch could not be seen
   base_path = tmp_path / 'breast_ultrasound'
-  first = sorted(os.listdir(pushed_model_dir))[0]
   shutil.copytree(os.path.join(pushed_model_dir, first), base_path / '1')
   server = start_server(str(base_path), '--poll-seconds', '0.2')
   request = {'instances': [{'b64': b64(path)} for path in images['good']]}
+  status, body = http(server.model_url + ':predict', request)
+  assert status == 200
+  assert body['predictions'][0]['probabilities'] == pytest.approx(old_scores.tolist(), abs=1e-5)
   results, stop = [], threading.Event()
 
   def keep_asking():
@@ -221,7 +230,7 @@ def test_new_version_takes_over_while_requests_are_in_flight(images, pushed_mode
     client.start()
   time.sleep(1.0)
   # Copied in place file by file, as Pusher does: the server sees a half-written version too.
-  shutil.copytree(os.path.join(pushed_model_dir, first), base_path / '2')
+  shutil.copytree(os.path.join(pushed_model_dir, second), base_path / '2')
   deadline = time.time() + 120
   while time.time() < deadline:
     versions = http(server.model_url)[1]['model_version_status']
@@ -238,3 +247,14 @@ def test_new_version_takes_over_while_requests_are_in_flight(images, pushed_mode
   assert [entry['version'] for entry in versions] == ['2']  # the old one is retired
   assert answered_before_switch > 3 and len(results) > answered_before_switch
   assert set(results) == {200}
+  # Version 2's weights answer now, not version 1's under a new number.
+  status, body = http(server.model_url + ':predict',
+                      {'instances': [{'b64': b64(images['good'][0])}]})
+  assert status == 200
+  assert body['predictions'][0]['probabilities'] == pytest.approx(new_scores.tolist(), abs=1e-5)
+
+
+def test_serving_accepts_exactly_the_image_files_training_does():
+  # serving/ keeps its own copies (it must not import the pipeline); they must not drift.
+  assert predict.IMAGE_EXTENSIONS == contracts.IMAGE_EXTENSIONS
+  assert predict.MASK_FILE.pattern.startswith(contracts.MASK_SUFFIX)
