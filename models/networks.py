@@ -100,9 +100,8 @@ def sepconv_residual(image_size: int, num_classes: int) -> keras.Model:
   inputs = keras.Input(shape=(image_size, image_size, 3), name='image_pixels')
   x = inputs
   if image_size > WORKING_SIZE:
-    # Lesions span tens of pixels at 180 px; 160 keeps them and cuts the work by a fifth
-    # (grouped 5-fold CV on BUSI: 128 px found 0.69 of malignant cases, 160 px 0.74, at the
-    # same accuracy).
+    # Lesions span tens of pixels at 180 px; 160 keeps them and cuts the work by a fifth, and
+    # found more malignant cases than 128 px at the same accuracy (docs/experiments.md).
     x = keras.layers.Resizing(WORKING_SIZE, WORKING_SIZE, interpolation='area')(x)
   x = ultrasound_augmentation()(x)
   # Two strided convolutions first: full-resolution layers are where a CPU spends its time.

@@ -196,7 +196,11 @@ def test_server_answers_bad_requests_with_400(images, pushed_model_dir, start_se
                                 timeout=30) as connection:
     connection.sendall(b'POST /v1/models/breast_ultrasound:predict HTTP/1.1\r\n'
                        b'Host: x\r\nContent-Length: -5\r\n\r\n')
-    answer = connection.recv(4096).decode()
+    # Headers and body may arrive in separate packets; the server then closes the connection.
+    received = []
+    while chunk := connection.recv(4096):
+      received.append(chunk)
+    answer = b''.join(received).decode()
   assert answer.startswith('HTTP/1.1 400') and 'Content-Length is not a number' in answer
   assert http(server.address + '/v1/models/other')[0] == 404
   assert http(server.model_url + '/versions/1:predict', {'instances': []})[0] == 404
