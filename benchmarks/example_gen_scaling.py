@@ -18,7 +18,8 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _CHILD = """
 import os, sys, time, resource
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+from pipeline import command_line
+command_line.prepare_environment()
 from components.image_example_gen import component
 started = time.time()
 examples = component.run_executor_directly(sys.argv[1], sys.argv[2])

@@ -20,8 +20,9 @@ import sys
 import time
 from typing import Dict, List
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+from pipeline import command_line
+
+command_line.prepare_environment()
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
