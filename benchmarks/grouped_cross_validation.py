@@ -43,10 +43,9 @@ def load_images(data_root: str, image_size: int, folds: int):
   for class_name in features.LABEL_NAMES:
     folder = os.path.join(data_root, class_name)
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-      kind, _ = image_files.classify_file(os.path.join(folder, name), data_root)
-      if kind != 'image':
-        continue
       relative = f'{class_name}/{name}'
+      if image_files.classify_name(relative, os.path.join(folder, name))['kind'] != 'image':
+        continue
       with Image.open(os.path.join(folder, name)) as image:
         records.append({'file': relative, 'label': class_name,
                         'hash': near_duplicates.perceptual_hash(image)})

@@ -13,9 +13,32 @@ EVAL_SPLIT = 'eval'
 EXCLUDED_SPLIT = 'excluded'
 
 # Input files: `<data root>/<class>/<name><extension>`, masks beside their image as
-# `<name>_mask<extension>`, `<name>_mask_1<extension>`, ...
+# `<name>_mask<extension>`, `<name>_mask_1<extension>`, ... (any case of the extension).
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
 MASK_SUFFIX = '_mask'
+# Image formats that are not accepted, so that such a file is skipped as an unsupported format
+# rather than as "not an image".
+OTHER_IMAGE_EXTENSIONS = ('.avif', '.dcm', '.dicom', '.dng', '.gif', '.heic', '.heif', '.ico',
+                          '.jp2', '.jxl', '.pbm', '.pgm', '.ppm', '.psd', '.svg', '.tga', '.tif',
+                          '.tiff', '.webp')
+MAX_IMAGE_FILE_BYTES = 64 * 1024 * 1024  # larger input files are skipped unread
+
+# What operating systems and archivers leave in folders: ignored, counted and listed as ignored,
+# never counted as unusable input.
+OS_CLUTTER_NAMES = frozenset({
+    '.DS_Store', '.AppleDouble', '.AppleDB', '.AppleDesktop', '.apdisk', '.fseventsd',
+    '.Spotlight-V100', '.TemporaryItems', '.Trashes', '.VolumeIcon.icns', '.localized',
+    '__MACOSX', 'Icon\r',  # macOS, and the folder macOS's zip archiver adds
+    'Thumbs.db', 'ehthumbs.db', 'ehthumbs_vista.db', 'desktop.ini', 'Desktop.ini',
+    '$RECYCLE.BIN', 'System Volume Information',  # Windows
+    '.directory', '.Trash-1000', '.nfs',  # Linux desktops and NFS
+})
+OS_CLUTTER_PREFIXES = ('._', '.nfs', '.Trash-')  # AppleDouble resource forks, NFS, Linux trash
+
+
+def is_os_clutter(name: str) -> bool:
+  """Whether a file or folder name is one an operating system or archiver leaves behind."""
+  return name in OS_CLUTTER_NAMES or name.startswith(OS_CLUTTER_PREFIXES)
 
 # Near-duplicate groups and what happens to label conflicts (see components/near_duplicates.py).
 LABEL_CONFLICT_POLICIES = ('exclude', 'keep', 'fail')
@@ -27,12 +50,19 @@ CLASS_COUNTS_PROPERTY = 'class_counts'  # {split: {class name: images}}
 SKIPPED_FILES_PROPERTY = 'skipped_files'  # [{'file', 'reason'}]
 EXAMPLE_COUNT_PROPERTY = 'example_count'
 SKIPPED_COUNT_PROPERTY = 'skipped_count'
+IGNORED_FILES_PROPERTY = 'ignored_files'  # [{'file', 'reason'}]: operating-system clutter
+IGNORED_COUNT_PROPERTY = 'ignored_count'
+# [{'file', 'reason'}]: images stored as a PNG of the pixels Pillow read, because TensorFlow
+# would not decode the original to the same pixels.
+NORMALISED_FILES_PROPERTY = 'normalised_files'
 # Also properties of the DataQualityReport artifact: the settings the split was made with.
 MAX_HASH_DISTANCE_PROPERTY = 'max_hash_distance'
 LABEL_CONFLICT_POLICY_PROPERTY = 'label_conflict_policy'
 
 # Files inside ImageExampleGen's Examples artifact, beside the split folders.
 SKIPPED_FILES_FILE = 'skipped_files.jsonl'
+IGNORED_FILES_FILE = 'ignored_files.jsonl'
+NORMALISED_FILES_FILE = 'normalised_files.jsonl'
 CLASS_COUNTS_FILE = 'class_counts.jsonl'
 
 # Custom properties of DataQualityCheck's DataQualityReport artifact: the headline counts, and

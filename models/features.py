@@ -29,3 +29,6 @@ TRANSFORMED_LABEL_KEY = 'label'
 
 DEFAULT_IMAGE_SIZE = 180  # the seed notebook's input size
 IMAGE_CHANNELS = 3
+# The most pixels any step decodes (5000 × 5000; ultrasound frames are about a megapixel): a
+# larger image is refused from its header, before decoding (see models/image_decoding.py).
+MAX_IMAGE_PIXELS = 25_000_000

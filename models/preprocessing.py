@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from models import features
+from models import features, image_decoding
 
 IMAGE_SIZE_CONFIG_KEY = 'image_size'
 
@@ -21,12 +21,13 @@ def _one_value_per_example(values) -> tf.Tensor:
 
 
 def decode_and_resize(encoded_images: tf.Tensor, image_size: int) -> tf.Tensor:
-  """[batch] encoded PNG/JPEG/BMP bytes of any size → [batch, size, size, 3] floats in [0, 1]."""
+  """[batch] encoded PNG/JPEG/BMP bytes of any size → [batch, size, size, 3] floats in [0, 1].
+
+  Refuses (InvalidArgumentError) what image_decoding.decode_rgb refuses, before decoding.
+  """
 
   def decode_one(encoded: tf.Tensor) -> tf.Tensor:
-    image = tf.io.decode_image(encoded, channels=features.IMAGE_CHANNELS,
-                               expand_animations=False)
-    image.set_shape([None, None, features.IMAGE_CHANNELS])
+    image = image_decoding.decode_rgb(encoded)
     resized = tf.image.resize(image, [image_size, image_size], antialias=True)
     return tf.clip_by_value(resized / 255.0, 0.0, 1.0)
 

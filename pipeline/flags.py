@@ -141,23 +141,27 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
 
 
 def check_data_root(data_root: str) -> Optional[str]:
-  """A one-line problem with a local data root, or None when it looks usable."""
+  """A one-line problem with a local data root, or None when it looks usable. Folders that
+  operating systems and archivers leave behind (`__MACOSX`, ...) are not classes but allowed."""
   if not os.path.isdir(data_root):
     return f'data root {data_root} does not exist or is not a folder'
   folders = sorted(entry for entry in os.listdir(data_root)
                    if os.path.isdir(os.path.join(data_root, entry))
-                   and not entry.startswith('.'))
+                   and not contracts.is_os_clutter(entry))
   unknown = [folder for folder in folders if folder not in features.LABEL_NAMES]
   if unknown:
     return (f'data root {data_root} has folders that are not classes: {", ".join(unknown)} '
             f'(expected only {", ".join(features.LABEL_NAMES)})')
-  images = 0
-  for folder in folders:
-    images += sum(1 for name in os.listdir(os.path.join(data_root, folder))
-                  if name.lower().endswith(contracts.IMAGE_EXTENSIONS))
-  if images == 0:
+  images = {folder: sum(1 for name in os.listdir(os.path.join(data_root, folder))
+                        if name.lower().endswith(contracts.IMAGE_EXTENSIONS))
+            for folder in folders}
+  if not sum(images.values()):
     return (f'data root {data_root} has no images in class folders '
             f'({", ".join(features.LABEL_NAMES)})')
+  missing = [name for name in features.LABEL_NAMES if not images.get(name)]
+  if missing:
+    return (f'data root {data_root} has no images of class {", ".join(missing)} (a folder '
+            f'{missing[0]}/ with PNG, JPEG or BMP images is needed for each class)')
   return None
 
 

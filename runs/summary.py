@@ -30,6 +30,8 @@ class RunSummary:
   components: List[ComponentRun]
   class_counts: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)
   skipped_files: List[Dict[str, str]] = dataclasses.field(default_factory=list)
+  ignored_files: List[Dict[str, str]] = dataclasses.field(default_factory=list)
+  normalised_files: List[Dict[str, str]] = dataclasses.field(default_factory=list)
   # DataQualityCheck's artifact properties, and where its files are.
   data_quality: Dict[str, Any] = dataclasses.field(default_factory=dict)
   data_quality_uri: Optional[str] = None
@@ -111,6 +113,9 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
     if type_name == 'Examples' and component.node_id.endswith('ExampleGen'):
       summary.class_counts = artifact_property(artifact, contracts.CLASS_COUNTS_PROPERTY) or {}
       summary.skipped_files = artifact_property(artifact, contracts.SKIPPED_FILES_PROPERTY) or []
+      summary.ignored_files = artifact_property(artifact, contracts.IGNORED_FILES_PROPERTY) or []
+      summary.normalised_files = artifact_property(
+          artifact, contracts.NORMALISED_FILES_PROPERTY) or []
     elif type_name == DataQualityReport.TYPE_NAME:
       summary.data_quality = {name: artifact_property(artifact, name) for name in (
           *contracts.DATA_QUALITY_COUNT_PROPERTIES, contracts.LABEL_CONFLICT_POLICY_PROPERTY)}
@@ -148,6 +153,13 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
     lines.append('')
     lines.append(f'  skipped {len(summary.skipped_files)} input files:')
     lines.extend(f'    {row["file"]}: {row["reason"]}' for row in summary.skipped_files)
+  if summary.ignored_files:
+    lines.append(f'  ignored {len(summary.ignored_files)} files left by operating systems or '
+                 'archivers: ' + ', '.join(row['file'] for row in summary.ignored_files))
+  if summary.normalised_files:
+    lines.append(f'  stored {len(summary.normalised_files)} images as PNG of the pixels Pillow '
+                 'read (TensorFlow would decode the originals differently):')
+    lines.extend(f'    {row["file"]}: {row["reason"]}' for row in summary.normalised_files)
   if summary.metrics:
     lines.append('')
     lines.append('  evaluation (eval split, overall):')

@@ -76,19 +76,20 @@ def test_corrupt_and_non_image_files_are_reported_by_name(image_folder, tmp_path
   (image_folder / 'normal' / 'notes.txt').write_text('scanned on Tuesday')
   (image_folder / 'benign' / 'orphan (9)_mask.png').write_bytes(
       (image_folder / 'benign' / 'benign (1)_mask.png').read_bytes())
-  (image_folder / 'README.md').write_text('top-level files are not matched by */*')
+  (image_folder / 'README.md').write_text('outside the class folders: listed, not counted')
 
   examples = component.run_executor_directly(str(image_folder), str(tmp_path / 'out'), max_unreadable_fraction=0.5)
 
   skipped = {row['file']: row['reason']
              for row in examples.get_json_value_custom_property('skipped_files')}
-  assert set(skipped) == {'malignant/broken (1).png', 'normal/notes.txt',
+  assert set(skipped) == {'README.md', 'malignant/broken (1).png', 'normal/notes.txt',
                           'benign/orphan (9)_mask.png'}
-  assert 'unreadable image' in skipped['malignant/broken (1).png']
+  assert skipped['malignant/broken (1).png'] == 'corrupt PNG header (Pillow cannot read it)'
+  assert skipped['README.md'] == 'not in a class folder'
   assert 'not an image file' in skipped['normal/notes.txt']
   assert 'mask without an image' in skipped['benign/orphan (9)_mask.png']
   assert examples.get_int_custom_property('example_count') == 30
-  assert examples.get_int_custom_property('skipped_count') == 3
+  assert examples.get_int_custom_property('skipped_count') == 4
   with open(os.path.join(examples.uri, contracts.SKIPPED_FILES_FILE)) as handle:
     assert 'broken (1).png' in handle.read()
 

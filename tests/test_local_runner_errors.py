@@ -36,8 +36,19 @@ def test_data_root_without_images(python, project_root, tmp_path):
 def test_data_root_with_a_folder_that_is_not_a_class(python, project_root, tmp_path):
   (tmp_path / 'images' / 'benign').mkdir(parents=True)
   (tmp_path / 'images' / 'scans_2019').mkdir()
+  (tmp_path / 'images' / '__MACOSX').mkdir()  # left by macOS's archiver: not named
   completed = run_cli(python, project_root, '--data-root', str(tmp_path / 'images'))
-  assert_one_line_error(completed, 'scans_2019')
+  assert_one_line_error(completed, 'not classes: scans_2019 (expected')
+
+
+def test_data_root_missing_a_class(python, project_root, tmp_path):
+  from data import synthetic  # pylint: disable=g-import-not-at-top
+  synthetic.generate_dataset(str(tmp_path / 'images'), images_per_class=1, image_size=32)
+  for path in (tmp_path / 'images' / 'normal').iterdir():
+    path.unlink()
+  completed = run_cli(python, project_root, '--data-root', str(tmp_path / 'images'),
+                      '--output-dir', str(tmp_path / 'out'))
+  assert_one_line_error(completed, 'has no images of class normal')
 
 
 @pytest.mark.parametrize('flags, expected', [

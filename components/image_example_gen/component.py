@@ -1,7 +1,9 @@
 """ImageExampleGen: a FileBasedExampleGen whose Beam executor reads image folders.
 
-Use it like any file-based ExampleGen: `ImageExampleGen(input_base=data_root)`. The input pattern
-defaults to `*/*` (class folder, then file), the output to an 80/20 train/eval split that the
+Use it like any file-based ExampleGen: `ImageExampleGen(input_base=data_root)`. What it reads
+follows the input policy of `image_files.py` (class folders, links and nested folders, clutter);
+the input config keeps one split named `images`, its pattern documenting the layout. Its driver
+fingerprints the whole data root (`driver.py`). The output is an 80/20 train/eval split that the
 executor makes by near-duplicate group, stratified by label, instead of by hash; a third split,
 `excluded`, holds the label conflicts the policy leaves out. The executor's own settings travel in the
 standard `custom_config` slot, so the component compiles for any orchestrator unchanged; one of
@@ -18,7 +20,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 
 from components import contracts, near_duplicates
-from components.image_example_gen import executor
+from components.image_example_gen import driver, executor
 
 DEFAULT_INPUT_PATTERN = '*/*'
 
@@ -36,6 +38,7 @@ class ImageExampleGen(FileBasedExampleGen):
   """Turns `<input_base>/<class>/<image>` files into tf.Examples, masks attached."""
 
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+  DRIVER_CLASS = driver.ImageFolderDriver
 
   def __init__(self,
                input_base: str,

@@ -30,8 +30,6 @@ from typing import Any, Dict, Iterable, List, Tuple
 import apache_beam as beam
 import tensorflow as tf
 from absl import logging
-from apache_beam.io import fileio
-from apache_beam.io.filesystems import FileSystems
 from google.protobuf import json_format, struct_pb2
 from tfx.components.example_gen import utils, write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
@@ -57,105 +55,137 @@ class UnusableInputError(ValueError):
 
 
 def _read(path: str) -> bytes:
-  with FileSystems.open(path) as handle:
+  """The file's bytes; UnusableFile, unread, when it is over the size limit."""
+  size = tf.io.gfile.stat(path).length
+  if size > contracts.MAX_IMAGE_FILE_BYTES:
+    raise image_files.UnusableFile(f'file too large ({size} bytes; the limit is '
+                                   f'{contracts.MAX_IMAGE_FILE_BYTES} bytes)')
+  with tf.io.gfile.GFile(path, 'rb') as handle:
     return handle.read()
 
 
+def _read_image(path: str):
+  """(content, Pillow image) of an image file, or UnusableFile / OSError."""
+  content = _read(path)
+  return content, image_files.check_image(content)
+
+
 SKIPPED = 'skipped'
+NORMALISED = 'normalised'
 
 
-def hash_images(keyed_files: Tuple[str, Iterable[Tuple[str, str]]], input_base: str):
-  """(grouping key, files) → {'file', 'label', 'hash'} per readable image.
+def _skip(entry: Dict[str, Any], reason: str) -> beam.pvalue.TaggedOutput:
+  return beam.pvalue.TaggedOutput(SKIPPED, {'file': entry['file'], 'reason': reason,
+                                            'counted': True})
+
+
+def hash_images(keyed_entries: Tuple[str, Iterable[Dict[str, Any]]]):
+  """(grouping key, entries) → {'file', 'label', 'hash'} per readable image.
 
   Unreadable images go to the SKIPPED output with the reason (and so are left out of the plan).
   """
-  key, files = keyed_files
-  for kind, path in files:
-    if kind != 'image':
+  key, entries = keyed_entries
+  for entry in entries:
+    if entry['kind'] != 'image':
       continue
-    relative = image_files.relative_path(path, input_base)
     try:
-      image = image_files.open_image(_read(path))
-    except (ValueError, OSError) as error:
-      yield beam.pvalue.TaggedOutput(SKIPPED, {'file': relative, 'reason': str(error)})
+      _, image = _read_image(entry['path'])
+    except (image_files.UnusableFile, OSError, tf.errors.OpError) as error:
+      yield _skip(entry, getattr(error, 'message', None) or str(error))
       continue
-    yield {'file': relative, 'label': image_files.label_of_key(key),
+    yield {'file': entry['file'], 'label': image_files.label_of_key(key),
            'hash': near_duplicates.perceptual_hash(image)}
 
 
 class BuildImageExample(beam.DoFn):
-  """(grouping key, [('image'|'mask', path)...]) → (split index, label name, example).
+  """(grouping key, entries) → (split index, label name, example).
 
   Each image's split and group come from the side input `plan` (relative path → (split index,
-  group name)); images missing from it were unreadable when hashed and are already reported.
-  Unusable masks go to the SKIPPED output with the reason.
+  group name, hash)); images missing from it were unreadable when hashed and are already
+  reported. Unusable masks go to the SKIPPED output with the reason, images stored as PNG
+  because TensorFlow would not decode the original to Pillow's pixels to NORMALISED.
   """
 
-  def __init__(self, input_base: str):
-    self._input_base = input_base
-
-  def process(self, keyed_files: Tuple[str, Iterable[Tuple[str, str]]],
+  def process(self, keyed_entries: Tuple[str, Iterable[Dict[str, Any]]],
               plan: Dict[str, Tuple[int, str, str]]):
-    key, files = keyed_files
-    image_paths = sorted(path for kind, path in files if kind == 'image')
-    mask_paths = sorted(path for kind, path in files if kind == 'mask')
-    if not image_paths:
-      for path in mask_paths:
-        yield beam.pvalue.TaggedOutput(SKIPPED, {
-            'file': image_files.relative_path(path, self._input_base), 'reason': 'mask without an image'})
+    key, entries = keyed_entries
+    images = sorted((entry for entry in entries if entry['kind'] == 'image'),
+                    key=lambda entry: entry['file'])
+    masks = sorted((entry for entry in entries if entry['kind'] == 'mask'),
+                   key=lambda entry: entry['file'])
+    if not images:
+      for entry in masks:
+        yield _skip(entry, 'mask without an image')
       return
     # Two images sharing a stem ('x.png' and 'x.jpg') share the masks too.
-    masks = []
-    for path in mask_paths:
+    mask_images = []
+    for entry in masks:
       try:
-        masks.append(image_files.open_image(_read(path)))
-      except (ValueError, OSError) as error:
-        yield beam.pvalue.TaggedOutput(SKIPPED, {
-            'file': image_files.relative_path(path, self._input_base), 'reason': f'mask: {error}'})
+        mask_images.append(_read_image(entry['path'])[1])
+      except (image_files.UnusableFile, OSError, tf.errors.OpError) as error:
+        yield _skip(entry, f'mask: {getattr(error, "message", None) or error}')
     label_name = image_files.label_of_key(key)
-    for path in image_paths:
-      relative = image_files.relative_path(path, self._input_base)
-      if relative not in plan:
+    for entry in images:
+      if entry['file'] not in plan:
         continue
-      split_index, group, image_hash = plan[relative]
+      split_index, group, image_hash = plan[entry['file']]
       try:
-        content = _read(path)
-        image = image_files.open_image(content)
-      except (ValueError, OSError) as error:  # Changed since it was hashed.
-        yield beam.pvalue.TaggedOutput(SKIPPED, {'file': relative, 'reason': str(error)})
+        content, image = _read_image(entry['path'])
+      except (image_files.UnusableFile, OSError, tf.errors.OpError) as error:
+        # Changed since it was hashed.
+        yield _skip(entry, getattr(error, 'message', None) or str(error))
         continue
-      mask_bytes = image_files.merge_masks(masks, image.size) if masks else b''
-      example = image_files.build_example(content, image, label_name, relative, mask_bytes, len(masks),
-                              image_hash, group)
-      yield split_index, label_name, example
+      stored, normalised = image_files.tensorflow_ready_bytes(content, image)
+      if normalised:
+        yield beam.pvalue.TaggedOutput(NORMALISED, {'file': entry['file'], 'reason': normalised})
+      mask_bytes = image_files.merge_masks(mask_images, image.size) if mask_images else b''
+      yield split_index, label_name, image_files.build_example(
+          stored, image, label_name, entry['file'], mask_bytes, len(mask_images), image_hash,
+          group)
 
 
-def _classify_match(metadata, input_base: str) -> Tuple[str, Any]:
+def _list_class_folder(class_name: str, input_base: str) -> List[Dict[str, Any]]:
   # A module-level function, not a lambda: Beam pickles it by reference, with no closure.
-  return image_files.classify_file(metadata.path, input_base)
+  return image_files.list_class_folder(input_base, class_name)
+
+
+def _key_by_image(entry: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+  return entry['key'], entry
+
+
+_PARTITION_OF_KIND = {'image': 0, 'mask': 0, 'skipped': 1, 'ignored': 2}
+
+
+def _partition_by_kind(entry: Dict[str, Any], partitions: int) -> int:
+  del partitions  # always 3
+  return _PARTITION_OF_KIND[entry['kind']]
+
+
+def _report_row(entry: Dict[str, Any]) -> Dict[str, Any]:
+  return {name: entry[name] for name in ('file', 'reason', 'counted') if name in entry}
 
 
 @beam.ptransform_fn
-def ListImageFiles(pipeline: beam.Pipeline, input_base: str, pattern: str):
-  """Matches `<input_base>/<pattern>` without reading any file.
+def ListImageFiles(pipeline: beam.Pipeline, input_base: str):
+  """Lists the data root by image_files' rules, reading no image.
 
-  Returns (image files: (grouping key, [(kind, path)...]), unusable files: {'file', 'reason'}).
+  The top of the data root is listed here, each class folder by a worker. Returns (images and
+  their masks: (grouping key, [entry...]), skipped files, ignored files), the last two as
+  {'file', 'reason'[, 'counted']} rows.
   """
-  classified = (
-      pipeline
-      | 'MatchFiles' >> fileio.MatchFiles(
-          os.path.join(input_base, pattern),
-          empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
-      | 'Classify' >> beam.Map(_classify_match, input_base))
-  not_usable = (classified
-                | 'KeepSkipped' >> beam.Filter(lambda item: item[0] == 'skipped')
-                | 'SkippedReport' >> beam.Map(lambda item: item[1]))
-  image_files = (
-      classified
-      | 'KeepImagesAndMasks' >> beam.Filter(lambda item: item[0] != 'skipped')
-      | 'KeyByImage' >> beam.Map(lambda item: (item[1][0], (item[0], item[1][1])))
-      | 'GroupImageWithMasks' >> beam.GroupByKey())
-  return image_files, not_usable
+  class_folders, top_entries = image_files.list_data_root(input_base)
+  entries = (
+      (pipeline | 'ClassFolders' >> beam.Create(class_folders)
+       | 'ListClassFolders' >> beam.FlatMap(_list_class_folder, input_base),
+       pipeline | 'TopOfDataRoot' >> beam.Create(top_entries))
+      | 'AllEntries' >> beam.Flatten())
+  by_kind = entries | 'ByKind' >> beam.Partition(_partition_by_kind, 3)
+  grouped = (by_kind[0]
+             | 'KeyByImage' >> beam.Map(_key_by_image)
+             | 'GroupImageWithMasks' >> beam.GroupByKey())
+  skipped = by_kind[1] | 'SkippedRows' >> beam.Map(_report_row)
+  ignored = by_kind[2] | 'IgnoredRows' >> beam.Map(_report_row)
+  return grouped, skipped, ignored
 
 
 def _write_json_lines(collection, directory: str, file_name: str, label: str):
@@ -192,7 +222,7 @@ class Executor(BaseExampleGenExecutor):
 
   def _write_examples(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                       split_uris: Dict[str, str], report_dir: str) -> None:
-    """Lists, splits, builds and writes the examples; writes the two reports."""
+    """Lists, splits, builds and writes the examples; writes the reports beside them."""
     input_config, output_config = _parse_configs(exec_properties)
     split_names = list(split_uris)
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
@@ -200,14 +230,13 @@ class Executor(BaseExampleGenExecutor):
     if len(input_config.splits) != 1 or not output_config.split_config.splits:
       raise ValueError('ImageExampleGen splits the images itself: give it one input split and '
                        'an output split_config (the component does by default)')
-    image_files, not_usable = pipeline | 'ListFiles' >> ListImageFiles(
-        input_base, input_config.splits[0].pattern)
+    listed, not_usable, ignored = pipeline | 'ListFiles' >> ListImageFiles(input_base)
     cumulative, total = [], 0
     for split in output_config.split_config.splits:
       total += split.hash_buckets
       cumulative.append(total)
     settings = read_settings(exec_properties)
-    hashed = image_files | 'HashImages' >> beam.FlatMap(hash_images, input_base).with_outputs(
+    hashed = listed | 'HashImages' >> beam.FlatMap(hash_images).with_outputs(
         SKIPPED, main='records')
     plan = (hashed.records
             | 'GatherHashes' >> beam.combiners.ToList()
@@ -216,9 +245,9 @@ class Executor(BaseExampleGenExecutor):
                 settings[LABEL_CONFLICT_POLICY_KEY], split_names.index(contracts.EXCLUDED_SPLIT)))
 
     # From here to the files, one fused stage: image bytes are never gathered.
-    built = image_files | 'BuildExamples' >> beam.ParDo(
-        BuildImageExample(input_base), plan=beam.pvalue.AsDict(plan)
-    ).with_outputs(SKIPPED, main='examples')
+    built = listed | 'BuildExamples' >> beam.ParDo(
+        BuildImageExample(), plan=beam.pvalue.AsDict(plan)
+    ).with_outputs(SKIPPED, NORMALISED, main='examples')
     partitions = built.examples | 'BySplit' >> beam.Partition(
         lambda split_label_example, _: split_label_example[0], len(split_names))
     for name, examples in zip(split_names, partitions):
@@ -231,6 +260,9 @@ class Executor(BaseExampleGenExecutor):
     skipped = ((not_usable, hashed[SKIPPED], built[SKIPPED])
                | 'AllSkipped' >> beam.Flatten())
     _write_json_lines(skipped, report_dir, contracts.SKIPPED_FILES_FILE, 'Skipped')
+    _write_json_lines(ignored, report_dir, contracts.IGNORED_FILES_FILE, 'Ignored')
+    _write_json_lines(built[NORMALISED], report_dir, contracts.NORMALISED_FILES_FILE,
+                      'Normalised')
     counts = (built.examples
               | 'SplitAndLabel' >> beam.Map(lambda item: (split_names[item[0]], item[1]))
               | 'CountClasses' >> beam.combiners.Count.PerElement()
@@ -259,19 +291,31 @@ class Executor(BaseExampleGenExecutor):
     examples_utils.set_file_format(
         examples_artifact, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
 
-    skipped = sorted(_read_json_lines(os.path.join(report_dir, contracts.SKIPPED_FILES_FILE)),
-                     key=lambda row: row['file'])
+    def report(file_name: str) -> List[Dict[str, Any]]:
+      return sorted(_read_json_lines(os.path.join(report_dir, file_name)),
+                    key=lambda row: row['file'])
+
+    skipped = report(contracts.SKIPPED_FILES_FILE)
+    ignored = report(contracts.IGNORED_FILES_FILE)
+    normalised = report(contracts.NORMALISED_FILES_FILE)
     count_rows = _read_json_lines(os.path.join(report_dir, contracts.CLASS_COUNTS_FILE))
     class_counts: Dict[str, Dict[str, int]] = {}
     for row in count_rows:
       class_counts.setdefault(row['split'], {})[row['label']] = row['count']
     example_count = sum(row['count'] for row in count_rows)
-
-    examples_artifact.set_json_value_custom_property(contracts.CLASS_NAMES_PROPERTY, list(features.LABEL_NAMES))
-    examples_artifact.set_json_value_custom_property(contracts.CLASS_COUNTS_PROPERTY, class_counts)
-    examples_artifact.set_json_value_custom_property(contracts.SKIPPED_FILES_PROPERTY, skipped)
+    examples_artifact.set_json_value_custom_property(contracts.CLASS_NAMES_PROPERTY,
+                                                     list(features.LABEL_NAMES))
+    examples_artifact.set_json_value_custom_property(contracts.CLASS_COUNTS_PROPERTY,
+                                                     class_counts)
+    examples_artifact.set_json_value_custom_property(
+        contracts.SKIPPED_FILES_PROPERTY,
+        [{'file': row['file'], 'reason': row['reason']} for row in skipped])
+    examples_artifact.set_json_value_custom_property(contracts.IGNORED_FILES_PROPERTY, ignored)
+    examples_artifact.set_json_value_custom_property(contracts.NORMALISED_FILES_PROPERTY,
+                                                     normalised)
     examples_artifact.set_int_custom_property(contracts.EXAMPLE_COUNT_PROPERTY, example_count)
     examples_artifact.set_int_custom_property(contracts.SKIPPED_COUNT_PROPERTY, len(skipped))
+    examples_artifact.set_int_custom_property(contracts.IGNORED_COUNT_PROPERTY, len(ignored))
     # What the data-quality check downstream needs to judge the split.
     examples_artifact.set_int_custom_property(contracts.MAX_HASH_DISTANCE_PROPERTY,
                                               settings[MAX_HASH_DISTANCE_KEY])
@@ -280,18 +324,32 @@ class Executor(BaseExampleGenExecutor):
 
     for row in skipped:
       logging.warning('ImageExampleGen skipped %s: %s', row['file'], row['reason'])
-    limit = settings[MAX_UNREADABLE_FRACTION_KEY]
-    if example_count == 0:
-      raise UnusableInputError(
-          f'no usable images under {exec_properties[standard_component_specs.INPUT_BASE_KEY]}'
-          f' ({len(skipped)} files skipped)')
-    share = len(skipped) / (len(skipped) + example_count)
-    if share > limit:
-      named = '; '.join(f'{row["file"]} ({row["reason"]})' for row in skipped[:10])
-      more = f' and {len(skipped) - 10} more' if len(skipped) > 10 else ''
-      raise UnusableInputError(
-          f'{len(skipped)} of {len(skipped) + example_count} input files could not be used '
-          f'({share:.1%} > max_unreadable_fraction {limit:.1%}): {named}{more}')
+    check_usable(exec_properties[standard_component_specs.INPUT_BASE_KEY], class_counts,
+                 skipped, settings[MAX_UNREADABLE_FRACTION_KEY])
+
+
+def check_usable(input_base: str, class_counts: Dict[str, Dict[str, int]],
+                 skipped: List[Dict[str, Any]], max_unreadable_fraction: float) -> None:
+  """Raises UnusableInputError when a class has no usable image, or when more of the files in
+  class folders were unusable than `max_unreadable_fraction` allows."""
+  per_class = {name: sum(counts.get(name, 0) for counts in class_counts.values())
+               for name in features.LABEL_NAMES}
+  empty = [name for name, count in per_class.items() if count == 0]
+  if empty:
+    skipped_there = {name: sum(1 for row in skipped if row['file'].startswith(name + '/'))
+                     for name in empty}
+    raise UnusableInputError(
+        '; '.join(f'class {name!r} has no usable image under {input_base} '
+                  f'({skipped_there[name]} of its files skipped)' for name in empty))
+  counted = [row for row in skipped if row.get('counted', True)]
+  example_count = sum(per_class.values())
+  share = len(counted) / (len(counted) + example_count)
+  if share > max_unreadable_fraction:
+    named = '; '.join(f'{row["file"]} ({row["reason"]})' for row in counted[:10])
+    more = f' and {len(counted) - 10} more' if len(counted) > 10 else ''
+    raise UnusableInputError(
+        f'{len(counted)} of {len(counted) + example_count} input files could not be used '
+        f'({share:.1%} > max_unreadable_fraction {max_unreadable_fraction:.1%}): {named}{more}')
 
 
 DEFAULT_SETTINGS = {

@@ -1,68 +1,318 @@
-"""What a file under the data root is, what it holds, and the tf.Example an image becomes.
+"""The input policy of ImageExampleGen: what each file under the data root is, what it holds, and
+the tf.Example an image becomes. No Beam here.
 
-The file policy of ImageExampleGen, apart from Beam: `classify_file` says from the path alone
-whether a file is an image, a lesion mask of an image or something to skip (and why);
-`open_image` decodes one fully or says why it cannot; `merge_masks` and `build_example` turn an
-image and its masks into the example the pipeline reads.
+Listing (`list_data_root`, `list_class_folder`) gives every file one entry:
+
+- `image` or `mask` (a lesion mask beside its image: `x.png` has `x_mask.png`, `x_mask_1.png`);
+- `ignored`: what operating systems and archivers leave behind (`.DS_Store`, `Thumbs.db`,
+  `__MACOSX/`, `._x.png`, ...), listed but never counted as unusable;
+- `skipped`, with the reason: not an image file, an unsupported image format, a name that is not
+  valid UTF-8, a dangling link, a link to a file outside the data root, a file in a folder nested
+  inside a class folder, a file outside the class folders.
+
+The rules for folders and links: class folders may be symbolic links (they are followed);
+folders nested inside a class folder are not searched, and every file in them is skipped by
+name; a file that is a symbolic link is used when it points inside the data root or inside its
+class folder, and skipped otherwise. Skipped files inside class folders count towards the
+unusable fraction; files outside them are listed but do not count.
+
+Reading (`check_image`) then either accepts an image or says precisely why not: an empty file, a
+file over `contracts.MAX_IMAGE_FILE_BYTES`, a PNG chunk whose CRC does not match, not an image
+at all, more pixels than `features.MAX_IMAGE_PIXELS` (from the header, before decoding), a
+truncated file, or corrupt data in the decoder's own words. Any image Pillow reads is used, in
+any mode, bit depth or colour space; `tensorflow_ready_bytes` keeps the file's own bytes when
+TensorFlow decodes them to the pixels Pillow saw, and otherwise stores a PNG of those pixels.
 """
 
+import hashlib
 import io
 import os
 import re
-from typing import Any, List, Tuple
+import struct
+import zlib
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from components import contracts
-from models import features
+from models import features, image_decoding
 
-_DECODABLE_FORMATS = {'PNG', 'JPEG', 'BMP'}
 _MASK_STEM = re.compile(r'^(?P<image_stem>.+)' + contracts.MASK_SUFFIX + r'(?:_\d+)?$')
+# Formats TensorFlow decodes itself (see models/image_decoding.py); others are re-encoded.
+_TENSORFLOW_FORMATS = {'PNG', 'JPEG', 'BMP'}
+_SIGNATURES = {b'\x89PNG\r\n\x1a\n': 'PNG', b'\xff\xd8\xff': 'JPEG', b'BM': 'BMP'}
+
+Entry = Dict[str, Any]  # {'kind', 'file', 'path', and 'key' or 'reason' and 'counted'}
+
+
+class UnusableFile(ValueError):
+  """The file cannot be used; the message says precisely why."""
 
 
 def relative_path(path: str, input_base: str) -> str:
   return os.path.relpath(path, input_base).replace(os.sep, '/')
 
 
-def classify_file(path: str, input_base: str) -> Tuple[str, Any]:
-  """Says what a matched file is.
+def label_of_key(key: str) -> str:
+  """The class name of a grouping key such as 'benign/benign (1)'."""
+  return key.split('/', 1)[0]
 
-  Returns ('image', (grouping key, path)), ('mask', (grouping key, path)) or
-  ('skipped', {'file', 'reason'}). The grouping key joins an image with its masks:
-  `benign/benign (1).png`, `benign/benign (1)_mask.png` and `benign/benign (1)_mask_1.png`
-  all share the key `benign/benign (1)`.
-  """
-  relative = relative_path(path, input_base)
+
+def _printable(name: str) -> Optional[str]:
+  """None when `name` is valid UTF-8, else the name with its bad bytes escaped (\\xNN)."""
+  try:
+    name.encode('utf-8')
+    return None
+  except UnicodeEncodeError:
+    return os.fsencode(name).decode('utf-8', 'backslashreplace')
+
+
+def _skipped(file: str, path: str, reason: str, counted: bool) -> Entry:
+  return {'kind': 'skipped', 'file': file, 'path': path, 'reason': reason, 'counted': counted}
+
+
+def _ignored(file: str, path: str) -> Entry:
+  return {'kind': 'ignored', 'file': file, 'path': path,
+          'reason': 'left by an operating system or archiver'}
+
+
+def classify_name(relative: str, path: str) -> Entry:
+  """What a file directly inside a class folder is, from its name alone."""
   folder, _, file_name = relative.rpartition('/')
-  if folder not in features.LABEL_NAMES:
-    expected = ', '.join(features.LABEL_NAMES)
-    return 'skipped', {'file': relative, 'reason': f'not in a class folder ({expected})'}
   stem, extension = os.path.splitext(file_name)
   if extension.lower() not in contracts.IMAGE_EXTENSIONS:
-    if tf.io.gfile.isdir(path):
-      return 'skipped', {'file': relative, 'reason': 'a folder inside a class folder'}
-    return 'skipped', {'file': relative, 'reason': f'not an image file ({extension or "no extension"})'}
+    if extension.lower() in contracts.OTHER_IMAGE_EXTENSIONS:
+      return _skipped(relative, path, f'unsupported image format ({extension}; accepted: '
+                      f'{", ".join(contracts.IMAGE_EXTENSIONS)})', counted=True)
+    return _skipped(relative, path,
+                    f'not an image file ({extension or "no extension"})', counted=True)
   mask_match = _MASK_STEM.match(stem)
   if mask_match:
-    return 'mask', (f'{folder}/{mask_match.group("image_stem")}', path)
-  return 'image', (f'{folder}/{stem}', path)
+    return {'kind': 'mask', 'file': relative, 'path': path,
+            'key': f'{folder}/{mask_match.group("image_stem")}'}
+  return {'kind': 'image', 'file': relative, 'path': path, 'key': f'{folder}/{stem}'}
 
 
-def open_image(content: bytes) -> Image.Image:
-  """Decodes fully (so truncated files fail here, not in training) or raises ValueError."""
+def _is_local(path: str) -> bool:
+  return '://' not in path
+
+
+def _listdir(folder: str) -> List[str]:
+  """Names in a folder, sorted. Locally through `os`, which keeps names that are not valid
+  UTF-8 (TensorFlow's filesystem layer fails on them); elsewhere through TensorFlow's, which
+  marks folders with a trailing slash."""
+  if _is_local(folder):
+    return sorted(os.listdir(folder))
+  return sorted(name.rstrip('/') for name in tf.io.gfile.listdir(folder))
+
+
+def _isdir(path: str) -> bool:
+  return os.path.isdir(path) if _is_local(path) else _isdir(path)
+
+
+def _inside(path: str, folders: List[str]) -> bool:
+  return any(path == folder or path.startswith(folder + os.sep) for folder in folders)
+
+
+def _every_file_under(folder: str, relative_folder: str) -> Iterator[Tuple[str, str]]:
+  """(relative name, path) of every file below `folder`, its own subfolders included."""
+  found = False
+  walk = os.walk(folder) if _is_local(folder) else tf.io.gfile.walk(folder)
+  for directory, subfolders, files in walk:
+    subfolders.sort()
+    for name in sorted(files):
+      found = True
+      path = os.path.join(directory, name)
+      yield relative_folder + '/' + relative_path(path, folder), path
+  if not found:
+    yield relative_folder + '/', folder
+
+
+def list_data_root(input_base: str) -> Tuple[List[str], List[Entry]]:
+  """(class folders to list, entries for everything else at the top of the data root)."""
+  class_folders, entries = [], []
+  for name in _listdir(input_base):
+    path = os.path.join(input_base, name)
+    printable = _printable(name)
+    if printable is not None:
+      entries.append(_skipped(printable, '', 'file name is not valid UTF-8', counted=False))
+    elif contracts.is_os_clutter(name):
+      entries.append(_ignored(name + ('/' if _isdir(path) else ''), path))
+    elif name in features.LABEL_NAMES and _isdir(path):
+      class_folders.append(name)
+    elif _isdir(path):
+      entries += [_skipped(file, file_path, 'not in a class folder', counted=False)
+                  for file, file_path in _every_file_under(path, name)]
+    else:
+      entries.append(_skipped(name, path, 'not in a class folder', counted=False))
+  return class_folders, entries
+
+
+def _link_problem(path: str, allowed: List[str]) -> Optional[str]:
+  """Why a symbolic link is not followed, or None (also for a path that is not a link)."""
+  if not (_is_local(path) and os.path.islink(path)):
+    return None
+  target = os.path.realpath(path)
+  if not os.path.exists(target):
+    return f'dangling link (to {os.readlink(path)})'
+  if not _inside(target, allowed):
+    return f'link to a file outside the data root ({target})'
+  return None
+
+
+def list_class_folder(input_base: str, class_name: str) -> List[Entry]:
+  """An entry for every file in the class folder, nested folders' files included."""
+  folder = os.path.join(input_base, class_name)
+  allowed = ([os.path.realpath(input_base), os.path.realpath(folder)]
+             if _is_local(input_base) else [])
+  entries = []
+  for name in _listdir(folder):
+    path = os.path.join(folder, name)
+    relative = f'{class_name}/{name}'
+    printable = _printable(name)
+    if printable is not None:
+      entries.append(_skipped(f'{class_name}/{printable}', '', 'file name is not valid UTF-8',
+                              counted=True))
+      continue
+    if contracts.is_os_clutter(name):
+      entries.append(_ignored(relative + ('/' if _isdir(path) else ''), path))
+      continue
+    problem = _link_problem(path, allowed)
+    if problem:
+      entries.append(_skipped(relative, path, problem, counted=True))
+    elif _isdir(path):
+      entries += [
+          _skipped(file, file_path, 'in a folder nested inside a class folder (nested folders '
+                   'are not searched)', counted=True)
+          for file, file_path in _every_file_under(path, relative)]
+    else:
+      entries.append(classify_name(relative, path))
+  return entries
+
+
+def _size_and_mtime(path: str) -> Tuple[int, int]:
+  if not path:
+    return 0, 0
+  if _is_local(path):
+    try:
+      stat = os.stat(path)
+    except OSError:  # a dangling link
+      stat = os.lstat(path)
+    return stat.st_size, stat.st_mtime_ns // 1_000_000_000
+  stat = tf.io.gfile.stat(path)
+  return stat.length, stat.mtime_nsec // 1_000_000_000
+
+
+def fingerprint_data_root(input_base: str) -> str:
+  """Everything the listing sees under the data root, by name, size and modification time
+  (to the second), so that TFX's cache reruns ImageExampleGen when any file changes: an image,
+  a skipped file or an ignored one, nested folders and link targets included."""
+  class_folders, entries = list_data_root(input_base)
+  for class_name in class_folders:
+    entries += list_class_folder(input_base, class_name)
+  digest = hashlib.sha256()
+  for entry in sorted(entries, key=lambda entry: entry['file']):
+    size, mtime = _size_and_mtime(entry['path'])
+    digest.update(f'{entry["file"]}\0{entry["kind"]}\0{size}\0{mtime}\n'.encode())
+  return f'files:{len(entries)},sha256:{digest.hexdigest()}'
+
+
+def png_crc_problem(content: bytes) -> Optional[str]:
+  """The first PNG chunk whose stored CRC does not match its data, or None (also for non-PNGs
+  and for a truncated last chunk, which the decoder reports)."""
+  if not content.startswith(b'\x89PNG\r\n\x1a\n'):
+    return None
+  position = 8
+  while position + 12 <= len(content):
+    length, = struct.unpack('>I', content[position:position + 4])
+    end = position + 12 + length
+    if end > len(content):
+      return None
+    chunk = content[position + 4:position + 8 + length]
+    stored, = struct.unpack('>I', content[end - 4:end])
+    if zlib.crc32(chunk) & 0xffffffff != stored:
+      name = chunk[:4].decode('latin-1')
+      return (f'CRC error in the PNG {name} chunk at byte {position} (stored {stored:08x}, '
+              f'computed {zlib.crc32(chunk) & 0xffffffff:08x})')
+    if chunk[:4] == b'IEND':
+      return None
+    position = end
+  return None
+
+
+def check_image(content: bytes) -> Image.Image:
+  """The image, fully decoded by Pillow, or UnusableFile with the precise reason."""
+  if not content:
+    raise UnusableFile('empty file (0 bytes)')
+  if len(content) > contracts.MAX_IMAGE_FILE_BYTES:
+    raise UnusableFile(f'file too large ({len(content)} bytes; the limit is '
+                       f'{contracts.MAX_IMAGE_FILE_BYTES} bytes)')
+  crc_problem = png_crc_problem(content)
+  if crc_problem:
+    raise UnusableFile(crc_problem)
   try:
     image = Image.open(io.BytesIO(content))
-  except Exception as error:  # PIL raises many types for data it cannot identify.
-    raise ValueError('unreadable image: not a PNG, JPEG or BMP file') from error
+  except Image.DecompressionBombError as error:  # far beyond our own limit
+    raise UnusableFile(f'too many pixels (Pillow: {error})') from None
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error):
+    claimed = [name for signature, name in _SIGNATURES.items() if content.startswith(signature)]
+    if claimed:
+      raise UnusableFile(f'corrupt {claimed[0]} header (Pillow cannot read it)') from None
+    raise UnusableFile('not an image: Pillow cannot identify the file\'s format') from None
+  width, height = image.size
+  if width * height > features.MAX_IMAGE_PIXELS or not width or not height:
+    raise UnusableFile(f'too many pixels: the header says {width} × {height} (at most '
+                       f'{features.MAX_IMAGE_PIXELS} pixels are decoded)')
   try:
     image.load()
-  except Exception as error:  # Truncated or corrupt pixel data.
-    raise ValueError(f'unreadable image: {image.format} data is corrupt ({error})') from error
-  if image.format not in _DECODABLE_FORMATS:
-    raise ValueError(f'unsupported image format {image.format}')
+  except OSError as error:
+    if 'truncated' in str(error):
+      raise UnusableFile(f'truncated {image.format} file ({error})') from None
+    raise UnusableFile(f'corrupt {image.format} data ({error})') from None
+  except Exception as error:  # pylint: disable=broad-except  # plugins raise many types
+    raise UnusableFile(f'corrupt {image.format} data ({error.__class__.__name__}: '
+                       f'{error})') from None
   return image
+
+
+def rgb_pixels(image: Image.Image) -> np.ndarray:
+  """uint8 [height, width, 3]: the pixels Pillow read, as every step must see them.
+
+  Pillow's own RGB conversion clips 16-bit and 32-bit grey values at 255; these keep their
+  top 8 bits instead, as TensorFlow's PNG decoder does. Alpha is dropped, not composited.
+  """
+  if image.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N'):
+    grey = (np.asarray(image).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+  if image.mode == 'F':
+    grey = np.asarray(image).clip(0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+  return np.asarray(image.convert('RGB'))
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def tensorflow_ready_bytes(content: bytes, image: Image.Image) -> Tuple[bytes, Optional[str]]:
+  """(bytes to store, why they were re-encoded or None): the file's own bytes when TensorFlow
+  decodes them to exactly the pixels Pillow read, else a PNG of Pillow's pixels."""
+  pixels = rgb_pixels(image)
+  if image.format not in _TENSORFLOW_FORMATS:
+    return png_bytes(pixels), f'{image.format} content stored as PNG'
+  try:
+    decoded = image_decoding.decode_rgb(tf.constant(content)).numpy()
+  except tf.errors.InvalidArgumentError as error:
+    return png_bytes(pixels), (f'TensorFlow does not decode this {image.format} '
+                               f'({image_decoding.refusal_message(error)}); stored as PNG')
+  if decoded.shape != pixels.shape or not np.array_equal(decoded, pixels):
+    return png_bytes(pixels), (f'TensorFlow decodes this {image.format} ({image.mode}) to other '
+                               'pixels than Pillow; stored as PNG')
+  return content, None
 
 
 def merge_masks(mask_images: List[Image.Image], size: Tuple[int, int]) -> bytes:
@@ -73,9 +323,7 @@ def merge_masks(mask_images: List[Image.Image], size: Tuple[int, int]) -> bytes:
     if mask.size != size:
       mask = mask.resize(size, Image.NEAREST)
     merged = np.maximum(merged, np.where(np.asarray(mask) > 127, 255, 0).astype(np.uint8))
-  buffer = io.BytesIO()
-  Image.fromarray(merged).save(buffer, format='PNG')
-  return buffer.getvalue()
+  return png_bytes(merged)
 
 
 def _bytes_feature(value: bytes) -> tf.train.Feature:
@@ -102,10 +350,3 @@ def build_example(image_bytes: bytes, image: Image.Image, label_name: str,
       features.IMAGE_HASH_KEY: _bytes_feature(image_hash.encode()),
       features.DUPLICATE_GROUP_KEY: _bytes_feature(duplicate_group.encode()),
   }))
-
-
-def label_of_key(key: str) -> str:
-  """The class name of a grouping key such as 'benign/benign (1)'."""
-  return key.split('/', 1)[0]
-
-

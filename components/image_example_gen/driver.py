@@ -1,0 +1,33 @@
+"""ImageExampleGen's driver: decides, before the executor runs, whether the input changed.
+
+TFX's file-based driver fingerprints the files an input pattern matches through TensorFlow's
+filesystem layer, which sees neither nested folders nor files outside the pattern and fails on a
+file name that is not valid UTF-8. This one fingerprints exactly what the executor lists
+(`image_files.fingerprint_data_root`), so the cache reruns ImageExampleGen when any file under
+the data root changes, and never on a file name.
+"""
+
+from typing import Iterable, Optional, Tuple
+
+from tfx.components.example_gen import driver, input_processor
+from tfx.proto import example_gen_pb2, range_config_pb2
+
+from components.image_example_gen import image_files
+
+
+class ImageFolderInputProcessor(input_processor.FileBasedInputProcessor):
+  """One span, version none; the fingerprint of the whole data root."""
+
+  def resolve_span_and_version(self) -> Tuple[int, Optional[int]]:
+    self._fingerprint = image_files.fingerprint_data_root(self._input_base_uri)
+    return 0, None
+
+
+class ImageFolderDriver(driver.FileBasedDriver):
+
+  def get_input_processor(
+      self,
+      splits: Iterable[example_gen_pb2.Input.Split],
+      range_config: Optional[range_config_pb2.RangeConfig] = None,
+      input_base_uri: Optional[str] = None) -> input_processor.InputProcessor:
+    return ImageFolderInputProcessor(input_base_uri, splits, range_config)
