@@ -13,6 +13,7 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
 from components import contracts
@@ -51,7 +52,7 @@ def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float], List
 def _candidate_name(evaluation_uri: str) -> Optional[str]:
   """The candidate's model name when a baseline was evaluated beside it (TFMA then finds no
   plots without it), else None."""
-  with open(os.path.join(evaluation_uri, 'eval_config.json'), encoding='utf-8') as handle:
+  with tf.io.gfile.GFile(os.path.join(evaluation_uri, 'eval_config.json')) as handle:
     model_specs = json.load(handle).get('evalConfig', {}).get('modelSpecs', [])
   names = [spec['name'] for spec in model_specs if 'name' in spec and not spec.get('isBaseline')]
   return names[0] if len(model_specs) > 1 and names else None

@@ -11,11 +11,13 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from components.data_quality import contact_sheet, report
 from components import contracts, near_duplicates
 from components.artifact_types import DataQualityReport
+from components.data_quality.component import DataQualityCheck
 from components.data_validation_gate.component import DataAnomaliesError, check_data_quality
 from components.image_example_gen import component
 from data import synthetic
@@ -200,3 +202,28 @@ def test_contact_sheet_shows_conflicts_first(planted, tmp_path):
   # The first conflict's thumbnails are drawn (not background) where the first row sits.
   pixels = np.asarray(sheet.convert('L'))
   assert pixels[70:70 + contact_sheet.THUMBNAIL, 8:8 + contact_sheet.THUMBNAIL].std() > 5
+
+
+def copy_tree(source: str, destination: str) -> None:
+  for folder, _, files in tf.io.gfile.walk(source):
+    target = os.path.join(destination, os.path.relpath(folder, source))
+    tf.io.gfile.makedirs(target)
+    for name in files:
+      tf.io.gfile.copy(os.path.join(folder, name), os.path.join(target, name))
+
+
+def test_data_quality_check_reads_and_writes_a_non_local_filesystem(planted, tmp_path):
+  # TensorFlow's in-memory filesystem stands in for gs://: what `glob` or `open` would not see.
+  root, _ = planted
+  examples = component.run_executor_directly(str(root), str(tmp_path / 'examples'))
+  copy_tree(examples.uri, 'ram://data_quality_test/examples')
+  examples.uri = 'ram://data_quality_test/examples'
+  data_quality = DataQualityReport()
+  data_quality.uri = 'ram://data_quality_test/report'
+  DataQualityCheck.EXECUTOR_SPEC.executor_class().Do(
+      {'examples': [examples]}, {'data_quality': [data_quality]}, {'code_version': ''})
+  assert data_quality.get_int_custom_property('image_count') == 3 * IMAGES_PER_CLASS + 18 + 2
+  assert data_quality.get_int_custom_property('label_conflict_count') == 2
+  for name in (contracts.DATA_QUALITY_FILE, contracts.IMAGE_GROUPS_FILE,
+               contracts.CONTACT_SHEET_FILE):
+    assert tf.io.gfile.stat(f'ram://data_quality_test/report/{name}').length > 0

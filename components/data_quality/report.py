@@ -9,7 +9,6 @@ hashes lie within the distance ExampleGen used.
 
 import collections
 import dataclasses
-import glob
 import os
 from typing import Dict, Iterable, List, Set
 
@@ -38,7 +37,8 @@ def _text(example: tf.train.Example, key: str) -> str:
 
 def read_examples(split_uri: str) -> Iterable[tf.train.Example]:
   """Every tf.Example of one split directory (gzipped TFRecords)."""
-  files = sorted(glob.glob(os.path.join(split_uri, '*.gz')))
+  # TensorFlow's filesystem layer: the examples may be on gs:// or any filesystem it knows.
+  files = sorted(tf.io.gfile.glob(os.path.join(split_uri, '*.gz')))
   if not files:
     return
   for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
