@@ -10,6 +10,7 @@ rerun reuses every component. Progress is printed while it runs, a summary at th
 run report (pictures, metrics, the blessing decision) goes to <output-dir>/report/index.html.
 """
 
+import errno
 import logging
 import os
 import re
@@ -24,10 +25,14 @@ command_line.prepare_environment()
 # TFMA divides by zero for a class absent from a slice and reports NaN, which the summary shows.
 warnings.filterwarnings('ignore', category=RuntimeWarning, module='tensorflow_model_analysis')
 
-from pipeline import configs, flags  # pylint: disable=g-import-not-at-top
+from pipeline import configs, flags, output_lock  # pylint: disable=g-import-not-at-top
 
 EXIT_USAGE = command_line.EXIT_USAGE
-EXIT_PIPELINE_FAILED = 1
+EXIT_PIPELINE_FAILED = 1  # the pipeline stopped, or the output directory could not be written
+EXIT_OUTPUT_DIR_BUSY = 3
+EXIT_INTERRUPTED = 130
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def ensure_default_data(data_root: str) -> None:
@@ -107,6 +112,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser = command_line.OneLineArgumentParser(
       prog='local_runner.py', description='Run the breast-ultrasound TFX pipeline locally.')
   flags.add_pipeline_flags(parser)
+  parser.add_argument('--wait-for-output-dir', action='store_true',
+                      help='when another run is using the output dir, wait for it to finish '
+                      'instead of stopping at once')
   args = flags.parse_flags(parser, argv)
   if args.data_root is None:
     ensure_default_data(configs.DEFAULT_DATA_ROOT)
@@ -118,17 +126,43 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'local_runner.py: error: {problem}', file=sys.stderr)
     return EXIT_USAGE
 
+  try:
+    os.makedirs(config.output_dir, exist_ok=True)
+    with output_lock.exclusive_output_dir(config.output_dir, wait=args.wait_for_output_dir):
+      return run_locked(config)
+  except output_lock.OutputDirectoryBusy as error:
+    print(f'local_runner.py: error: {error}', file=sys.stderr)
+    return EXIT_OUTPUT_DIR_BUSY
+  except OSError as error:  # creating the output dir or its lock file
+    trouble = output_trouble(error, config.output_dir)
+    if trouble:
+      print(f'local_runner.py: error: {trouble}', file=sys.stderr)
+      return EXIT_PIPELINE_FAILED
+    print(f'local_runner.py: error: cannot create output dir {config.output_dir}: '
+          f'{error.strerror}', file=sys.stderr)
+    return EXIT_USAGE
+
+
+def output_trouble(error: BaseException, output_dir: str) -> Optional[str]:
+  """One line for a failed write to the output (a full or read-only filesystem), or None."""
+  code = getattr(error, 'errno', None)
+  message = str(getattr(error, 'message', None) or error)
+  where = getattr(error, 'filename', None) or output_dir
+  if code in _NO_SPACE or 'No space left on device' in message:
+    return (f'no space left on the device writing {where}; nothing this run wrote was pushed, '
+            'and versions pushed before are untouched')
+  if code in _NOT_WRITABLE or 'Read-only file system' in message:
+    return f'cannot write to {where}: {os.strerror(code) if code else message}'
+  return None
+
+
+def run_locked(config: configs.PipelineConfig) -> int:
+  """Runs the pipeline while this process holds the output directory; prints the summary."""
   # Imported late: TFX takes seconds to import, and bad flags should fail fast.
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
   from runs import summary  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
 
-  try:
-    os.makedirs(config.output_dir, exist_ok=True)
-  except OSError as error:
-    print(f'local_runner.py: error: cannot create output dir {config.output_dir}: '
-          f'{error.strerror}', file=sys.stderr)
-    return EXIT_USAGE
   show_progress_and_warnings()
   print(f'Running pipeline {config.pipeline_name} on {config.data_root}\n'
         f'  output: {config.output_dir} (ML Metadata: {config.metadata_path})', flush=True)
@@ -138,13 +172,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             config.metadata_path)))
   except KeyboardInterrupt:
     print('local_runner.py: interrupted', file=sys.stderr)
-    return 130
+    return EXIT_INTERRUPTED
   except Exception as error:  # pylint: disable=broad-except
     cause = root_cause(error)
     write_run_report(config)  # What the failed run got to, e.g. the data validation.
     # Last, so that the reason is the last line a user sees.
-    print(f'local_runner.py: pipeline failed: {cause.__class__.__name__}: {cause}',
-          file=sys.stderr)
+    trouble = output_trouble(cause, config.output_dir)
+    if trouble:
+      print(f'local_runner.py: error: {trouble}', file=sys.stderr)
+    else:
+      print(f'local_runner.py: pipeline failed: {cause.__class__.__name__}: {cause}',
+            file=sys.stderr)
     return EXIT_PIPELINE_FAILED
   print()
   print(summary.format_summary(summary.summarize_run(config.metadata_path),

@@ -3,14 +3,16 @@
 ImageExampleGen (near-duplicate-aware split) → DataQualityCheck, and StatisticsGen → SchemaGen
 (curated) → ExampleValidator; DataValidationGate stops the run on an anomaly, a cross-split leak or
 a forbidden label conflict → Transform → Trainer → Evaluator (baseline: the latest other blessed
-model) → Pusher. The `excluded` split (label conflicts left out) is neither analysed nor trained on.
-Model code is referenced by dotted path, so the pipeline compiles for Kubeflow or Vertex offline.
-Every component whose output depends on the project's code carries a fingerprint of that code in
-its configuration (`pipeline/code_version.py`), so editing the code reruns exactly those.
+model) → Pusher (atomic: a version appears whole or not at all). The `excluded` split (label
+conflicts left out) is neither analysed nor trained on. Model code is referenced by dotted path,
+so the pipeline compiles for Kubeflow or Vertex offline. Every component whose output depends on
+the project's code carries a fingerprint of that code in its configuration
+(`pipeline/code_version.py`), so editing the code reruns exactly those.
 """
 
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 
 from components import contracts
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
@@ -18,6 +20,7 @@ from components.curated_schema_gen.component import CuratedSchemaGen
 from components.data_quality.component import DataQualityCheck
 from components.data_validation_gate.component import DataValidationGate
 from components.image_example_gen.component import ImageExampleGen
+from components.pusher import executor as atomic_pusher
 from models import model, preprocessing
 from pipeline.code_version import code_version
 from pipeline.configs import PipelineConfig
@@ -115,12 +118,15 @@ def create_pipeline(config: PipelineConfig,
                                     config.max_accuracy_drop,
                                     metrics_code_version=code_version(CUSTOM_METRICS_MODULE)))
 
+  # TFX's Pusher with an executor that publishes each version atomically.
   pusher = tfx.components.Pusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
-              base_directory=config.serving_model_dir)))
+              base_directory=config.serving_model_dir)),
+      custom_config={'code_version': code_version('components.pusher.executor')},
+      custom_executor_spec=executor_spec.ExecutorClassSpec(atomic_pusher.Executor))
 
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,

@@ -2,7 +2,7 @@
 
     python -m serving.server --model-base-path OUTPUT/serving/breast_ultrasound
         [--model-name NAME] [--port 8501] [--host 127.0.0.1] [--poll-seconds 2]
-        [--max-request-bytes 33554432]
+        [--max-request-bytes 33554432] [--read-timeout-seconds 10] [--max-workers 16]
 
 It serves the subset of TF Serving's REST API that the pipeline's models need, with TF
 Serving's paths, JSON and status codes, so a client written against one works with the other:
@@ -12,11 +12,14 @@ Serving's paths, JSON and status codes, so a client written against one works wi
 - `POST /v1/models/<name>[/versions/<v>]:predict`: the row ("instances") and columnar
   ("inputs") forms, binary strings as {"b64": ...}.
 
-Like TF Serving's default version policy it serves the newest version in the base path. It
-looks for new versions every `--poll-seconds`, loads one beside the version in service and
-switches over only once it has loaded, so requests never wait for or fail on a push. A bad
-request (malformed JSON, bad base64, not an image, a body over `--max-request-bytes`) gets
-status 400 and `{"error": ...}`. It listens on 127.0.0.1 unless `--host` says otherwise.
+Like TF Serving's default version policy it serves the newest version in the base path that
+loads. It looks for new versions every `--poll-seconds`, loads one beside the version in service
+and switches over only once it has loaded, so requests never wait for or fail on a push; a
+broken version never stops an older one from serving, and a deleted one hands over to the newest
+remaining. A bad request (malformed JSON, bad base64, not an image, a body over
+`--max-request-bytes`) gets status 400 and `{"error": ...}`. Each connection has a worker
+thread, at most `--max-workers` at once (more get 503), and each read waits at most
+`--read-timeout-seconds`. It listens on 127.0.0.1 unless `--host` says otherwise.
 """
 
 import argparse
@@ -25,10 +28,11 @@ import http.server
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # google-api-core, imported by TensorFlow, warns on every import that Python 3.10 support ends.
@@ -42,6 +46,8 @@ from serving import command_line, messages, model_directory, rest_api  # pylint:
 
 EXIT_USAGE = command_line.EXIT_USAGE
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+DEFAULT_READ_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_WORKERS = 16
 _PATH = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?'
                    r'(?P<method>/metadata|:predict|:classify|:regress)?$')
 
@@ -65,44 +71,69 @@ def load_version(version: int, path: str) -> LoadedVersion:
 
 
 class ModelVersions:
-  """The version in service, replaced by a newer one only once that one has loaded."""
+  """The version in service: the newest one that loads, as TF Serving's default policy.
+
+  A newer version replaces the one in service only once it has loaded, so requests never wait
+  for a push. A version that fails to load (half-copied by hand, or broken) never stops an older
+  one from serving, at start-up or later; it is tried again only when its files change. When the
+  version in service is deleted, the newest remaining one that loads takes over.
+  """
 
   def __init__(self, base_path: str, log=print):
     self.base_path = base_path
     self._log = log
     self._serving: Optional[LoadedVersion] = None
     self._loading: Optional[int] = None
-    self._failed: Dict[int, str] = {}  # version → why it did not load (retried each poll)
+    # version → (its files when it failed, why it did not load)
+    self._failed: Dict[int, Tuple[Tuple, str]] = {}
 
   @property
   def serving(self) -> Optional[LoadedVersion]:
     return self._serving
 
+  def _try_load(self, version: int) -> Optional[LoadedVersion]:
+    signature = model_directory.version_signature(self.base_path, version)
+    if version in self._failed and self._failed[version][0] == signature:
+      return None  # unchanged since it failed
+    self._loading = version
+    try:
+      return load_version(version, os.path.join(self.base_path, str(version)))
+    except Exception as error:  # pylint: disable=broad-except
+      reason = messages.tensorflow_error_line(error)
+      if version not in self._failed:
+        self._log(f'version {version} did not load (tried again when its files change): '
+                  f'{reason}')
+      self._failed[version] = (signature, reason)
+      return None
+    finally:
+      self._loading = None
+
   def refresh(self) -> None:
-    """Loads the newest version if it is newer than the one in service."""
+    """Serves the newest version that loads, if it is not the one in service already."""
     try:
       versions = model_directory.list_versions(self.base_path)
     except model_directory.ModelDirectoryError as error:
       self._log(f'warning: {error}')
-      return
-    if not versions or (self._serving and self._serving.version >= versions[-1]):
-      return
-    newest = versions[-1]
-    self._loading = newest
-    try:
-      loaded = load_version(newest, os.path.join(self.base_path, str(newest)))
-    except Exception as error:  # pylint: disable=broad-except
-      # Often a version still being copied in; it is tried again at the next poll.
-      if newest not in self._failed:
-        self._log(f'version {newest} did not load (retrying): '
-                  f'{messages.tensorflow_error_line(error)}')
-      self._failed[newest] = messages.tensorflow_error_line(error)
-      return
-    finally:
-      self._loading = None
-    self._serving = loaded  # one reference swap: requests use the old or the new, whole
-    self._failed.pop(newest, None)
-    self._log(f'serving version {newest}')
+      versions = []
+    for version in list(self._failed):
+      if version not in versions:
+        del self._failed[version]
+    serving = self._serving
+    for version in reversed(versions):
+      if serving is not None and version == serving.version:
+        return  # nothing newer loads
+      loaded = self._try_load(version)
+      if loaded is not None:
+        self._serving = loaded  # one reference swap: requests use the old or the new, whole
+        self._failed.pop(version, None)
+        deleted = (f' (version {serving.version} was deleted)'
+                   if serving is not None and serving.version not in versions else '')
+        self._log(f'serving version {version}{deleted}')
+        return
+    if serving is not None and serving.version not in versions:
+      self._serving = None
+      self._log(f'version {serving.version} was deleted and no other version loads; '
+                'serving nothing')
 
   def poll_forever(self, seconds: float, stop: threading.Event) -> None:
     while not stop.wait(seconds):
@@ -112,7 +143,7 @@ class ModelVersions:
     """TF Serving's model_version_status entries, newest first."""
     ok = {'error_code': 'OK', 'error_message': ''}
     entries = {}
-    for version, message in dict(self._failed).items():  # the poller may be changing it
+    for version, (_, message) in dict(self._failed).items():  # the poller may be changing it
       entries[version] = {'version': str(version), 'state': 'END',
                           'status': {'error_code': 'UNKNOWN', 'error_message': message}}
     loading, serving = self._loading, self._serving
@@ -132,9 +163,16 @@ class HttpError(Exception):
 
 
 class RestHandler(http.server.BaseHTTPRequestHandler):
-  """One request; the server object carries `model_name`, `versions` and `max_request_bytes`."""
+  """One connection's requests; the server object carries `model_name`, `versions`,
+  `max_request_bytes` and `read_timeout_seconds`."""
 
   protocol_version = 'HTTP/1.1'
+
+  def setup(self):
+    # Every read on the connection waits at most this long: a client that sends half a
+    # request, or keeps an idle connection open, gives its worker back.
+    self.timeout = self.server.read_timeout_seconds
+    super().setup()
 
   def log_message(self, format, *args):  # pylint: disable=redefined-builtin
     pass  # One line per request would drown the version messages.
@@ -193,6 +231,14 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
       # A negative length would make the read below wait for the client to hang up.
       self.close_connection = True
       raise rest_api.BadRequest('Content-Length is not a number of bytes')
+    try:
+      return self._read_bounded_body(length)
+    except (socket.timeout, ConnectionError):
+      self.close_connection = True
+      raise HttpError(408, f'request body not received within '
+                           f'{self.server.read_timeout_seconds:g} s') from None
+
+  def _read_bounded_body(self, length: int) -> bytes:
     if length > self.server.max_request_bytes:
       # Read and drop it, so the client gets the answer rather than a reset connection.
       remaining = length
@@ -228,14 +274,53 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
     return rest_api.response_body(form, {name: value.numpy() for name, value in outputs.items()})
 
 
-class RestServer(http.server.ThreadingHTTPServer):
-  daemon_threads = True
+class RestServer(http.server.HTTPServer):
+  """Each connection on a worker thread, at most `max_workers` at once; a connection beyond that
+  is answered 503 at once and closed, so load cannot grow the threads or the memory."""
 
-  def __init__(self, address, model_name: str, versions: ModelVersions, max_request_bytes: int):
+  def __init__(self, address, model_name: str, versions: ModelVersions, max_request_bytes: int,
+               read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS,
+               max_workers: int = DEFAULT_MAX_WORKERS):
     super().__init__(address, RestHandler)
     self.model_name = model_name
     self.versions = versions
     self.max_request_bytes = max_request_bytes
+    self.read_timeout_seconds = read_timeout_seconds
+    self._workers = threading.BoundedSemaphore(max_workers)
+
+  def process_request(self, request, client_address):
+    if not self._workers.acquire(blocking=False):
+      self._refuse(request)
+      return
+    threading.Thread(target=self._serve_connection, args=(request, client_address),
+                     daemon=True).start()
+
+  def _serve_connection(self, request, client_address):
+    try:
+      self.finish_request(request, client_address)
+    except Exception:  # pylint: disable=broad-except
+      self.handle_error(request, client_address)
+    finally:
+      self.shutdown_request(request)
+      self._workers.release()
+
+  def _refuse(self, request):
+    payload = json.dumps({'error': 'server busy: every worker is answering; try again'}).encode()
+    try:
+      request.settimeout(1.0)
+      request.sendall(b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n'
+                      b'Retry-After: 1\r\nConnection: close\r\n'
+                      + f'Content-Length: {len(payload)}\r\n\r\n'.encode() + payload)
+    except OSError:
+      pass  # the client is gone or not reading: nothing to tell it
+    finally:
+      self.shutdown_request(request)
+
+  def handle_error(self, request, client_address):
+    # A client that hangs up or times out mid-request is not the server's error; say nothing.
+    error = sys.exc_info()[1]
+    if not isinstance(error, (ConnectionError, socket.timeout)):
+      super().handle_error(request, client_address)
 
 
 
@@ -256,11 +341,20 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                       help='how often to look for new versions (default: %(default)s)')
   parser.add_argument('--max-request-bytes', type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                       help='larger request bodies are refused (default: %(default)s)')
+  parser.add_argument('--read-timeout-seconds', type=float, default=DEFAULT_READ_TIMEOUT_SECONDS,
+                      help='a connection that sends nothing for this long is closed '
+                      '(default: %(default)s)')
+  parser.add_argument('--max-workers', type=int, default=DEFAULT_MAX_WORKERS,
+                      help='connections served at once; more get 503 (default: %(default)s)')
   args = parser.parse_args(argv)
   if args.poll_seconds <= 0:
     parser.error('--poll-seconds must be more than 0')
   if args.max_request_bytes < 1:
     parser.error('--max-request-bytes must be at least 1')
+  if not args.read_timeout_seconds > 0:
+    parser.error('--read-timeout-seconds must be more than 0')
+  if args.max_workers < 1:
+    parser.error('--max-workers must be at least 1')
   if args.model_name is None:
     args.model_name = os.path.basename(os.path.normpath(args.model_base_path))
   return args
@@ -282,7 +376,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     log(f'no loadable version in {args.model_base_path} yet; waiting for one to be pushed')
   try:
     server = RestServer((args.host, args.port), args.model_name, versions,
-                        args.max_request_bytes)
+                        args.max_request_bytes, args.read_timeout_seconds, args.max_workers)
   except OSError as error:
     print(f'serving.server: error: cannot listen on {args.host}:{args.port}: '
           f'{error.strerror}', file=sys.stderr)

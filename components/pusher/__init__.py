@@ -1,0 +1,1 @@
+"""Pusher executor that publishes a model version whole or not at all."""

@@ -1,0 +1,108 @@
+"""TFX's Pusher, pushing atomically: a version appears in the serving directory whole or not at all.
+
+TFX's own Pusher copies the SavedModel file by file into `<base>/<version>/`; a run killed in the
+middle leaves a numbered folder that TF Serving and our server try, and fail, to load. This
+executor copies into a hidden staging folder beside the versions (`.<version>.incomplete`, a name
+TF Serving never reads), flushes it to disk and renames it into place, which is atomic on a local
+filesystem. Staging folders left by an interrupted push are removed by the next push. On a remote
+filesystem, where a folder rename is a copy, it falls back to TFX's order: everything but
+`saved_model.pb` first, `saved_model.pb` last, so a server never finds a SavedModel before its
+variables. Version numbers are Unix seconds, as TFX's, moved on by one when the folder exists, so
+every push is a new, higher version.
+"""
+
+import os
+import time
+from typing import Any, Dict, List
+
+import tensorflow as tf
+from absl import logging
+from tfx import types
+from tfx.components.pusher import executor as tfx_pusher_executor
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils, proto_utils
+
+STAGING_SUFFIX = '.incomplete'
+_SAVED_MODEL_FILE = 'saved_model.pb'
+
+
+def _is_local(path: str) -> bool:
+  return '://' not in path
+
+
+def _flush_to_disk(folder: str) -> None:
+  """fsyncs every file and folder below `folder`, so the rename publishes data that is there."""
+  for directory, _, files in os.walk(folder):
+    for name in files:
+      with open(os.path.join(directory, name), 'rb+') as handle:
+        os.fsync(handle.fileno())
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+      os.fsync(descriptor)
+    finally:
+      os.close(descriptor)
+
+
+def remove_abandoned_staging(base_directory: str) -> List[str]:
+  """Removes staging folders of pushes that never finished; returns their names."""
+  if not tf.io.gfile.isdir(base_directory):
+    return []
+  abandoned = [name.rstrip('/') for name in tf.io.gfile.listdir(base_directory)
+               if name.startswith('.') and name.rstrip('/').endswith(STAGING_SUFFIX)]
+  for name in abandoned:
+    tf.io.gfile.rmtree(os.path.join(base_directory, name))
+  return abandoned
+
+
+def next_version(base_directory: str) -> str:
+  """Unix seconds, or one more than the newest existing version if that is not lower."""
+  existing = [int(name.rstrip('/')) for name in (tf.io.gfile.listdir(base_directory)
+                                                 if tf.io.gfile.isdir(base_directory) else [])
+              if name.rstrip('/').isascii() and name.rstrip('/').isdigit()]
+  return str(max([int(time.time())] + [version + 1 for version in existing]))
+
+
+def publish_version(model_path: str, base_directory: str, version: str) -> str:
+  """Copies the SavedModel at `model_path` to `<base_directory>/<version>` atomically (locally;
+  see the module docstring for remote filesystems). Returns the version's path."""
+  destination = os.path.join(base_directory, version)
+  tf.io.gfile.makedirs(base_directory)
+  if not _is_local(base_directory):
+    io_utils.copy_dir(model_path, destination, deny_regex_patterns=[r'saved_model\.pb'])
+    io_utils.copy_file(os.path.join(model_path, _SAVED_MODEL_FILE),
+                       os.path.join(destination, _SAVED_MODEL_FILE))
+    return destination
+  staging = os.path.join(base_directory, f'.{version}{STAGING_SUFFIX}')
+  io_utils.copy_dir(model_path, staging)
+  _flush_to_disk(staging)
+  os.rename(staging, destination)  # atomic: the version appears whole
+  return destination
+
+
+class Executor(tfx_pusher_executor.Executor):
+  """Pushes to a filesystem destination like TFX's Pusher, atomically."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    model_push = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+    if not self.CheckBlessing(input_dict):
+      self._MarkNotPushed(model_push)
+      return
+    model_path = self.GetModelPath(input_dict)
+    push_destination = pusher_pb2.PushDestination()
+    proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY],
+                              push_destination)
+    if push_destination.WhichOneof('destination') != 'filesystem':
+      raise NotImplementedError('this Pusher pushes to a filesystem destination only')
+    base_directory = push_destination.filesystem.base_directory
+    for name in remove_abandoned_staging(base_directory):
+      logging.warning('Removed %s, left by a push that did not finish.', name)
+    version = next_version(base_directory)
+    serving_path = publish_version(model_path, base_directory, version)
+    logging.info('Model written to serving path %s.', serving_path)
+    io_utils.copy_dir(model_path, model_push.uri)
+    self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=version)
