@@ -30,7 +30,7 @@ from pipeline import command_line
 
 command_line.prepare_environment()
 
-from pipeline import configs  # pylint: disable=g-import-not-at-top
+from pipeline import configs, output_lock  # pylint: disable=g-import-not-at-top
 from runs import metadata_store  # pylint: disable=g-import-not-at-top
 
 EXIT_USAGE = command_line.EXIT_USAGE
@@ -53,13 +53,18 @@ def _artifact_row(store, artifact) -> Dict[str, Any]:
           'uri': artifact.uri}
 
 
-def list_runs(store) -> List[Dict[str, Any]]:
+def list_runs(store, output_dir: str) -> List[Dict[str, Any]]:
+  """Every run and its components; executions that a killed run left marked running are
+  'interrupted' (the newest run's are 'running' while a run holds the output dir)."""
   runs = []
-  for context in metadata_store.run_contexts(store):
+  contexts = metadata_store.run_contexts(store)
+  in_progress = output_lock.running_holder(output_dir) is not None
+  for context in contexts:
     components = [{'component': run.node_id, 'execution_id': run.execution_id,
                    'started': _time(run.started), 'status': run.state,
                    'seconds': round(run.seconds, 3), 'cached': run.state == 'cached'}
-                  for run in metadata_store.component_runs(store, context.id)]
+                  for run in metadata_store.component_runs(
+                      store, context.id, run_in_progress=in_progress and context == contexts[-1])]
     runs.append({'run': context.name, 'started': _time(context.create_time_since_epoch / 1000),
                  'components': components})
   return runs
@@ -244,7 +249,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return EXIT_USAGE
   store = metadata_store.open_store(metadata_path)
   if args.command == 'runs':
-    result, text = list_runs(store), format_runs
+    result, text = list_runs(store, args.output_dir), format_runs
   elif args.command == 'artifacts':
     known_types = {artifact_type.name for artifact_type in store.get_artifact_types()}
     if args.type is not None and args.type not in known_types:

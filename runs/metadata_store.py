@@ -56,12 +56,20 @@ def run_contexts(store: mlmd.MetadataStore) -> List[metadata_store_pb2.Context]:
                 key=lambda context: context.create_time_since_epoch)
 
 
-def component_runs(store: mlmd.MetadataStore, run_context_id: int) -> List[ComponentRun]:
+def component_runs(store: mlmd.MetadataStore, run_context_id: int,
+                   run_in_progress: bool = False) -> List[ComponentRun]:
+  """The run's executions, oldest first. An execution still marked running in a run that is not
+  in progress was killed mid-way (a crash, `kill -9`): its state is 'interrupted'."""
   executions = sorted(store.get_executions_by_context(run_context_id), key=lambda e: e.id)
+
+  def state_of(execution) -> str:
+    state = STATE_NAMES.get(execution.last_known_state, 'unknown')
+    return 'interrupted' if state == 'running' and not run_in_progress else state
+
   return [
       ComponentRun(
           node_id=node_id_of(store, execution.id),
-          state=STATE_NAMES.get(execution.last_known_state, 'unknown'),
+          state=state_of(execution),
           seconds=(execution.last_update_time_since_epoch
                    - execution.create_time_since_epoch) / 1000.0,
           execution_id=execution.id,

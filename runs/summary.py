@@ -20,6 +20,7 @@ from components import contracts
 from components.artifact_types import DataQualityReport
 from components.data_quality.report import format_report_line
 from models import features
+from pipeline import output_lock
 from pipeline import eval_config
 from runs.metadata_store import (ComponentRun, artifact_property, component_runs, open_store,
                                      run_contexts, run_outputs)
@@ -103,13 +104,17 @@ def overall_metrics(result) -> Dict[str, float]:
 def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummary:
   """The summary of the given run (default: the latest) recorded in `metadata_path`."""
   store = open_store(metadata_path)
-  contexts = run_contexts(store)
-  if run_id is not None:
-    contexts = [context for context in contexts if context.name == run_id]
+  every_run = run_contexts(store)
+  contexts = every_run if run_id is None else [
+      context for context in every_run if context.name == run_id]
   if not contexts:
     raise ValueError(f'no pipeline run recorded in {metadata_path}')
   context = contexts[-1]
-  summary = RunSummary(run_id=context.name, components=component_runs(store, context.id))
+  # Only the newest run can be going on, and only while a run holds the output directory.
+  in_progress = (context == every_run[-1] and output_lock.running_holder(
+      os.path.dirname(os.path.abspath(metadata_path))) is not None)
+  summary = RunSummary(run_id=context.name,
+                       components=component_runs(store, context.id, in_progress))
   for component, type_name, artifact in run_outputs(store, summary.components):
     if type_name == 'Examples' and component.node_id.endswith('ExampleGen'):
       summary.class_counts = artifact_property(artifact, contracts.CLASS_COUNTS_PROPERTY) or {}

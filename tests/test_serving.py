@@ -263,3 +263,154 @@ def test_serving_accepts_exactly_the_image_files_training_does():
   # serving/ keeps its own copies (it must not import the pipeline); they must not drift.
   assert predict.IMAGE_EXTENSIONS == contracts.IMAGE_EXTENSIONS
   assert predict.MASK_FILE.pattern.startswith(contracts.MASK_SUFFIX)
+
+
+def wait_for_status(server, predicate, seconds=60):
+  deadline = time.time() + seconds
+  while time.time() < deadline:
+    status = http(server.model_url)[1]['model_version_status']
+    if predicate(status):
+      return status
+    time.sleep(0.2)
+  raise AssertionError(f'status never matched: {status}')
+
+
+def test_server_serves_the_newest_version_that_loads_and_ignores_other_folders(
+    images, pushed_model_dir, start_server, tmp_path):
+  first, second = sorted(os.listdir(pushed_model_dir))
+  base_path = tmp_path / 'breast_ultrasound'
+  shutil.copytree(os.path.join(pushed_model_dir, first), base_path / '1')
+  shutil.copytree(os.path.join(pushed_model_dir, second), base_path / '3')
+  for odd in ('tmp', '3.partial', '²', '.9.incomplete'):  # never versions
+    shutil.copytree(os.path.join(pushed_model_dir, second), base_path / odd)
+  (base_path / '5').mkdir()  # newest, but broken: a SavedModel without its variables
+  (base_path / '5' / 'saved_model.pb').write_bytes(b'not a SavedModel')
+  server = start_server(str(base_path), '--poll-seconds', '0.2')
+  request = {'instances': [{'b64': b64(images['good'][0])}]}
+
+  def served_scores():
+    return http(server.model_url + ':predict', request)[1]['predictions'][0]['probabilities']
+
+  status = http(server.model_url)[1]['model_version_status']
+  assert [(entry['version'], entry['state']) for entry in status] == [('5', 'END'),
+                                                                       ('3', 'AVAILABLE')]
+  assert status[0]['status']['error_message']
+  assert served_scores() == pytest.approx(
+      model_probabilities(pushed_model_dir, second, images['good'][0]).tolist(), abs=1e-5)
+  # The version in service is deleted: the newest remaining one that loads takes over.
+  shutil.rmtree(base_path / '3')
+  wait_for_status(server, lambda status: ('1', 'AVAILABLE') in [
+      (entry['version'], entry['state']) for entry in status])
+  assert served_scores() == pytest.approx(
+      model_probabilities(pushed_model_dir, first, images['good'][0]).tolist(), abs=1e-5)
+  # The broken version is mended: its files changed, so it is tried again, and serves.
+  shutil.rmtree(base_path / '5')
+  shutil.copytree(os.path.join(pushed_model_dir, second), base_path / '5')
+  wait_for_status(server, lambda status: status[0] == {
+      'version': '5', 'state': 'AVAILABLE', 'status': {'error_code': 'OK', 'error_message': ''}})
+
+
+def stall(address, port, seconds):
+  """A client that sends half a request and then nothing."""
+  with socket.create_connection((address, port), timeout=30) as connection:
+    connection.sendall(b'POST /v1/models/breast_ultrasound:predict HTTP/1.1\r\nHost: x\r\n'
+                       b'Content-Length: 1000\r\n\r\n{"instances": [')
+    time.sleep(seconds)
+
+
+def test_stalled_clients_time_out_and_a_saturated_server_answers_503(pushed_model_dir,
+                                                                      start_server, images):
+  server = start_server(pushed_model_dir, '--max-workers', '2', '--read-timeout-seconds', '1')
+  port = int(server.address.rsplit(':', 1)[1])
+  stalled = [threading.Thread(target=stall, args=('127.0.0.1', port, 4)) for _ in range(2)]
+  for client in stalled:
+    client.start()
+  time.sleep(0.3)
+  started = time.time()
+  status, body = http(server.model_url)
+  assert status == 503 and 'busy' in body['error'] and time.time() - started < 1
+  time.sleep(1.5)  # the stalled connections have timed out and given their workers back
+  request = {'instances': [{'b64': b64(images['good'][0])}]}
+  assert http(server.model_url + ':predict', request)[0] == 200
+  for client in stalled:
+    client.join()
+  assert server.process.poll() is None
+
+
+def resident_megabytes(pid: int) -> float:
+  with open(f'/proc/{pid}/status', encoding='ascii') as handle:
+    for line in handle:
+      if line.startswith('VmRSS:'):
+        return int(line.split()[1]) / 1024
+  raise AssertionError('no VmRSS')
+
+
+def test_load_of_200_clients_good_malformed_and_stalled(pushed_model_dir, start_server, images):
+  """200 concurrent clients for 8 seconds: 140 asking good questions (and asking again when
+  the server is busy), 40 sending malformed ones, 20 stalling. The server stays up, its memory
+  bounded, and every good request is answered, correctly."""
+  server = start_server(pushed_model_dir, '--max-workers', '16', '--read-timeout-seconds', '2')
+  port = int(server.address.rsplit(':', 1)[1])
+  newest = sorted(os.listdir(pushed_model_dir))[-1]
+  expected = model_probabilities(pushed_model_dir, newest, images['good'][0]).tolist()
+  good_request = {'instances': [{'b64': b64(images['good'][0])}]}
+  resident = [resident_megabytes(server.process.pid)]
+  stop = threading.Event()
+  outcomes = {'good': [], 'malformed': [], 'refused': 0, 'stalled': 0}
+  lock = threading.Lock()
+
+  def good_client():
+    while not stop.is_set():
+      try:
+        status, body = http(server.model_url + ':predict', good_request)
+      except (OSError, urllib.error.URLError):  # refused before the request was read
+        status, body = 503, None
+      with lock:
+        if status == 503:
+          outcomes['refused'] += 1
+        else:
+          outcomes['good'].append((status, body))
+      time.sleep(0.05 if status == 503 else 0)
+
+  def malformed_client():
+    while not stop.is_set():
+      try:
+        status, _ = http(server.model_url + ':predict', raw=b'{"instances": [{"b64": ')
+      except (OSError, urllib.error.URLError):
+        status = 503
+      with lock:
+        outcomes['malformed'].append(status)
+
+  def stalling_client():
+    while not stop.is_set():
+      try:
+        stall('127.0.0.1', port, 3)
+      except OSError:
+        pass
+      with lock:
+        outcomes['stalled'] += 1
+
+  def watch_memory():
+    while not stop.wait(0.5):
+      resident.append(resident_megabytes(server.process.pid))
+
+  clients = ([threading.Thread(target=good_client) for _ in range(140)]
+             + [threading.Thread(target=malformed_client) for _ in range(40)]
+             + [threading.Thread(target=stalling_client) for _ in range(20)]
+             + [threading.Thread(target=watch_memory)])
+  for client in clients:
+    client.start()
+  time.sleep(8)
+  stop.set()
+  for client in clients:
+    client.join(timeout=60)
+  assert server.process.poll() is None
+  answered = outcomes['good']
+  assert len(answered) > 100, outcomes['refused']
+  assert {status for status, _ in answered} == {200}, [body for _, body in answered][:3]
+  for _, body in answered:
+    assert body['predictions'][0]['probabilities'] == pytest.approx(expected, abs=1e-5)
+  assert set(outcomes['malformed']) <= {400, 503} and 400 in outcomes['malformed']
+  assert max(resident) - resident[0] < 400, resident
+  # Still answering once the load is gone.
+  assert http(server.model_url + ':predict', good_request)[0] == 200

@@ -15,31 +15,10 @@ def test_balanced_class_weights_average_one_and_favour_rare_classes():
   assert training.balanced_class_weights([0, 0, 1], 3)[2] == 0.0  # absent class
 
 
-def stripes(count: int, seed: int, size: int = 48):
-  """A separable set: horizontal stripes (benign), vertical stripes (malignant), none (normal),
-  each at a random grey level, period, phase and noise. Mirroring and small rotations, which the
-  augmentation applies, keep the stripes' direction."""
-  rng = np.random.default_rng(seed)
-  images, labels = [], []
-  for index in range(count):
-    label = index % 3
-    image = np.full((size, size), rng.uniform(0.3, 0.6), dtype=np.float32)
-    period = rng.integers(8, 14)
-    bars = ((np.arange(size) + rng.integers(0, period)) % period < period // 2) * 0.35
-    if label == 0:
-      image += bars[:, None]
-    elif label == 1:
-      image += bars[None, :]
-    image += rng.normal(0, 0.05, image.shape)
-    images.append(np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=2))
-    labels.append(label)
-  return np.stack(images).astype(np.float32), np.array(labels)
-
-
 @pytest.mark.parametrize('network', sorted(networks.RECIPES))
-def test_each_network_learns_a_separable_set_far_above_chance(network):
-  train_pixels, train_labels = stripes(90, seed=0)
-  test_pixels, test_labels = stripes(45, seed=1)
+def test_each_network_learns_a_separable_set_far_above_chance(network, separable_images):
+  train_pixels, train_labels = separable_images(90, seed=0)
+  test_pixels, test_labels = separable_images(45, seed=1)
   train = tf.data.Dataset.from_tensor_slices((train_pixels, train_labels)).shuffle(
       90, seed=0).batch(16)
   test = tf.data.Dataset.from_tensor_slices((test_pixels, test_labels)).batch(16)
