@@ -406,6 +406,9 @@ def test_load_of_200_clients_good_malformed_and_stalled(pushed_model_dir, start_
     client.join(timeout=60)
   assert server.process.poll() is None
   answered = outcomes['good']
+  print(f'load test: {len(answered)} good requests answered, {outcomes["refused"]} refused as '
+        f'busy and asked again, {len(outcomes["malformed"])} malformed, {outcomes["stalled"]} '
+        f'stalled; server memory {resident[0]:.0f} → {max(resident):.0f} MB')
   assert len(answered) > 100, outcomes['refused']
   assert {status for status, _ in answered} == {200}, [body for _, body in answered][:3]
   for _, body in answered:
