@@ -86,6 +86,12 @@ def messy_root(tmp_path_factory):
   crc_broken = bytearray(good_png)
   crc_broken[good_png.index(b'IDAT') + 8] ^= 0xff
   (root / 'malignant' / 'bad crc.png').write_bytes(bytes(crc_broken))
+  # The same broken data with its CRC made right: only the decoder can tell.
+  idat = good_png.index(b'IDAT')
+  length, = struct.unpack('>I', good_png[idat - 4:idat])
+  struct.pack_into('>I', crc_broken, idat + 4 + length,
+                   zlib.crc32(bytes(crc_broken[idat:idat + 4 + length])) & 0xffffffff)
+  (root / 'malignant' / 'corrupt data.png').write_bytes(bytes(crc_broken))
   (root / 'malignant' / 'truncated.png').write_bytes(good_png[:len(good_png) // 2])
   (root / 'malignant' / 'truncated.jpg').write_bytes(MODES['rgb.jpg'][:len(MODES['rgb.jpg']) // 2])
   (root / 'normal' / 'empty.png').write_bytes(b'')
@@ -149,6 +155,7 @@ def test_every_other_file_is_skipped_with_its_precise_reason(messy_examples):
   skipped = property_rows(messy_examples, contracts.SKIPPED_FILES_PROPERTY)
   expected = {
       'malignant/bad crc.png': 'CRC error in the PNG IDAT chunk',
+      'malignant/corrupt data.png': 'corrupt PNG data (broken data stream when reading image',
       'malignant/truncated.png': 'truncated PNG file',
       'malignant/truncated.jpg': 'truncated JPEG file',
       'normal/empty.png': 'empty file (0 bytes)',
@@ -224,7 +231,7 @@ def test_the_whole_pipeline_runs_on_the_messy_root(messy_root, tmp_path, python,
   assert 'Transform done' in completed.stdout and 'blessed: yes' in completed.stdout
   assert ('ignored 5 files left by operating systems or archivers: .DS_Store, __MACOSX/, '
           'benign/._benign (1).png, malignant/Thumbs.db, normal/desktop.ini') in completed.stdout
-  assert 'skipped 17 input files' in completed.stdout
+  assert 'skipped 18 input files' in completed.stdout
   assert 'benign/extra/deeper/y.png: in a folder nested inside a class folder' in completed.stdout
   assert f'stored {len(NORMALISED)} images as PNG' in completed.stdout
   page = (tmp_path / 'output' / 'report' / 'index.html').read_text()
