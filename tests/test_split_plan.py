@@ -8,6 +8,7 @@ import numpy as np
 
 from components import near_duplicates
 from components.image_example_gen import split_plan
+from models import group_split
 
 TRAIN, EVAL, EXCLUDED = 0, 1, 2
 BUCKETS = [80, 100]  # cumulative: train 80 %, eval 20 %
@@ -95,10 +96,10 @@ def test_majority_label_breaks_ties_by_the_class_vocabulary():
 
 def test_assign_group_splits_places_each_group_by_its_midpoint():
   groups = [(f'g{number}', 'benign', 1) for number in range(10)]
-  splits = split_plan.assign_group_splits(groups, BUCKETS)
+  splits = group_split.assign_group_splits(groups, BUCKETS)
   assert collections.Counter(splits.values()) == {TRAIN: 8, EVAL: 2}
   # One big group and small ones: the big one lands whole on the side its midpoint falls in.
-  lopsided = split_plan.assign_group_splits([('big', 'normal', 9), ('small', 'normal', 1)],
+  lopsided = group_split.assign_group_splits([('big', 'normal', 9), ('small', 'normal', 1)],
                                             BUCKETS)
   assert set(lopsided) == {'big', 'small'}
   assert sorted(lopsided.values()) in ([TRAIN, TRAIN], [TRAIN, EVAL])

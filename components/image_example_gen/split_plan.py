@@ -7,16 +7,11 @@ deterministically. Groups whose members carry different labels are label conflic
 `exclude` policy sends to a split of their own.
 """
 
-import hashlib
 from typing import Dict, Iterable, List, Tuple
 
 from components import near_duplicates
 from models import features
-
-
-def stable_rank_key(name: str) -> str:
-  """Orders groups by a hash of their name: deterministic, yet unrelated to file numbering."""
-  return hashlib.sha256(name.encode()).hexdigest()
+from models.group_split import assign_group_splits
 
 
 def majority_label(labels: Iterable[str]) -> str:
@@ -24,31 +19,6 @@ def majority_label(labels: Iterable[str]) -> str:
   labels = list(labels)
   return max(features.LABEL_NAMES, key=lambda name: (labels.count(name),
                                                      -features.LABEL_NAMES.index(name)))
-
-
-def assign_group_splits(groups: List[Tuple[str, str, int]],
-                        cumulative_buckets: List[int]) -> Dict[str, int]:
-  """Split index per group from (group name, label, size): whole groups, stratified by label.
-
-  Within each label the groups are ordered by `stable_rank_key` and laid end to end; a group
-  goes to the split whose share of the label's images its midpoint falls in. Every split so
-  receives its share of every class (to within a group), the same on every run.
-  """
-  total_buckets = cumulative_buckets[-1]
-  split_of_group = {}
-  for label in sorted({label for _, label, _ in groups}):
-    members = sorted((group for group in groups if group[1] == label),
-                     key=lambda group: stable_rank_key(group[0]))
-    images = sum(size for _, _, size in members)
-    boundaries = [images * bucket / total_buckets for bucket in cumulative_buckets]
-    position = 0
-    for name, _, size in members:
-      midpoint = position + size / 2
-      split_of_group[name] = next(
-          (index for index, boundary in enumerate(boundaries) if midpoint < boundary),
-          len(boundaries) - 1)
-      position += size
-  return split_of_group
 
 
 def plan_splits(records: List[Dict[str, str]], cumulative_buckets: List[int],

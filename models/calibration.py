@@ -1,0 +1,130 @@
+"""The clinical decisions a trained network needs before it is exported, chosen on a calibration set
+carved out of the training data (never on the eval split): a temperature that makes its
+confidence mean what it says, and a malignant threshold that reaches a target sensitivity.
+
+Plain NumPy, shared by the Trainer and the cross-validation benchmark:
+
+- `temperature_scale` / `fit_temperature`: one temperature T for all classes; probabilities
+  become softmax(log p / T), minimising the calibration set's negative log-likelihood.
+- `malignant_threshold`: the highest threshold on the malignant probability whose sensitivity on
+  the calibration set reaches the target.
+- `operating_point_labels`: malignant when its probability reaches the threshold, otherwise the
+  more probable of the other classes.
+- `expected_calibration_error` (10 equal-width confidence bins) and `brier_score`.
+"""
+
+import math
+from typing import Dict, Sequence
+
+import numpy as np
+from scipy import optimize
+
+from models import features
+
+DEFAULT_TARGET_SENSITIVITY = 0.90
+CALIBRATION_BINS = 10
+_SMALLEST_PROBABILITY = 1e-7
+
+
+def temperature_scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+  """softmax(log p / T), row by row."""
+  logits = np.log(np.clip(probabilities, _SMALLEST_PROBABILITY, 1.0)) / temperature
+  logits -= logits.max(axis=1, keepdims=True)
+  scaled = np.exp(logits)
+  return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
+  chosen = probabilities[np.arange(len(labels)), labels]
+  return float(-np.mean(np.log(np.clip(chosen, _SMALLEST_PROBABILITY, 1.0))))
+
+
+def fit_temperature(probabilities: np.ndarray, labels: Sequence[int]) -> float:
+  """The temperature (0.05 to 20) that minimises the negative log-likelihood of `labels`."""
+  labels = np.asarray(labels, dtype=np.int64)
+  if len(labels) == 0:
+    return 1.0
+  result = optimize.minimize_scalar(
+      lambda log_temperature: negative_log_likelihood(
+          temperature_scale(probabilities, math.exp(log_temperature)), labels),
+      bounds=(math.log(0.05), math.log(20.0)), method='bounded')
+  return float(math.exp(result.x))
+
+
+def malignant_threshold(malignant_probabilities: Sequence[float], is_malignant: Sequence[bool],
+                        target_sensitivity: float) -> float:
+  """The highest threshold t with sensitivity(p ≥ t) ≥ target on these examples.
+
+  That is the k-th highest malignant probability among the malignant examples, k = ⌈target ×
+  malignant examples⌉. With no malignant example there is nothing to reach: 0.5.
+  """
+  positives = np.sort(np.asarray(malignant_probabilities)[np.asarray(is_malignant, bool)])[::-1]
+  if len(positives) == 0:
+    return 0.5
+  needed = max(1, math.ceil(target_sensitivity * len(positives) - 1e-9))
+  return float(positives[min(needed, len(positives)) - 1])
+
+
+def operating_point_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+  """Class index per row: malignant when p(malignant) ≥ threshold, else the more probable of the
+  others."""
+  malignant = features.MALIGNANT_LABEL
+  others = probabilities.copy()
+  others[:, malignant] = -1.0
+  return np.where(probabilities[:, malignant] >= threshold, malignant, others.argmax(axis=1))
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: Sequence[int],
+                               bins: int = CALIBRATION_BINS) -> float:
+  """Σ over equal-width bins of the top-class confidence: |accuracy − confidence| × share."""
+  table = reliability_table(probabilities, labels, bins)
+  total = sum(row['count'] for row in table)
+  return float(sum(row['count'] * abs(row['accuracy'] - row['confidence'])
+                   for row in table if row['count']) / max(total, 1))
+
+
+def reliability_table(probabilities: np.ndarray, labels: Sequence[int],
+                      bins: int = CALIBRATION_BINS) -> list:
+  """Per confidence bin: its range, count, mean confidence and accuracy (for the diagram)."""
+  labels = np.asarray(labels)
+  confidence = probabilities.max(axis=1)
+  correct = probabilities.argmax(axis=1) == labels
+  # Bin b holds confidences in (b/bins, (b+1)/bins]; a confidence of exactly 0 goes to bin 0.
+  index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+  table = []
+  for number in range(bins):
+    members = index == number
+    count = int(members.sum())
+    table.append({'low': number / bins, 'high': (number + 1) / bins, 'count': count,
+                  'confidence': float(confidence[members].mean()) if count else float('nan'),
+                  'accuracy': float(correct[members].mean()) if count else float('nan')})
+  return table
+
+
+def brier_score(probabilities: np.ndarray, labels: Sequence[int]) -> float:
+  """Mean over examples of Σ over classes of (p − one-hot)²."""
+  labels = np.asarray(labels)
+  one_hot = np.eye(probabilities.shape[1])[labels]
+  return float(np.mean(np.sum((probabilities - one_hot) ** 2, axis=1)))
+
+
+def operating_point_summary(probabilities: np.ndarray, labels: Sequence[int],
+                            threshold: float) -> Dict[str, float]:
+  """Malignant-vs-rest sensitivity, specificity, PPV and NPV at the threshold."""
+  labels = np.asarray(labels)
+  predicted = operating_point_labels(probabilities, threshold) == features.MALIGNANT_LABEL
+  actual = labels == features.MALIGNANT_LABEL
+  true_positive = float(np.sum(predicted & actual))
+  false_positive = float(np.sum(predicted & ~actual))
+  false_negative = float(np.sum(~predicted & actual))
+  true_negative = float(np.sum(~predicted & ~actual))
+
+  def ratio(numerator, denominator):
+    return numerator / denominator if denominator else float('nan')
+
+  return {
+      'sensitivity': ratio(true_positive, true_positive + false_negative),
+      'specificity': ratio(true_negative, true_negative + false_positive),
+      'ppv': ratio(true_positive, true_positive + false_positive),
+      'npv': ratio(true_negative, true_negative + false_negative),
+  }
