@@ -13,8 +13,9 @@ Plain NumPy, shared by the Trainer and the cross-validation benchmark:
 - `expected_calibration_error` (10 equal-width confidence bins) and `brier_score`.
 """
 
+import dataclasses
 import math
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 from scipy import optimize
@@ -22,6 +23,8 @@ from scipy import optimize
 from models import features
 
 DEFAULT_TARGET_SENSITIVITY = 0.90
+# The operating point as JSON, written by the Trainer beside its SavedModel in the Model artifact.
+OPERATING_POINT_FILE = 'operating_point.json'
 CALIBRATION_BINS = 10
 _SMALLEST_PROBABILITY = 1e-7
 
@@ -128,3 +131,37 @@ def operating_point_summary(probabilities: np.ndarray, labels: Sequence[int],
       'ppv': ratio(true_positive, true_positive + false_positive),
       'npv': ratio(true_negative, true_negative + false_negative),
   }
+
+
+@dataclasses.dataclass
+class OperatingPoint:
+  """What the exported model applies, and how it was chosen on the calibration set."""
+  temperature: float = 1.0
+  # None when there was no calibration set (or no malignant example in it): the arg-max decides.
+  malignant_threshold: Optional[float] = None
+  target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
+  calibration_examples: int = 0
+  calibration_sensitivity: Optional[float] = None
+  calibration_ece_before: Optional[float] = None
+  calibration_ece_after: Optional[float] = None
+
+
+def choose_operating_point(probabilities: np.ndarray, labels: Sequence[int],
+                           target_sensitivity: float) -> OperatingPoint:
+  """Fits the temperature, then the malignant threshold on the calibrated probabilities."""
+  labels = np.asarray(labels, dtype=np.int64)
+  if len(labels) == 0:
+    return OperatingPoint(target_sensitivity=target_sensitivity)
+  temperature = fit_temperature(probabilities, labels)
+  calibrated = temperature_scale(probabilities, temperature)
+  is_malignant = labels == features.MALIGNANT_LABEL
+  threshold = (malignant_threshold(calibrated[:, features.MALIGNANT_LABEL], is_malignant,
+                                   target_sensitivity) if is_malignant.any() else None)
+  sensitivity = (operating_point_summary(calibrated, labels, threshold)['sensitivity']
+                 if threshold is not None else None)
+  return OperatingPoint(
+      temperature=temperature, malignant_threshold=threshold,
+      target_sensitivity=target_sensitivity, calibration_examples=int(len(labels)),
+      calibration_sensitivity=sensitivity,
+      calibration_ece_before=expected_calibration_error(probabilities, labels),
+      calibration_ece_after=expected_calibration_error(calibrated, labels))

@@ -26,6 +26,8 @@ MALIGNANT_LABEL = LABEL_NAMES.index('malignant')
 # Transformed features, as Transform writes them for the Trainer.
 TRANSFORMED_IMAGE_KEY = 'image_pixels'  # float32 [height, width, 3] scaled to [0, 1]
 TRANSFORMED_LABEL_KEY = 'label'
+# Passed through Transform so that the Trainer carves its calibration set by near-duplicate group.
+TRANSFORMED_GROUP_KEY = 'duplicate_group'
 
 DEFAULT_IMAGE_SIZE = 180  # the seed notebook's input size
 IMAGE_CHANNELS = 3

@@ -1,11 +1,21 @@
-"""The Trainer's run_fn: datasets from the transformed examples, training, and the export.
+"""The Trainer's run_fn: datasets from the transformed examples, training, the operating point,
+and the export.
+
+A calibration set, `calibration_percent` % of the training split by near-duplicate group and
+stratified by label, is set aside before training (the eval split is never used to choose
+anything). On it the trained network gets a temperature that calibrates its probabilities and a
+malignant threshold that reaches `target_malignant_sensitivity` (models/calibration.py), both
+built into the exported model and written to `operating_point.json` in the Model artifact.
 
 The exported SavedModel carries the Transform graph, so it takes what a user has (encoded image
 bytes, or serialized raw tf.Examples) and applies the same preprocessing as training did:
 
-- `serving_default`: `image_bytes` (encoded PNG/JPEG/BMP, any size) → `probabilities`,
-  `classes` (the class names, in probability order) and `label` (the most probable class name);
-- `from_examples`: serialized raw tf.Examples → `probabilities` (what TFMA evaluates);
+- `serving_default`: `image_bytes` (encoded PNG/JPEG/BMP, any size) → `probabilities`
+  (calibrated), `classes` (the class names, in probability order), `label` (malignant when its
+  probability reaches the threshold, else the more probable of the others) and
+  `malignant_threshold`;
+- `from_examples`: serialized raw tf.Examples → `probabilities` (calibrated; what TFMA
+  evaluates), `uncalibrated_probabilities` and `operating_point` (the decision, one-hot);
 - `transform_features`: serialized raw tf.Examples → the transformed features.
 
 The network and how it is trained come from `models.training` and the network's recipe; a
@@ -14,9 +24,10 @@ Next to TensorBoard logs, the model-run directory gets `training_curves.png` (ac
 per epoch, training and validation) and `history.json`.
 """
 
+import dataclasses
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import matplotlib
 
@@ -27,37 +38,67 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx_bsl.public import tfxio
 
-from models import features, networks, training
+from models import calibration, features, group_split, networks, training
 
 # Keys of the Trainer's custom_config.
 EPOCHS_KEY = 'epochs'
 BATCH_SIZE_KEY = 'batch_size'
 NETWORK_KEY = 'network'
 SEED_KEY = 'seed'
+CALIBRATION_PERCENT_KEY = 'calibration_percent'
+TARGET_SENSITIVITY_KEY = 'target_malignant_sensitivity'
 
 DEFAULTS = {
     EPOCHS_KEY: None,  # the network's recipe decides
     BATCH_SIZE_KEY: 32,
     NETWORK_KEY: networks.DEFAULT_NETWORK,
     SEED_KEY: 42,
+    CALIBRATION_PERCENT_KEY: 15,
+    TARGET_SENSITIVITY_KEY: calibration.DEFAULT_TARGET_SENSITIVITY,
 }
 TRAINING_CURVES_FILE = 'training_curves.png'
 HISTORY_FILE = 'history.json'
 
 
-def read_dataset(file_pattern: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
-                 batch_size: int, shuffle_seed: int, training: bool) -> tf.data.Dataset:
-  """(pixels, label) batches from transformed examples, parsed once and cached in memory."""
+def read_examples(file_pattern: List[str], data_accessor,
+                  tf_transform_output: tft.TFTransformOutput) -> tf.data.Dataset:
+  """Unbatched (pixels, label, group) from transformed examples, parsed once, cached in memory."""
   dataset = data_accessor.tf_dataset_factory(
       file_pattern,
-      tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=False, num_epochs=1,
+      tfxio.TensorFlowDatasetOptions(batch_size=64, shuffle=False, num_epochs=1,
                                      label_key=features.TRANSFORMED_LABEL_KEY),
       tf_transform_output.transformed_metadata.schema)
-  dataset = dataset.map(lambda batch, label: (batch[features.TRANSFORMED_IMAGE_KEY], label))
-  dataset = dataset.unbatch().cache()
-  if training:
+  dataset = dataset.map(lambda batch, label: (
+      batch[features.TRANSFORMED_IMAGE_KEY], label,
+      tf.reshape(batch[features.TRANSFORMED_GROUP_KEY], [-1])))
+  return dataset.unbatch().cache()
+
+
+def batches(examples: tf.data.Dataset, batch_size: int, shuffle_seed: Optional[int] = None):
+  """(pixels, label) batches of (pixels, label, group) examples, shuffled when given a seed."""
+  dataset = examples.map(lambda pixels, label, group: (pixels, label))
+  if shuffle_seed is not None:
     dataset = dataset.shuffle(2048, seed=shuffle_seed, reshuffle_each_iteration=True)
   return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def split_for_calibration(examples: tf.data.Dataset, percent: float):
+  """(fitting examples, calibration examples): `percent` % of each label's training examples,
+  whole near-duplicate groups (models/group_split.py), set aside to choose the operating point."""
+  labels, groups = [], []
+  for _, label, group in examples:
+    labels.append(int(label))
+    groups.append(group.numpy().decode())
+  chosen = sorted({group for group, taken in zip(
+      groups, group_split.calibration_mask(labels, groups, percent)) if taken})
+  if not chosen:
+    return examples, examples.take(0)
+  table = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(tf.constant(chosen), tf.ones(len(chosen), tf.int64)),
+      default_value=0)
+  in_calibration = lambda pixels, label, group: tf.equal(table.lookup(group), 1)
+  return (examples.filter(lambda *example: tf.logical_not(in_calibration(*example))),
+          examples.filter(in_calibration))
 
 
 def plot_training_curves(history: Dict[str, List[float]], path: str) -> None:
@@ -81,36 +122,65 @@ def plot_training_curves(history: Dict[str, List[float]], path: str) -> None:
 
 
 class ExportModule(tf.Module):
-  """The trained network plus the Transform layer, with the three serving signatures."""
+  """The trained network plus the Transform layer and the operating point, with the three
+  serving signatures. Probabilities are temperature-scaled; `label` follows the malignant
+  threshold (models/calibration.py's rule), or the arg-max when there is none."""
 
   def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput,
-               test_time_flips: bool):
+               test_time_flips: bool, operating_point: calibration.OperatingPoint):
     super().__init__()
     self.model = model
     self._test_time_flips = test_time_flips
     self.transform_layer = tf_transform_output.transform_features_layer()
     self._raw_feature_spec = tf_transform_output.raw_feature_spec()
     self._class_names = tf.constant(features.LABEL_NAMES)
+    self._temperature = tf.constant(operating_point.temperature, tf.float32)
+    threshold = operating_point.malignant_threshold
+    # Above 1, no probability reaches it: the arg-max decides.
+    self._threshold = tf.constant(2.0 if threshold is None else threshold, tf.float32)
 
-  def _probabilities(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
+  def _uncalibrated(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
     transformed = self.transform_layer(raw_features)
     return training.predict_probabilities(self.model, transformed[features.TRANSFORMED_IMAGE_KEY],
                                           self._test_time_flips)
 
+  def _calibrated(self, uncalibrated: tf.Tensor) -> tf.Tensor:
+    return tf.nn.softmax(tf.math.log(tf.maximum(uncalibrated, 1e-7)) / self._temperature)
+
+  def _decision(self, probabilities: tf.Tensor) -> tf.Tensor:
+    """Class index per row by the operating point (as calibration.operating_point_labels)."""
+    malignant = features.MALIGNANT_LABEL
+    is_malignant = tf.equal(tf.range(len(features.LABEL_NAMES)), malignant)[tf.newaxis, :]
+    others = tf.argmax(tf.where(is_malignant, -1.0, probabilities), axis=1)
+    above = probabilities[:, malignant] >= self._threshold
+    argmax = tf.argmax(probabilities, axis=1)
+    return tf.where(self._threshold > 1.0, argmax,
+                    tf.where(above, tf.cast(malignant, tf.int64), others))
+
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
   def serve_image_bytes(self, image_bytes):
-    probabilities = self._probabilities({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
+    probabilities = self._calibrated(
+        self._uncalibrated({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])}))
     batch = tf.shape(probabilities)[0]
     return {
         'probabilities': probabilities,
         'classes': tf.tile(self._class_names[tf.newaxis, :], [batch, 1]),
-        'label': tf.gather(self._class_names, tf.argmax(probabilities, axis=1)),
+        'label': tf.gather(self._class_names, self._decision(probabilities)),
+        # A threshold above 1 means there is none: the label is the most probable class.
+        'malignant_threshold': tf.fill([batch], self._threshold),
     }
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def serve_examples(self, examples):
     spec = {features.IMAGE_KEY: self._raw_feature_spec[features.IMAGE_KEY]}
-    return {'probabilities': self._probabilities(tf.io.parse_example(examples, spec))}
+    uncalibrated = self._uncalibrated(tf.io.parse_example(examples, spec))
+    probabilities = self._calibrated(uncalibrated)
+    return {
+        'probabilities': probabilities,
+        'uncalibrated_probabilities': uncalibrated,
+        # One-hot of the decision at the operating point, for TFMA's metrics at that point.
+        'operating_point': tf.one_hot(self._decision(probabilities), len(features.LABEL_NAMES)),
+    }
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def transform_features(self, examples):
@@ -118,8 +188,9 @@ class ExportModule(tf.Module):
 
 
 def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
-                 export_dir: str, test_time_flips: bool) -> None:
-  module = ExportModule(model, tf_transform_output, test_time_flips)
+                 export_dir: str, test_time_flips: bool,
+                 operating_point: calibration.OperatingPoint) -> None:
+  module = ExportModule(model, tf_transform_output, test_time_flips, operating_point)
   tf.saved_model.save(module, export_dir, signatures={
       'serving_default': module.serve_image_bytes,
       'from_examples': module.serve_examples,
@@ -137,21 +208,33 @@ def run_fn(fn_args) -> None:
   """TFX Trainer entry point (tfx.components.trainer.fn_args_utils.FnArgs)."""
   config = train_config(fn_args.custom_config)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  train_dataset = read_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                               config[BATCH_SIZE_KEY], config[SEED_KEY], training=True)
-  eval_dataset = read_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                              config[BATCH_SIZE_KEY], config[SEED_KEY], training=False)
+  training_examples = read_examples(fn_args.train_files, fn_args.data_accessor,
+                                    tf_transform_output)
+  fitting, calibration_set = split_for_calibration(training_examples,
+                                                   config[CALIBRATION_PERCENT_KEY])
+  eval_examples = read_examples(fn_args.eval_files, fn_args.data_accessor, tf_transform_output)
+  batch_size = config[BATCH_SIZE_KEY]
   image_size = tf_transform_output.transformed_feature_spec()[
       features.TRANSFORMED_IMAGE_KEY].shape[0]
 
   network = config[NETWORK_KEY]
+  test_time_flips = networks.RECIPES[network].test_time_flips
   model, history = training.train_network(
-      network, image_size, train_dataset, eval_dataset, epochs=config[EPOCHS_KEY],
-      seed=config[SEED_KEY],
+      network, image_size, batches(fitting, batch_size, shuffle_seed=config[SEED_KEY]),
+      batches(eval_examples, batch_size), epochs=config[EPOCHS_KEY], seed=config[SEED_KEY],
       callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+  # The eval split is only reported on; the operating point comes from the calibration set.
+  operating_point = calibration.choose_operating_point(
+      *training.predict_dataset(model, batches(calibration_set, batch_size), test_time_flips),
+      target_sensitivity=config[TARGET_SENSITIVITY_KEY])
 
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), 'w') as handle:
     json.dump(history, handle, indent=1)
   plot_training_curves(history, os.path.join(fn_args.model_run_dir, TRAINING_CURVES_FILE))
-  export_model(model, tf_transform_output, fn_args.serving_model_dir,
-               test_time_flips=networks.RECIPES[network].test_time_flips)
+  export_model(model, tf_transform_output, fn_args.serving_model_dir, test_time_flips,
+               operating_point)
+  # Beside the SavedModel, in the Model artifact: the Trainer's executor records it in ML
+  # Metadata (components/trainer/executor.py).
+  with tf.io.gfile.GFile(os.path.join(os.path.dirname(fn_args.serving_model_dir),
+                                      calibration.OPERATING_POINT_FILE), 'w') as handle:
+    json.dump(dataclasses.asdict(operating_point), handle, indent=1)

@@ -39,14 +39,18 @@ def decode_and_resize(encoded_images: tf.Tensor, image_size: int) -> tf.Tensor:
 
 def preprocessing_fn(inputs: Dict[str, Any],
                      custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, tf.Tensor]:
-  """Raw examples → {image pixels, label}; `custom_config['image_size']` sets the size."""
+  """Raw examples → {image pixels, label, near-duplicate group}; `custom_config['image_size']`
+  sets the size."""
   image_size = int((custom_config or {}).get(IMAGE_SIZE_CONFIG_KEY,
                                              features.DEFAULT_IMAGE_SIZE))
   outputs = {
       features.TRANSFORMED_IMAGE_KEY:
           decode_and_resize(_one_value_per_example(inputs[features.IMAGE_KEY]), image_size),
   }
-  # The label is absent at serving time; TFT then simply leaves this output out.
+  # The label and the group are absent at serving time; TFT then simply leaves them out.
   if features.LABEL_KEY in inputs:
     outputs[features.TRANSFORMED_LABEL_KEY] = _one_value_per_example(inputs[features.LABEL_KEY])
+  if features.DUPLICATE_GROUP_KEY in inputs:
+    outputs[features.TRANSFORMED_GROUP_KEY] = _one_value_per_example(
+        inputs[features.DUPLICATE_GROUP_KEY])
   return outputs

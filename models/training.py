@@ -79,3 +79,15 @@ def predict_probabilities(model: keras.Model, pixels: tf.Tensor,
     probabilities = (probabilities + model(tf.image.flip_left_right(pixels), training=False)) / 2
   return probabilities
 
+
+
+def predict_dataset(model: keras.Model, dataset: tf.data.Dataset,
+                    test_time_flips: bool) -> Tuple[np.ndarray, np.ndarray]:
+  """(probabilities [n, classes], labels [n]) over a batched (pixels, label) dataset."""
+  probabilities, labels = [], []
+  for pixels, batch_labels in dataset:
+    probabilities.append(predict_probabilities(model, pixels, test_time_flips).numpy())
+    labels.append(np.ravel(batch_labels.numpy()))
+  if not probabilities:
+    return np.zeros((0, len(features.LABEL_NAMES))), np.zeros(0, dtype=np.int64)
+  return np.concatenate(probabilities), np.concatenate(labels).astype(np.int64)

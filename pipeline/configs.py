@@ -10,7 +10,7 @@ import os
 from typing import List, Optional
 
 from components import contracts, near_duplicates
-from models import features, networks
+from models import calibration, features, networks
 
 PIPELINE_NAME = 'breast-ultrasound'  # Vertex allows [a-z0-9-] only
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +38,9 @@ class PipelineConfig:
   epochs: Optional[int] = None  # None: the network recipe's
   batch_size: int = 32
   seed: int = 42
+  # The operating point: chosen on this share of the training split, set aside by group.
+  calibration_percent: float = 15.0
+  target_malignant_sensitivity: float = calibration.DEFAULT_TARGET_SENSITIVITY
   # Evaluator: the blessing gate
   min_accuracy: float = 0.6
   min_malignant_recall: float = 0.6

@@ -50,6 +50,20 @@ def _fraction(text: str) -> float:
   return value
 
 
+def _percent(text: str) -> float:
+  value = _fraction(text)
+  if value >= 50:
+    raise argparse.ArgumentTypeError(f'must be below 50, got {text}')
+  return value
+
+
+def _probability(text: str) -> float:
+  value = _fraction(text)
+  if not 0 < value <= 1:
+    raise argparse.ArgumentTypeError(f'must be more than 0 and at most 1, got {text}')
+  return value
+
+
 def _hash_distance(text: str) -> int:
   value = _whole_number(text)
   # Beyond this, different BUSI lesions (36+ bits apart) would merge, and the banded search
@@ -87,6 +101,15 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
   parser.add_argument('--model', default=defaults.network,
                       help="network to train: sepconv_residual or seed, the seed notebook's "
                       'CNN (default: %(default)s)')
+  parser.add_argument('--calibration-percent', type=_percent,
+                      default=defaults.calibration_percent,
+                      help='share of the training split, whole near-duplicate groups, set aside '
+                      'to calibrate the confidence and choose the malignant threshold; 0 for '
+                      'none (default: %(default)s)')
+  parser.add_argument('--target-malignant-sensitivity', type=_probability,
+                      default=defaults.target_malignant_sensitivity,
+                      help='the malignant threshold is the highest whose sensitivity on the '
+                      'calibration set reaches this (default: %(default)s)')
   parser.add_argument('--min-accuracy', type=_fraction, default=defaults.min_accuracy,
                       help='blessing gate on overall eval accuracy (default: %(default)s)')
   parser.add_argument('--min-malignant-recall', type=_fraction,
@@ -130,6 +153,8 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       min_accuracy=args.min_accuracy,
       min_malignant_recall=args.min_malignant_recall,
       max_accuracy_drop=args.max_accuracy_drop,
+      calibration_percent=args.calibration_percent,
+      target_malignant_sensitivity=args.target_malignant_sensitivity,
       model_name=args.model_name,
       max_unreadable_fraction=args.max_unreadable_fraction,
       label_conflict_policy=args.label_conflicts,

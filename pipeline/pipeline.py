@@ -21,6 +21,7 @@ from components.data_quality.component import DataQualityCheck
 from components.data_validation_gate.component import DataValidationGate
 from components.image_example_gen.component import ImageExampleGen
 from components.pusher import executor as atomic_pusher
+from components.trainer import executor as trainer_executor
 from models import model, preprocessing
 from pipeline.code_version import code_version
 from pipeline.configs import PipelineConfig
@@ -94,8 +95,12 @@ def create_pipeline(config: PipelineConfig,
           model.BATCH_SIZE_KEY: config.batch_size,
           model.NETWORK_KEY: config.network,
           model.SEED_KEY: config.seed,
-          'code_version': code_version('models.model'),
-      })
+          model.CALIBRATION_PERCENT_KEY: config.calibration_percent,
+          model.TARGET_SENSITIVITY_KEY: config.target_malignant_sensitivity,
+          'code_version': code_version('models.model', 'components.trainer.executor'),
+      },
+      # TFX's executor, then the operating point recorded on the Model artifact.
+      custom_executor_spec=executor_spec.ExecutorClassSpec(trainer_executor.Executor))
 
   if config.baseline_excludes_candidate:
     baseline_strategy = LatestBlessedOtherModelStrategy

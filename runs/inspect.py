@@ -148,6 +148,9 @@ def list_models(store) -> List[Dict[str, Any]]:
       metrics = {name: all_metrics.get(name) for name in MODEL_METRICS}
     rows.append({'id': model.id, 'run': metadata_store.run_of(store, producer.id) if producer
                  else '', 'network': custom_config.get('network'),
+                 'malignant_threshold': metadata_store.artifact_property(model,
+                                                                         'malignant_threshold'),
+                 'operating_point': metadata_store.artifact_property(model, 'operating_point'),
                  'epochs': custom_config.get('epochs'), 'metrics': metrics,
                  'blessed': blessings.get(model.id), 'pushed_version': pushes.get(model.id),
                  'uri': model.uri})
@@ -202,9 +205,11 @@ def format_models(rows) -> str:
     value = row['metrics'].get(name)
     return '' if value is None else f'{value:.3f}'
   return format_table(
-      ['id', 'run', 'network', 'accuracy', 'macro-F1', 'macro AUC', 'malignant recall',
-       'blessed', 'pushed version'],
-      [[row['id'], row['run'], row['network'], *(metric(row, name) for name in MODEL_METRICS),
+      ['id', 'run', 'network', 'malignant threshold', 'accuracy', 'macro-F1', 'macro AUC',
+       'malignant recall', 'blessed', 'pushed version'],
+      [[row['id'], row['run'], row['network'],
+        '' if row['malignant_threshold'] is None else f'{row["malignant_threshold"]:.4f}',
+        *(metric(row, name) for name in MODEL_METRICS),
         {True: 'yes', False: 'no', None: 'not evaluated'}[row['blessed']],
         row['pushed_version'] or '']
        for row in rows]) if rows else 'no models trained'

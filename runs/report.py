@@ -28,6 +28,7 @@ import jinja2  # pylint: disable=g-import-not-at-top
 
 from models import features  # pylint: disable=g-import-not-at-top
 from pipeline import configs  # pylint: disable=g-import-not-at-top
+from runs import summary  # pylint: disable=g-import-not-at-top
 from runs.report_facts import ReportFacts, gather_report_facts  # pylint: disable=g-import-not-at-top
 from runs.report_pictures import draw_report_pictures  # pylint: disable=g-import-not-at-top
 
@@ -50,6 +51,8 @@ def render_report(facts: ReportFacts, pictures: dict) -> str:
   pushed = facts.run.pushed_destination
   return environment.get_template(TEMPLATE_FILE).render(
       facts=facts, pictures=pictures, class_names=features.LABEL_NAMES,
+      operating_point_line=(summary.format_operating_point(facts.run.operating_point)
+                            if facts.run.operating_point else None),
       pushed_version=os.path.basename(pushed) if pushed else None,
       pushed_base_path=os.path.dirname(pushed) if pushed else None)
 

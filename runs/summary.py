@@ -37,6 +37,8 @@ class RunSummary:
   # DataQualityCheck's artifact properties, and where its files are.
   data_quality: Dict[str, Any] = dataclasses.field(default_factory=dict)
   data_quality_uri: Optional[str] = None
+  # The Trainer's operating point (models/calibration.py's OperatingPoint as a dict).
+  operating_point: Optional[Dict[str, Any]] = None
   metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
   confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
   blessed: Optional[bool] = None
@@ -126,6 +128,8 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
       summary.data_quality = {name: artifact_property(artifact, name) for name in (
           *contracts.DATA_QUALITY_COUNT_PROPERTIES, contracts.LABEL_CONFLICT_POLICY_PROPERTY)}
       summary.data_quality_uri = artifact.uri
+    elif type_name == 'Model':
+      summary.operating_point = artifact_property(artifact, 'operating_point')
     elif type_name == 'ModelEvaluation':
       summary.metrics, summary.confusion_matrix = read_overall_evaluation(artifact.uri)
     elif type_name == 'ModelBlessing':
@@ -133,6 +137,22 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
     elif type_name == 'PushedModel' and artifact_property(artifact, 'pushed') == 1:
       summary.pushed_destination = artifact_property(artifact, 'pushed_destination')
   return summary
+
+
+def format_operating_point(point: Dict[str, Any]) -> str:
+  """The operating point in one line, as the summary, the report and the inspector say it."""
+  temperature = f'temperature {point["temperature"]:.3g}'
+  if point.get('malignant_threshold') is None:
+    return (f'no calibration set with malignant images: the most probable class decides; '
+            f'{temperature}')
+  ece = ''
+  if point.get('calibration_ece_before') is not None:
+    ece = (f'; calibration error {point["calibration_ece_before"]:.3f} → '
+           f'{point["calibration_ece_after"]:.3f} on that set')
+  return (f'malignant when p(malignant) ≥ {point["malignant_threshold"]:.4f}, chosen for '
+          f'sensitivity ≥ {point["target_sensitivity"]:g} on {int(point["calibration_examples"])} '
+          f'calibration images (reached {point["calibration_sensitivity"]:.2f}); '
+          f'{temperature}{ece}')
 
 
 def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
@@ -166,6 +186,9 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
     lines.append(f'  stored {len(summary.normalised_files)} images as PNG of the pixels Pillow '
                  'read (TensorFlow would decode the originals differently):')
     lines.extend(f'    {row["file"]}: {row["reason"]}' for row in summary.normalised_files)
+  if summary.operating_point:
+    lines.append('')
+    lines.append(f'  operating point: {format_operating_point(summary.operating_point)}')
   if summary.metrics:
     lines.append('')
     lines.append('  evaluation (eval split, overall):')

@@ -10,8 +10,11 @@ signature; with `--server` it posts the same images as `{"b64": ...}` instances 
 Serving REST endpoint (`POST /v1/models/<name>[/versions/<N>]:predict`) instead.
 
 Each line is `{"path", "label", "confidence", "scores": {class: probability}}`, or
-`{"path", "error"}` for an image that could not be classified; the others go on. The exit code
-is 0 when every image was classified, 1 when any failed, 2 for a usage error.
+`{"path", "error"}` for an image that could not be classified; the others go on. The label is
+the model's: with an operating point, malignant when the malignant probability reaches the
+model's threshold (printed once on stderr; each line then says `crossed_malignant_threshold`),
+else the more probable other class; `confidence` is the (calibrated) probability of that label.
+The exit code is 0 when every image was classified, 1 when any failed, 2 for a usage error.
 """
 
 import argparse
@@ -72,9 +75,19 @@ def find_images(paths: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]],
   return images, missing, left_out
 
 
-def scores_from_output(probabilities: Sequence[float], classes: Sequence) -> Dict[str, float]:
-  return {(name.decode() if isinstance(name, bytes) else name): float(probability)
-          for name, probability in zip(classes, probabilities)}
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else value
+
+
+def prediction(probabilities: Sequence[float], classes: Sequence, label=None,
+               threshold: Optional[float] = None) -> Dict:
+  """One image's answer: scores by class name, the model's label (the operating point's, or the
+  most probable class for a model that has none) and its malignant threshold (None if none)."""
+  scores = {_text(name): float(probability) for name, probability in zip(classes, probabilities)}
+  has_threshold = threshold is not None and float(threshold) <= 1.0
+  return {'scores': scores,
+          'label': _text(label) if label is not None else max(scores, key=scores.get),
+          'malignant_threshold': float(threshold) if has_threshold else None}
 
 
 class LocalModel:
@@ -91,8 +104,12 @@ class LocalModel:
       outputs = self._signature(image_bytes=self._tf.constant(encoded_images))
     except self._tf.errors.InvalidArgumentError as error:
       raise PredictionError(messages.tensorflow_error_line(error.message)) from None
-    return [scores_from_output(probabilities, classes) for probabilities, classes in
-            zip(outputs['probabilities'].numpy(), outputs['classes'].numpy())]
+    count = len(encoded_images)
+    labels = outputs['label'].numpy() if 'label' in outputs else [None] * count
+    thresholds = (outputs['malignant_threshold'].numpy() if 'malignant_threshold' in outputs
+                  else [None] * count)
+    return [prediction(*row) for row in zip(outputs['probabilities'].numpy(),
+                                            outputs['classes'].numpy(), labels, thresholds)]
 
 
 class ServerModel:
@@ -123,13 +140,13 @@ class ServerModel:
     except (urllib.error.URLError, OSError) as error:
       reason = getattr(error, 'reason', error)
       raise UsageError(f'cannot reach the server at {self._url}: {reason}') from None
-    return [scores_from_output(prediction['probabilities'], prediction['classes'])
-            for prediction in answer['predictions']]
+    return [prediction(row['probabilities'], row['classes'], row.get('label'),
+                       row.get('malignant_threshold')) for row in answer['predictions']]
 
 
-def classify_files(model, files: List[str]) -> Iterable[Dict]:
-  """One result dict per file, in order; a batch the model refuses is retried image by image
-  so that only the bad images get error lines."""
+def classify_files(model, files: List[str]) -> Iterable[Tuple[Dict, Optional[float]]]:
+  """(result line, the model's malignant threshold or None) per file, in order; a batch the model
+  refuses is retried image by image so that only the bad images get error lines."""
   for start in range(0, len(files), BATCH_SIZE):
     batch, encoded, results = files[start:start + BATCH_SIZE], [], {}
     for file in batch:
@@ -137,25 +154,31 @@ def classify_files(model, files: List[str]) -> Iterable[Dict]:
         with open(file, 'rb') as handle:
           encoded.append((file, handle.read()))
       except OSError as error:
-        results[file] = {'path': file, 'error': f'cannot read: {error.strerror}'}
+        results[file] = ({'path': file, 'error': f'cannot read: {error.strerror}'}, None)
     try:
-      scores = model.classify([image for _, image in encoded]) if encoded else []
-      results.update({file: result_line(file, score)
-                      for (file, _), score in zip(encoded, scores)})
+      answers = model.classify([image for _, image in encoded]) if encoded else []
+      results.update({file: (result_line(file, answer), answer['malignant_threshold'])
+                      for (file, _), answer in zip(encoded, answers)})
     except PredictionError:
       for file, image in encoded:
         try:
-          results[file] = result_line(file, model.classify([image])[0])
+          answer = model.classify([image])[0]
+          results[file] = (result_line(file, answer), answer['malignant_threshold'])
         except PredictionError as error:
-          results[file] = {'path': file, 'error': f'not classified: {error}'}
+          results[file] = ({'path': file, 'error': f'not classified: {error}'}, None)
     for file in batch:
       yield results[file]
 
 
-def result_line(path: str, scores: Dict[str, float]) -> Dict:
-  label = max(scores, key=scores.get)
-  return {'path': path, 'label': label, 'confidence': round(scores[label], 6),
+def result_line(path: str, answer: Dict) -> Dict:
+  """The JSON line of one image: its label, the (calibrated) probability of that label as the
+  confidence, every class's score, and whether it crossed the malignant threshold."""
+  scores, label = answer['scores'], answer['label']
+  line = {'path': path, 'label': label, 'confidence': round(scores[label], 6),
           'scores': {name: round(value, 6) for name, value in scores.items()}}
+  if answer['malignant_threshold'] is not None:
+    line['crossed_malignant_threshold'] = scores['malignant'] >= answer['malignant_threshold']
+  return line
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -196,7 +219,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     for path, error in missing:
       print(json.dumps({'path': path, 'error': error}), flush=True)
       failed += 1
-    for line in classify_files(model, files):
+    threshold_said = False
+    for line, threshold in classify_files(model, files):
+      if threshold is not None and not threshold_said:
+        print(f'operating point: an image is called malignant when its malignant probability '
+              f'reaches {threshold:.4f} (crossed_malignant_threshold in each line)',
+              file=sys.stderr, flush=True)
+        threshold_said = True
       print(json.dumps(line), flush=True)
       failed += 'error' in line
   except (UsageError, model_directory.ModelDirectoryError) as error:

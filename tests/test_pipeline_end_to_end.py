@@ -14,9 +14,10 @@ Everything is asserted from ML Metadata and the files it points to.
 
 import os
 
+import pytest
 import tensorflow as tf
 
-from models import features
+from models import calibration, features
 from runs import metadata_store, summary
 
 COMPONENTS = ('ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen', 'ExampleValidator',
@@ -87,8 +88,17 @@ def test_pushed_model_classifies_a_png_from_disk(pipeline_runs):
   assert probabilities.shape == (1, len(features.LABEL_NAMES))
   assert abs(probabilities.sum() - 1.0) < 1e-4
   label = outputs['label'].numpy()[0].decode()
-  assert label == features.LABEL_NAMES[probabilities[0].argmax()]
+  threshold = float(outputs['malignant_threshold'].numpy()[0])
+  assert 0 < threshold <= 1  # the calibration set had malignant images
+  expected = calibration.operating_point_labels(probabilities, threshold)[0]
+  assert label == features.LABEL_NAMES[expected]
   assert [name.decode() for name in outputs['classes'].numpy()[0]] == list(features.LABEL_NAMES)
+  # The same threshold is on the Model artifact in ML Metadata.
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  model = [artifact for artifact in store.get_artifacts_by_type('Model')][0]
+  assert metadata_store.artifact_property(model, 'malignant_threshold') == pytest.approx(
+      threshold, abs=1e-6)
+  assert metadata_store.artifact_property(model, 'operating_point')['calibration_examples'] > 0
 
 
 def test_unchanged_rerun_takes_every_component_from_the_cache(pipeline_runs):

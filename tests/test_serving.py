@@ -85,7 +85,9 @@ def test_predict_cli_classifies_a_folder_and_reports_bad_images(python, project_
     line = by_path[str(path)]
     assert list(line['scores']) == list(features.LABEL_NAMES)
     assert abs(sum(line['scores'].values()) - 1) < 1e-4
-    assert line['label'] == max(line['scores'], key=line['scores'].get)
+    crossed = line['crossed_malignant_threshold']
+    others = {name: score for name, score in line['scores'].items() if name != 'malignant'}
+    assert line['label'] == ('malignant' if crossed else max(others, key=others.get))
     assert line['confidence'] == line['scores'][line['label']]
     expected = model_probabilities(pushed_model_dir, newest, path)
     assert [line['scores'][name] for name in features.LABEL_NAMES] == pytest.approx(
@@ -147,7 +149,7 @@ def test_server_status_metadata_and_both_predict_forms(images, pushed_model_dir,
   assert status == 200 and body['model_spec']['version'] == newest
   signature = body['metadata']['signature_def']['signature_def']['serving_default']
   assert signature['inputs']['image_bytes']['dtype'] == 'DT_STRING'
-  assert set(signature['outputs']) == {'probabilities', 'classes', 'label'}
+  assert set(signature['outputs']) == {'probabilities', 'classes', 'label', 'malignant_threshold'}
 
   good = [b64(path) for path in images['good']]
   status, rows = http(server.model_url + ':predict',

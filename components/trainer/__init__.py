@@ -1,0 +1,1 @@
+"""Trainer executor that records the operating point in ML Metadata."""
