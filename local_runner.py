@@ -188,7 +188,8 @@ def run_locked(config: configs.PipelineConfig) -> int:
   print(summary.format_summary(summary.summarize_run(config.metadata_path),
                                min_accuracy=config.min_accuracy,
                                min_malignant_recall=config.min_malignant_recall,
-                               max_accuracy_drop=config.max_accuracy_drop))
+                               max_accuracy_drop=config.max_accuracy_drop,
+                               max_calibration_error=config.max_calibration_error))
   write_run_report(config)
   return 0
 

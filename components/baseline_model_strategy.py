@@ -4,6 +4,10 @@ TFX's LatestBlessedModelStrategy returns the newest blessed model even when it i
 being evaluated (an unchanged rerun whose Trainer was cached). Comparing a model with itself
 proves nothing, and it changes the Evaluator's inputs, so an unchanged rerun could never be fully
 cached. This strategy also receives the candidate model and skips it.
+
+It also skips models exported before the operating point existed (no `operating_point`
+property): their SavedModel lacks the outputs the Evaluator reads, so they cannot be evaluated
+beside the candidate.
 """
 
 from typing import Dict, List, Optional
@@ -17,6 +21,8 @@ CANDIDATE_KEY = 'candidate'
 # ModelBlessing custom properties written by the Evaluator.
 _BLESSED = 'blessed'
 _CURRENT_MODEL_ID = 'current_model_id'
+# Model custom property written by the Trainer's executor (components/trainer/executor.py).
+_OPERATING_POINT = 'operating_point'
 
 
 class LatestBlessedOtherModelStrategy(resolver.ResolverStrategy):
@@ -34,7 +40,8 @@ class LatestBlessedOtherModelStrategy(resolver.ResolverStrategy):
     result = {key: [] for key in input_dict}
     result[CANDIDATE_KEY] = list(input_dict.get(CANDIDATE_KEY, []))
     for model in sorted(input_dict.get(MODEL_KEY, []), key=lambda artifact: -artifact.id):
-      if model.id in blessing_of_model and model.id not in candidate_ids:
+      if (model.id in blessing_of_model and model.id not in candidate_ids
+          and model.has_custom_property(_OPERATING_POINT)):
         result[MODEL_KEY] = [model]
         result[MODEL_BLESSING_KEY] = [blessing_of_model[model.id]]
         break

@@ -45,6 +45,7 @@ class PipelineConfig:
   min_accuracy: float = 0.6
   min_malignant_recall: float = 0.6
   max_accuracy_drop: float = 0.0  # against the latest blessed model: 0 is "no regression"
+  max_calibration_error: float = 0.10  # expected calibration error, 10 bins
   # Beam: DirectRunner in-process by default; pass e.g. --runner=DataflowRunner to scale out.
   beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: [
       '--direct_running_mode=in_memory',

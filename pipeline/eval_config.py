@@ -1,11 +1,18 @@
 """The Evaluator's TFMA configuration: the metrics it reports and the blessing gate.
 
-Reported: accuracy, macro-F1 and one-vs-rest macro AUC, per-class precision, recall and AUC,
-malignant recall under its own name, and the confusion matrix; overall and sliced by true label.
-Blessed when overall accuracy and malignant recall reach their minimums and accuracy is no worse
-than the baseline model's. The thresholds are attached to the overall slice only: TFMA applies a
-plain `threshold` to every slice, so a weak class slice would otherwise veto the blessing on its
-own.
+The model's `from_examples` signature has three outputs, each evaluated against the label:
+`probabilities` (calibrated): accuracy, macro-F1, one-vs-rest AUC per class and their macro
+average, per-class precision and recall, malignant recall, the confusion matrix, expected
+calibration error and Brier score; `operating_point` (the decision at the malignant threshold,
+one-hot): accuracy, malignant sensitivity, specificity, PPV, NPV and the confusion matrix at the
+operating point; `uncalibrated_probabilities`: calibration error and Brier score before
+calibration. Overall and sliced by true label.
+
+Blessed when overall accuracy ≥ `min_accuracy`, malignant sensitivity at the operating point ≥
+`min_malignant_recall`, expected calibration error ≤ `max_calibration_error`, and accuracy is at
+most `max_accuracy_drop` below the baseline model's. The thresholds are attached to the overall
+slice only: TFMA applies a plain `threshold` to every slice, so a weak class slice would
+otherwise veto the blessing on its own.
 """
 
 import json
@@ -15,10 +22,21 @@ import tensorflow_model_analysis as tfma
 from models import features
 
 ACCURACY_METRIC = 'SparseCategoricalAccuracy'
-MALIGNANT_RECALL = 'malignant_recall'  # names of the metrics in pipeline/tfma_metrics.py
+ACCURACY = 'sparse_categorical_accuracy'
+# Names of the metrics in pipeline/tfma_metrics.py.
+MALIGNANT_RECALL = 'malignant_recall'
+MALIGNANT_SENSITIVITY = 'malignant_sensitivity'  # malignant recall at the operating point
 MACRO_F1 = 'macro_f1'
 MACRO_AUC = 'macro_auc'
+EXPECTED_CALIBRATION_ERROR = 'expected_calibration_error'
+BRIER_SCORE = 'brier_score'
+UNCALIBRATED = '_uncalibrated'  # suffix of the metrics of the uncalibrated probabilities
+ACCURACY_AT_OPERATING_POINT = 'accuracy_at_operating_point'
 CUSTOM_METRICS_MODULE = 'pipeline.tfma_metrics'  # imported by module path on Beam workers
+# The outputs of the model's from_examples signature that are evaluated.
+PROBABILITIES_OUTPUT = 'probabilities'
+OPERATING_POINT_OUTPUT = 'operating_point'
+UNCALIBRATED_OUTPUT = 'uncalibrated_probabilities'
 
 
 def _minimum(value: float, overall: tfma.SlicingSpec) -> tfma.PerSliceMetricThreshold:
@@ -28,19 +46,28 @@ def _minimum(value: float, overall: tfma.SlicingSpec) -> tfma.PerSliceMetricThre
           value_threshold=tfma.GenericValueThreshold(lower_bound={'value': value})))
 
 
-def _custom_metric(class_name: str, metrics_code_version: str, **kwargs) -> tfma.MetricConfig:
+def _custom_metric(class_name: str, metrics_code_version: str, name: str = '',
+                   **kwargs) -> tfma.MetricConfig:
   """One of pipeline/tfma_metrics.py's metrics, its code's fingerprint in its config."""
+  config = {'code_version': metrics_code_version, **({'name': name} if name else {})}
   return tfma.MetricConfig(class_name=class_name, module=CUSTOM_METRICS_MODULE,
-                           config=json.dumps({'code_version': metrics_code_version}), **kwargs)
+                           config=json.dumps(config), **kwargs)
+
+
+def _maximum(value: float, overall: tfma.SlicingSpec) -> tfma.PerSliceMetricThreshold:
+  return tfma.PerSliceMetricThreshold(
+      slicing_specs=[overall],
+      threshold=tfma.MetricThreshold(
+          value_threshold=tfma.GenericValueThreshold(upper_bound={'value': value})))
 
 
 def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
                       max_accuracy_drop: float = 0.0,
+                      max_calibration_error: float = 1.0,
                       metrics_code_version: str = '') -> tfma.EvalConfig:
-  """Blessed when overall accuracy ≥ min_accuracy, malignant recall ≥ min_malignant_recall
-  and accuracy is at most `max_accuracy_drop` below the baseline's (0: no regression).
-  `metrics_code_version` is the fingerprint of the custom metrics' code (pipeline/code_version.py),
-  so that a change to them changes this configuration and the Evaluator runs again."""
+  """The metrics and the gate of the module docstring. `metrics_code_version` is the fingerprint
+  of the custom metrics' code (pipeline/code_version.py), so that a change to them changes this
+  configuration and the Evaluator runs again."""
   overall = tfma.SlicingSpec()
   accuracy_gate = tfma.PerSliceMetricThreshold(
       slicing_specs=[overall],
@@ -51,38 +78,58 @@ def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
               direction=tfma.MetricDirection.HIGHER_IS_BETTER,
               absolute={'value': -max_accuracy_drop - 1e-10})))
   class_ids = list(range(len(features.LABEL_NAMES)))
+  outputs = (PROBABILITIES_OUTPUT, OPERATING_POINT_OUTPUT, UNCALIBRATED_OUTPUT)
+
+  def custom(class_name: str, **kwargs) -> tfma.MetricConfig:
+    return _custom_metric(class_name, metrics_code_version, **kwargs)
+
   return tfma.EvalConfig(
       model_specs=[
           tfma.ModelSpec(signature_name='from_examples',
-                         label_key=features.LABEL_KEY,
-                         prediction_key='probabilities',
+                         label_keys={output: features.LABEL_KEY for output in outputs},
+                         prediction_keys={output: output for output in outputs},
                          preprocessing_function_names=['transform_features']),
       ],
       slicing_specs=[overall, tfma.SlicingSpec(feature_keys=[features.LABEL_NAME_KEY])],
       metrics_specs=[
-          tfma.MetricsSpec(metrics=[
+          tfma.MetricsSpec(output_names=[PROBABILITIES_OUTPUT], metrics=[
               tfma.MetricConfig(class_name='ExampleCount'),
               tfma.MetricConfig(class_name=ACCURACY_METRIC,
                                 per_slice_thresholds=[accuracy_gate]),
               tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
+              # From the argmax confusion matrix: a class counts as predicted when it is the
+              # most probable one, as the confusion matrix counts, not when p > 0.5.
+              custom('ClassPrecisionRecall'),
+              custom('MacroF1'),
+              custom('MalignantRecall'),
+              custom('ExpectedCalibrationError',
+                     per_slice_thresholds=[_maximum(max_calibration_error, overall)]),
+              custom('BrierScore'),
           ]),
           # One-vs-rest AUC per class.
           tfma.MetricsSpec(
+              output_names=[PROBABILITIES_OUTPUT],
               metrics=[tfma.MetricConfig(class_name='AUC')],
               binarize=tfma.BinarizationOptions(class_ids={'values': class_ids})),
           # One-vs-rest AUC averaged over the classes.
           tfma.MetricsSpec(
+              output_names=[PROBABILITIES_OUTPUT],
               metrics=[tfma.MetricConfig(class_name='AUC', config=f'{{"name": "{MACRO_AUC}"}}')],
               binarize=tfma.BinarizationOptions(class_ids={'values': class_ids}),
               aggregate=tfma.AggregationOptions(
                   macro_average=True, class_weights={class_id: 1.0 for class_id in class_ids})),
-          tfma.MetricsSpec(metrics=[
-              # From the argmax confusion matrix: a class counts as predicted when it is the
-              # most probable one, as the confusion matrix counts, not when p > 0.5.
-              _custom_metric('ClassPrecisionRecall', metrics_code_version),
-              _custom_metric('MacroF1', metrics_code_version),
-              # The screening question on its own: of the malignant cases, how many are found.
-              _custom_metric('MalignantRecall', metrics_code_version,
-                             per_slice_thresholds=[_minimum(min_malignant_recall, overall)]),
+          # The decisions the served model makes, at its operating point.
+          tfma.MetricsSpec(output_names=[OPERATING_POINT_OUTPUT], metrics=[
+              tfma.MetricConfig(class_name=ACCURACY_METRIC,
+                                config=f'{{"name": "{ACCURACY_AT_OPERATING_POINT}"}}'),
+              tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
+              # The screening question: of the malignant cases, how many are called malignant.
+              custom('MalignantRecall', name=MALIGNANT_SENSITIVITY,
+                     per_slice_thresholds=[_minimum(min_malignant_recall, overall)]),
+              custom('MalignantVersusRest'),
+          ]),
+          tfma.MetricsSpec(output_names=[UNCALIBRATED_OUTPUT], metrics=[
+              custom('ExpectedCalibrationError', name=EXPECTED_CALIBRATION_ERROR + UNCALIBRATED),
+              custom('BrierScore', name=BRIER_SCORE + UNCALIBRATED),
           ]),
       ])

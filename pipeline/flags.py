@@ -114,8 +114,13 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       help='blessing gate on overall eval accuracy (default: %(default)s)')
   parser.add_argument('--min-malignant-recall', type=_fraction,
                       default=defaults.min_malignant_recall,
-                      help='blessing gate on the share of malignant eval images classified '
-                      'malignant (default: %(default)s)')
+                      help='blessing gate on the malignant sensitivity at the operating point: '
+                      'the share of malignant eval images the model calls malignant '
+                      '(default: %(default)s)')
+  parser.add_argument('--max-calibration-error', type=_fraction,
+                      default=defaults.max_calibration_error,
+                      help='blessing gate on the expected calibration error (10 bins) of the '
+                      'calibrated probabilities on the eval split (default: %(default)s)')
   parser.add_argument('--max-accuracy-drop', type=_fraction,
                       default=defaults.max_accuracy_drop,
                       help='blessing gate against the latest blessed model: how much lower the '
@@ -153,6 +158,7 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       min_accuracy=args.min_accuracy,
       min_malignant_recall=args.min_malignant_recall,
       max_accuracy_drop=args.max_accuracy_drop,
+      max_calibration_error=args.max_calibration_error,
       calibration_percent=args.calibration_percent,
       target_malignant_sensitivity=args.target_malignant_sensitivity,
       model_name=args.model_name,

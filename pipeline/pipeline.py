@@ -119,9 +119,10 @@ def create_pipeline(config: PipelineConfig,
       model=trainer.outputs['model'],
       baseline_model=baseline_resolver.outputs['model'],
       example_splits=[contracts.EVAL_SPLIT],
-      eval_config=build_eval_config(config.min_accuracy, config.min_malignant_recall,
-                                    config.max_accuracy_drop,
-                                    metrics_code_version=code_version(CUSTOM_METRICS_MODULE)))
+      eval_config=build_eval_config(
+          config.min_accuracy, config.min_malignant_recall, config.max_accuracy_drop,
+          config.max_calibration_error,
+          metrics_code_version=code_version(CUSTOM_METRICS_MODULE)))
 
   # TFX's Pusher with an executor that publishes each version atomically.
   pusher = tfx.components.Pusher(

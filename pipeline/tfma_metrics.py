@@ -1,9 +1,18 @@
-"""TFMA metrics computed from the argmax confusion matrix, the way a clinician reads a
-classifier (each image gets its most probable class):
+"""The Evaluator's own TFMA metrics.
+
+From the argmax confusion matrix, the way a clinician reads a classifier (each image gets its
+most probable class; on the model's `operating_point` output, its decision at the operating
+point):
 
 - `MacroF1`: the mean over the classes of F1;
-- `MalignantRecall`: the share of malignant images whose most probable class is malignant;
-- `ClassPrecisionRecall`: precision and recall of each class (`precision_benign`, ...).
+- `MalignantRecall`: the share of malignant images called malignant (named
+  `malignant_sensitivity` on the `operating_point` output, where the gate reads it);
+- `ClassPrecisionRecall`: precision and recall of each class (`precision_benign`, ...);
+- `MalignantVersusRest`: specificity, positive and negative predictive value of "malignant"
+  against the other two classes.
+
+From the probabilities themselves: `ExpectedCalibrationError` (10 equal-width bins of the top
+class's probability) and `BrierScore`, by the same formulas as models/calibration.py.
 
 Both are derived from TFMA's own multi-class confusion matrix (the one behind
 MultiClassConfusionMatrixPlot), and both are keyed without a sub-key, so a blessing threshold
@@ -18,13 +27,15 @@ when these metrics do.
 
 from typing import Callable, Dict, List, Optional
 
+import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis.metrics import metric_types
+from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tensorflow_model_analysis.metrics import multi_class_confusion_matrix_metrics as matrices
 
-from models import features
-from pipeline.eval_config import MACRO_F1, MALIGNANT_RECALL
+from models import calibration, features
+from pipeline.eval_config import (BRIER_SCORE, EXPECTED_CALIBRATION_ERROR, MACRO_F1,
+                                  MALIGNANT_RECALL)
 
 _MATRIX_NAME = '_argmax_confusion_matrix'
 
@@ -62,6 +73,22 @@ def class_precision_recall(counts: np.ndarray) -> Dict[str, float]:
     values[f'recall_{class_name}'] = (float(counts[index, index] / actual) if actual
                                       else float('nan'))
   return values
+
+
+def malignant_versus_rest(counts: np.ndarray) -> Dict[str, float]:
+  """Specificity, PPV and NPV of calling an image malignant, against the other classes."""
+  malignant = features.MALIGNANT_LABEL
+  true_positive = counts[malignant, malignant]
+  false_negative = counts[malignant].sum() - true_positive
+  false_positive = counts[:, malignant].sum() - true_positive
+  true_negative = counts.sum() - true_positive - false_negative - false_positive
+
+  def ratio(numerator, denominator):
+    return float(numerator / denominator) if denominator else float('nan')
+
+  return {'malignant_specificity': ratio(true_negative, true_negative + false_positive),
+          'malignant_ppv': ratio(true_positive, true_positive + false_positive),
+          'malignant_npv': ratio(true_negative, true_negative + false_negative)}
 
 
 def _from_confusion_matrix(name: str, statistic: Callable[[np.ndarray], object],
@@ -109,6 +136,82 @@ def _malignant_recall_computations(name: str, eval_config=None, model_names=None
                                 output_names, example_weighted)
 
 
+def _malignant_versus_rest_computations(name: str, eval_config=None, model_names=None,
+                                        output_names=None, example_weighted: bool = False):
+  return _from_confusion_matrix(name, malignant_versus_rest, eval_config, model_names,
+                                output_names, example_weighted)
+
+
+class _ProbabilitiesCombiner(beam.CombineFn):
+  """Gathers (label, probabilities) of every example, for the calibration metrics.
+
+  An eval split is at most tens of thousands of images: three floats each."""
+
+  def __init__(self, key, eval_config, example_weighted: bool):
+    self._key = key
+    self._eval_config = eval_config
+    self._example_weighted = example_weighted
+
+  def create_accumulator(self):
+    return [], []
+
+  def add_input(self, accumulator, element):
+    for label, probabilities, _ in metric_util.to_label_prediction_example_weight(
+        element, eval_config=self._eval_config, model_name=self._key.model_name,
+        output_name=self._key.output_name, example_weighted=self._example_weighted,
+        flatten=False, require_single_example_weight=True):
+      accumulator[0].append(int(np.argmax(label)) if np.size(label) > 1 else int(label))
+      accumulator[1].append(np.asarray(probabilities, dtype=np.float64))
+    return accumulator
+
+  def merge_accumulators(self, accumulators):
+    labels, probabilities = [], []
+    for more_labels, more_probabilities in accumulators:
+      labels += more_labels
+      probabilities += more_probabilities
+    return labels, probabilities
+
+  def extract_output(self, accumulator):
+    return {self._key: accumulator}
+
+
+def _from_probabilities(name: str, statistic, eval_config=None, model_names=None,
+                        output_names=None, example_weighted: bool = False):
+  """`statistic(probabilities [n, classes], labels [n])` keyed as `name`."""
+  computations = []
+  for model_name in model_names or ['']:
+    for output_name in output_names or ['']:
+      gathered = metric_types.MetricKey(name='_gathered_' + name, model_name=model_name,
+                                        output_name=output_name,
+                                        example_weighted=example_weighted)
+      key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
+                                   example_weighted=example_weighted)
+      computations.append(metric_types.MetricComputation(
+          keys=[gathered], preprocessors=None,
+          combiner=_ProbabilitiesCombiner(gathered, eval_config, example_weighted)))
+
+      def result(metrics, key=key, gathered=gathered):
+        labels, probabilities = metrics[gathered]
+        if not labels:
+          return {key: float('nan')}
+        return {key: statistic(np.stack(probabilities), np.asarray(labels))}
+
+      computations.append(metric_types.DerivedMetricComputation(keys=[key], result=result))
+  return computations
+
+
+def _expected_calibration_error_computations(name: str, eval_config=None, model_names=None,
+                                             output_names=None, example_weighted: bool = False):
+  return _from_probabilities(name, calibration.expected_calibration_error, eval_config,
+                             model_names, output_names, example_weighted)
+
+
+def _brier_score_computations(name: str, eval_config=None, model_names=None, output_names=None,
+                              example_weighted: bool = False):
+  return _from_probabilities(name, calibration.brier_score, eval_config, model_names,
+                             output_names, example_weighted)
+
+
 def _class_precision_recall_computations(name: str, eval_config=None, model_names=None,
                                          output_names=None, example_weighted: bool = False):
   return _from_confusion_matrix(name, class_precision_recall, eval_config, model_names,
@@ -137,3 +240,27 @@ class ClassPrecisionRecall(tfma.metrics.Metric):
   def __init__(self, name: str = 'class_precision_recall', code_version: str = ''):
     del code_version  # see the module docstring
     super().__init__(_class_precision_recall_computations, name=name)
+
+
+class MalignantVersusRest(tfma.metrics.Metric):
+  """Specificity, PPV and NPV of the malignant decision against the other two classes."""
+
+  def __init__(self, name: str = 'malignant_versus_rest', code_version: str = ''):
+    del code_version  # see the module docstring
+    super().__init__(_malignant_versus_rest_computations, name=name)
+
+
+class ExpectedCalibrationError(tfma.metrics.Metric):
+  """Σ over 10 confidence bins of |accuracy − mean confidence| × the bin's share of images."""
+
+  def __init__(self, name: str = EXPECTED_CALIBRATION_ERROR, code_version: str = ''):
+    del code_version  # see the module docstring
+    super().__init__(_expected_calibration_error_computations, name=name)
+
+
+class BrierScore(tfma.metrics.Metric):
+  """Mean over images of Σ over classes of (probability − one-hot label)²."""
+
+  def __init__(self, name: str = BRIER_SCORE, code_version: str = ''):
+    del code_version  # see the module docstring
+    super().__init__(_brier_score_computations, name=name)

@@ -11,8 +11,10 @@
 - `lineage`: from an artifact (default: the newest pushed model) back through the executions
   and artifacts that led to it: examples, statistics, schema, transform graph, model, blessing,
   and what each of those executions also wrote (the evaluation);
-- `models`: each trained model with its network, its latest evaluation, whether any evaluation
-  blessed it (as TFX's latest-blessed-model resolver counts) and the version it was pushed as.
+- `models`: each trained model with its network, its operating point (the malignant threshold),
+  its latest evaluation (accuracy, macro-F1, macro AUC, sensitivity and specificity at the
+  operating point, calibration error), whether any evaluation blessed it (as TFX's
+  latest-blessed-model resolver counts) and the version it was pushed as.
 
 Tables for people by default; `--json` prints the same as JSON for scripts. The store is opened
 read-only, so it can be inspected while a run is going.
@@ -34,7 +36,8 @@ from pipeline import configs, output_lock  # pylint: disable=g-import-not-at-top
 from runs import metadata_store  # pylint: disable=g-import-not-at-top
 
 EXIT_USAGE = command_line.EXIT_USAGE
-MODEL_METRICS = ('sparse_categorical_accuracy', 'macro_f1', 'macro_auc', 'malignant_recall')
+MODEL_METRICS = ('sparse_categorical_accuracy', 'macro_f1', 'macro_auc', 'malignant_sensitivity',
+                 'malignant_specificity', 'expected_calibration_error')
 
 
 def _time(seconds: float) -> str:
@@ -206,7 +209,7 @@ def format_models(rows) -> str:
     return '' if value is None else f'{value:.3f}'
   return format_table(
       ['id', 'run', 'network', 'malignant threshold', 'accuracy', 'macro-F1', 'macro AUC',
-       'malignant recall', 'blessed', 'pushed version'],
+       'sensitivity', 'specificity', 'calibration error', 'blessed', 'pushed version'],
       [[row['id'], row['run'], row['network'],
         '' if row['malignant_threshold'] is None else f'{row["malignant_threshold"]:.4f}',
         *(metric(row, name) for name in MODEL_METRICS),

@@ -89,14 +89,17 @@ def blessing_checks(eval_config: Dict[str, Any], metrics: Dict[str, float],
   checks = []
   for spec in eval_config.get('metrics_specs', []):
     for metric in spec.get('metrics', []):
-      key = metric_key(metric['class_name'])
+      configured = json.loads(metric.get('config') or '{}')
+      key = configured.get('name') or metric_key(metric['class_name'])
       thresholds = [entry['threshold'] for entry in metric.get('per_slice_thresholds', [])]
       thresholds += [metric['threshold']] if 'threshold' in metric else []
       for threshold in thresholds:
-        bound = threshold.get('value_threshold', {}).get('lower_bound')
-        if bound is not None:
-          checks.append(BlessingCheck(f'{key} ≥ {float(bound):g}', metrics.get(key),
-                                      key not in failed))
+        value_threshold = threshold.get('value_threshold', {})
+        for bound_name, sign in (('lower_bound', '≥'), ('upper_bound', '≤')):
+          bound = value_threshold.get(bound_name)
+          if bound is not None:
+            checks.append(BlessingCheck(f'{key} {sign} {float(bound):g}', metrics.get(key),
+                                        key not in failed))
         change = threshold.get('change_threshold')
         if change is not None:
           # eval_config.py gives the allowed drop as a negative absolute change, less a tiny

@@ -26,6 +26,7 @@ PICTURES = {
     'contact_sheet': 'contact_sheet.png',
     'training_curves': 'training_curves.png',
     'confusion_matrix': 'confusion_matrix.png',
+    'operating_point_confusion_matrix': 'operating_point_confusion_matrix.png',
 }
 
 
@@ -74,7 +75,8 @@ def draw_augmented(samples: Dict[str, List[Tuple[str, bytes]]], network: str, im
   _save(figure, path)
 
 
-def draw_confusion_matrix(counts: List[List[int]], path: str) -> None:
+def draw_confusion_matrix(counts: List[List[int]], path: str,
+                          title: str = 'Confusion matrix (eval split)') -> None:
   matrix = np.array(counts)
   figure, axis = plt.subplots(figsize=(4.6, 4))
   axis.imshow(matrix, cmap='Blues')
@@ -88,7 +90,7 @@ def draw_confusion_matrix(counts: List[List[int]], path: str) -> None:
       value = matrix[actual, predicted]
       axis.text(predicted, actual, str(value), ha='center', va='center',
                 color='white' if value > matrix.max() / 2 else 'black')
-  axis.set_title('Confusion matrix (eval split)')
+  axis.set_title(title)
   _save(figure, path)
 
 
@@ -115,5 +117,10 @@ def draw_report_pictures(facts: ReportFacts, report_dir: str) -> Dict[str, str]:
   if facts.training_curves_path:
     tf.io.gfile.copy(facts.training_curves_path, path_of('training_curves'), overwrite=True)
   if any(any(row) for row in facts.run.confusion_matrix):
-    draw_confusion_matrix(facts.run.confusion_matrix, path_of('confusion_matrix'))
+    draw_confusion_matrix(facts.run.confusion_matrix, path_of('confusion_matrix'),
+                          'Most probable class (eval split)')
+  if any(any(row) for row in facts.run.operating_point_confusion_matrix):
+    draw_confusion_matrix(facts.run.operating_point_confusion_matrix,
+                          path_of('operating_point_confusion_matrix'),
+                          'Decision at the operating point (eval split)')
   return drawn

@@ -20,8 +20,7 @@ from components import contracts
 from components.artifact_types import DataQualityReport
 from components.data_quality.report import format_report_line
 from models import features
-from pipeline import output_lock
-from pipeline import eval_config
+from pipeline import eval_config, output_lock
 from runs.metadata_store import (ComponentRun, artifact_property, component_runs, open_store,
                                      run_contexts, run_outputs)
 
@@ -41,15 +40,18 @@ class RunSummary:
   operating_point: Optional[Dict[str, Any]] = None
   metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
   confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
+  operating_point_confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
   blessed: Optional[bool] = None
   pushed_destination: Optional[str] = None
 
 
-def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float], List[List[int]]]:
+def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float],
+                                                         Dict[str, List[List[int]]]]:
   """Overall-slice metrics of the candidate, keyed readably (e.g. 'auc/malignant',
-  'recall_malignant'), and its confusion matrix as counts[true class][predicted class]."""
+  'recall_malignant'), and its confusion matrices as counts[true class][predicted class], by
+  model output ('probabilities': the most probable class; 'operating_point': the decision)."""
   result = tfma.load_eval_result(evaluation_uri, model_name=_candidate_name(evaluation_uri))
-  return overall_metrics(result), _overall_confusion_matrix(result)
+  return overall_metrics(result), _overall_confusion_matrices(result)
 
 
 def _candidate_name(evaluation_uri: str) -> Optional[str]:
@@ -61,22 +63,24 @@ def _candidate_name(evaluation_uri: str) -> Optional[str]:
   return names[0] if len(model_specs) > 1 and names else None
 
 
-def _overall_confusion_matrix(result) -> List[List[int]]:
+def _overall_confusion_matrices(result) -> Dict[str, List[List[int]]]:
   size = len(features.LABEL_NAMES)
-  counts = [[0] * size for _ in range(size)]
+  matrices = {}
   for slice_key, plots_by_output in result.plots:
     if slice_key:
       continue
-    for sub_keys in plots_by_output.values():
+    for output, sub_keys in plots_by_output.items():
       plot = sub_keys.get('', {}).get('multiClassConfusionMatrixAtThresholds')
       if not plot:
         continue
+      counts = matrices.setdefault(output or eval_config.PROBABILITIES_OUTPUT,
+                                   [[0] * size for _ in range(size)])
       # JSON from protos omits zero fields: a missing class id is class 0.
       for entry in plot['matrices'][0].get('entries', []):
         actual, predicted = entry.get('actualClassId', 0), entry.get('predictedClassId', 0)
         if 0 <= actual < size and 0 <= predicted < size:
           counts[actual][predicted] = int(entry.get('numWeightedExamples', 0))
-  return counts
+  return matrices
 
 
 def overall_metrics(result) -> Dict[str, float]:
@@ -131,7 +135,10 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
     elif type_name == 'Model':
       summary.operating_point = artifact_property(artifact, 'operating_point')
     elif type_name == 'ModelEvaluation':
-      summary.metrics, summary.confusion_matrix = read_overall_evaluation(artifact.uri)
+      summary.metrics, matrices = read_overall_evaluation(artifact.uri)
+      summary.confusion_matrix = matrices.get(eval_config.PROBABILITIES_OUTPUT, [])
+      summary.operating_point_confusion_matrix = matrices.get(
+          eval_config.OPERATING_POINT_OUTPUT, [])
     elif type_name == 'ModelBlessing':
       summary.blessed = artifact_property(artifact, 'blessed') == 1
     elif type_name == 'PushedModel' and artifact_property(artifact, 'pushed') == 1:
@@ -157,7 +164,8 @@ def format_operating_point(point: Dict[str, Any]) -> str:
 
 def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
                    min_malignant_recall: Optional[float] = None,
-                   max_accuracy_drop: float = 0.0) -> str:
+                   max_accuracy_drop: float = 0.0,
+                   max_calibration_error: Optional[float] = None) -> str:
   lines = [f'Pipeline run {summary.run_id}', '']
   lines.append(f'  {"component":<32} {"status":<10} {"seconds":>8}')
   for component in summary.components:
@@ -196,20 +204,25 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
       if name.startswith('example_count'):
         continue
       lines.append(f'    {name:<40} {summary.metrics[name]:.4f}')
-  if any(any(row) for row in summary.confusion_matrix):
-    lines.append('')
-    lines.append('  confusion matrix (rows: true class, columns: predicted):')
-    lines.append('    ' + ' ' * 10 + ''.join(f'{name:>10}' for name in features.LABEL_NAMES))
-    for name, row in zip(features.LABEL_NAMES, summary.confusion_matrix):
-      lines.append(f'    {name:<10}' + ''.join(f'{count:>10}' for count in row))
+  for title, matrix in (('most probable class', summary.confusion_matrix),
+                        ('the model\'s decision at its operating point',
+                         summary.operating_point_confusion_matrix)):
+    if any(any(row) for row in matrix):
+      lines.append('')
+      lines.append(f'  confusion matrix, {title} (rows: true class, columns: predicted):')
+      lines.append('    ' + ' ' * 10 + ''.join(f'{name:>10}' for name in features.LABEL_NAMES))
+      for name, row in zip(features.LABEL_NAMES, matrix):
+        lines.append(f'    {name:<10}' + ''.join(f'{count:>10}' for count in row))
   lines.append('')
   if summary.blessed is None:
     lines.append('  not evaluated')
   else:
     gate = ''
     if min_accuracy is not None:
-      recall = (f', malignant recall >= {min_malignant_recall:g}'
+      recall = (f', malignant sensitivity at the operating point >= {min_malignant_recall:g}'
                 if min_malignant_recall is not None else '')
+      if max_calibration_error is not None:
+        recall += f', calibration error <= {max_calibration_error:g}'
       regression = ('no regression' if not max_accuracy_drop else
                     f'accuracy at most {max_accuracy_drop:g} below the baseline')
       gate = f' (gate: accuracy >= {min_accuracy:g}{recall}, {regression})'

@@ -34,7 +34,7 @@ def _run_pipeline(python, project_root, data_root, output_dir, *extra_flags):
   """`local_runner.py` of the project at `project_root`, small and fast; asserts it succeeded."""
   command = [python, 'local_runner.py', '--data-root', str(data_root),
              '--output-dir', str(output_dir), '--epochs', '2', '--image-size', '48',
-             '--min-malignant-recall', '0', *extra_flags]
+             '--min-malignant-recall', '0', '--max-calibration-error', '1', *extra_flags]
   completed = subprocess.run(command, cwd=project_root, capture_output=True, text=True,
                              timeout=900, check=False)
   assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]

@@ -5,9 +5,11 @@ from tfx.types import standard_artifacts
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
 
 
-def model(artifact_id):
+def model(artifact_id, with_operating_point=True):
   artifact = standard_artifacts.Model()
   artifact.id = artifact_id
+  if with_operating_point:
+    artifact.set_json_value_custom_property('operating_point', {'malignant_threshold': 0.3})
   return artifact
 
 
@@ -36,3 +38,9 @@ def test_newest_blessed_model_other_than_the_candidate():
 def test_no_baseline_when_only_the_candidate_was_ever_blessed():
   assert resolve([model(1)], [blessing(11, 1, True)], [model(1)]) == ([], [])
   assert resolve([], [], [model(1)]) == ([], [])
+
+
+def test_models_exported_without_an_operating_point_are_never_baselines():
+  models = [model(1), model(2, with_operating_point=False)]
+  blessings = [blessing(11, 1, True), blessing(12, 2, True)]
+  assert resolve(models, blessings, [model(3)]) == ([1], [11])

@@ -2,35 +2,53 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import tensorflow_model_analysis as tfma
 
-from models import features
+from models import calibration, features
 from pipeline import eval_config
 from runs import summary
 
 
-def overall_metrics(labels, probabilities) -> dict:
-  config = eval_config.build_eval_config(min_accuracy=0.0)
-  # The pipeline's metrics and slicing, on a data frame instead of a model, and without the
-  # gate (its "no regression" part needs a baseline model).
-  for spec in config.metrics_specs:
-    for metric in spec.metrics:
-      metric.ClearField('per_slice_thresholds')
-  del config.model_specs[:]
-  config.model_specs.add(label_key='label', prediction_key='prediction')
-  frame = pd.DataFrame({'label': labels, 'prediction': [list(row) for row in probabilities]})
-  # Read back by the summary's own reader, as the pipeline's summary, inspector and report do.
-  return summary.overall_metrics(tfma.analyze_raw_data(frame, config))
+def overall_metrics(labels, probabilities, decisions=None, uncalibrated=None) -> dict:
+  """The pipeline's metrics of each model output, on data frames instead of a model (TFMA's
+  raw-data analysis takes one output at a time) and without the gate (its "no regression"
+  part needs a baseline model). `decisions` default to the most probable class."""
+  decisions = (probabilities.argmax(axis=1) if decisions is None else np.asarray(decisions))
+  outputs = {eval_config.PROBABILITIES_OUTPUT: probabilities,
+             eval_config.OPERATING_POINT_OUTPUT: np.eye(3)[decisions],
+             eval_config.UNCALIBRATED_OUTPUT: (probabilities if uncalibrated is None
+                                               else uncalibrated)}
+  found = {}
+  for output, predictions in outputs.items():
+    config = eval_config.build_eval_config(min_accuracy=0.0)
+    specs = [spec for spec in config.metrics_specs if list(spec.output_names) == [output]]
+    del config.metrics_specs[:]
+    for spec in specs:
+      spec.ClearField('output_names')
+      for metric in spec.metrics:
+        metric.ClearField('per_slice_thresholds')
+    config.metrics_specs.extend(specs)
+    del config.model_specs[:]
+    config.model_specs.add(label_key='label', prediction_key='prediction')
+    frame = pd.DataFrame({'label': labels, 'prediction': [list(row) for row in predictions]})
+    # Read back by the summary's own reader, as the summary, inspector and report do.
+    found.update(summary.overall_metrics(tfma.analyze_raw_data(frame, config)))
+  return found
 
 
-def test_malignant_recall_gate_finds_its_metric():
+def test_the_gate_finds_its_metrics():
   # Threshold keys never carry top_k, so a gate on a top_k metric would fail as "not found".
-  config = eval_config.build_eval_config(min_accuracy=0.5, min_malignant_recall=0.9)
+  config = eval_config.build_eval_config(min_accuracy=0.5, min_malignant_recall=0.9,
+                                         max_calibration_error=0.1)
   thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(config.metrics_specs)
   keys = {key.name: key for key in thresholds}
-  # The same key, without a sub-key, that the metric reports (see the test below).
-  assert keys[eval_config.MALIGNANT_RECALL].sub_key is None
-  assert set(keys) == {eval_config.MALIGNANT_RECALL, 'sparse_categorical_accuracy'}
+  # The same keys, without a sub-key, that the metrics report (see the tests below).
+  assert keys[eval_config.MALIGNANT_SENSITIVITY].sub_key is None
+  assert keys[eval_config.MALIGNANT_SENSITIVITY].output_name == 'operating_point'
+  assert keys[eval_config.EXPECTED_CALIBRATION_ERROR].output_name == 'probabilities'
+  assert set(keys) == {eval_config.MALIGNANT_SENSITIVITY, eval_config.ACCURACY,
+                       eval_config.EXPECTED_CALIBRATION_ERROR}
 
 
 def test_macro_f1_malignant_recall_and_macro_auc():
@@ -56,3 +74,26 @@ def test_a_class_never_predicted_has_recall_zero():
   assert metrics['recall_benign'] == 0.0 and metrics['recall_normal'] == 1.0
   assert abs(metrics['precision_normal'] - 1 / 3) < 1e-6
   assert abs(metrics[eval_config.MACRO_F1] - (0 + 0 + 0.5) / 3) < 1e-6
+
+
+def test_metrics_at_the_operating_point_and_of_calibration():
+  labels = [1, 1, 1, 1, 0, 0, 2, 2]
+  probabilities = np.array([[0.2, 0.7, 0.1], [0.5, 0.4, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1],
+                            [0.5, 0.4, 0.1], [0.9, 0.05, 0.05], [0.1, 0.2, 0.7],
+                            [0.3, 0.3, 0.4]])
+  # At threshold 0.35: malignant for rows 0, 1, 3 and 4.
+  decisions = calibration.operating_point_labels(probabilities, 0.35)
+  metrics = overall_metrics(labels, probabilities, decisions, uncalibrated=probabilities ** 3)
+  assert metrics[eval_config.MALIGNANT_SENSITIVITY] == pytest.approx(3 / 4)
+  assert metrics['malignant_specificity'] == pytest.approx(3 / 4)  # row 4 is a false alarm
+  assert metrics['malignant_ppv'] == pytest.approx(3 / 4)
+  assert metrics['malignant_npv'] == pytest.approx(3 / 4)
+  assert metrics['accuracy_at_operating_point'] == pytest.approx(6 / 8)
+  assert metrics[eval_config.MALIGNANT_RECALL] == pytest.approx(2 / 4)  # the arg-max's
+  assert metrics[eval_config.EXPECTED_CALIBRATION_ERROR] == pytest.approx(
+      calibration.expected_calibration_error(probabilities, labels))
+  assert metrics[eval_config.BRIER_SCORE] == pytest.approx(
+      calibration.brier_score(probabilities, labels))
+  unscaled = probabilities ** 3
+  assert metrics[eval_config.EXPECTED_CALIBRATION_ERROR + eval_config.UNCALIBRATED] == (
+      pytest.approx(calibration.expected_calibration_error(unscaled, labels)))

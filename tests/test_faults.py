@@ -28,7 +28,8 @@ import tensorflow as tf
 from pipeline import output_lock
 from runs import metadata_store
 
-SEED_RECIPE = ('--model', 'seed', '--image-size', '48', '--min-malignant-recall', '0')
+SEED_RECIPE = ('--model', 'seed', '--image-size', '48', '--min-malignant-recall', '0',
+               '--max-calibration-error', '1')
 MODEL_NAME = 'breast_ultrasound'
 
 

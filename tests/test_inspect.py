@@ -111,7 +111,7 @@ def test_models_lists_metrics_blessing_and_pushed_version(python, project_root, 
   assert fourth['blessed'] is True and fourth['pushed_version'] == serving[1]
   assert fourth['metrics']['sparse_categorical_accuracy'] is not None
   table = inspect(python, project_root, pipeline_runs, 'models', as_json=False)
-  assert 'malignant recall' in table.splitlines()[0]
+  assert 'malignant threshold' in table.splitlines()[0] and 'sensitivity' in table.splitlines()[0]
   assert pipeline_runs['serving_after_first'][0] in table
 
 

@@ -42,7 +42,8 @@ def test_each_run_writes_the_report_with_every_section(pipeline_runs):
   assert '<td>train</td><td>12</td><td>12</td><td>12</td><td>36</td>' in page, first
   assert 'no anomalies' in page and 'Data validation gate: <span class="pass">passed' in page
   # The fourth run's model (one epoch) against the thresholds it was given.
-  assert 'sparse_categorical_accuracy ≥ 0' in page and 'malignant_recall ≥ 0' in page
+  assert 'sparse_categorical_accuracy ≥ 0' in page and 'malignant_sensitivity ≥ 0' in page
+  assert 'expected_calibration_error ≤ 0.1' in page
   assert "sparse_categorical_accuracy at most 1 below the baseline model's" in html.unescape(page)
 
 
