@@ -6,7 +6,8 @@ average, per-class precision and recall, malignant recall, the confusion matrix,
 calibration error and Brier score; `operating_point` (the decision at the malignant threshold,
 one-hot): accuracy, malignant sensitivity, specificity, PPV, NPV and the confusion matrix at the
 operating point; `uncalibrated_probabilities`: calibration error and Brier score before
-calibration. Overall and sliced by true label.
+calibration. Overall and sliced by true label; overall, 95 % bootstrap intervals of accuracy,
+macro-F1, macro AUC, and of sensitivity and specificity at the operating point.
 
 Blessed when overall accuracy ≥ `min_accuracy`, malignant sensitivity at the operating point ≥
 `min_malignant_recall`, expected calibration error ≤ `max_calibration_error`, and accuracy is at
@@ -47,9 +48,10 @@ def _minimum(value: float, overall: tfma.SlicingSpec) -> tfma.PerSliceMetricThre
 
 
 def _custom_metric(class_name: str, metrics_code_version: str, name: str = '',
-                   **kwargs) -> tfma.MetricConfig:
+                   statistics: str = '', **kwargs) -> tfma.MetricConfig:
   """One of pipeline/tfma_metrics.py's metrics, its code's fingerprint in its config."""
-  config = {'code_version': metrics_code_version, **({'name': name} if name else {})}
+  config = {'code_version': metrics_code_version, **({'name': name} if name else {}),
+            **({'statistics': statistics} if statistics else {})}
   return tfma.MetricConfig(class_name=class_name, module=CUSTOM_METRICS_MODULE,
                            config=json.dumps(config), **kwargs)
 
@@ -105,6 +107,7 @@ def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
               custom('ExpectedCalibrationError',
                      per_slice_thresholds=[_maximum(max_calibration_error, overall)]),
               custom('BrierScore'),
+              custom('BootstrapIntervals', name='intervals_of_probabilities'),
           ]),
           # One-vs-rest AUC per class.
           tfma.MetricsSpec(
@@ -127,6 +130,8 @@ def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
               custom('MalignantRecall', name=MALIGNANT_SENSITIVITY,
                      per_slice_thresholds=[_minimum(min_malignant_recall, overall)]),
               custom('MalignantVersusRest'),
+              custom('BootstrapIntervals', name='intervals_of_decisions',
+                     statistics='decisions'),
           ]),
           tfma.MetricsSpec(output_names=[UNCALIBRATED_OUTPUT], metrics=[
               custom('ExpectedCalibrationError', name=EXPECTED_CALIBRATION_ERROR + UNCALIBRATED),

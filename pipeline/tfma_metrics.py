@@ -14,6 +14,11 @@ point):
 From the probabilities themselves: `ExpectedCalibrationError` (10 equal-width bins of the top
 class's probability) and `BrierScore`, by the same formulas as models/calibration.py.
 
+And their uncertainty: `BootstrapIntervals`, 95 % percentile intervals from 1,000 seeded
+resamples of the eval images (of whole near-duplicate groups when a group has several eval
+images): of accuracy, macro-F1 and macro AUC on the probabilities, of malignant sensitivity and
+specificity on the decision at the operating point (`<metric>_lower`, `<metric>_upper`).
+
 Both are derived from TFMA's own multi-class confusion matrix (the one behind
 MultiClassConfusionMatrixPlot), and both are keyed without a sub-key, so a blessing threshold
 can be attached to them. TFMA's built-in per-class metrics with `top_k=1` are no substitute: a
@@ -25,17 +30,18 @@ to a fingerprint of this module, so that the eval config, and with it TFX's cach
 when these metrics do.
 """
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
+from sklearn import metrics as sklearn_metrics
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tensorflow_model_analysis.metrics import multi_class_confusion_matrix_metrics as matrices
 
 from models import calibration, features
-from pipeline.eval_config import (BRIER_SCORE, EXPECTED_CALIBRATION_ERROR, MACRO_F1,
-                                  MALIGNANT_RECALL)
+from pipeline.eval_config import (ACCURACY, BRIER_SCORE, EXPECTED_CALIBRATION_ERROR, MACRO_AUC,
+                                  MACRO_F1, MALIGNANT_RECALL, MALIGNANT_SENSITIVITY)
 
 _MATRIX_NAME = '_argmax_confusion_matrix'
 
@@ -91,6 +97,68 @@ def malignant_versus_rest(counts: np.ndarray) -> Dict[str, float]:
           'malignant_npv': ratio(true_negative, true_negative + false_negative)}
 
 
+def confusion_counts_of(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+  """counts[true class][predicted class] from label and predicted-class arrays."""
+  size = len(features.LABEL_NAMES)
+  return np.bincount(labels * size + predicted, minlength=size * size).reshape(size, size).astype(
+      float)
+
+
+def macro_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+  """One-vs-rest AUC averaged over the classes; NaN when a class is missing from `labels`."""
+  classes = list(range(len(features.LABEL_NAMES)))
+  if len(set(labels.tolist())) < len(classes):
+    return float('nan')
+  return float(sklearn_metrics.roc_auc_score(labels, probabilities, labels=classes,
+                                             multi_class='ovr', average='macro'))
+
+
+def probability_statistics(labels: np.ndarray, probabilities: np.ndarray) -> Dict[str, float]:
+  """Accuracy, macro-F1 and macro AUC of the most probable class, as the Evaluator names them."""
+  counts = confusion_counts_of(labels, probabilities.argmax(axis=1))
+  return {ACCURACY: float(np.trace(counts) / counts.sum()), MACRO_F1: macro_f1(counts),
+          MACRO_AUC: macro_auc(labels, probabilities)}
+
+
+def decision_statistics(labels: np.ndarray, decisions: np.ndarray) -> Dict[str, float]:
+  """Malignant sensitivity and specificity of the decisions (one-hot rows)."""
+  counts = confusion_counts_of(labels, decisions.argmax(axis=1))
+  return {MALIGNANT_SENSITIVITY: malignant_recall(counts),
+          'malignant_specificity': malignant_versus_rest(counts)['malignant_specificity']}
+
+
+STATISTICS = {'probabilities': probability_statistics, 'decisions': decision_statistics}
+
+
+def bootstrap_intervals(statistics: Callable[[np.ndarray, np.ndarray], Dict[str, float]],
+                        labels: np.ndarray, predictions: np.ndarray, groups: Sequence[str],
+                        draws: int = 1000, seed: int = 0,
+                        confidence: float = 0.95) -> Dict[str, Tuple[float, float]]:
+  """{statistic: (lower, upper)}: percentile intervals over `draws` resamples with replacement.
+
+  Images are resampled, or whole groups when any group holds several of them (copies of one
+  frame are not independent evidence). Draws where a statistic is undefined (a class missing
+  from the resample) are left out of that statistic's interval.
+  """
+  labels, predictions = np.asarray(labels), np.asarray(predictions)
+  units: Dict[str, List[int]] = {}
+  for index, group in enumerate(groups):
+    units.setdefault(group, []).append(index)
+  members = (list(units.values()) if any(len(found) > 1 for found in units.values())
+             else [[index] for index in range(len(labels))])
+  rng = np.random.default_rng(seed)
+  found: Dict[str, List[float]] = {}
+  for _ in range(draws):
+    chosen = rng.integers(0, len(members), size=len(members))
+    indices = np.concatenate([members[unit] for unit in chosen])
+    for name, value in statistics(labels[indices], predictions[indices]).items():
+      if value == value:  # not NaN
+        found.setdefault(name, []).append(value)
+  tail = (1 - confidence) / 2 * 100
+  return {name: (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)))
+          for name, values in found.items()}
+
+
 def _from_confusion_matrix(name: str, statistic: Callable[[np.ndarray], object],
                            eval_config=None, model_names: Optional[List[str]] = None,
                            output_names: Optional[List[str]] = None,
@@ -143,9 +211,9 @@ def _malignant_versus_rest_computations(name: str, eval_config=None, model_names
 
 
 class _ProbabilitiesCombiner(beam.CombineFn):
-  """Gathers (label, probabilities) of every example, for the calibration metrics.
-
-  An eval split is at most tens of thousands of images: three floats each."""
+  """Gathers (label, probabilities, near-duplicate group) of every example, for the calibration
+  metrics and the bootstrap. An eval split is at most tens of thousands of images: three floats
+  and a short name each."""
 
   def __init__(self, key, eval_config, example_weighted: bool):
     self._key = key
@@ -153,63 +221,80 @@ class _ProbabilitiesCombiner(beam.CombineFn):
     self._example_weighted = example_weighted
 
   def create_accumulator(self):
-    return [], []
+    return [], [], []
 
   def add_input(self, accumulator, element):
+    features_of_example = element.features or {}
+    group = features_of_example.get(features.DUPLICATE_GROUP_KEY)
+    group = (np.ravel(group)[0] if group is not None and np.size(group)
+             else str(len(accumulator[0])).encode())  # no group: each image on its own
     for label, probabilities, _ in metric_util.to_label_prediction_example_weight(
         element, eval_config=self._eval_config, model_name=self._key.model_name,
         output_name=self._key.output_name, example_weighted=self._example_weighted,
         flatten=False, require_single_example_weight=True):
       accumulator[0].append(int(np.argmax(label)) if np.size(label) > 1 else int(label))
       accumulator[1].append(np.asarray(probabilities, dtype=np.float64))
+      accumulator[2].append(group.decode() if isinstance(group, bytes) else str(group))
     return accumulator
 
   def merge_accumulators(self, accumulators):
-    labels, probabilities = [], []
-    for more_labels, more_probabilities in accumulators:
+    labels, probabilities, groups = [], [], []
+    for more_labels, more_probabilities, more_groups in accumulators:
       labels += more_labels
       probabilities += more_probabilities
-    return labels, probabilities
+      groups += more_groups
+    return labels, probabilities, groups
 
   def extract_output(self, accumulator):
     return {self._key: accumulator}
 
 
 def _from_probabilities(name: str, statistic, eval_config=None, model_names=None,
-                        output_names=None, example_weighted: bool = False):
-  """`statistic(probabilities [n, classes], labels [n])` keyed as `name`."""
+                        output_names=None, example_weighted: bool = False,
+                        result_names: Optional[List[str]] = None):
+  """`statistic(probabilities [n, classes], labels [n], groups [n])` keyed as `name`, or, for a
+  statistic that returns a dict, keyed by its `result_names`."""
   computations = []
   for model_name in model_names or ['']:
     for output_name in output_names or ['']:
       gathered = metric_types.MetricKey(name='_gathered_' + name, model_name=model_name,
                                         output_name=output_name,
                                         example_weighted=example_weighted)
-      key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
-                                   example_weighted=example_weighted)
+      keys = {entry: metric_types.MetricKey(name=entry, model_name=model_name,
+                                            output_name=output_name,
+                                            example_weighted=example_weighted)
+              for entry in result_names or [name]}
       computations.append(metric_types.MetricComputation(
-          keys=[gathered], preprocessors=None,
+          keys=[gathered],
+          preprocessors=[metric_types.FeaturePreprocessor(
+              feature_keys=[features.DUPLICATE_GROUP_KEY])],
           combiner=_ProbabilitiesCombiner(gathered, eval_config, example_weighted)))
 
-      def result(metrics, key=key, gathered=gathered):
-        labels, probabilities = metrics[gathered]
-        if not labels:
-          return {key: float('nan')}
-        return {key: statistic(np.stack(probabilities), np.asarray(labels))}
+      def result(metrics, keys=keys, gathered=gathered):
+        labels, probabilities, groups = metrics[gathered]
+        values = (statistic(np.stack(probabilities), np.asarray(labels), groups) if labels
+                  else {})
+        if not isinstance(values, dict):
+          values = {name: values}
+        return {key: values.get(entry, float('nan')) for entry, key in keys.items()}
 
-      computations.append(metric_types.DerivedMetricComputation(keys=[key], result=result))
+      computations.append(metric_types.DerivedMetricComputation(keys=list(keys.values()),
+                                                                result=result))
   return computations
 
 
 def _expected_calibration_error_computations(name: str, eval_config=None, model_names=None,
                                              output_names=None, example_weighted: bool = False):
-  return _from_probabilities(name, calibration.expected_calibration_error, eval_config,
-                             model_names, output_names, example_weighted)
+  return _from_probabilities(
+      name, lambda probabilities, labels, _: calibration.expected_calibration_error(
+          probabilities, labels), eval_config, model_names, output_names, example_weighted)
 
 
 def _brier_score_computations(name: str, eval_config=None, model_names=None, output_names=None,
                               example_weighted: bool = False):
-  return _from_probabilities(name, calibration.brier_score, eval_config, model_names,
-                             output_names, example_weighted)
+  return _from_probabilities(
+      name, lambda probabilities, labels, _: calibration.brier_score(probabilities, labels),
+      eval_config, model_names, output_names, example_weighted)
 
 
 def _class_precision_recall_computations(name: str, eval_config=None, model_names=None,
@@ -264,3 +349,36 @@ class BrierScore(tfma.metrics.Metric):
   def __init__(self, name: str = BRIER_SCORE, code_version: str = ''):
     del code_version  # see the module docstring
     super().__init__(_brier_score_computations, name=name)
+
+
+class BootstrapIntervals(tfma.metrics.Metric):
+  """95 % bootstrap intervals (see the module docstring) of the `statistics` of this output:
+  'probabilities' (accuracy, macro-F1, macro AUC) or 'decisions' (malignant sensitivity and
+  specificity at the operating point)."""
+
+  def __init__(self, name: str = 'bootstrap_intervals', statistics: str = 'probabilities',
+               draws: int = 1000, seed: int = 0, confidence: float = 0.95,
+               code_version: str = ''):
+    del code_version  # see the module docstring
+    super().__init__(_bootstrap_computations, name=name, statistics=statistics, draws=draws,
+                     seed=seed, confidence=confidence)
+
+
+def _bootstrap_computations(name: str, statistics: str = 'probabilities', draws: int = 1000,
+                            seed: int = 0, confidence: float = 0.95, eval_config=None,
+                            model_names=None, output_names=None, example_weighted: bool = False):
+
+  def intervals(probabilities, labels, groups):
+    found = bootstrap_intervals(STATISTICS[statistics], labels, probabilities, groups, draws,
+                                seed, confidence)
+    values = {}
+    for statistic, (lower, upper) in found.items():
+      values[f'{statistic}_lower'], values[f'{statistic}_upper'] = lower, upper
+    return values
+
+  names = {'probabilities': (ACCURACY, MACRO_F1, MACRO_AUC),
+           'decisions': (MALIGNANT_SENSITIVITY, 'malignant_specificity')}[statistics]
+  return _from_probabilities(name, intervals, eval_config, model_names, output_names,
+                             example_weighted,
+                             result_names=[f'{entry}_{end}' for entry in names
+                                           for end in ('lower', 'upper')])

@@ -42,12 +42,22 @@ def _number(value: Optional[float]) -> str:
   return '—' if value is None or value != value else f'{value:.3f}'
 
 
+def _with_interval(metrics: dict, name: str) -> str:
+  """'0.713 [0.630, 0.790]': a metric and its 95 % bootstrap interval where there is one."""
+  value = _number(metrics.get(name))
+  if metrics.get(name + '_lower') is None:
+    return value
+  return (f'{value} [{_number(metrics.get(name + "_lower"))}, '
+          f'{_number(metrics.get(name + "_upper"))}]')
+
+
 def render_report(facts: ReportFacts, pictures: dict) -> str:
   """The page's HTML for the facts, with `pictures` ({name: file}) beside it."""
   environment = jinja2.Environment(
       loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True, trim_blocks=True,
       lstrip_blocks=True, undefined=jinja2.StrictUndefined)
   environment.filters['number'] = _number
+  environment.filters['with_interval'] = _with_interval
   pushed = facts.run.pushed_destination
   return environment.get_template(TEMPLATE_FILE).render(
       facts=facts, pictures=pictures, class_names=features.LABEL_NAMES,

@@ -199,11 +199,14 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
     lines.append(f'  operating point: {format_operating_point(summary.operating_point)}')
   if summary.metrics:
     lines.append('')
-    lines.append('  evaluation (eval split, overall):')
-    for name in sorted(summary.metrics):
-      if name.startswith('example_count'):
+    lines.append('  evaluation (eval split, overall; [95 % bootstrap interval]):')
+    metrics = summary.metrics
+    for name in sorted(metrics):
+      if name.startswith('example_count') or name.endswith(('_lower', '_upper')):
         continue
-      lines.append(f'    {name:<40} {summary.metrics[name]:.4f}')
+      interval = (f'  [{metrics[name + "_lower"]:.3f}, {metrics[name + "_upper"]:.3f}]'
+                  if name + '_lower' in metrics else '')
+      lines.append(f'    {name:<40} {metrics[name]:.4f}{interval}')
   for title, matrix in (('most probable class', summary.confusion_matrix),
                         ('the model\'s decision at its operating point',
                          summary.operating_point_confusion_matrix)):
