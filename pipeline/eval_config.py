@@ -108,6 +108,8 @@ def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
                      per_slice_thresholds=[_maximum(max_calibration_error, overall)]),
               custom('BrierScore'),
               custom('BootstrapIntervals', name='intervals_of_probabilities'),
+              custom('ReliabilityDiagram'),
+              custom('MalignantRoc'),
           ]),
           # One-vs-rest AUC per class.
           tfma.MetricsSpec(
@@ -136,5 +138,6 @@ def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
           tfma.MetricsSpec(output_names=[UNCALIBRATED_OUTPUT], metrics=[
               custom('ExpectedCalibrationError', name=EXPECTED_CALIBRATION_ERROR + UNCALIBRATED),
               custom('BrierScore', name=BRIER_SCORE + UNCALIBRATED),
+              custom('ReliabilityDiagram', name='reliability_diagram' + UNCALIBRATED),
           ]),
       ])

@@ -14,6 +14,10 @@ point):
 From the probabilities themselves: `ExpectedCalibrationError` (10 equal-width bins of the top
 class's probability) and `BrierScore`, by the same formulas as models/calibration.py.
 
+For the report's pictures, as arrays: `ReliabilityDiagram` (per confidence bin: its bounds,
+images, mean confidence, accuracy) and `MalignantRoc` (malignant against the rest: threshold,
+false-positive rate, true-positive rate at every distinct probability).
+
 And their uncertainty: `BootstrapIntervals`, 95 % percentile intervals from 1,000 seeded
 resamples of the eval images (of whole near-duplicate groups when a group has several eval
 images): of accuracy, macro-F1 and macro AUC on the probabilities, of malignant sensitivity and
@@ -382,3 +386,46 @@ def _bootstrap_computations(name: str, statistics: str = 'probabilities', draws:
                              example_weighted,
                              result_names=[f'{entry}_{end}' for entry in names
                                            for end in ('lower', 'upper')])
+
+
+class ReliabilityDiagram(tfma.metrics.Metric):
+  """[bins, 5] array: low, high, images, mean confidence, accuracy of each confidence bin."""
+
+  def __init__(self, name: str = 'reliability_diagram', code_version: str = ''):
+    del code_version  # see the module docstring
+    super().__init__(_reliability_computations, name=name)
+
+
+def _reliability_computations(name: str, eval_config=None, model_names=None, output_names=None,
+                              example_weighted: bool = False):
+
+  def table(probabilities, labels, _):
+    return np.array([[row['low'], row['high'], row['count'], row['confidence'], row['accuracy']]
+                     for row in calibration.reliability_table(probabilities, labels)])
+
+  return _from_probabilities(name, table, eval_config, model_names, output_names,
+                             example_weighted)
+
+
+class MalignantRoc(tfma.metrics.Metric):
+  """[points, 3] array: threshold, false-positive rate, true-positive rate of malignant against
+  the other classes, at every distinct malignant probability."""
+
+  def __init__(self, name: str = 'malignant_roc', code_version: str = ''):
+    del code_version  # see the module docstring
+    super().__init__(_roc_computations, name=name)
+
+
+def _roc_computations(name: str, eval_config=None, model_names=None, output_names=None,
+                      example_weighted: bool = False):
+
+  def curve(probabilities, labels, _):
+    is_malignant = labels == features.MALIGNANT_LABEL
+    if is_malignant.all() or not is_malignant.any():
+      return np.zeros((0, 3))
+    false_positive, true_positive, thresholds = sklearn_metrics.roc_curve(
+        is_malignant, probabilities[:, features.MALIGNANT_LABEL])
+    return np.stack([np.minimum(thresholds, 1.0), false_positive, true_positive], axis=1)
+
+  return _from_probabilities(name, curve, eval_config, model_names, output_names,
+                             example_weighted)

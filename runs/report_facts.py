@@ -49,6 +49,8 @@ class ReportFacts:
   gate_passed: Optional[bool] = None  # DataValidationGate; None when it did not run
   training_curves_path: Optional[str] = None
   blessing_checks: Optional[List[BlessingCheck]] = None  # None when nothing was evaluated
+  # The Evaluator's arrays: reliability diagrams before and after calibration, the ROC curve.
+  evaluation_arrays: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def class_count_rows(self) -> List[Tuple[str, List[int], int]]:
@@ -176,4 +178,5 @@ def gather_report_facts(metadata_path: str, run_id: Optional[str] = None) -> Rep
     eval_config = metadata_store.execution_json_property(executions['Evaluator'], 'eval_config')
     facts.blessing_checks = blessing_checks(eval_config or {}, run.metrics,
                                             failed_metrics(evaluation.uri))
+    facts.evaluation_arrays = summary.read_overall_arrays(evaluation.uri)
   return facts

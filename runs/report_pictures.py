@@ -27,6 +27,8 @@ PICTURES = {
     'training_curves': 'training_curves.png',
     'confusion_matrix': 'confusion_matrix.png',
     'operating_point_confusion_matrix': 'operating_point_confusion_matrix.png',
+    'reliability': 'reliability.png',
+    'roc': 'malignant_roc.png',
 }
 
 
@@ -94,6 +96,43 @@ def draw_confusion_matrix(counts: List[List[int]], path: str,
   _save(figure, path)
 
 
+def draw_reliability(before, after, path: str) -> None:
+  """Accuracy against confidence per bin, before and after temperature scaling; the diagonal
+  is perfect calibration."""
+  figure, axis = plt.subplots(figsize=(4.8, 4.4))
+  axis.plot([0, 1], [0, 1], color='#999', linestyle='--', label='perfectly calibrated')
+  for table, label, colour in ((before, 'before calibration', '#d08770'),
+                               (after, 'after (temperature scaling)', '#2e6fb0')):
+    if table is None or not len(table):
+      continue
+    used = table[:, 2] > 0
+    axis.plot(table[used, 3], table[used, 4], marker='o', color=colour, label=label)
+  axis.set_xlim(0, 1)
+  axis.set_ylim(0, 1)
+  axis.set_xlabel('confidence (probability of the most probable class)')
+  axis.set_ylabel('accuracy')
+  axis.set_title('Reliability (eval split, 10 bins)')
+  axis.legend(loc='upper left', fontsize=8)
+  _save(figure, path)
+
+
+def draw_roc(curve, operating_point, path: str) -> None:
+  """Malignant against the rest, with the operating point (1 − specificity, sensitivity)."""
+  figure, axis = plt.subplots(figsize=(4.8, 4.4))
+  axis.plot([0, 1], [0, 1], color='#999', linestyle='--')
+  axis.plot(curve[:, 1], curve[:, 2], color='#2e6fb0', label='malignant vs rest')
+  if operating_point is not None:
+    axis.plot(*operating_point, marker='o', markersize=9, color='#b3261e',
+              label='operating point')
+  axis.set_xlim(0, 1)
+  axis.set_ylim(0, 1.02)
+  axis.set_xlabel('false-positive rate (1 − specificity)')
+  axis.set_ylabel('true-positive rate (sensitivity)')
+  axis.set_title('ROC, malignant vs rest (eval split)')
+  axis.legend(loc='lower right', fontsize=8)
+  _save(figure, path)
+
+
 def draw_report_pictures(facts: ReportFacts, report_dir: str) -> Dict[str, str]:
   """Draws or copies every picture the facts allow into `report_dir`; returns {name: file}.
 
@@ -123,4 +162,14 @@ def draw_report_pictures(facts: ReportFacts, report_dir: str) -> Dict[str, str]:
     draw_confusion_matrix(facts.run.operating_point_confusion_matrix,
                           path_of('operating_point_confusion_matrix'),
                           'Decision at the operating point (eval split)')
+  arrays = facts.evaluation_arrays
+  if arrays.get('reliability_diagram') is not None:
+    draw_reliability(arrays.get('reliability_diagram_uncalibrated'),
+                     arrays['reliability_diagram'], path_of('reliability'))
+  if arrays.get('malignant_roc') is not None and len(arrays['malignant_roc']):
+    metrics = facts.run.metrics
+    point = None
+    if metrics.get('malignant_specificity') is not None:
+      point = (1 - metrics['malignant_specificity'], metrics['malignant_sensitivity'])
+    draw_roc(arrays['malignant_roc'], point, path_of('roc'))
   return drawn

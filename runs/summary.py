@@ -13,6 +13,7 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
@@ -52,6 +53,23 @@ def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float],
   model output ('probabilities': the most probable class; 'operating_point': the decision)."""
   result = tfma.load_eval_result(evaluation_uri, model_name=_candidate_name(evaluation_uri))
   return overall_metrics(result), _overall_confusion_matrices(result)
+
+
+def read_overall_arrays(evaluation_uri: str) -> Dict[str, np.ndarray]:
+  """The candidate's array-valued overall metrics (the reliability diagrams, the ROC curve),
+  by name."""
+  result = tfma.load_eval_result(evaluation_uri, model_name=_candidate_name(evaluation_uri))
+  arrays = {}
+  for slice_key, metrics_by_output in result.slicing_metrics:
+    if slice_key:
+      continue
+    for sub_keys in metrics_by_output.values():
+      for name, value in sub_keys.get('', {}).items():
+        if 'arrayValue' in value:
+          array = value['arrayValue']
+          arrays[name] = np.array([float(number) for number in array.get('float64Values', [])],
+                                  dtype=np.float64).reshape(array.get('shape', [0]))
+  return arrays
 
 
 def _candidate_name(evaluation_uri: str) -> Optional[str]:
