@@ -16,7 +16,9 @@ bytes, or serialized raw tf.Examples) and applies the same preprocessing as trai
   `malignant_threshold`;
 - `from_examples`: serialized raw tf.Examples → `probabilities` (calibrated; what TFMA
   evaluates), `uncalibrated_probabilities` and `operating_point` (the decision, one-hot);
-- `transform_features`: serialized raw tf.Examples → the transformed features.
+- `transform_features`: serialized raw tf.Examples → the transformed features;
+- `explain`: `image_bytes` → `probabilities`, `label`, `heat_map` (Grad-CAM of the decided class,
+  [batch, size, size] in [0, 1]) and `image_pixels` (what the network saw).
 
 The network and how it is trained come from `models.training` and the network's recipe; a
 recipe with test-time flips is exported averaging over the image and its mirror image.
@@ -38,7 +40,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx_bsl.public import tfxio
 
-from models import calibration, features, group_split, networks, training
+from models import calibration, explanation, features, group_split, networks, training
 
 # Keys of the Trainer's custom_config.
 EPOCHS_KEY = 'epochs'
@@ -134,6 +136,7 @@ class ExportModule(tf.Module):
     self.transform_layer = tf_transform_output.transform_features_layer()
     self._raw_feature_spec = tf_transform_output.raw_feature_spec()
     self._class_names = tf.constant(features.LABEL_NAMES)
+    self._explainer = explanation.feature_model(model)
     self._temperature = tf.constant(operating_point.temperature, tf.float32)
     threshold = operating_point.malignant_threshold
     # Above 1, no probability reaches it: the arg-max decides.
@@ -170,6 +173,22 @@ class ExportModule(tf.Module):
         'malignant_threshold': tf.fill([batch], self._threshold),
     }
 
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
+  def explain(self, image_bytes):
+    """The decision with a Grad-CAM heat map of the decided class over the pixels it was made
+    on (models/explanation.py)."""
+    transformed = self.transform_layer({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
+    pixels = transformed[features.TRANSFORMED_IMAGE_KEY]
+    probabilities = self._calibrated(
+        training.predict_probabilities(self.model, pixels, self._test_time_flips))
+    decision = self._decision(probabilities)
+    return {
+        'probabilities': probabilities,
+        'label': tf.gather(self._class_names, decision),
+        'heat_map': explanation.grad_cam(self.model, self._explainer, pixels, decision),
+        'image_pixels': pixels,
+    }
+
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def serve_examples(self, examples):
     spec = {features.IMAGE_KEY: self._raw_feature_spec[features.IMAGE_KEY]}
@@ -195,6 +214,7 @@ def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
       'serving_default': module.serve_image_bytes,
       'from_examples': module.serve_examples,
       'transform_features': module.transform_features,
+      'explain': module.explain,
   })
 
 

@@ -17,6 +17,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from models import features, networks, preprocessing  # pylint: disable=g-import-not-at-top
 from runs.report_facts import ReportFacts  # pylint: disable=g-import-not-at-top
+from serving.overlay import heat_overlay  # pylint: disable=g-import-not-at-top
 
 AUGMENTED_PER_CLASS = 5
 # Every picture a report may show, by the name the template knows it by.
@@ -29,6 +30,7 @@ PICTURES = {
     'operating_point_confusion_matrix': 'operating_point_confusion_matrix.png',
     'reliability': 'reliability.png',
     'roc': 'malignant_roc.png',
+    'explanations': 'where_the_model_looks.png',
 }
 
 
@@ -133,6 +135,21 @@ def draw_roc(curve, operating_point, path: str) -> None:
   _save(figure, path)
 
 
+def draw_explanations(explained, path: str, columns: int = 4) -> None:
+  """Each explained eval image with its Grad-CAM overlay, titled true → predicted (confidence);
+  mistakes in red."""
+  rows = (len(explained) + columns - 1) // columns
+  figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
+  for axis in axes.ravel():
+    axis.axis('off')
+  for axis, row in zip(axes.ravel(), explained):
+    axis.imshow(heat_overlay(row['heat'], row['pixels']))
+    wrong = row['predicted'] != row['true']
+    axis.set_title(f'{os.path.basename(row["file"])}\ntrue {row["true"]} → {row["predicted"]} '
+                   f'({row["confidence"]:.2f})', fontsize=8, color='#b3261e' if wrong else '#222')
+  _save(figure, path)
+
+
 def draw_report_pictures(facts: ReportFacts, report_dir: str) -> Dict[str, str]:
   """Draws or copies every picture the facts allow into `report_dir`; returns {name: file}.
 
@@ -162,6 +179,8 @@ def draw_report_pictures(facts: ReportFacts, report_dir: str) -> Dict[str, str]:
     draw_confusion_matrix(facts.run.operating_point_confusion_matrix,
                           path_of('operating_point_confusion_matrix'),
                           'Decision at the operating point (eval split)')
+  if facts.explained:
+    draw_explanations(facts.explained, path_of('explanations'))
   arrays = facts.evaluation_arrays
   if arrays.get('reliability_diagram') is not None:
     draw_reliability(arrays.get('reliability_diagram_uncalibrated'),

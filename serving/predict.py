@@ -26,13 +26,13 @@ import sys
 import urllib.error
 import urllib.request
 import warnings
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # google-api-core, imported by TensorFlow, warns on every import that Python 3.10 support ends.
 warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 
-from serving import command_line, messages, model_directory  # pylint: disable=g-import-not-at-top
+from serving import command_line, messages, model_directory, overlay  # pylint: disable=g-import-not-at-top
 
 EXIT_FAILED_IMAGES = 1
 EXIT_USAGE = command_line.EXIT_USAGE
@@ -97,7 +97,8 @@ class LocalModel:
     _, path = model_directory.find_version(model_dir, version)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top  # Slow; only when needed.
     self._tf = tf
-    self._signature = tf.saved_model.load(path).signatures['serving_default']
+    self._signatures = tf.saved_model.load(path).signatures
+    self._signature = self._signatures['serving_default']
 
   def classify(self, encoded_images: List[bytes]) -> List[Dict[str, float]]:
     try:
@@ -112,6 +113,17 @@ class LocalModel:
                                             outputs['classes'].numpy(), labels, thresholds)]
 
 
+  def explain(self, encoded_images: List[bytes]) -> List[Tuple[Any, Any]]:
+    """(heat map, pixels the model saw) per image, from the model's `explain` signature."""
+    if 'explain' not in self._signatures:
+      raise UsageError('this model has no explain signature (exported before Grad-CAM)')
+    try:
+      outputs = self._signatures['explain'](image_bytes=self._tf.constant(encoded_images))
+    except self._tf.errors.InvalidArgumentError as error:
+      raise PredictionError(messages.tensorflow_error_line(error.message)) from None
+    return list(zip(outputs['heat_map'].numpy(), outputs['image_pixels'].numpy()))
+
+
 class ServerModel:
   """A model behind a TensorFlow Serving REST endpoint."""
 
@@ -121,8 +133,23 @@ class ServerModel:
     self._timeout = timeout
 
   def classify(self, encoded_images: List[bytes]) -> List[Dict[str, float]]:
-    body = json.dumps({'instances': [{'b64': base64.b64encode(image).decode('ascii')}
-                                     for image in encoded_images]}).encode()
+    answer = self._post(encoded_images)
+    return [prediction(row['probabilities'], row['classes'], row.get('label'),
+                       row.get('malignant_threshold')) for row in answer['predictions']]
+
+  def explain(self, encoded_images: List[bytes]) -> List[Tuple[Any, Any]]:
+    """(heat map, pixels the model saw) per image, from the server's `explain` signature."""
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    answer = self._post(encoded_images, signature_name='explain')
+    return [(np.array(row['heat_map']), np.array(row['image_pixels']))
+            for row in answer['predictions']]
+
+  def _post(self, encoded_images: List[bytes], signature_name: Optional[str] = None) -> Dict:
+    request_body = {'instances': [{'b64': base64.b64encode(image).decode('ascii')}
+                                  for image in encoded_images]}
+    if signature_name:
+      request_body['signature_name'] = signature_name
+    body = json.dumps(request_body).encode()
     request = urllib.request.Request(self._url, data=body,
                                      headers={'Content-Type': 'application/json'})
     try:
@@ -140,13 +167,38 @@ class ServerModel:
     except (urllib.error.URLError, OSError) as error:
       reason = getattr(error, 'reason', error)
       raise UsageError(f'cannot reach the server at {self._url}: {reason}') from None
-    return [prediction(row['probabilities'], row['classes'], row.get('label'),
-                       row.get('malignant_threshold')) for row in answer['predictions']]
+    return answer
 
 
-def classify_files(model, files: List[str]) -> Iterable[Tuple[Dict, Optional[float]]]:
+def explanation_path(explain_dir: str, file: str, taken: set) -> str:
+  """`<dir>/<file stem>.explained.png`, numbered when two files share a stem."""
+  stem = os.path.splitext(os.path.basename(file))[0]
+  path, number = os.path.join(explain_dir, f'{stem}.explained.png'), 1
+  while path in taken:
+    number += 1
+    path = os.path.join(explain_dir, f'{stem} ({number}).explained.png')
+  taken.add(path)
+  return path
+
+
+def explain_into(model, encoded: List[Tuple[str, bytes]], results: Dict, explain_dir: str,
+                 taken: set) -> None:
+  """Writes a Grad-CAM overlay per classified image and names it in its result line."""
+  for file, image in encoded:
+    line = results[file][0]
+    if 'error' in line:
+      continue
+    heat, pixels = model.explain([image])[0]
+    line['explanation'] = explanation_path(explain_dir, file, taken)
+    overlay.save_overlay(line['explanation'], heat, pixels)
+
+
+def classify_files(model, files: List[str], explain_dir: Optional[str] = None
+                   ) -> Iterable[Tuple[Dict, Optional[float]]]:
   """(result line, the model's malignant threshold or None) per file, in order; a batch the model
-  refuses is retried image by image so that only the bad images get error lines."""
+  refuses is retried image by image so that only the bad images get error lines. With
+  `explain_dir`, each classified image's Grad-CAM overlay is written there."""
+  taken = set()
   for start in range(0, len(files), BATCH_SIZE):
     batch, encoded, results = files[start:start + BATCH_SIZE], [], {}
     for file in batch:
@@ -166,6 +218,8 @@ def classify_files(model, files: List[str]) -> Iterable[Tuple[Dict, Optional[flo
           results[file] = (result_line(file, answer), answer['malignant_threshold'])
         except PredictionError as error:
           results[file] = ({'path': file, 'error': f'not classified: {error}'}, None)
+    if explain_dir:
+      explain_into(model, encoded, results, explain_dir, taken)
     for file in batch:
       yield results[file]
 
@@ -193,6 +247,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                       'http://127.0.0.1:8501: send the images there instead of loading the model')
   parser.add_argument('--model-name', help='model name on the server (default: the last '
                       'folder of --model-dir)')
+  parser.add_argument('--explain', metavar='DIR',
+                      help='also write, for each image, where the model looked: its Grad-CAM '
+                      'heat map over the pixels it saw, as DIR/<name>.explained.png')
   args = parser.parse_args(argv)
   if args.server is None and args.model_dir is None:
     parser.error('give --model-dir, or --server with --model-name')
@@ -220,7 +277,12 @@ def main(argv: Optional[List[str]] = None) -> int:
       print(json.dumps({'path': path, 'error': error}), flush=True)
       failed += 1
     threshold_said = False
-    for line, threshold in classify_files(model, files):
+    if args.explain:
+      try:
+        os.makedirs(args.explain, exist_ok=True)
+      except OSError as error:
+        raise UsageError(f'cannot create {args.explain}: {error.strerror}') from None
+    for line, threshold in classify_files(model, files, args.explain):
       if threshold is not None and not threshold_said:
         print(f'operating point: an image is called malignant when its malignant probability '
               f'reaches {threshold:.4f} (crossed_malignant_threshold in each line)',
