@@ -48,7 +48,7 @@ def run_pipeline():
 
 @pytest.fixture(scope='session')
 def pipeline_runs(tmp_path_factory, python, project_root):
-  """Four runs of the real pipeline on one small synthetic set, shared by the tests that look
+  """Five runs of the real pipeline on one small synthetic set, shared by the tests that look
   at a finished run (end to end, inspector, report, prediction, server): see
   test_pipeline_end_to_end.py for what each run does."""
   base = tmp_path_factory.mktemp('end_to_end')
@@ -63,13 +63,18 @@ def pipeline_runs(tmp_path_factory, python, project_root):
   # A drop of at most 1 is always allowed: compared with the baseline, and certainly blessed.
   fourth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
                         '--epochs', '1', '--max-accuracy-drop', '1')
+  # Every gate passable but the calibration error's, which no model meets (it is never 0).
+  fifth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
+                        '--max-accuracy-drop', '1', '--max-calibration-error', '0')
+  serving_after_fifth = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
   store = metadata_store.open_store(str(output_dir / 'metadata.sqlite'))
   runs = [metadata_store.component_runs(store, context.id)
           for context in metadata_store.run_contexts(store)]
   return {
       'data_root': data_root, 'output_dir': output_dir, 'runs': runs, 'stdout':
-      [first.stdout, second.stdout, third.stdout, fourth.stdout],
+      [first.stdout, second.stdout, third.stdout, fourth.stdout, fifth.stdout],
       'serving_after_first': serving_after_first, 'serving_after_third': serving_after_third,
+      'serving_after_fifth': serving_after_fifth,
       'metadata_path': str(output_dir / 'metadata.sqlite'),
   }
 

@@ -26,7 +26,7 @@ def inspect(python, project_root, pipeline_runs, *arguments, as_json=True):
 
 def test_runs_lists_each_run_with_its_components(python, project_root, pipeline_runs):
   runs = inspect(python, project_root, pipeline_runs, 'runs')
-  assert len(runs) == 4
+  assert len(runs) == 5
   first, second = runs[0]['components'], runs[1]['components']
   assert {component['component'] for component in first} == PIPELINE_COMPONENTS
   assert all(component['status'] == 'complete' and not component['cached']
@@ -38,7 +38,7 @@ def test_runs_lists_each_run_with_its_components(python, project_root, pipeline_
   assert [component['status'] for component in second
           if component['component'] == 'Trainer'] == ['cached']
   table = inspect(python, project_root, pipeline_runs, 'runs', as_json=False)
-  assert 'component' in table and 'cached' in table and f'run {runs[3]["run"]}' in table
+  assert 'component' in table and 'cached' in table and f'run {runs[4]["run"]}' in table
 
 
 def test_artifacts_names_type_producer_and_run(python, project_root, pipeline_runs):

@@ -9,6 +9,8 @@
 4. With `--epochs 1 --max-accuracy-drop 1`: a new model, evaluated against the first (the latest
    blessed) as baseline, with a gate it cannot fail (any drop up to 1 is allowed): blessed and
    pushed as a second version. (A gate it must fail is run 3's.)
+5. With every gate passable but `--max-calibration-error 0`, which no model meets: the
+   Evaluator refuses the blessing on the calibration error alone, and nothing is pushed.
 Everything is asserted from ML Metadata and the files it points to.
 """
 
@@ -18,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 from models import calibration, features
-from runs import metadata_store, summary
+from runs import metadata_store, report_facts, summary
 
 COMPONENTS = ('ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen', 'ExampleValidator',
               'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'Pusher')
@@ -30,7 +32,7 @@ def states(component_runs):
 
 
 def test_first_run_executes_each_component_once(pipeline_runs):
-  assert len(pipeline_runs['runs']) == 4
+  assert len(pipeline_runs['runs']) == 5
   first = pipeline_runs['runs'][0]
   node_ids = [run.node_id for run in first]
   for component in COMPONENTS + (RESOLVER,):
@@ -160,3 +162,18 @@ def test_training_curves_are_written(pipeline_runs):
   assert len(curves) == 2  # The first and the fourth run trained; the others were cached.
   with open(curves[0], 'rb') as handle:
     assert handle.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_a_model_missing_the_calibration_gate_is_not_blessed(pipeline_runs):
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  run_id = metadata_store.run_contexts(store)[4].name
+  fifth = summary.summarize_run(pipeline_runs['metadata_path'], run_id=run_id)
+  assert states(pipeline_runs['runs'][4])['Evaluator'] == 'complete'
+  assert fifth.blessed is False and fifth.pushed_destination is None
+  assert fifth.metrics['expected_calibration_error'] > 0
+  evaluation = [artifact for component, type_name, artifact in metadata_store.run_outputs(
+      store, pipeline_runs['runs'][4]) if type_name == 'ModelEvaluation'][0]
+  assert report_facts.failed_metrics(evaluation.uri) == ['expected_calibration_error']
+  assert pipeline_runs['serving_after_fifth'] == sorted(
+      os.listdir(pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound'))
+  assert len(pipeline_runs['serving_after_fifth']) == 2  # the versions of runs 1 and 4

@@ -13,7 +13,8 @@ from PIL import Image
 from runs import metadata_store, report, report_facts, summary
 
 SECTIONS = ('Data', 'Sample images per class', 'Augmented samples', 'Data validation',
-            'Training', 'Evaluation', 'Blessing', 'Pushed', 'Components')
+            'Training', 'Operating point', 'Evaluation', 'Where the model looks', 'Blessing',
+            'Pushed', 'Components')
 
 
 def pictures_of(page: str):
@@ -33,7 +34,9 @@ def test_each_run_writes_the_report_with_every_section(pipeline_runs):
     assert f'<h2>{section}</h2>' in page, section
   pictures = pictures_of(page)
   assert set(pictures) == {'samples.png', 'augmented.png', 'contact_sheet.png',
-                           'training_curves.png', 'confusion_matrix.png'}
+                           'training_curves.png', 'confusion_matrix.png',
+                           'operating_point_confusion_matrix.png', 'malignant_roc.png',
+                           'reliability.png', 'where_the_model_looks.png'}
   for picture in pictures:
     with Image.open(index.parent / picture) as image:
       assert image.format == 'PNG' and image.width > 300 and image.height > 200
@@ -41,9 +44,12 @@ def test_each_run_writes_the_report_with_every_section(pipeline_runs):
   first = pipeline_runs['stdout'][0]
   assert '<td>train</td><td>12</td><td>12</td><td>12</td><td>36</td>' in page, first
   assert 'no anomalies' in page and 'Data validation gate: <span class="pass">passed' in page
-  # The fourth run's model (one epoch) against the thresholds it was given.
+  # The fifth run's evaluation against the thresholds it was given: it fails the calibration
+  # gate alone.
   assert 'sparse_categorical_accuracy ≥ 0' in page and 'malignant_sensitivity ≥ 0' in page
-  assert 'expected_calibration_error ≤ 0.1' in page
+  assert re.search(r'<tr><td>expected_calibration_error ≤ 0</td><td>[0-9.]+</td>'
+                   r'<td><span class="fail">failed', page)
+  assert '<p class="fail">Not blessed</p>' in page
   assert "sparse_categorical_accuracy at most 1 below the baseline model's" in html.unescape(page)
 
 

@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from components import contracts
 from models import features
@@ -419,3 +420,19 @@ def test_load_of_200_clients_good_malformed_and_stalled(pushed_model_dir, start_
   assert max(resident) - resident[0] < 400, resident
   # Still answering once the load is gone.
   assert http(server.model_url + ':predict', good_request)[0] == 200
+
+
+def test_predict_cli_says_the_operating_point_and_explains_where_the_model_looked(
+    python, project_root, images, pushed_model_dir, tmp_path):
+  completed, lines = predict_cli(python, project_root, '--model-dir', pushed_model_dir,
+                                 '--explain', tmp_path / 'explained', *images['good'])
+  assert completed.returncode == 0, completed.stderr
+  said = [line for line in completed.stderr.splitlines() if line.startswith('operating point')]
+  assert len(said) == 1  # once, not per image
+  threshold = float(said[0].split('reaches ')[1].split()[0])
+  for line in lines:
+    assert line['crossed_malignant_threshold'] == (line['scores']['malignant'] >= threshold - 1e-4)
+    with Image.open(line['explanation']) as overlay:
+      assert overlay.format == 'PNG' and overlay.size == (96, 96)  # 48-px input, shown twice
+  assert sorted(os.listdir(tmp_path / 'explained')) == ['benign (1).explained.png',
+                                                        'malignant (2).explained.png']
