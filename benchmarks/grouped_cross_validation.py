@@ -2,15 +2,19 @@
 
     python -m benchmarks.grouped_cross_validation --data-root ../shared/data/busi
         [--folds 5] [--models sepconv_residual seed] [--image-size 180] [--epochs N]
-        [--run-folds 0 1 ...] [--json results.json]
+        [--run-folds 0 1 ...] [--calibration-percent 15] [--target-malignant-sensitivity 0.9]
+        [--json results.json]
 
 Folds are made as ImageExampleGen makes its split: images are grouped by perceptual hash
 (near-duplicates, transitively), label conflicts are left out, and whole groups are dealt to
 folds stratified by label. So no test image has a near-duplicate among its training images.
-Images are decoded and resized by the same function as Transform, and each network is trained
-by `models.training.train_network` with its recipe, as the Trainer does. For each network it
-prints per-fold and mean ± standard deviation of accuracy, macro-F1, one-vs-rest macro AUC,
-per-class recall and training seconds.
+Images are decoded and resized by the same function as Transform, and each fold is trained as
+the Trainer trains: a calibration set carved out of the fold's training part by group, the
+network fitted on the rest by `models.training.train_network` with its recipe, the temperature
+and the malignant threshold chosen on the calibration set. For each network it prints per-fold
+and mean ± standard deviation of accuracy, macro-F1, one-vs-rest macro AUC, per-class recall,
+malignant sensitivity and specificity at the operating point, expected calibration error before
+and after temperature scaling, and training seconds.
 """
 
 import argparse
@@ -27,18 +31,19 @@ command_line.prepare_environment()
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from PIL import Image  # pylint: disable=g-import-not-at-top
-from sklearn import metrics as sklearn_metrics  # pylint: disable=g-import-not-at-top
 
 from components import near_duplicates  # pylint: disable=g-import-not-at-top
 from components.image_example_gen import image_files, split_plan  # pylint: disable=g-import-not-at-top
-from models import features, networks, preprocessing, training  # pylint: disable=g-import-not-at-top
+from models import calibration, features, group_split, networks, preprocessing, training  # pylint: disable=g-import-not-at-top
 from pipeline import tfma_metrics  # pylint: disable=g-import-not-at-top
+from pipeline.eval_config import ACCURACY  # pylint: disable=g-import-not-at-top
 
 BATCH_SIZE = 32
 
 
 def load_images(data_root: str, image_size: int, folds: int):
-  """(pixels [n, s, s, 3], labels [n], fold [n], files) of the images that are not conflicts."""
+  """(pixels [n, s, s, 3], labels [n], fold [n], near-duplicate group [n]) of the images that
+  are not label conflicts."""
   records = []
   for class_name in features.LABEL_NAMES:
     folder = os.path.join(data_root, class_name)
@@ -60,53 +65,80 @@ def load_images(data_root: str, image_size: int, folds: int):
       for start in range(0, len(kept), 64)])
   labels = np.array([features.LABEL_NAMES.index(record['label']) for record in kept])
   fold = np.array([plan[record['file']][0] for record in kept])
+  groups = np.array([plan[record['file']][1] for record in kept])
   print(f'{len(records)} images, {len(records) - len(kept)} in label conflicts left out, '
         f'{len(set(plan[r["file"]][1] for r in kept))} groups in {folds} folds '
         f'(images per fold: {np.bincount(fold).tolist()})', flush=True)
-  return pixels, labels, fold, [record['file'] for record in kept]
+  return pixels, labels, fold, groups
 
 
-def score(labels: np.ndarray, probabilities: np.ndarray) -> Dict[str, float]:
-  """The Evaluator's argmax metrics (pipeline/tfma_metrics.py) and sklearn's macro AUC."""
-  classes = list(range(len(features.LABEL_NAMES)))
-  counts = sklearn_metrics.confusion_matrix(labels, probabilities.argmax(axis=1), labels=classes)
+def score(labels: np.ndarray, probabilities: np.ndarray, uncalibrated: np.ndarray,
+          operating_point: calibration.OperatingPoint) -> Dict[str, float]:
+  """The Evaluator's metrics (pipeline/tfma_metrics.py, models/calibration.py) of one fold."""
+  statistics = tfma_metrics.probability_statistics(labels, probabilities)
+  counts = tfma_metrics.confusion_counts_of(labels, probabilities.argmax(axis=1))
   per_class = tfma_metrics.class_precision_recall(counts)
-  result = {
-      'accuracy': float(np.trace(counts) / counts.sum()),
-      'macro_f1': tfma_metrics.macro_f1(counts.astype(float)),
-      'macro_auc': float(sklearn_metrics.roc_auc_score(labels, probabilities, labels=classes,
-                                                       multi_class='ovr', average='macro')),
-  }
+  result = {'accuracy': statistics[ACCURACY], 'macro_f1': statistics['macro_f1'],
+            'macro_auc': statistics['macro_auc']}
   for name in features.LABEL_NAMES:
     result[f'recall_{name}'] = per_class[f'recall_{name}']
+  threshold = operating_point.malignant_threshold
+  at_point = calibration.operating_point_summary(
+      probabilities, labels, threshold if threshold is not None else 2.0)
+  result['sensitivity'] = at_point['sensitivity']
+  result['specificity'] = at_point['specificity']
+  result['ece_before'] = calibration.expected_calibration_error(uncalibrated, labels)
+  result['ece_after'] = calibration.expected_calibration_error(probabilities, labels)
   return result
 
 
-def run_fold(network: str, pixels, labels, fold, test_fold: int, image_size: int, epochs,
-             seed: int) -> Dict[str, float]:
-  train, test = fold != test_fold, fold == test_fold
-  train_dataset = (tf.data.Dataset.from_tensor_slices((pixels[train], labels[train]))
-                   .shuffle(int(train.sum()), seed=seed, reshuffle_each_iteration=True)
+def predict(model, pixels: np.ndarray, flips: bool) -> np.ndarray:
+  return np.concatenate([training.predict_probabilities(model, pixels[start:start + 64],
+                                                        flips).numpy()
+                         for start in range(0, len(pixels), 64)])
+
+
+def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_size: int,
+             epochs, seed: int, calibration_percent: float,
+             target_sensitivity: float) -> Dict[str, float]:
+  """Trains on the other folds as the Trainer does: a calibration set carved out of them by
+  group, the network fitted on the rest, the operating point chosen on the calibration set."""
+  train = np.flatnonzero(fold != test_fold)
+  in_calibration = np.array(group_split.calibration_mask(labels[train].tolist(),
+                                                         groups[train].tolist(),
+                                                         calibration_percent))
+  fitting, calibration_set = train[~in_calibration], train[in_calibration]
+  test = np.flatnonzero(fold == test_fold)
+  train_dataset = (tf.data.Dataset.from_tensor_slices((pixels[fitting], labels[fitting]))
+                   .shuffle(len(fitting), seed=seed, reshuffle_each_iteration=True)
                    .batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE))
   started = time.time()
   model, _ = training.train_network(network, image_size, train_dataset, None, epochs=epochs,
                                     seed=seed, verbose=0)
   seconds = time.time() - started
   flips = networks.RECIPES[network].test_time_flips
-  probabilities = np.concatenate([
-      training.predict_probabilities(model, pixels[test][start:start + 64], flips).numpy()
-      for start in range(0, int(test.sum()), 64)])
-  result = score(labels[test], probabilities)
+  operating_point = calibration.choose_operating_point(
+      predict(model, pixels[calibration_set], flips), labels[calibration_set],
+      target_sensitivity)
+  uncalibrated = predict(model, pixels[test], flips)
+  probabilities = calibration.temperature_scale(uncalibrated, operating_point.temperature)
+  result = score(labels[test], probabilities, uncalibrated, operating_point)
   result['train_seconds'] = seconds
   return result
 
 
 COLUMNS = ('accuracy', 'macro_f1', 'macro_auc', *(f'recall_{name}' for name in features.LABEL_NAMES),
-           'train_seconds')
+           'sensitivity', 'specificity', 'ece_before', 'ece_after', 'train_seconds')
+
+
+HEADINGS = {'recall_benign': 'rec. benign', 'recall_malignant': 'rec. malignant',
+            'recall_normal': 'rec. normal', 'sensitivity': 'sens. @ point',
+            'specificity': 'spec. @ point', 'ece_before': 'ECE before', 'ece_after': 'ECE after',
+            'train_seconds': 'train s'}
 
 
 def format_table(network: str, rows: List[Dict[str, float]]) -> str:
-  header = f'{network:<18} ' + ' '.join(f'{column.replace("recall_", "rec. "):>14}'
+  header = f'{network:<18} ' + ' '.join(f'{HEADINGS.get(column, column):>14}'
                                          for column in COLUMNS)
   lines = [header]
   for row in rows:
@@ -132,18 +164,24 @@ def main(argv=None) -> int:
   parser.add_argument('--run-folds', type=int, nargs='+',
                       help='test only these folds (default: all)')
   parser.add_argument('--seed', type=int, default=42)
+  parser.add_argument('--calibration-percent', type=float, default=15.0,
+                      help="share of each fold's training part set aside to choose the operating "
+                      'point (default: %(default)s, as the Trainer)')
+  parser.add_argument('--target-malignant-sensitivity', type=float,
+                      default=calibration.DEFAULT_TARGET_SENSITIVITY)
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
   if not os.path.isdir(args.data_root):
     parser.error(f'data root {args.data_root} is not a folder')
 
-  pixels, labels, fold, _ = load_images(args.data_root, args.image_size, args.folds)
+  pixels, labels, fold, groups = load_images(args.data_root, args.image_size, args.folds)
   results = {}
   for network in args.models:
     rows = []
     for test_fold in args.run_folds or range(args.folds):
-      row = run_fold(network, pixels, labels, fold, test_fold, args.image_size, args.epochs,
-                     args.seed)
+      row = run_fold(network, pixels, labels, fold, groups, test_fold, args.image_size,
+                     args.epochs, args.seed, args.calibration_percent,
+                     args.target_malignant_sensitivity)
       row['fold'] = test_fold
       rows.append(row)
       print(f'{network} fold {test_fold}: ' + ', '.join(
