@@ -407,9 +407,13 @@ def _reliability_computations(name: str, eval_config=None, model_names=None, out
                              example_weighted)
 
 
+ROC_THRESHOLDS = np.linspace(1.0, 0.0, 201)
+
+
 class MalignantRoc(tfma.metrics.Metric):
-  """[points, 3] array: threshold, false-positive rate, true-positive rate of malignant against
-  the other classes, at every distinct malignant probability."""
+  """[201, 3] array: threshold, false-positive rate, true-positive rate of malignant against the
+  other classes, at thresholds 1, 0.995, ..., 0. A fixed grid, so that TFMA can subtract a
+  baseline model's curve from the candidate's as it does for every metric."""
 
   def __init__(self, name: str = 'malignant_roc', code_version: str = ''):
     del code_version  # see the module docstring
@@ -421,11 +425,11 @@ def _roc_computations(name: str, eval_config=None, model_names=None, output_name
 
   def curve(probabilities, labels, _):
     is_malignant = labels == features.MALIGNANT_LABEL
-    if is_malignant.all() or not is_malignant.any():
-      return np.zeros((0, 3))
-    false_positive, true_positive, thresholds = sklearn_metrics.roc_curve(
-        is_malignant, probabilities[:, features.MALIGNANT_LABEL])
-    return np.stack([np.minimum(thresholds, 1.0), false_positive, true_positive], axis=1)
+    called = probabilities[:, features.MALIGNANT_LABEL][None, :] >= ROC_THRESHOLDS[:, None]
+    with np.errstate(invalid='ignore', divide='ignore'):
+      true_positive = called[:, is_malignant].sum(axis=1) / is_malignant.sum()
+      false_positive = called[:, ~is_malignant].sum(axis=1) / (~is_malignant).sum()
+    return np.stack([ROC_THRESHOLDS, false_positive, true_positive], axis=1)
 
   return _from_probabilities(name, curve, eval_config, model_names, output_names,
                              example_weighted)

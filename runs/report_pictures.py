@@ -185,7 +185,8 @@ def draw_report_pictures(facts: ReportFacts, report_dir: str) -> Dict[str, str]:
   if arrays.get('reliability_diagram') is not None:
     draw_reliability(arrays.get('reliability_diagram_uncalibrated'),
                      arrays['reliability_diagram'], path_of('reliability'))
-  if arrays.get('malignant_roc') is not None and len(arrays['malignant_roc']):
+  roc = arrays.get('malignant_roc')
+  if roc is not None and len(roc) and not np.isnan(roc[:, 1:]).any():
     metrics = facts.run.metrics
     point = None
     if metrics.get('malignant_specificity') is not None:
