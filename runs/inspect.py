@@ -149,6 +149,9 @@ def list_models(store) -> List[Dict[str, Any]]:
     if model.id in evaluations:
       all_metrics, _ = summary.read_overall_evaluation(evaluations[model.id].uri)
       metrics = {name: all_metrics.get(name) for name in MODEL_METRICS}
+      # The 95 % bootstrap intervals where the Evaluator computed them.
+      metrics.update({f'{name}_{end}': all_metrics[f'{name}_{end}'] for name in MODEL_METRICS
+                      for end in ('lower', 'upper') if f'{name}_{end}' in all_metrics})
     rows.append({'id': model.id, 'run': metadata_store.run_of(store, producer.id) if producer
                  else '', 'network': custom_config.get('network'),
                  'malignant_threshold': metadata_store.artifact_property(model,

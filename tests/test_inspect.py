@@ -110,6 +110,10 @@ def test_models_lists_metrics_blessing_and_pushed_version(python, project_root, 
   serving = sorted(os.listdir(pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound'))
   assert fourth['blessed'] is True and fourth['pushed_version'] == serving[1]
   assert fourth['metrics']['sparse_categorical_accuracy'] is not None
+  for name in ('sparse_categorical_accuracy', 'malignant_sensitivity', 'malignant_specificity'):
+    lower, upper = (fourth['metrics'][f'{name}_lower'], fourth['metrics'][f'{name}_upper'])
+    assert lower <= fourth['metrics'][name] <= upper
+  assert 0 < fourth['malignant_threshold'] <= 1
   table = inspect(python, project_root, pipeline_runs, 'models', as_json=False)
   assert 'malignant threshold' in table.splitlines()[0] and 'sensitivity' in table.splitlines()[0]
   assert pipeline_runs['serving_after_first'][0] in table
