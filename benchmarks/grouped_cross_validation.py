@@ -3,7 +3,7 @@
     python -m benchmarks.grouped_cross_validation --data-root ../shared/data/busi
         [--folds 5] [--models sepconv_residual seed] [--image-size 180] [--epochs N]
         [--run-folds 0 1 ...] [--calibration-percent 15] [--target-malignant-sensitivity 0.9]
-        [--json results.json]
+        [--ensemble-sizes 1 3 5] [--hyperparameters '{"width": 1.25}'] [--json results.json]
 
 Folds are made as ImageExampleGen makes its split: images are grouped by perceptual hash
 (near-duplicates, transitively), label conflicts are left out, and whole groups are dealt to
@@ -14,7 +14,9 @@ network fitted on the rest by `models.training.train_network` with its recipe, t
 and the malignant threshold chosen on the calibration set. For each network it prints per-fold
 and mean ± standard deviation of accuracy, macro-F1, one-vs-rest macro AUC, per-class recall,
 malignant sensitivity and specificity at the operating point, expected calibration error before
-and after temperature scaling, and training seconds.
+and after temperature scaling, and training seconds. With `--ensemble-sizes`, the largest deep
+ensemble is trained once per fold and every size is scored on its first members, so the sizes
+are compared on the same networks.
 """
 
 import argparse
@@ -22,7 +24,7 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 from pipeline import command_line
 
@@ -92,17 +94,21 @@ def score(labels: np.ndarray, probabilities: np.ndarray, uncalibrated: np.ndarra
   return result
 
 
-def predict(model, pixels: np.ndarray, flips: bool) -> np.ndarray:
-  return np.concatenate([training.predict_probabilities(model, pixels[start:start + 64],
+def predict(members: List, pixels: np.ndarray, flips: bool) -> np.ndarray:
+  return np.concatenate([training.predict_probabilities(members, pixels[start:start + 64],
                                                         flips).numpy()
                          for start in range(0, len(pixels), 64)])
 
 
 def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_size: int,
-             epochs, seed: int, calibration_percent: float,
-             target_sensitivity: float) -> Dict[str, float]:
+             epochs, seed: int, calibration_percent: float, target_sensitivity: float,
+             ensemble_sizes: Sequence[int],
+             hyperparameters: Optional[Dict] = None) -> Dict[int, Dict[str, float]]:
   """Trains on the other folds as the Trainer does: a calibration set carved out of them by
-  group, the network fitted on the rest, the operating point chosen on the calibration set."""
+  group, the networks fitted on the rest, the operating point chosen on the calibration set.
+
+  max(ensemble_sizes) members are trained (member i from seed `seed + i`, as the Trainer does),
+  and each ensemble size n is scored as the ensemble of the first n: {n: scores}."""
   train = np.flatnonzero(fold != test_fold)
   in_calibration = np.array(group_split.calibration_mask(labels[train].tolist(),
                                                          groups[train].tolist(),
@@ -112,19 +118,27 @@ def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_s
   train_dataset = (tf.data.Dataset.from_tensor_slices((pixels[fitting], labels[fitting]))
                    .shuffle(len(fitting), seed=seed, reshuffle_each_iteration=True)
                    .batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE))
-  started = time.time()
-  model, _ = training.train_network(network, image_size, train_dataset, None, epochs=epochs,
-                                    seed=seed, verbose=0)
-  seconds = time.time() - started
+  seconds = []
+  members: List = []
+  for member in range(max(ensemble_sizes)):
+    started = time.time()
+    trained, _ = training.train_ensemble(network, image_size, train_dataset, None, members=1,
+                                         epochs=epochs, seed=seed + member, verbose=0,
+                                         hyperparameters=hyperparameters)
+    seconds.append(time.time() - started)
+    members.extend(trained)
   flips = networks.RECIPES[network].test_time_flips
-  operating_point = calibration.choose_operating_point(
-      predict(model, pixels[calibration_set], flips), labels[calibration_set],
-      target_sensitivity)
-  uncalibrated = predict(model, pixels[test], flips)
-  probabilities = calibration.temperature_scale(uncalibrated, operating_point.temperature)
-  result = score(labels[test], probabilities, uncalibrated, operating_point)
-  result['train_seconds'] = seconds
-  return result
+  results = {}
+  for size in ensemble_sizes:
+    operating_point = calibration.choose_operating_point(
+        predict(members[:size], pixels[calibration_set], flips), labels[calibration_set],
+        target_sensitivity)
+    uncalibrated = predict(members[:size], pixels[test], flips)
+    probabilities = calibration.temperature_scale(uncalibrated, operating_point.temperature)
+    result = score(labels[test], probabilities, uncalibrated, operating_point)
+    result['train_seconds'] = sum(seconds[:size])
+    results[size] = result
+  return results
 
 
 COLUMNS = ('accuracy', 'macro_f1', 'macro_auc', *(f'recall_{name}' for name in features.LABEL_NAMES),
@@ -138,16 +152,16 @@ HEADINGS = {'recall_benign': 'rec. benign', 'recall_malignant': 'rec. malignant'
 
 
 def format_table(network: str, rows: List[Dict[str, float]]) -> str:
-  header = f'{network:<18} ' + ' '.join(f'{HEADINGS.get(column, column):>14}'
+  header = f'{network:<20} ' + ' '.join(f'{HEADINGS.get(column, column):>14}'
                                          for column in COLUMNS)
   lines = [header]
   for row in rows:
-    lines.append(f'  fold {row["fold"]:<11} ' + ' '.join(
+    lines.append(f'  fold {row["fold"]:<13} ' + ' '.join(
         f'{row[column]:>14.1f}' if column == 'train_seconds' else f'{row[column]:>14.3f}'
         for column in COLUMNS))
   means = {column: np.mean([row[column] for row in rows]) for column in COLUMNS}
   spreads = {column: np.std([row[column] for row in rows]) for column in COLUMNS}
-  lines.append(f'  {"mean ± sd":<16} ' + ' '.join(
+  lines.append(f'  {"mean ± sd":<18} ' + ' '.join(
       f'{f"{means[column]:.0f} ± {spreads[column]:.0f}":>14}' if column == 'train_seconds'
       else f'{f"{means[column]:.3f} ± {spreads[column]:.3f}":>14}' for column in COLUMNS))
   return '\n'.join(lines)
@@ -169,6 +183,12 @@ def main(argv=None) -> int:
                       'point (default: %(default)s, as the Trainer)')
   parser.add_argument('--target-malignant-sensitivity', type=float,
                       default=calibration.DEFAULT_TARGET_SENSITIVITY)
+  parser.add_argument('--ensemble-sizes', type=int, nargs='+',
+                      help='score deep ensembles of these sizes: the largest is trained per fold '
+                      "and each size n is its first n members (default: each recipe's)")
+  parser.add_argument('--hyperparameters', type=json.loads,
+                      help='JSON object of hyperparameters to train with, e.g. the Tuner\'s best '
+                      '(as `runs.inspect models --json` shows them): {"width": 1.25, ...}')
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
   if not os.path.isdir(args.data_root):
@@ -177,16 +197,18 @@ def main(argv=None) -> int:
   pixels, labels, fold, groups = load_images(args.data_root, args.image_size, args.folds)
   results = {}
   for network in args.models:
-    rows = []
+    ensemble_sizes = sorted(set(args.ensemble_sizes or [networks.RECIPES[network].members]))
+    names = {size: network if size == 1 else f'{network} ×{size}' for size in ensemble_sizes}
     for test_fold in args.run_folds or range(args.folds):
-      row = run_fold(network, pixels, labels, fold, groups, test_fold, args.image_size,
-                     args.epochs, args.seed, args.calibration_percent,
-                     args.target_malignant_sensitivity)
-      row['fold'] = test_fold
-      rows.append(row)
-      print(f'{network} fold {test_fold}: ' + ', '.join(
-          f'{column} {row[column]:.3f}' for column in COLUMNS), flush=True)
-    results[network] = rows
+      by_size = run_fold(network, pixels, labels, fold, groups, test_fold, args.image_size,
+                         args.epochs, args.seed, args.calibration_percent,
+                         args.target_malignant_sensitivity, ensemble_sizes,
+                         args.hyperparameters)
+      for size, row in by_size.items():
+        row['fold'] = test_fold
+        results.setdefault(names[size], []).append(row)
+        print(f'{names[size]} fold {test_fold}: ' + ', '.join(
+            f'{column} {row[column]:.3f}' for column in COLUMNS), flush=True)
   print()
   for network, rows in results.items():
     print(format_table(network, rows))

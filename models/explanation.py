@@ -6,11 +6,19 @@ regions that raise that class. The score is the class's logit, the input of the 
 (read from the `probabilities` layer every network ends with): a confident probability's gradient
 vanishes, its logit's does not. The map is scaled to [0, 1] and resized to the input. The exported
 model carries it as its `explain` signature (models/model.py), so the report and the prediction
-CLI draw it from the SavedModel alone.
+CLI draw it from the SavedModel alone. An ensemble's map is the mean of its members' maps.
 """
+
+from typing import Sequence
 
 import tensorflow as tf
 import tf_keras as keras
+
+
+def output_in_network(layer: keras.layers.Layer):
+  """The layer's output in the network it was last called in. A nested model (a pretrained
+  backbone) also has its own graph's output, which the outer network's inputs do not reach."""
+  return layer.get_output_at(-1)
 
 
 def last_feature_layer(model: keras.Model) -> keras.layers.Layer:
@@ -18,7 +26,7 @@ def last_feature_layer(model: keras.Model) -> keras.layers.Layer:
   the augmentation, and not a pooling or dropout layer, which only coarsen or mask the maps
   Grad-CAM reads."""
   for layer in reversed(model.layers):
-    shape = layer.output.shape
+    shape = output_in_network(layer).shape
     if (len(shape) == 4 and shape[1] > 1 and layer.name != 'augmentation'
         and not isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.Dropout))):
       return layer
@@ -31,7 +39,8 @@ FINAL_LAYER = 'probabilities'  # the softmax Dense layer every network in networ
 def feature_model(model: keras.Model) -> keras.Model:
   """The network with two outputs: its last feature maps and the input of its final layer."""
   return keras.Model(model.inputs,
-                     [last_feature_layer(model).output, model.get_layer(FINAL_LAYER).input],
+                     [output_in_network(last_feature_layer(model)),
+                      model.get_layer(FINAL_LAYER).input],
                      name=f'{model.name}_with_features')
 
 
@@ -50,3 +59,12 @@ def grad_cam(model: keras.Model, features_and_penultimate: keras.Model, pixels: 
   maps = maps / (tf.reduce_max(maps, axis=[1, 2], keepdims=True) + 1e-8)
   size = tf.shape(pixels)[1:3]
   return tf.image.resize(maps[..., tf.newaxis], size, method='bilinear')[..., 0]
+
+
+def ensemble_grad_cam(members: Sequence[keras.Model], feature_models: Sequence[keras.Model],
+                      pixels: tf.Tensor, class_indices: tf.Tensor) -> tf.Tensor:
+  """The members' maps of `class_indices`, averaged and scaled to [0, 1] again: where the
+  ensemble as a whole looks. `feature_models[i]` is `feature_model(members[i])`."""
+  maps = tf.add_n([grad_cam(member, features_and_penultimate, pixels, class_indices)
+                   for member, features_and_penultimate in zip(members, feature_models)])
+  return maps / (tf.reduce_max(maps, axis=[1, 2], keepdims=True) + 1e-8)

@@ -21,15 +21,18 @@ bytes, or serialized raw tf.Examples) and applies the same preprocessing as trai
   [batch, size, size] in [0, 1]) and `image_pixels` (what the network saw).
 
 The network and how it is trained come from `models.training` and the network's recipe; a
-recipe with test-time flips is exported averaging over the image and its mirror image.
-Next to TensorBoard logs, the model-run directory gets `training_curves.png` (accuracy and loss
-per epoch, training and validation) and `history.json`.
+recipe with test-time flips is exported averaging over the image and its mirror image, and an
+ensemble (`ensemble_members` > 1, or the recipe's) is exported as one SavedModel averaging its
+members' probabilities before calibration.
+Next to TensorBoard logs (one folder per member of an ensemble), the model-run directory gets
+`training_curves.png` (accuracy and loss per epoch, training and validation, every member) and
+`history.json` (a list: one history per member).
 """
 
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import matplotlib
 
@@ -49,6 +52,8 @@ NETWORK_KEY = 'network'
 SEED_KEY = 'seed'
 CALIBRATION_PERCENT_KEY = 'calibration_percent'
 TARGET_SENSITIVITY_KEY = 'target_malignant_sensitivity'
+ENSEMBLE_MEMBERS_KEY = 'ensemble_members'
+BACKBONE_WEIGHTS_KEY = 'backbone_weights'
 
 DEFAULTS = {
     EPOCHS_KEY: None,  # the network's recipe decides
@@ -57,9 +62,13 @@ DEFAULTS = {
     SEED_KEY: 42,
     CALIBRATION_PERCENT_KEY: 15,
     TARGET_SENSITIVITY_KEY: calibration.DEFAULT_TARGET_SENSITIVITY,
+    ENSEMBLE_MEMBERS_KEY: None,  # the network's recipe decides
+    BACKBONE_WEIGHTS_KEY: None,  # a pretrained backbone's weights (models/backbones.py)
 }
 TRAINING_CURVES_FILE = 'training_curves.png'
 HISTORY_FILE = 'history.json'
+# Beside the SavedModel in the Model artifact, when the Tuner chose them (`--tune`).
+HYPERPARAMETERS_FILE = 'hyperparameters.json'
 
 
 def read_examples(file_pattern: List[str], data_accessor,
@@ -103,15 +112,20 @@ def split_for_calibration(examples: tf.data.Dataset, percent: float):
           examples.filter(in_calibration))
 
 
-def plot_training_curves(history: Dict[str, List[float]], path: str) -> None:
-  """The seed notebook's figure: accuracy and loss per epoch, training against validation."""
+def plot_training_curves(histories: Sequence[Dict[str, List[float]]], path: str) -> None:
+  """The seed notebook's figure: accuracy and loss per epoch, training against validation, one
+  pair of lines per ensemble member."""
   figure, (accuracy_axes, loss_axes) = plt.subplots(1, 2, figsize=(11, 4))
-  epochs = range(1, len(history['loss']) + 1)
   for axes, metric, title in ((accuracy_axes, 'accuracy', 'Accuracy'),
                               (loss_axes, 'loss', 'Loss')):
-    axes.plot(epochs, history[metric], label='training')
-    if f'val_{metric}' in history:
-      axes.plot(epochs, history[f'val_{metric}'], label='validation')
+    for member, history in enumerate(histories):
+      epochs = range(1, len(history['loss']) + 1)
+      suffix = f' (member {member + 1})' if len(histories) > 1 else ''
+      axes.plot(epochs, history[metric], color='C0', alpha=1.0 / (1 + member),
+                label=f'training{suffix}')
+      if f'val_{metric}' in history:
+        axes.plot(epochs, history[f'val_{metric}'], color='C1', alpha=1.0 / (1 + member),
+                  label=f'validation{suffix}')
     axes.set_title(f'Training and validation {title.lower()}')
     axes.set_xlabel('epoch')
     axes.set_ylabel(title)
@@ -124,19 +138,20 @@ def plot_training_curves(history: Dict[str, List[float]], path: str) -> None:
 
 
 class ExportModule(tf.Module):
-  """The trained network plus the Transform layer and the operating point, with the three
-  serving signatures. Probabilities are temperature-scaled; `label` follows the malignant
-  threshold (models/calibration.py's rule), or the arg-max when there is none."""
+  """The trained network (or ensemble: the mean of its members' probabilities) plus the
+  Transform layer and the operating point, with the serving signatures. Probabilities are
+  temperature-scaled; `label` follows the malignant threshold (models/calibration.py's rule), or
+  the arg-max when there is none."""
 
-  def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput,
+  def __init__(self, members: Sequence[keras.Model], tf_transform_output: tft.TFTransformOutput,
                test_time_flips: bool, operating_point: calibration.OperatingPoint):
     super().__init__()
-    self.model = model
+    self.members = list(members)
     self._test_time_flips = test_time_flips
     self.transform_layer = tf_transform_output.transform_features_layer()
     self._raw_feature_spec = tf_transform_output.raw_feature_spec()
     self._class_names = tf.constant(features.LABEL_NAMES)
-    self._explainer = explanation.feature_model(model)
+    self._explainers = [explanation.feature_model(member) for member in self.members]
     self._temperature = tf.constant(operating_point.temperature, tf.float32)
     threshold = operating_point.malignant_threshold
     # Above 1, no probability reaches it: the arg-max decides.
@@ -144,8 +159,8 @@ class ExportModule(tf.Module):
 
   def _uncalibrated(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
     transformed = self.transform_layer(raw_features)
-    return training.predict_probabilities(self.model, transformed[features.TRANSFORMED_IMAGE_KEY],
-                                          self._test_time_flips)
+    return training.predict_probabilities(
+        self.members, transformed[features.TRANSFORMED_IMAGE_KEY], self._test_time_flips)
 
   def _calibrated(self, uncalibrated: tf.Tensor) -> tf.Tensor:
     return tf.nn.softmax(tf.math.log(tf.maximum(uncalibrated, 1e-7)) / self._temperature)
@@ -180,12 +195,13 @@ class ExportModule(tf.Module):
     transformed = self.transform_layer({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
     pixels = transformed[features.TRANSFORMED_IMAGE_KEY]
     probabilities = self._calibrated(
-        training.predict_probabilities(self.model, pixels, self._test_time_flips))
+        training.predict_probabilities(self.members, pixels, self._test_time_flips))
     decision = self._decision(probabilities)
     return {
         'probabilities': probabilities,
         'label': tf.gather(self._class_names, decision),
-        'heat_map': explanation.grad_cam(self.model, self._explainer, pixels, decision),
+        'heat_map': explanation.ensemble_grad_cam(self.members, self._explainers, pixels,
+                                                  decision),
         'image_pixels': pixels,
     }
 
@@ -206,10 +222,10 @@ class ExportModule(tf.Module):
     return self.transform_layer(tf.io.parse_example(examples, self._raw_feature_spec))
 
 
-def export_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
+def export_model(members: Sequence[keras.Model], tf_transform_output: tft.TFTransformOutput,
                  export_dir: str, test_time_flips: bool,
                  operating_point: calibration.OperatingPoint) -> None:
-  module = ExportModule(model, tf_transform_output, test_time_flips, operating_point)
+  module = ExportModule(members, tf_transform_output, test_time_flips, operating_point)
   tf.saved_model.save(module, export_dir, signatures={
       'serving_default': module.serve_image_bytes,
       'from_examples': module.serve_examples,
@@ -239,22 +255,32 @@ def run_fn(fn_args) -> None:
 
   network = config[NETWORK_KEY]
   test_time_flips = networks.RECIPES[network].test_time_flips
-  model, history = training.train_network(
+  members = config[ENSEMBLE_MEMBERS_KEY] or networks.RECIPES[network].members
+  # The Tuner's best (keras_tuner.HyperParameters config), when the pipeline tuned.
+  hyperparameters = dict((fn_args.hyperparameters or {}).get('values', {}))
+  trained, histories = training.train_ensemble(
       network, image_size, batches(fitting, batch_size, shuffle_seed=config[SEED_KEY]),
-      batches(eval_examples, batch_size), epochs=config[EPOCHS_KEY], seed=config[SEED_KEY],
-      callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+      batches(eval_examples, batch_size), members=members, epochs=config[EPOCHS_KEY],
+      seed=config[SEED_KEY], hyperparameters=hyperparameters,
+      backbone_weights=config[BACKBONE_WEIGHTS_KEY],
+      callbacks_of_member=lambda member: [keras.callbacks.TensorBoard(
+          log_dir=(os.path.join(fn_args.model_run_dir, f'member_{member}') if members > 1
+                   else fn_args.model_run_dir))])
   # The eval split is only reported on; the operating point comes from the calibration set.
   operating_point = calibration.choose_operating_point(
-      *training.predict_dataset(model, batches(calibration_set, batch_size), test_time_flips),
+      *training.predict_dataset(trained, batches(calibration_set, batch_size), test_time_flips),
       target_sensitivity=config[TARGET_SENSITIVITY_KEY])
 
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), 'w') as handle:
-    json.dump(history, handle, indent=1)
-  plot_training_curves(history, os.path.join(fn_args.model_run_dir, TRAINING_CURVES_FILE))
-  export_model(model, tf_transform_output, fn_args.serving_model_dir, test_time_flips,
+    json.dump(histories, handle, indent=1)
+  plot_training_curves(histories, os.path.join(fn_args.model_run_dir, TRAINING_CURVES_FILE))
+  export_model(trained, tf_transform_output, fn_args.serving_model_dir, test_time_flips,
                operating_point)
   # Beside the SavedModel, in the Model artifact: the Trainer's executor records it in ML
   # Metadata (components/trainer/executor.py).
-  with tf.io.gfile.GFile(os.path.join(os.path.dirname(fn_args.serving_model_dir),
-                                      calibration.OPERATING_POINT_FILE), 'w') as handle:
+  model_dir = os.path.dirname(fn_args.serving_model_dir)
+  with tf.io.gfile.GFile(os.path.join(model_dir, calibration.OPERATING_POINT_FILE), 'w') as handle:
     json.dump(dataclasses.asdict(operating_point), handle, indent=1)
+  if hyperparameters:
+    with tf.io.gfile.GFile(os.path.join(model_dir, HYPERPARAMETERS_FILE), 'w') as handle:
+      json.dump(hyperparameters, handle, indent=1)

@@ -1,10 +1,14 @@
 """The networks, as plain Keras (tf_keras, the Keras 2 that TFT and TFMA 1.16 use), each with
 the recipe it is trained by.
 
-Each builder takes the image size and class count and returns an uncompiled model whose input
-is [batch, size, size, 3] floats in [0, 1] and whose output is class probabilities.
+Each builder takes the image size, the class count and its recipe's options, and returns an
+uncompiled model whose input is [batch, size, size, 3] floats in [0, 1] and whose output is class
+probabilities. A recipe may declare a search space beside its network: the hyperparameters the
+Tuner (`--tune`, models/tuning.py) may change, which `with_hyperparameters` applies.
 
 - `seed`: the seed notebook's CNN and its training (Adam 1e-3, 15 epochs), kept for comparison.
+- `efficientnet_b0`, `mobilenet_v3_small`: Keras Applications backbones fine-tuned in two phases,
+  for users who have pretrained weights (models/backbones.py).
 - `sepconv_residual` (the default): a small Xception-style network trained from scratch on CPU:
   a strided stem, residual blocks of depthwise-separable convolutions with batch normalisation,
   global average pooling, augmentation suited to ultrasound (mirror, small rotation, zoom and
@@ -13,39 +17,52 @@ is [batch, size, size, 3] floats in [0, 1] and whose output is class probabiliti
 """
 
 import dataclasses
-from typing import Callable, Dict
+import functools
+from typing import Any, Callable, Dict, Mapping, Optional
 
-import tensorflow as tf
 import tf_keras as keras
+
+from models import augmentation, backbones
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
   """How a network is built and trained."""
-  build: Callable[[int, int], keras.Model]
+  build: Callable[..., keras.Model]  # (image_size, num_classes, **options)
   epochs: int
   learning_rate: float
   cosine_decay: bool = False  # warm-up, then cosine decay over the epochs
   weight_decay: float = 0.0  # AdamW when > 0, else Adam
   balanced_class_weights: bool = False
   test_time_flips: bool = False  # average the prediction over the image and its mirror
+  # A deep ensemble: this many networks, trained alike from different seeds, whose
+  # probabilities the exported model averages.
+  members: int = 1
+  # Keyword arguments of `build` (for `sepconv_residual`: width, dropout, augmentation
+  # strength, working size).
+  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # Declares the hyperparameters the Tuner may search on a keras_tuner.HyperParameters; None
+  # when the network is not tuned.
+  search_space: Optional[Callable[[Any], None]] = None
+  # Transfer learning (models/backbones.py): `build` takes `backbone_weights`; the first
+  # `frozen_epochs` train the new head with the backbone frozen, the rest also the backbone's top
+  # `unfrozen_layers` layers (batch normalisation stays frozen) at a tenth of the learning rate.
+  pretrained_backbone: bool = False
+  frozen_epochs: int = 0
+  unfrozen_layers: int = 0
 
 
-class SpeckleNoise(keras.layers.Layer):
-  """Multiplicative noise, x · (1 + N(0, σ)), as ultrasound speckle varies; training only."""
+TRAINING_HYPERPARAMETERS = ('learning_rate', 'weight_decay')
 
-  def __init__(self, stddev: float, **kwargs):
-    super().__init__(**kwargs)
-    self.stddev = stddev
 
-  def call(self, inputs, training=None):
-    if not training:
-      return inputs
-    noise = tf.random.normal(tf.shape(inputs), stddev=self.stddev)
-    return tf.clip_by_value(inputs * (1.0 + noise), 0.0, 1.0)
-
-  def get_config(self):
-    return {**super().get_config(), 'stddev': self.stddev}
+def with_hyperparameters(recipe: Recipe, hyperparameters: Mapping[str, Any]) -> Recipe:
+  """The recipe with these values (e.g. the Tuner's best): learning rate and weight decay for
+  training, every other name for `build`."""
+  training_values = {name: value for name, value in hyperparameters.items()
+                     if name in TRAINING_HYPERPARAMETERS}
+  options = {name: value for name, value in hyperparameters.items()
+             if name not in TRAINING_HYPERPARAMETERS}
+  return dataclasses.replace(recipe, **training_values, options={**recipe.options, **options})
 
 
 def seed_cnn(image_size: int, num_classes: int) -> keras.Model:
@@ -67,19 +84,6 @@ def seed_cnn(image_size: int, num_classes: int) -> keras.Model:
   return keras.Model(inputs, outputs, name='seed_cnn')
 
 
-def ultrasound_augmentation() -> keras.Sequential:
-  """Changes a probe, a gain knob or a hand would make; no vertical flip (depth has a direction)."""
-  return keras.Sequential([
-      keras.layers.RandomFlip('horizontal'),
-      keras.layers.RandomRotation(0.04),
-      keras.layers.RandomZoom((-0.15, 0.1)),
-      keras.layers.RandomTranslation(0.08, 0.08),
-      keras.layers.RandomContrast(0.25),
-      keras.layers.RandomBrightness(0.15, value_range=(0.0, 1.0)),
-      SpeckleNoise(0.08),
-  ], name='augmentation')
-
-
 def _batch_norm() -> keras.layers.Layer:
   # A few hundred steps per training run: the default momentum (0.99) would leave the moving
   # statistics, which inference uses, far from the data's.
@@ -95,41 +99,73 @@ def _conv_bn_relu(x, filters: int, strides: int = 1):
 WORKING_SIZE = 160
 
 
-def sepconv_residual(image_size: int, num_classes: int) -> keras.Model:
-  """Strided stem, three residual separable-conv blocks, global average pooling."""
+def sepconv_residual(image_size: int, num_classes: int, width: float = 1.0,
+                     dropout: float = 0.4, augmentation_strength: float = 1.0,
+                     working_size: int = WORKING_SIZE) -> keras.Model:
+  """Strided stem, three residual separable-conv blocks, global average pooling. `width`
+  scales every layer's filters."""
+  # Hyperparameters read back from ML Metadata are JSON numbers: 128.0 for 128.
+  working_size = int(working_size)
+  def filters(count: int) -> int:
+    return max(8, int(round(count * width / 8)) * 8)
+
   inputs = keras.Input(shape=(image_size, image_size, 3), name='image_pixels')
   x = inputs
-  if image_size > WORKING_SIZE:
+  if image_size > working_size:
     # Lesions span tens of pixels at 180 px; 160 keeps them and cuts the work by a fifth, and
     # found more malignant cases than 128 px at the same accuracy (docs/experiments.md).
-    x = keras.layers.Resizing(WORKING_SIZE, WORKING_SIZE, interpolation='area')(x)
-  x = ultrasound_augmentation()(x)
+    x = keras.layers.Resizing(working_size, working_size, interpolation='area')(x)
+  x = augmentation.ultrasound_augmentation(augmentation_strength)(x)
   # Two strided convolutions first: full-resolution layers are where a CPU spends its time.
-  x = _conv_bn_relu(x, 24, strides=2)
-  x = _conv_bn_relu(x, 48, strides=2)
+  x = _conv_bn_relu(x, filters(24), strides=2)
+  x = _conv_bn_relu(x, filters(48), strides=2)
   previous = x
-  for filters in (96, 160, 256):
+  for block_filters in (96, 160, 256):
     for _ in range(2):
       x = keras.layers.Activation('relu')(x)
-      x = keras.layers.SeparableConv2D(filters, 3, padding='same', use_bias=False)(x)
+      x = keras.layers.SeparableConv2D(filters(block_filters), 3, padding='same',
+                                       use_bias=False)(x)
       x = _batch_norm()(x)
     x = keras.layers.MaxPooling2D(3, strides=2, padding='same')(x)
-    shortcut = keras.layers.Conv2D(filters, 1, strides=2, padding='same')(previous)
+    shortcut = keras.layers.Conv2D(filters(block_filters), 1, strides=2, padding='same')(previous)
     x = keras.layers.add([x, shortcut])
     previous = x
-  x = keras.layers.SeparableConv2D(320, 3, padding='same', use_bias=False)(x)
+  x = keras.layers.SeparableConv2D(filters(320), 3, padding='same', use_bias=False)(x)
   x = _batch_norm()(x)
   x = keras.layers.Activation('relu')(x)
   x = keras.layers.GlobalAveragePooling2D()(x)
-  x = keras.layers.Dropout(0.4)(x)
+  x = keras.layers.Dropout(dropout)(x)
   outputs = keras.layers.Dense(num_classes, activation='softmax', name='probabilities')(x)
   return keras.Model(inputs, outputs, name='sepconv_residual')
+
+
+def sepconv_residual_search_space(hp) -> None:
+  """What the Tuner may change in `sepconv_residual` and its training (a
+  keras_tuner.HyperParameters); each range holds the default recipe's value."""
+  hp.Float('width', 0.75, 1.5, step=0.25, default=1.0)
+  hp.Float('dropout', 0.2, 0.5, step=0.1, default=0.4)
+  hp.Float('learning_rate', 5e-4, 4e-3, sampling='log', default=2e-3)
+  hp.Float('weight_decay', 1e-5, 1e-3, sampling='log', default=1e-4)
+  hp.Float('augmentation_strength', 0.5, 1.5, step=0.25, default=1.0)
+  hp.Choice('working_size', [128, 160], default=WORKING_SIZE)
 
 
 RECIPES: Dict[str, Recipe] = {
     'seed': Recipe(build=seed_cnn, epochs=15, learning_rate=1e-3),
     'sepconv_residual': Recipe(build=sepconv_residual, epochs=40, learning_rate=2e-3,
                                cosine_decay=True, weight_decay=1e-4,
-                               balanced_class_weights=True, test_time_flips=True),
+                               balanced_class_weights=True, test_time_flips=True,
+                               search_space=sepconv_residual_search_space),
+    # Fine-tuned Keras Applications backbones, for users who have pretrained weights.
+    **{name: Recipe(build=functools.partial(backbones.backbone_network, backbone=name),
+                    epochs=30, learning_rate=1e-3, cosine_decay=True, weight_decay=1e-4,
+                    balanced_class_weights=True, test_time_flips=True,
+                    pretrained_backbone=True, frozen_epochs=10, unfrozen_layers=unfrozen)
+       for name, unfrozen in (('efficientnet_b0', 40), ('mobilenet_v3_small', 30))},
 }
 DEFAULT_NETWORK = 'sepconv_residual'
+
+
+def tunable_networks():
+  """The networks whose recipe declares a search space."""
+  return sorted(name for name, recipe in RECIPES.items() if recipe.search_space)

@@ -1,19 +1,21 @@
-"""Training a network on (pixels, label) datasets, independent of TFX.
+"""Training a network, or a deep ensemble of them, on (pixels, label) datasets, independent of TFX.
 
-`run_fn` (the Trainer) and the cross-validation benchmark both call `train_network`, so the
+`run_fn` (the Trainer) and the cross-validation benchmark both call `train_ensemble`, so the
 model the benchmark measures is trained exactly as the pipeline trains it. Each network comes
-with its recipe (networks.RECIPES): epochs, learning rate and schedule, class weighting.
-`predict_probabilities` is how every caller turns a trained network into probabilities: the
-average over the image and its mirror image when the recipe asks for it (test-time flips).
+with its recipe (networks.RECIPES): epochs, learning rate and schedule, class weighting, and how
+many members its ensemble has (member i is trained with seed `seed + i`).
+`predict_probabilities` is how every caller turns trained members into probabilities: the mean
+of the members' probabilities, each averaged over the image and its mirror image when the recipe
+asks for it (test-time flips).
 """
 
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from models import features, networks
+from models import backbones, features, networks
 
 
 def balanced_class_weights(labels: Sequence[int], num_classes: int) -> Dict[int, float]:
@@ -30,63 +32,134 @@ def dataset_labels(dataset: tf.data.Dataset) -> List[int]:
   return [int(label) for _, labels in dataset for label in np.ravel(labels.numpy())]
 
 
-def learning_rate(recipe: networks.Recipe, steps_per_epoch: int, epochs: int):
+def learning_rate(recipe: networks.Recipe, steps_per_epoch: int, epochs: int,
+                  scale: float = 1.0):
+  peak = recipe.learning_rate * scale
   if not recipe.cosine_decay:
-    return recipe.learning_rate
+    return peak
   total = max(1, steps_per_epoch * epochs)
   warmup = min(total // 10, steps_per_epoch * 2)
   return keras.optimizers.schedules.CosineDecay(
-      initial_learning_rate=recipe.learning_rate * 0.1, decay_steps=total - warmup,
-      warmup_target=recipe.learning_rate, warmup_steps=warmup, alpha=0.01)
+      initial_learning_rate=peak * 0.1, decay_steps=total - warmup,
+      warmup_target=peak, warmup_steps=warmup, alpha=0.01)
+
+
+def set_backbone_trainable(model: keras.Model, top_layers: int) -> None:
+  """Freezes the pretrained backbone but its top `top_layers` layers (0: all of it). Batch
+  normalisation stays frozen: its statistics are the pretraining's, and a few small batches
+  would only disturb them."""
+  backbone = model.get_layer(backbones.BACKBONE_LAYER)
+  backbone.trainable = top_layers > 0
+  for index, layer in enumerate(backbone.layers):
+    layer.trainable = (index >= len(backbone.layers) - top_layers
+                       and not isinstance(layer, keras.layers.BatchNormalization))
+
+
+def training_phases(recipe: networks.Recipe, epochs: int) -> List[Tuple[int, int, float]]:
+  """(epochs, backbone layers trainable (-1: the whole network), learning-rate scale) per phase:
+  one phase, or for a pretrained backbone the head first, then the top of the backbone too."""
+  if not recipe.pretrained_backbone:
+    return [(epochs, -1, 1.0)]
+  frozen = min(recipe.frozen_epochs, epochs // 2)
+  return [phase for phase in ((frozen, 0, 1.0), (epochs - frozen, recipe.unfrozen_layers, 0.1))
+          if phase[0] > 0]
 
 
 def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
                   eval_dataset: Optional[tf.data.Dataset], epochs: Optional[int] = None,
                   seed: int = 42, callbacks: Iterable[keras.callbacks.Callback] = (),
-                  verbose: int = 2) -> Tuple[keras.Model, Dict[str, List[float]]]:
+                  verbose: int = 2, hyperparameters: Optional[Mapping[str, Any]] = None,
+                  backbone_weights: Optional[str] = None
+                  ) -> Tuple[keras.Model, Dict[str, List[float]]]:
   """Builds `network`, trains it by its recipe and returns (model, history).
 
-  `epochs` overrides the recipe's. The datasets yield batches of (pixels [b, s, s, 3] in [0, 1],
-  label [b]); `eval_dataset` is only reported on, never used to choose weights.
+  `epochs` overrides the recipe's, `hyperparameters` (e.g. the Tuner's best) its values;
+  `backbone_weights` is where a pretrained backbone starts from (models/backbones.py). The
+  datasets yield batches of (pixels [b, s, s, 3] in [0, 1], label [b]); `eval_dataset` is only
+  reported on, never used to choose weights.
   """
-  recipe = networks.RECIPES[network]
+  recipe = networks.with_hyperparameters(networks.RECIPES[network], hyperparameters or {})
   epochs = epochs or recipe.epochs
   keras.utils.set_random_seed(seed)
-  model = recipe.build(image_size, len(features.LABEL_NAMES))
+  options = dict(recipe.options)
+  if recipe.pretrained_backbone:
+    options['backbone_weights'] = backbone_weights
+  model = recipe.build(image_size, len(features.LABEL_NAMES), **options)
   steps_per_epoch = int(train_dataset.cardinality().numpy())
   if steps_per_epoch < 1:  # Unknown cardinality: count once (the dataset is cached).
     steps_per_epoch = sum(1 for _ in train_dataset)
-  optimizer = (keras.optimizers.AdamW(learning_rate(recipe, steps_per_epoch, epochs),
-                                      weight_decay=recipe.weight_decay)
-               if recipe.weight_decay else
-               keras.optimizers.Adam(learning_rate(recipe, steps_per_epoch, epochs)))
-  model.compile(optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(),
-                metrics=['accuracy'])
   class_weight = (balanced_class_weights(dataset_labels(train_dataset), len(features.LABEL_NAMES))
                   if recipe.balanced_class_weights else None)
-  history = model.fit(train_dataset, validation_data=eval_dataset, epochs=epochs,
-                      class_weight=class_weight, callbacks=list(callbacks), verbose=verbose)
-  return model, {key: [float(value) for value in values]
-                 for key, values in history.history.items()}
+  history: Dict[str, List[float]] = {}
+  done = 0
+  for phase_epochs, trainable_layers, scale in training_phases(recipe, epochs):
+    if trainable_layers >= 0:
+      set_backbone_trainable(model, trainable_layers)
+    schedule = learning_rate(recipe, steps_per_epoch, phase_epochs, scale)
+    optimizer = (keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
+                 if recipe.weight_decay else keras.optimizers.Adam(schedule))
+    # Compiled again per phase: Keras reads which weights train when it compiles.
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=['accuracy'])
+    fitted = model.fit(train_dataset, validation_data=eval_dataset, initial_epoch=done,
+                       epochs=done + phase_epochs, class_weight=class_weight,
+                       callbacks=list(callbacks), verbose=verbose)
+    for key, values in fitted.history.items():
+      history.setdefault(key, []).extend(float(value) for value in values)
+    done += phase_epochs
+  return model, history
 
 
-def predict_probabilities(model: keras.Model, pixels: tf.Tensor,
+def train_ensemble(network: str, image_size: int, train_dataset: tf.data.Dataset,
+                   eval_dataset: Optional[tf.data.Dataset], members: Optional[int] = None,
+                   epochs: Optional[int] = None, seed: int = 42,
+                   callbacks_of_member: Callable[[int], Iterable[keras.callbacks.Callback]] = (
+                       lambda member: ()),
+                   verbose: int = 2, hyperparameters: Optional[Mapping[str, Any]] = None,
+                   backbone_weights: Optional[str] = None
+                   ) -> Tuple[List[keras.Model], List[Dict[str, List[float]]]]:
+  """Trains the recipe's ensemble (or `members` networks), member i with seed `seed + i`, and
+  returns (the members, their histories). A deep ensemble: the members differ only by their
+  initial weights and the order and augmentation of their batches."""
+  members = members or networks.RECIPES[network].members
+  trained, histories = [], []
+  for member in range(members):
+    if verbose and members > 1:
+      print(f'ensemble member {member + 1} of {members}', flush=True)
+    model, history = train_network(network, image_size, train_dataset, eval_dataset,
+                                   epochs=epochs, seed=seed + member,
+                                   callbacks=callbacks_of_member(member), verbose=verbose,
+                                   hyperparameters=hyperparameters,
+                                   backbone_weights=backbone_weights)
+    trained.append(model)
+    histories.append(history)
+  return trained, histories
+
+
+Members = Union[keras.Model, Sequence[keras.Model]]
+
+
+def predict_probabilities(members: Members, pixels: tf.Tensor,
                           test_time_flips: bool) -> tf.Tensor:
-  """[batch, classes] probabilities, averaged with the mirrored image's when asked."""
-  probabilities = model(pixels, training=False)
-  if test_time_flips:
-    probabilities = (probabilities + model(tf.image.flip_left_right(pixels), training=False)) / 2
-  return probabilities
+  """[batch, classes]: the members' mean probabilities, each averaged with the mirrored image's
+  when asked. One network is an ensemble of one."""
+  members = [members] if isinstance(members, keras.Model) else list(members)
+  total = 0.0
+  for model in members:
+    probabilities = model(pixels, training=False)
+    if test_time_flips:
+      probabilities = (probabilities + model(tf.image.flip_left_right(pixels),
+                                             training=False)) / 2
+    total += probabilities
+  return total / len(members)
 
 
-
-def predict_dataset(model: keras.Model, dataset: tf.data.Dataset,
+def predict_dataset(members: Members, dataset: tf.data.Dataset,
                     test_time_flips: bool) -> Tuple[np.ndarray, np.ndarray]:
   """(probabilities [n, classes], labels [n]) over a batched (pixels, label) dataset."""
   probabilities, labels = [], []
   for pixels, batch_labels in dataset:
-    probabilities.append(predict_probabilities(model, pixels, test_time_flips).numpy())
+    probabilities.append(predict_probabilities(members, pixels, test_time_flips).numpy())
     labels.append(np.ravel(batch_labels.numpy()))
   if not probabilities:
     return np.zeros((0, len(features.LABEL_NAMES))), np.zeros(0, dtype=np.int64)

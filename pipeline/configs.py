@@ -36,6 +36,13 @@ class PipelineConfig:
   image_size: int = features.DEFAULT_IMAGE_SIZE
   network: str = networks.DEFAULT_NETWORK
   epochs: Optional[int] = None  # None: the network recipe's
+  ensemble_members: Optional[int] = None  # None: the network recipe's
+  # A pretrained backbone's weights file, or 'random'; None: Keras's cache (models/backbones.py).
+  backbone_weights: Optional[str] = None
+  # Tuner: off by default; trials of `tuning_epochs` (None: the recipe's) each.
+  tune: bool = False
+  tuning_trials: int = 8
+  tuning_epochs: Optional[int] = None
   batch_size: int = 32
   seed: int = 42
   # The operating point: chosen on this share of the training split, set aside by group.

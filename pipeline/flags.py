@@ -11,7 +11,7 @@ import re
 from typing import List, Optional
 
 from components import contracts
-from models import features, networks
+from models import backbones, features, networks
 from pipeline import command_line, configs
 
 EXIT_USAGE = command_line.EXIT_USAGE
@@ -96,11 +96,28 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
   parser.add_argument('--epochs', type=_positive_int, default=defaults.epochs,
                       help="training epochs (default: the network's recipe: 40 for "
                       "sepconv_residual, 15 for seed)")
+  parser.add_argument('--ensemble-members', type=_positive_int, default=defaults.ensemble_members,
+                      help="networks in the deep ensemble, trained alike from different seeds; "
+                      "the exported model averages their probabilities (default: the network's "
+                      "recipe: 1)")
+  parser.add_argument('--tune', action='store_true',
+                      help="search the network's hyperparameters with TFX's Tuner first (trials "
+                      'scored on the calibration set, never the eval split); the Trainer trains '
+                      'with the best')
+  parser.add_argument('--tuning-trials', type=_positive_int, default=defaults.tuning_trials,
+                      help='trials of the search, the first the recipe\'s own values '
+                      '(default: %(default)s)')
+  parser.add_argument('--tuning-epochs', type=_positive_int, default=defaults.tuning_epochs,
+                      help="epochs of each trial (default: the network's recipe)")
   parser.add_argument('--image-size', type=_image_size, default=defaults.image_size,
                       help='side of the square model input in pixels (default: %(default)s)')
   parser.add_argument('--model', default=defaults.network,
-                      help="network to train: sepconv_residual or seed, the seed notebook's "
-                      'CNN (default: %(default)s)')
+                      help="network to train: sepconv_residual, seed (the seed notebook's "
+                      'CNN), or a pretrained Keras Applications backbone to fine-tune: '
+                      'efficientnet_b0, mobilenet_v3_small (default: %(default)s)')
+  parser.add_argument('--backbone-weights', default=defaults.backbone_weights,
+                      help="a pretrained backbone's weights file, or 'random' (default: the "
+                      "ImageNet weights in Keras's cache, ~/.keras/models/)")
   parser.add_argument('--calibration-percent', type=_percent,
                       default=defaults.calibration_percent,
                       help='share of the training split, whole near-duplicate groups, set aside '
@@ -153,6 +170,11 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       data_root=args.data_root or defaults.data_root,
       output_dir=args.output_dir,
       epochs=args.epochs,
+      ensemble_members=args.ensemble_members,
+      backbone_weights=args.backbone_weights,
+      tune=args.tune,
+      tuning_trials=args.tuning_trials,
+      tuning_epochs=args.tuning_epochs,
       image_size=args.image_size,
       network=args.model,
       min_accuracy=args.min_accuracy,
@@ -203,4 +225,18 @@ def parse_flags(parser: argparse.ArgumentParser,
   if args.model not in networks.RECIPES:
     parser.error(f'argument --model: unknown network {args.model!r} '
                  f'(choose from {", ".join(sorted(networks.RECIPES))})')
+  if networks.RECIPES[args.model].pretrained_backbone:
+    try:
+      backbones.resolve_weights(args.model, args.backbone_weights)
+    except FileNotFoundError as error:
+      parser.error(f'argument --model {args.model}: {error}')
+  elif args.backbone_weights:
+    parser.error(f'argument --backbone-weights: network {args.model!r} has no pretrained '
+                 f'backbone (those that do: {", ".join(backbones.BACKBONES)})')
+  if args.tune and networks.RECIPES[args.model].search_space is None:
+    parser.error(f'argument --tune: network {args.model!r} has no search space (tunable: '
+                 f'{", ".join(networks.tunable_networks())})')
+  if args.tune and args.calibration_percent <= 0:
+    parser.error('argument --tune: the trials are scored on the calibration set, so '
+                 '--calibration-percent must be above 0')
   return args

@@ -2,7 +2,7 @@
 
 ImageExampleGen (near-duplicate-aware split) → DataQualityCheck, and StatisticsGen → SchemaGen
 (curated) → ExampleValidator; DataValidationGate stops the run on an anomaly, a cross-split leak or
-a forbidden label conflict → Transform → Trainer → Evaluator (baseline: the latest other blessed
+a forbidden label conflict → Transform → (Tuner, with `--tune`) → Trainer → Evaluator (baseline: the latest other blessed
 model) → Pusher (atomic: a version appears whole or not at all). The `excluded` split (label
 conflicts left out) is neither analysed nor trained on. Model code is referenced by dotted path,
 so the pipeline compiles for Kubeflow or Vertex offline. Every component whose output depends on
@@ -22,7 +22,7 @@ from components.data_validation_gate.component import DataValidationGate
 from components.image_example_gen.component import ImageExampleGen
 from components.pusher import executor as atomic_pusher
 from components.trainer import executor as trainer_executor
-from models import model, preprocessing
+from models import model, preprocessing, tuning
 from pipeline.code_version import code_version
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import CUSTOM_METRICS_MODULE, build_eval_config
@@ -83,20 +83,42 @@ def create_pipeline(config: PipelineConfig,
                      'code_version': code_version('models.preprocessing')})
   transform.add_upstream_node(data_validation_gate)
 
+  trainer_config = {
+      model.EPOCHS_KEY: config.epochs,
+      model.ENSEMBLE_MEMBERS_KEY: config.ensemble_members,
+      model.BACKBONE_WEIGHTS_KEY: config.backbone_weights,
+      model.BATCH_SIZE_KEY: config.batch_size,
+      model.NETWORK_KEY: config.network,
+      model.SEED_KEY: config.seed,
+      model.CALIBRATION_PERCENT_KEY: config.calibration_percent,
+      model.TARGET_SENSITIVITY_KEY: config.target_malignant_sensitivity,
+  }
+  tuner = None
+  if config.tune:
+    # Trials fit on the training split less its calibration set and are scored on that set
+    # (models/tuning.py): the eval split is never seen.
+    tuner = tfx.components.Tuner(
+        tuner_fn='models.tuning.tuner_fn',
+        examples=transform.outputs['transformed_examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        schema=schema_gen.outputs['schema'],
+        train_args=tfx.proto.TrainArgs(splits=[contracts.TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[contracts.EVAL_SPLIT]),
+        custom_config={**trainer_config,
+                       tuning.MAX_TRIALS_KEY: config.tuning_trials,
+                       tuning.TRIAL_EPOCHS_KEY: config.tuning_epochs,
+                       'code_version': code_version('models.tuning')})
+
   trainer = tfx.components.Trainer(
       run_fn='models.model.run_fn',
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
+      hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
       train_args=tfx.proto.TrainArgs(splits=[contracts.TRAIN_SPLIT]),
       eval_args=tfx.proto.EvalArgs(splits=[contracts.EVAL_SPLIT]),
       custom_config={
-          model.EPOCHS_KEY: config.epochs,
-          model.BATCH_SIZE_KEY: config.batch_size,
-          model.NETWORK_KEY: config.network,
-          model.SEED_KEY: config.seed,
-          model.CALIBRATION_PERCENT_KEY: config.calibration_percent,
-          model.TARGET_SENSITIVITY_KEY: config.target_malignant_sensitivity,
+          **trainer_config,
           'code_version': code_version('models.model', 'components.trainer.executor'),
       },
       # TFX's executor, then the operating point recorded on the Model artifact.
@@ -139,8 +161,8 @@ def create_pipeline(config: PipelineConfig,
       pipeline_root=config.pipeline_root,
       components=[
           example_gen, data_quality_check, statistics_gen, schema_gen, example_validator,
-          data_validation_gate,
-          transform, trainer, baseline_resolver, evaluator, pusher,
+          data_validation_gate, transform, *([tuner] if tuner else []), trainer,
+          baseline_resolver, evaluator, pusher,
       ],
       enable_cache=config.enable_cache,
       metadata_connection_config=metadata_connection_config,

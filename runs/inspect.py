@@ -157,6 +157,7 @@ def list_models(store) -> List[Dict[str, Any]]:
                  'malignant_threshold': metadata_store.artifact_property(model,
                                                                          'malignant_threshold'),
                  'operating_point': metadata_store.artifact_property(model, 'operating_point'),
+                 'hyperparameters': metadata_store.artifact_property(model, 'hyperparameters'),
                  'epochs': custom_config.get('epochs'), 'metrics': metrics,
                  'blessed': blessings.get(model.id), 'pushed_version': pushes.get(model.id),
                  'uri': model.uri})

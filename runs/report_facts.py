@@ -43,6 +43,7 @@ class ReportFacts:
   network: str
   epochs: int
   batch_size: int
+  ensemble_members: int = 1
   # Up to SAMPLES_PER_CLASS (file name, encoded bytes) training images of each class.
   samples: Dict[str, List[Tuple[str, bytes]]] = dataclasses.field(default_factory=dict)
   # {split: anomaly lines}; None when ExampleValidator did not run.
@@ -196,6 +197,8 @@ def gather_report_facts(metadata_path: str, run_id: Optional[str] = None) -> Rep
                                                     features.DEFAULT_IMAGE_SIZE)),
       network=network,
       epochs=trainer_config[trainer_module.EPOCHS_KEY] or networks.RECIPES[network].epochs,
+      ensemble_members=(trainer_config[trainer_module.ENSEMBLE_MEMBERS_KEY]
+                        or networks.RECIPES[network].members),
       batch_size=trainer_config[trainer_module.BATCH_SIZE_KEY])
 
   examples = outputs.get(('ImageExampleGen', 'Examples'))

@@ -6,7 +6,7 @@ the pipeline's components drew are copied beside them.
 """
 
 import os
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import matplotlib
 
@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from models import features, networks, preprocessing  # pylint: disable=g-import-not-at-top
+from models import backbones, features, networks, preprocessing  # pylint: disable=g-import-not-at-top
 from runs.report_facts import ReportFacts  # pylint: disable=g-import-not-at-top
 from serving.overlay import heat_overlay  # pylint: disable=g-import-not-at-top
 
@@ -58,9 +58,15 @@ def draw_samples(samples: Dict[str, List[Tuple[str, bytes]]], image_size: int, p
 
 
 def draw_augmented(samples: Dict[str, List[Tuple[str, bytes]]], network: str, image_size: int,
-                   path: str, seed: int = 0) -> None:
-  """One image per class, then what the network's training augmentation makes of it."""
-  augmentation = networks.RECIPES[network].build(image_size, len(features.LABEL_NAMES)).get_layer(
+                   path: str, hyperparameters: Optional[Dict[str, Any]] = None,
+                   seed: int = 0) -> None:
+  """One image per class, then what the network's training augmentation (with the run's
+  hyperparameters, e.g. a tuned augmentation strength) makes of it."""
+  recipe = networks.with_hyperparameters(networks.RECIPES[network], hyperparameters or {})
+  # Only the augmentation layer is used: a pretrained backbone's weights do not matter here.
+  options = {**recipe.options, **({'backbone_weights': backbones.RANDOM_WEIGHTS}
+                                  if recipe.pretrained_backbone else {})}
+  augmentation = recipe.build(image_size, len(features.LABEL_NAMES), **options).get_layer(
       'augmentation')
   tf.random.set_seed(seed)
   firsts = {label: found[0] for label, found in samples.items() if found}
@@ -167,7 +173,8 @@ def draw_report_pictures(facts: ReportFacts, report_dir: str) -> Dict[str, str]:
 
   if any(facts.samples.values()):
     draw_samples(facts.samples, facts.image_size, path_of('samples'))
-    draw_augmented(facts.samples, facts.network, facts.image_size, path_of('augmented'))
+    draw_augmented(facts.samples, facts.network, facts.image_size, path_of('augmented'),
+                   facts.run.hyperparameters)
   if facts.contact_sheet_path:
     tf.io.gfile.copy(facts.contact_sheet_path, path_of('contact_sheet'), overwrite=True)
   if facts.training_curves_path:

@@ -39,6 +39,8 @@ class RunSummary:
   data_quality_uri: Optional[str] = None
   # The Trainer's operating point (models/calibration.py's OperatingPoint as a dict).
   operating_point: Optional[Dict[str, Any]] = None
+  # The Tuner's best, trained with (`--tune`); None when the recipe's values were used.
+  hyperparameters: Optional[Dict[str, Any]] = None
   metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
   confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
   operating_point_confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
@@ -152,6 +154,7 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
       summary.data_quality_uri = artifact.uri
     elif type_name == 'Model':
       summary.operating_point = artifact_property(artifact, 'operating_point')
+      summary.hyperparameters = artifact_property(artifact, 'hyperparameters')
     elif type_name == 'ModelEvaluation':
       summary.metrics, matrices = read_overall_evaluation(artifact.uri)
       summary.confusion_matrix = matrices.get(eval_config.PROBABILITIES_OUTPUT, [])
@@ -212,6 +215,11 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
     lines.append(f'  stored {len(summary.normalised_files)} images as PNG of the pixels Pillow '
                  'read (TensorFlow would decode the originals differently):')
     lines.extend(f'    {row["file"]}: {row["reason"]}' for row in summary.normalised_files)
+  if summary.hyperparameters:
+    lines.append('')
+    lines.append('  tuned hyperparameters (the Tuner\'s best, trained with): ' + ', '.join(
+        f'{name} {value:.3g}' if isinstance(value, float) else f'{name} {value}'
+        for name, value in sorted(summary.hyperparameters.items())))
   if summary.operating_point:
     lines.append('')
     lines.append(f'  operating point: {format_operating_point(summary.operating_point)}')

@@ -54,6 +54,11 @@ def test_grad_cam_of_a_bright_square_peaks_inside_it():
   maps = explanation.grad_cam(model, explanation.feature_model(model), test_pixels[malignant],
                               tf.fill([len(malignant)], MALIGNANT)).numpy()
   assert maps.shape == (len(malignant), SIZE, SIZE)
+  # An ensemble of identical members looks where its member looks.
+  twice = explanation.ensemble_grad_cam(
+      [model, model], [explanation.feature_model(model)] * 2, test_pixels[malignant],
+      tf.fill([len(malignant)], MALIGNANT)).numpy()
+  np.testing.assert_allclose(twice, maps, atol=1e-5)
   assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
   for heat, index in zip(maps, malignant):
     row, column = corners[index]
@@ -64,5 +69,8 @@ def test_grad_cam_of_a_bright_square_peaks_inside_it():
 
 def test_the_feature_layer_of_each_network_is_spatial():
   for name, recipe in networks.RECIPES.items():
-    layer = explanation.last_feature_layer(recipe.build(96, 3))
-    assert len(layer.output.shape) == 4 and layer.output.shape[1] > 1, name
+    options = {'backbone_weights': 'random'} if recipe.pretrained_backbone else {}
+    network = recipe.build(96, 3, **options)
+    maps, penultimate = explanation.feature_model(network)(np.zeros((1, 96, 96, 3), np.float32))
+    assert len(maps.shape) == 4 and maps.shape[1] > 1, name
+    assert len(penultimate.shape) == 2, name

@@ -102,6 +102,8 @@ def test_models_lists_metrics_blessing_and_pushed_version(python, project_root, 
                                     run_id=first['run'])
   assert first['network'] == 'sepconv_residual' and first['epochs'] == 2
   assert fourth['epochs'] == 1
+  # Run 4 tuned (test_tuning.py): the hyperparameters it trained with, none for run 1.
+  assert first['hyperparameters'] is None and 'width' in fourth['hyperparameters']
   # Run 3's impossible gate refused it, but run 1 blessed it: blessed once is blessed.
   assert first['blessed'] is True
   assert first['pushed_version'] == pipeline_runs['serving_after_first'][0]

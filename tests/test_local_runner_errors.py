@@ -1,12 +1,13 @@
 """Mistakes a user can make on the command line: one clear line, exit code 2, no traceback."""
 
+import os
 import subprocess
 
 import pytest
 
 
-def run_cli(python, project_root, *flags):
-  return subprocess.run([python, 'local_runner.py', *flags], cwd=project_root,
+def run_cli(python, project_root, *flags, env=None):
+  return subprocess.run([python, 'local_runner.py', *flags], cwd=project_root, env=env,
                         capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -61,10 +62,26 @@ def test_data_root_missing_a_class(python, project_root, tmp_path):
     (('--min-accuracy', 'nan'), '--min-accuracy'),
     (('--model-name', '../escape'), '--model-name'),
     (('--model', 'resnet9000'), '--model'),
+    (('--ensemble-members', '0'), '--ensemble-members'),
+    (('--tune', '--model', 'seed'), "--tune: network 'seed' has no search space"),
+    (('--tune', '--calibration-percent', '0'), '--calibration-percent must be above 0'),
+    (('--tuning-trials', '0'), '--tuning-trials'),
+    (('--model', 'mobilenet_v3_small', '--backbone-weights', '/no/such.h5'), 'no such file'),
+    (('--backbone-weights', 'random'), "network 'sepconv_residual' has no pretrained backbone"),
     (('--no-such-flag',), 'unrecognized arguments'),
 ])
 def test_bad_flag_values(python, project_root, flags, expected):
   assert_one_line_error(run_cli(python, project_root, *flags), expected)
+
+
+def test_a_backbone_without_weights_says_where_to_put_them(python, project_root, tmp_path):
+  """Nothing is downloaded: with an empty Keras cache and no --backbone-weights, one line."""
+  completed = run_cli(python, project_root, '--model', 'efficientnet_b0',
+                      '--output-dir', str(tmp_path / 'out'),
+                      env={**os.environ, 'HOME': str(tmp_path)})
+  assert_one_line_error(completed, 'no pretrained weights for efficientnet_b0: put '
+                        f'efficientnetb0_notop.h5 in {tmp_path}/.keras/models')
+  assert not (tmp_path / 'out').exists()
 
 
 def test_too_many_corrupt_images_stop_the_run_naming_them(python, project_root, tmp_path):

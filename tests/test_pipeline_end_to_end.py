@@ -1,4 +1,4 @@
-"""The whole pipeline, run four times through `local_runner.py` on a small synthetic set (the
+"""The whole pipeline, run five times through `local_runner.py` on a small synthetic set (the
 `pipeline_runs` fixture in conftest.py).
 
 1. A first run: every component executes once, the model is blessed and pushed, and the pushed
@@ -6,7 +6,8 @@
 2. The same command again: every component is taken from the cache.
 3. With `--min-accuracy 1.01`: the Evaluator runs again and refuses the blessing, and the
    serving directory still holds only the version pushed by the first run.
-4. With `--epochs 1 --max-accuracy-drop 1`: a new model, evaluated against the first (the latest
+4. With `--epochs 1 --ensemble-members 2 --max-accuracy-drop 1` and a two-trial `--tune`: a new
+   model (test_ensemble.py and test_tuning.py look at how it was made), evaluated against the first (the latest
    blessed) as baseline, with a gate it cannot fail (any drop up to 1 is allowed): blessed and
    pushed as a second version. (A gate it must fail is run 3's.)
 5. With every gate passable but `--max-calibration-error 0`, which no model meets: the

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras as keras
 
-from models import features, networks, training
+from models import augmentation, backbones, features, networks, training
 
 
 def test_balanced_class_weights_average_one_and_favour_rare_classes():
@@ -15,7 +16,11 @@ def test_balanced_class_weights_average_one_and_favour_rare_classes():
   assert training.balanced_class_weights([0, 0, 1], 3)[2] == 0.0  # absent class
 
 
-@pytest.mark.parametrize('network', sorted(networks.RECIPES))
+FROM_SCRATCH = sorted(name for name, recipe in networks.RECIPES.items()
+                      if not recipe.pretrained_backbone)
+
+
+@pytest.mark.parametrize('network', FROM_SCRATCH)
 def test_each_network_learns_a_separable_set_far_above_chance(network, separable_images):
   train_pixels, train_labels = separable_images(90, seed=0)
   test_pixels, test_labels = separable_images(45, seed=1)
@@ -46,8 +51,65 @@ def test_test_time_flips_make_a_prediction_mirror_invariant():
 
 
 def test_speckle_noise_only_while_training():
-  layer = networks.SpeckleNoise(0.2)
+  layer = augmentation.SpeckleNoise(0.2)
   images = tf.fill([2, 8, 8, 3], 0.5)
   assert np.array_equal(layer(images, training=False).numpy(), images.numpy())
   noisy = layer(images, training=True).numpy()
   assert not np.allclose(noisy, 0.5) and noisy.min() >= 0.0 and noisy.max() <= 1.0
+
+
+def test_a_pretrained_backbone_is_fine_tuned_in_two_phases(separable_images):
+  """With random weights (no ImageNet weights can be downloaded here): the head trains with the
+  backbone frozen, then the backbone's top layers train too, its lower layers and batch
+  normalisation never."""
+  pixels, labels = separable_images(32, seed=0)
+  dataset = tf.data.Dataset.from_tensor_slices((pixels, labels)).batch(16)
+  recipe = networks.RECIPES['mobilenet_v3_small']
+  assert [phase[1] for phase in training.training_phases(recipe, 4)] == [
+      0, recipe.unfrozen_layers]
+
+  class InitialWeights(keras.callbacks.Callback):
+    """The backbone's weights when training first begins (each phase begins anew)."""
+    weights = None
+
+    def on_train_begin(self, logs=None):
+      if InitialWeights.weights is None:
+        InitialWeights.weights = [layer.get_weights() for layer in
+                                  self.model.get_layer(backbones.BACKBONE_LAYER).layers]
+
+  model, history = training.train_network(
+      'mobilenet_v3_small', 48, dataset, None, epochs=2, verbose=0, backbone_weights='random',
+      hyperparameters={'working_size': 64}, callbacks=[InitialWeights()])
+  assert len(history['loss']) == 2
+  backbone = model.get_layer(backbones.BACKBONE_LAYER)
+  trainable = [layer for layer in backbone.layers if layer.trainable and layer.weights]
+  assert trainable and len(trainable) <= recipe.unfrozen_layers
+  assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
+  # The bottom convolution never moved; the top one did, in the second phase.
+  convolutions = [index for index, layer in enumerate(backbone.layers)
+                  if isinstance(layer, keras.layers.Conv2D)]
+  np.testing.assert_array_equal(backbone.layers[convolutions[0]].get_weights()[0],
+                                InitialWeights.weights[convolutions[0]][0])
+  assert np.abs(backbone.layers[convolutions[-1]].get_weights()[0]
+                - InitialWeights.weights[convolutions[-1]][0]).max() > 0
+
+
+def test_backbone_weights_come_from_a_file_or_keras_cache_or_nowhere(tmp_path, monkeypatch):
+  monkeypatch.setenv('HOME', str(tmp_path))  # an empty Keras cache
+  with pytest.raises(FileNotFoundError, match='put efficientnetb0_notop.h5 in'):
+    backbones.resolve_weights('efficientnet_b0', None)
+  keras.utils.set_random_seed(1)
+  saved = networks.RECIPES['mobilenet_v3_small'].build(48, 3, backbone_weights='random',
+                                                       working_size=64)
+  path = str(tmp_path / 'my_backbone.h5')
+  saved.get_layer(backbones.BACKBONE_LAYER).save_weights(path)
+  keras.utils.set_random_seed(2)
+  loaded = networks.RECIPES['mobilenet_v3_small'].build(48, 3, backbone_weights=path,
+                                                        working_size=64)
+  for mine, theirs in zip(loaded.get_layer(backbones.BACKBONE_LAYER).get_weights(),
+                          saved.get_layer(backbones.BACKBONE_LAYER).get_weights()):
+    np.testing.assert_array_equal(mine, theirs)
+  cache = tmp_path / '.keras' / 'models'
+  cache.mkdir(parents=True)
+  (cache / backbones.BACKBONES['efficientnet_b0'].cache_file).write_bytes(b'weights')
+  assert backbones.resolve_weights('efficientnet_b0', None) == 'imagenet'

@@ -4,7 +4,8 @@ report see it without loading the model.
 
 Custom properties of the Model artifact: `malignant_threshold` (absent when there was no
 calibration set: the arg-max decides), `temperature`, `target_malignant_sensitivity`, and
-`operating_point` (all of `models/calibration.py`'s OperatingPoint, as JSON).
+`operating_point` (all of `models/calibration.py`'s OperatingPoint, as JSON); and, when the
+Tuner chose them (`--tune`), `hyperparameters` (the values trained with, as JSON).
 """
 
 import json
@@ -14,7 +15,7 @@ import tensorflow as tf
 from tfx.components.trainer import executor as tfx_trainer_executor
 from tfx.types import artifact_utils, standard_component_specs
 
-from models import calibration
+from models import calibration, model as trainer_module
 
 
 class Executor(tfx_trainer_executor.GenericExecutor):
@@ -22,6 +23,10 @@ class Executor(tfx_trainer_executor.GenericExecutor):
   def Do(self, input_dict, output_dict, exec_properties) -> None:
     super().Do(input_dict, output_dict, exec_properties)
     model = artifact_utils.get_single_instance(output_dict[standard_component_specs.MODEL_KEY])
+    hyperparameters_path = os.path.join(model.uri, trainer_module.HYPERPARAMETERS_FILE)
+    if tf.io.gfile.exists(hyperparameters_path):
+      with tf.io.gfile.GFile(hyperparameters_path) as handle:
+        model.set_json_value_custom_property('hyperparameters', json.load(handle))
     path = os.path.join(model.uri, calibration.OPERATING_POINT_FILE)
     if not tf.io.gfile.exists(path):
       return

@@ -1,0 +1,83 @@
+"""A deep ensemble: members trained by the Trainer and exported as one SavedModel that averages
+their probabilities, with the same signatures as one network."""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from models import calibration, features, model, networks
+from runs import metadata_store
+
+SIGNATURES = {'serving_default', 'from_examples', 'transform_features', 'explain'}
+
+
+def transform_graph_uri(pipeline_runs) -> str:
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  return [artifact.uri for _, type_name, artifact in metadata_store.run_outputs(
+      store, pipeline_runs['runs'][0]) if type_name == 'TransformGraph'][0]
+
+
+def images_of(pipeline_runs, count: int):
+  folder = pipeline_runs['data_root'] / 'malignant'
+  return [(folder / name).read_bytes() for name in sorted(os.listdir(folder))[:count]]
+
+
+def by_hand(members, pixels: np.ndarray) -> np.ndarray:
+  """The mean over members of each member's mean over the image and its mirror image."""
+  return np.mean([(member(pixels, training=False).numpy()
+                   + member(pixels[:, :, ::-1, :], training=False).numpy()) / 2
+                  for member in members], axis=0)
+
+
+def test_the_exported_ensemble_averages_its_members_in_every_signature(pipeline_runs, tmp_path):
+  transform_output = tft.TFTransformOutput(transform_graph_uri(pipeline_runs))
+  size = transform_output.transformed_feature_spec()[features.TRANSFORMED_IMAGE_KEY].shape[0]
+  members = []
+  for seed in (1, 2):
+    keras.utils.set_random_seed(seed)
+    members.append(networks.RECIPES[networks.DEFAULT_NETWORK].build(size, 3))
+  # No threshold and temperature 1: the calibrated probabilities are the members' mean itself.
+  model.export_model(members, transform_output, str(tmp_path), test_time_flips=True,
+                     operating_point=calibration.OperatingPoint(temperature=1.0))
+  loaded = tf.saved_model.load(str(tmp_path))
+  assert set(loaded.signatures) == SIGNATURES
+
+  image_bytes = tf.constant(images_of(pipeline_runs, 3))
+  explained = loaded.signatures['explain'](image_bytes=image_bytes)
+  pixels = explained['image_pixels'].numpy()
+  expected = by_hand(members, pixels)
+  # Two randomly initialised members disagree, so the mean is neither of them.
+  single = by_hand(members[:1], pixels)
+  assert np.abs(expected - single).max() > 1e-3
+
+  served = loaded.signatures['serving_default'](image_bytes=image_bytes)
+  np.testing.assert_allclose(served['probabilities'].numpy(), expected, atol=1e-5)
+  examples = tf.constant([tf.train.Example(features=tf.train.Features(feature={
+      features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))}))
+                          .SerializeToString() for image in image_bytes.numpy()])
+  from_examples = loaded.signatures['from_examples'](examples=examples)
+  np.testing.assert_allclose(from_examples['uncalibrated_probabilities'].numpy(), expected,
+                             atol=1e-5)
+  np.testing.assert_allclose(explained['probabilities'].numpy(), expected, atol=1e-5)
+  assert explained['heat_map'].shape == (3, size, size)
+
+
+def test_the_trainer_trains_each_member_of_the_ensemble(pipeline_runs):
+  """Run 4 asked for `--ensemble-members 2 --epochs 1`."""
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  model_run = [artifact for _, type_name, artifact in metadata_store.run_outputs(
+      store, pipeline_runs['runs'][3]) if type_name == 'ModelRun'][0]
+  with open(os.path.join(model_run.uri, model.HISTORY_FILE)) as handle:
+    histories = json.load(handle)
+  assert len(histories) == 2 and all(len(history['loss']) == 1 for history in histories)
+  # Different seeds: the two members did not learn the same thing.
+  assert histories[0]['loss'] != histories[1]['loss']
+  assert {'member_0', 'member_1'} <= set(os.listdir(model_run.uri))
+  trainer = [run for run in pipeline_runs['runs'][3] if run.node_id == 'Trainer'][0]
+  execution = store.get_executions_by_id([trainer.execution_id])[0]
+  custom_config = metadata_store.execution_json_property(execution, 'custom_config')
+  assert custom_config[model.ENSEMBLE_MEMBERS_KEY] == 2
