@@ -38,6 +38,10 @@ class Recipe:
   # A deep ensemble: this many networks, trained alike from different seeds, whose
   # probabilities the exported model averages.
   members: int = 1
+  # Training on mixed pairs of images (models/augmentation.py): 'none', 'mixup' or 'cutmix',
+  # the mixing proportion drawn from Beta(alpha, alpha).
+  mixing: str = 'none'
+  mixing_alpha: float = 0.4
   # Keyword arguments of `build` (for `sepconv_residual`: width, dropout, augmentation
   # strength, working size).
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -52,12 +56,12 @@ class Recipe:
   unfrozen_layers: int = 0
 
 
-TRAINING_HYPERPARAMETERS = ('learning_rate', 'weight_decay')
+TRAINING_HYPERPARAMETERS = ('learning_rate', 'weight_decay', 'mixing', 'mixing_alpha')
 
 
 def with_hyperparameters(recipe: Recipe, hyperparameters: Mapping[str, Any]) -> Recipe:
-  """The recipe with these values (e.g. the Tuner's best): learning rate and weight decay for
-  training, every other name for `build`."""
+  """The recipe with these values (e.g. the Tuner's best): learning rate, weight decay and
+  mixing for training, every other name for `build`."""
   training_values = {name: value for name, value in hyperparameters.items()
                      if name in TRAINING_HYPERPARAMETERS}
   options = {name: value for name, value in hyperparameters.items()

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from models import backbones, features, networks
+from models import augmentation, backbones, features, networks
 
 
 def balanced_class_weights(labels: Sequence[int], num_classes: int) -> Dict[int, float]:
@@ -42,6 +42,10 @@ def learning_rate(recipe: networks.Recipe, steps_per_epoch: int, epochs: int,
   return keras.optimizers.schedules.CosineDecay(
       initial_learning_rate=peak * 0.1, decay_steps=total - warmup,
       warmup_target=peak, warmup_steps=warmup, alpha=0.01)
+
+
+def one_hot_labels(pixels: tf.Tensor, labels: tf.Tensor):
+  return pixels, tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), len(features.LABEL_NAMES))
 
 
 def set_backbone_trainable(model: keras.Model, top_layers: int) -> None:
@@ -90,6 +94,15 @@ def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
     steps_per_epoch = sum(1 for _ in train_dataset)
   class_weight = (balanced_class_weights(dataset_labels(train_dataset), len(features.LABEL_NAMES))
                   if recipe.balanced_class_weights else None)
+  loss = keras.losses.SparseCategoricalCrossentropy()
+  if recipe.mixing != 'none':
+    # Mixed labels are proportions of two classes, so every label becomes a distribution (Keras
+    # weighs a soft label's example by its larger class).
+    train_dataset = train_dataset.map(one_hot_labels).map(
+        lambda pixels, labels: augmentation.mix_batch(pixels, labels, recipe.mixing,
+                                                      recipe.mixing_alpha))
+    eval_dataset = eval_dataset.map(one_hot_labels) if eval_dataset is not None else None
+    loss = keras.losses.CategoricalCrossentropy()
   history: Dict[str, List[float]] = {}
   done = 0
   for phase_epochs, trainable_layers, scale in training_phases(recipe, epochs):
@@ -99,8 +112,7 @@ def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
     optimizer = (keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
                  if recipe.weight_decay else keras.optimizers.Adam(schedule))
     # Compiled again per phase: Keras reads which weights train when it compiles.
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
-                  metrics=['accuracy'])
+    model.compile(optimizer=optimizer, loss=loss, metrics=['accuracy'])
     fitted = model.fit(train_dataset, validation_data=eval_dataset, initial_epoch=done,
                        epochs=done + phase_epochs, class_weight=class_weight,
                        callbacks=list(callbacks), verbose=verbose)

@@ -113,3 +113,32 @@ def test_backbone_weights_come_from_a_file_or_keras_cache_or_nowhere(tmp_path, m
   cache.mkdir(parents=True)
   (cache / backbones.BACKBONES['efficientnet_b0'].cache_file).write_bytes(b'weights')
   assert backbones.resolve_weights('efficientnet_b0', None) == 'imagenet'
+
+
+@pytest.mark.parametrize('method', ['mixup', 'cutmix'])
+def test_mixing_gives_each_label_the_share_of_its_image(method):
+  """Image i is all i/10 and its own class: a mixed image's mean says how much of which image it
+  holds, and its label must say the same."""
+  tf.random.set_seed(0)
+  count = 8
+  values = np.arange(count, dtype=np.float32) / 10
+  pixels = tf.constant(values[:, None, None, None] * np.ones((count, 20, 20, 3), np.float32))
+  mixed, labels = augmentation.mix_batch(pixels, tf.eye(count), method, alpha=0.4)
+  mixed, labels = mixed.numpy(), labels.numpy()
+  np.testing.assert_allclose(labels.sum(axis=1), 1.0, atol=1e-6)
+  assert ((labels > 0.01) & (labels < 0.99)).any()  # something was mixed
+  np.testing.assert_allclose(mixed.mean(axis=(1, 2, 3)), labels @ values, atol=1e-5)
+  for image, label in zip(mixed, labels):
+    if method == 'mixup':  # a blend: the same mixture everywhere
+      assert np.ptp(image) < 1e-6
+    else:  # a pasted box: only the two images' own values
+      assert set(np.round(np.unique(image), 5)) <= set(np.round(values[label > 0], 5))
+
+
+def test_a_recipe_with_mixing_trains_on_soft_labels(separable_images):
+  pixels, labels = separable_images(32, seed=0)
+  dataset = tf.data.Dataset.from_tensor_slices((pixels, labels)).batch(16)
+  model, history = training.train_network('seed', 48, dataset, dataset, epochs=2, verbose=0,
+                                          hyperparameters={'mixing': 'cutmix'})
+  assert len(history['loss']) == 2 and np.isfinite(history['val_loss']).all()
+  assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
