@@ -42,6 +42,9 @@ class Recipe:
   # the mixing proportion drawn from Beta(alpha, alpha).
   mixing: str = 'none'
   mixing_alpha: float = 0.4
+  # Epochs of self-supervised contrastive pretraining on the training images before the
+  # supervised training (models/self_supervised.py); 0 for none.
+  contrastive_epochs: int = 0
   # Keyword arguments of `build` (for `sepconv_residual`: width, dropout, augmentation
   # strength, working size).
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -56,12 +59,13 @@ class Recipe:
   unfrozen_layers: int = 0
 
 
-TRAINING_HYPERPARAMETERS = ('learning_rate', 'weight_decay', 'mixing', 'mixing_alpha')
+TRAINING_HYPERPARAMETERS = ('learning_rate', 'weight_decay', 'mixing', 'mixing_alpha',
+                            'contrastive_epochs')
 
 
 def with_hyperparameters(recipe: Recipe, hyperparameters: Mapping[str, Any]) -> Recipe:
-  """The recipe with these values (e.g. the Tuner's best): learning rate, weight decay and
-  mixing for training, every other name for `build`."""
+  """The recipe with these values (e.g. the Tuner's best): learning rate, weight decay, mixing
+  and contrastive pretraining for training, every other name for `build`."""
   training_values = {name: value for name, value in hyperparameters.items()
                      if name in TRAINING_HYPERPARAMETERS}
   options = {name: value for name, value in hyperparameters.items()

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from models import augmentation, backbones, features, networks
+from models import augmentation, backbones, features, networks, self_supervised
 
 
 def balanced_class_weights(labels: Sequence[int], num_classes: int) -> Dict[int, float]:
@@ -94,6 +94,10 @@ def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
     steps_per_epoch = sum(1 for _ in train_dataset)
   class_weight = (balanced_class_weights(dataset_labels(train_dataset), len(features.LABEL_NAMES))
                   if recipe.balanced_class_weights else None)
+  history: Dict[str, List[float]] = {}
+  if recipe.contrastive_epochs:
+    history['contrastive_loss'] = self_supervised.pretrain(
+        model, train_dataset, int(recipe.contrastive_epochs), verbose=verbose)
   loss = keras.losses.SparseCategoricalCrossentropy()
   if recipe.mixing != 'none':
     # Mixed labels are proportions of two classes, so every label becomes a distribution (Keras
@@ -103,7 +107,6 @@ def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
                                                       recipe.mixing_alpha))
     eval_dataset = eval_dataset.map(one_hot_labels) if eval_dataset is not None else None
     loss = keras.losses.CategoricalCrossentropy()
-  history: Dict[str, List[float]] = {}
   done = 0
   for phase_epochs, trainable_layers, scale in training_phases(recipe, epochs):
     if trainable_layers >= 0:
