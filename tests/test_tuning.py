@@ -5,8 +5,6 @@ import json
 import os
 import re
 
-import keras_tuner
-
 from models import model, networks, tuning
 from runs import metadata_store, report, report_facts, summary
 
