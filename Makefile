@@ -17,8 +17,11 @@ $(INSTALLED): requirements.txt
 run: $(INSTALLED)
 	$(VENV)/bin/python local_runner.py $(ARGS)
 
+# Two pytest-xdist workers (tests/conftest.py groups them); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 test: $(INSTALLED)
-	$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest tests --numprocesses $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 clean:
 	rm -rf outputs data/busi_synthetic

@@ -180,3 +180,13 @@ def separable_data_root(tmp_path_factory):
     Image.fromarray((image[..., 0] * 255).astype(np.uint8)).save(
         folder / f'{features.LABEL_NAMES[label]} ({number + 1}).png')
   return root
+
+
+def pytest_collection_modifyitems(items):
+  """`make test` runs on two pytest-xdist workers with `--dist loadgroup`: every test that reads
+  the shared `pipeline_runs` goes to one worker, so those five runs happen once; every other
+  test stays with its module, so module-scoped fixtures are built once too."""
+  for item in items:
+    group = ('pipeline_runs' if 'pipeline_runs' in item.fixturenames
+             else item.nodeid.split('::')[0])
+    item.add_marker(pytest.mark.xdist_group(group))
