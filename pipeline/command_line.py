@@ -13,6 +13,12 @@ def prepare_environment() -> None:
   none of the libraries' import-time noise."""
   os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TensorFlow's C++ banner
+  # Beam's worker processes (--beam-workers) import the components and model code by dotted
+  # path, wherever the command was started from.
+  project_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  paths = os.environ.get('PYTHONPATH', '').split(os.pathsep)
+  if project_root not in paths:
+    os.environ['PYTHONPATH'] = os.pathsep.join(path for path in [project_root, *paths] if path)
   # google-api-core warns on every import that Python 3.10 support is ending; TFX 1.16 needs 3.10.
   warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 

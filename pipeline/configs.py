@@ -18,6 +18,14 @@ DEFAULT_DATA_ROOT = os.path.join(PROJECT_ROOT, 'data', 'busi_synthetic')
 DEFAULT_OUTPUT_DIR = os.path.join(PROJECT_ROOT, 'outputs')
 
 
+def direct_runner_args(workers: int) -> List[str]:
+  """Beam's DirectRunner in this process (1 worker), or with `workers` worker processes that get
+  every step pickled, as a distributed runner's workers do."""
+  if workers <= 1:
+    return ['--direct_running_mode=in_memory', '--direct_num_workers=1']
+  return ['--direct_running_mode=multi_processing', f'--direct_num_workers={workers}']
+
+
 @dataclasses.dataclass
 class PipelineConfig:
   """What one pipeline run needs to know."""
@@ -53,11 +61,10 @@ class PipelineConfig:
   min_malignant_recall: float = 0.6
   max_accuracy_drop: float = 0.0  # against the latest blessed model: 0 is "no regression"
   max_calibration_error: float = 0.10  # expected calibration error, 10 bins
-  # Beam: DirectRunner in-process by default; pass e.g. --runner=DataflowRunner to scale out.
-  beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: [
-      '--direct_running_mode=in_memory',
-      '--direct_num_workers=1',
-  ])
+  # Beam: DirectRunner in-process by default; direct_runner_args(N) for N worker processes, or
+  # e.g. --runner=DataflowRunner to scale out.
+  beam_pipeline_args: List[str] = dataclasses.field(
+      default_factory=lambda: direct_runner_args(1))
   enable_cache: bool = True
   # The Evaluator's baseline is the latest blessed model other than the candidate, so an
   # unchanged rerun is fully cached. Kubeflow V2 / Vertex compile only TFX's built-in resolver

@@ -161,6 +161,10 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
   parser.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
                       help='an argument for Apache Beam, given as --beam-arg=ARG, e.g. '
                       '--beam-arg=--runner=DataflowRunner; repeat it for each argument')
+  parser.add_argument('--beam-workers', type=_positive_int, default=1, metavar='N',
+                      help="Beam's DirectRunner with N worker processes (multi-processing mode: "
+                      'each step pickled into separate processes, as Dataflow, Flink and Spark '
+                      'run it); 1 runs in-process (default: %(default)s)')
 
 
 def config_from_flags(args: argparse.Namespace, **overrides) -> configs.PipelineConfig:
@@ -188,7 +192,7 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       label_conflict_policy=args.label_conflicts,
       max_hash_distance=args.max_hash_distance,
       # The user's Beam arguments after the defaults: Beam takes the last value of a flag.
-      beam_pipeline_args=defaults.beam_pipeline_args + list(args.beam_arg))
+      beam_pipeline_args=configs.direct_runner_args(args.beam_workers) + list(args.beam_arg))
   settings.update(overrides)
   return configs.PipelineConfig(**settings)
 

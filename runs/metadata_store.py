@@ -2,7 +2,9 @@
 
 The one place that knows how TFX records a pipeline in ML Metadata: a `pipeline_run` context per
 run, a `node` context per component, an execution per component run (CACHED when its outputs were
-reused) and INPUT/OUTPUT events tying executions to artifacts. The end-of-run summary, the
+reused) and INPUT/OUTPUT events tying executions to artifacts. TFX's launcher-based orchestrators
+(AirflowDagRunner: airflow_runner.py) record a `run` context per run instead, and the component in
+each execution's `component_id`; both are read alike. The end-of-run summary, the
 inspector and the run report all read the store through these functions, read-only.
 """
 
@@ -15,6 +17,8 @@ from google.protobuf import json_format
 from ml_metadata.proto import metadata_store_pb2
 
 PIPELINE_RUN_CONTEXT = 'pipeline_run'
+LAUNCHER_RUN_CONTEXT = 'run'  # AirflowDagRunner's
+RUN_CONTEXTS = (PIPELINE_RUN_CONTEXT, LAUNCHER_RUN_CONTEXT)
 NODE_CONTEXT = 'node'
 STATE_NAMES = {
     metadata_store_pb2.Execution.NEW: 'new',
@@ -47,12 +51,15 @@ def node_id_of(store: mlmd.MetadataStore, execution_id: int) -> str:
   for context in store.get_contexts_by_execution(execution_id):
     if context.type == NODE_CONTEXT:
       return context.name.split('.', 1)[-1]
-  return '?'
+  [execution] = store.get_executions_by_id([execution_id])
+  component_id = execution.properties.get('component_id')
+  return component_id.string_value if component_id is not None else '?'
 
 
 def run_contexts(store: mlmd.MetadataStore) -> List[metadata_store_pb2.Context]:
   """Every pipeline run, oldest first."""
-  return sorted(store.get_contexts_by_type(PIPELINE_RUN_CONTEXT),
+  return sorted((context for context_type in RUN_CONTEXTS
+                 for context in store.get_contexts_by_type(context_type)),
                 key=lambda context: context.create_time_since_epoch)
 
 
@@ -114,7 +121,7 @@ def producer_of(store: mlmd.MetadataStore,
 def run_of(store: mlmd.MetadataStore, execution_id: int) -> str:
   """The pipeline run (its run id) an execution belongs to."""
   for context in store.get_contexts_by_execution(execution_id):
-    if context.type == PIPELINE_RUN_CONTEXT:
+    if context.type in RUN_CONTEXTS:
       return context.name
   return '?'
 
@@ -133,8 +140,9 @@ def run_outputs(store: mlmd.MetadataStore, components: List[ComponentRun]
 
 
 def execution_json_property(execution: metadata_store_pb2.Execution, name: str) -> Any:
-  """An execution property that TFX stores as JSON text (custom_config, eval_config), decoded."""
-  value = execution.custom_properties.get(name)
+  """An execution property that TFX stores as JSON text (custom_config, eval_config), decoded:
+  a custom property, or a property of the component's execution type under AirflowDagRunner."""
+  value = execution.custom_properties.get(name) or execution.properties.get(name)
   return json.loads(value.string_value) if value is not None and value.string_value else None
 
 

@@ -1,0 +1,135 @@
+"""The same breast-ultrasound pipeline as an Apache Airflow DAG, with TFX's AirflowDagRunner.
+
+On an Airflow deployment, put this file (or a link to it) in the DAGs folder and give the
+pipeline's flags to the scheduler and workers in an environment variable:
+
+    BREAST_ULTRASOUND_PIPELINE_FLAGS="--data-root /data/busi --output-dir /srv/busi" airflow ...
+
+The DAG `breast_ultrasound` has one task per component, wired as the pipeline's components are,
+and no schedule: trigger it (`airflow dags trigger breast_ultrasound`) when the data change.
+
+Here, one run in Airflow's own single-process test mode (`DAG.test()`: every task in this
+process, in dependency order, no scheduler; Airflow's database is SQLite under
+<output-dir>/airflow unless AIRFLOW_HOME says otherwise):
+
+    python airflow_runner.py [--data-root DIR] [--output-dir DIR] [pipeline flags...]
+
+The flags are local_runner.py's (`pipeline/flags.py`); ML Metadata, artifacts, the serving
+directory and the report are where local_runner.py puts them, so `python -m runs.inspect` reads
+an Airflow run as it reads a local one.
+"""
+
+import datetime
+import os
+import shlex
+import sys
+from typing import List, Optional
+
+# Airflow imports DAG files from its DAGs folder: the project's packages come from beside this
+# file, wherever that folder is.
+PROJECT_ROOT = os.path.dirname(os.path.realpath(__file__))
+if PROJECT_ROOT not in sys.path:
+  sys.path.insert(0, PROJECT_ROOT)
+
+from pipeline import command_line  # pylint: disable=g-import-not-at-top
+
+command_line.prepare_environment()
+
+from pipeline import configs, flags, output_lock  # pylint: disable=g-import-not-at-top
+
+FLAGS_VARIABLE = 'BREAST_ULTRASOUND_PIPELINE_FLAGS'
+# Airflow wants a start date; the DAG has no schedule, so nothing runs because of it.
+START_DATE = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def flag_parser() -> command_line.OneLineArgumentParser:
+  parser = command_line.OneLineArgumentParser(
+      prog='airflow_runner.py', description=__doc__.splitlines()[0])
+  flags.add_pipeline_flags(parser)
+  return parser
+
+
+def config_from_arguments(argv: List[str]) -> configs.PipelineConfig:
+  args = flags.parse_flags(flag_parser(), argv)
+  data_root = os.path.abspath(args.data_root) if args.data_root else configs.DEFAULT_DATA_ROOT
+  args.data_root = data_root
+  return flags.config_from_flags(args, output_dir=os.path.abspath(args.output_dir))
+
+
+def create_dag(config: configs.PipelineConfig):
+  """The pipeline of `config` as an Airflow DAG, one task per component."""
+  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.airflow import airflow_dag_runner  # pylint: disable=g-import-not-at-top
+  from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
+
+  runner = airflow_dag_runner.AirflowDagRunner(airflow_dag_runner.AirflowPipelineConfig(
+      airflow_dag_config={'schedule': None, 'start_date': START_DATE, 'catchup': False,
+                          'max_active_runs': 1,
+                          'description': 'breast-ultrasound TFX pipeline'}))
+  return runner.run(create_pipeline(
+      config, tfx.orchestration.metadata.sqlite_metadata_connection_config(
+          config.metadata_path)))
+
+
+def dag_from_environment():
+  """The DAG Airflow's scheduler and workers import, from the flags in FLAGS_VARIABLE."""
+  try:
+    config = config_from_arguments(shlex.split(os.environ.get(FLAGS_VARIABLE, '')))
+  except SystemExit as error:  # a bad flag: Airflow lists it as this file's import error
+    raise ValueError(f'{FLAGS_VARIABLE}: bad pipeline flags (exit {error.code})') from None
+  return create_dag(config)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  config = config_from_arguments(sys.argv[1:] if argv is None else argv)
+  if config.data_root == configs.DEFAULT_DATA_ROOT:
+    import local_runner  # pylint: disable=g-import-not-at-top
+    local_runner.ensure_default_data(config.data_root)
+  problem = flags.check_data_root(config.data_root)
+  if problem:
+    print(f'airflow_runner.py: error: {problem}', file=sys.stderr)
+    return command_line.EXIT_USAGE
+  os.makedirs(config.output_dir, exist_ok=True)
+  os.environ.setdefault('AIRFLOW_HOME', os.path.join(config.output_dir, 'airflow'))
+  os.environ.setdefault('AIRFLOW__CORE__LOAD_EXAMPLES', 'False')
+  try:
+    with output_lock.exclusive_output_dir(config.output_dir, wait=False):
+      return run_dag_test(config)
+  except output_lock.OutputDirectoryBusy as error:
+    print(f'airflow_runner.py: error: {error}', file=sys.stderr)
+    return 3
+
+
+def run_dag_test(config: configs.PipelineConfig) -> int:
+  """One run of the DAG in Airflow's test mode, then local_runner.py's summary and report."""
+  import local_runner  # pylint: disable=g-import-not-at-top
+  from airflow.utils import db  # pylint: disable=g-import-not-at-top
+  from airflow.utils.state import DagRunState  # pylint: disable=g-import-not-at-top
+  from runs import summary  # pylint: disable=g-import-not-at-top
+
+  print(f'Airflow test mode: DAG {config.pipeline_name} on {config.data_root}\n'
+        f'  output: {config.output_dir} (Airflow database: {os.environ["AIRFLOW_HOME"]})',
+        flush=True)
+  db.initdb(load_connections=False)
+  dag_run = create_dag(config).test()
+  if dag_run.state != DagRunState.SUCCESS:
+    failed = [instance.task_id for instance in dag_run.get_task_instances()
+              if instance.state == 'failed']
+    local_runner.write_run_report(config)
+    print(f'airflow_runner.py: DAG run {dag_run.state}; failed: {", ".join(failed) or "none"} '
+          '(the task logs above say why)', file=sys.stderr)
+    return local_runner.EXIT_PIPELINE_FAILED
+  print()
+  print(summary.format_summary(summary.summarize_run(config.metadata_path),
+                               min_accuracy=config.min_accuracy,
+                               min_malignant_recall=config.min_malignant_recall,
+                               max_accuracy_drop=config.max_accuracy_drop,
+                               max_calibration_error=config.max_calibration_error))
+  local_runner.write_run_report(config)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
+else:
+  DAG = dag_from_environment()
