@@ -5,8 +5,8 @@ pipeline's flags to the scheduler and workers in an environment variable:
 
     BREAST_ULTRASOUND_PIPELINE_FLAGS="--data-root /data/busi --output-dir /srv/busi" airflow ...
 
-The DAG `breast_ultrasound` has one task per component, wired as the pipeline's components are,
-and no schedule: trigger it (`airflow dags trigger breast_ultrasound`) when the data change.
+The DAG `breast-ultrasound` has one task per component, wired as the pipeline's components are,
+and no schedule: trigger it (`airflow dags trigger breast-ultrasound`) when the data change.
 
 Here, one run in Airflow's own single-process test mode (`DAG.test()`: every task in this
 process, in dependency order, no scheduler; Airflow's database is SQLite under
