@@ -1,0 +1,162 @@
+"""What the pipeline costs against the plain-Keras notebook it replaces, on one machine, in one run.
+
+    python -m benchmarks.pipeline_overhead --data-root ../shared/data/busi [--epochs 15]
+
+Three commands, each in a fresh process tree whose resident memory is summed and polled:
+
+1. the notebook: `image_dataset_from_directory` (180×180, batch 32, an 80/20 split), the seed
+   network (`models.networks.seed_cnn`: flip/rotation/zoom, dropout), Adam, `--epochs` epochs;
+2. the pipeline, cold: `local_runner.py --model seed --epochs N` on the same folder, into a new
+   output directory (every component runs: ExampleGen … Pusher, plus the summary and report);
+3. the same pipeline command again: every component cached.
+
+It prints wall time and peak memory of each, their ratios, and the training throughput (images
+per second over the epochs after the first, validation included, as each prints them) of the
+notebook's `fit` against the Trainer's. The pipeline trains on the training split less its
+calibration set, the notebook on its 80 %: throughput is per image, so the two compare.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import List, Optional
+
+import psutil
+
+from pipeline import command_line
+
+command_line.prepare_environment()
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_NOTEBOOK = """
+import sys
+from pipeline import command_line
+command_line.prepare_environment()
+import tf_keras as keras
+from models import networks
+data_root, epochs = sys.argv[1], int(sys.argv[2])
+training, validation = keras.utils.image_dataset_from_directory(
+    data_root, validation_split=0.2, subset='both', seed=123, image_size=(180, 180),
+    batch_size=32)
+scale = lambda images, labels: (images / 255.0, labels)
+model = networks.seed_cnn(180, len(training.class_names))
+model.compile(optimizer='adam', loss=keras.losses.SparseCategoricalCrossentropy(),
+              metrics=['accuracy'])
+model.fit(training.map(scale), validation_data=validation.map(scale), epochs=epochs, verbose=2)
+"""
+
+
+class Measured:
+  """A command's wall time, peak resident memory of its whole process tree, and its output
+  lines with the second each arrived."""
+
+  def __init__(self, command: List[str], poll_seconds: float = 0.1):
+    self.lines = []
+    started = time.time()
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    self.peak_bytes = 0
+    done = threading.Event()
+
+    def poll():
+      root = psutil.Process(process.pid)
+      while not done.is_set():
+        try:
+          tree = [root, *root.children(recursive=True)]
+          self.peak_bytes = max(self.peak_bytes, sum(_rss(member) for member in tree))
+        except psutil.Error:
+          pass
+        time.sleep(poll_seconds)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    for line in process.stdout:
+      self.lines.append((time.time() - started, line.rstrip('\n')))
+    self.returncode = process.wait()
+    done.set()
+    poller.join()
+    self.seconds = time.time() - started
+    if self.returncode != 0:
+      tail = '\n'.join(line for _, line in self.lines[-30:])
+      raise SystemExit(f'{" ".join(command[:3])} ... failed ({self.returncode}):\n{tail}')
+
+  def epoch_starts(self) -> List[float]:
+    """Seconds at which Keras printed `Epoch k/N`, in order."""
+    return [second for second, line in self.lines if re.match(r'^Epoch \d+/\d+$', line)]
+
+  def training_seconds_after_first_epoch(self) -> float:
+    """From the start of epoch 2 to the end of the last epoch (the last epoch's own log line)."""
+    starts = self.epoch_starts()
+    last_epoch_line = max(second for second, line in self.lines
+                          if re.match(r'^\d+/\d+ - ', line))
+    return last_epoch_line - starts[1]
+
+
+def _rss(process: psutil.Process) -> int:
+  try:
+    return process.memory_info().rss
+  except psutil.Error:
+    return 0
+
+
+def notebook_training_images(measured: Measured) -> int:
+  for _, line in measured.lines:
+    found = re.match(r'Using (\d+) files for training', line)
+    if found:
+      return int(found.group(1))
+  raise SystemExit('the notebook did not say how many files it trains on')
+
+
+def pipeline_training_images(output_dir: str) -> int:
+  """Images the Trainer fitted on: the train split less its calibration set (ML Metadata)."""
+  from runs import summary  # pylint: disable=g-import-not-at-top
+  run = summary.summarize_run(os.path.join(output_dir, 'metadata.sqlite'))
+  return sum(run.class_counts['train'].values()) - run.operating_point['calibration_examples']
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--data-root', required=True)
+  parser.add_argument('--epochs', type=int, default=15)
+  args = parser.parse_args(argv)
+  data_root = os.path.abspath(args.data_root)
+  python = sys.executable
+
+  with tempfile.TemporaryDirectory(prefix='pipeline_overhead_') as workdir:
+    output_dir = os.path.join(workdir, 'output')
+    notebook = Measured([python, '-c', _NOTEBOOK, data_root, str(args.epochs)])
+    pipeline_command = [python, 'local_runner.py', '--data-root', data_root, '--output-dir',
+                        output_dir, '--model', 'seed', '--epochs', str(args.epochs)]
+    cold = Measured(pipeline_command)
+    cached = Measured(pipeline_command)
+    notebook_rate = (notebook_training_images(notebook) * (args.epochs - 1)
+                     / notebook.training_seconds_after_first_epoch())
+    pipeline_rate = (pipeline_training_images(output_dir) * (args.epochs - 1)
+                     / cold.training_seconds_after_first_epoch())
+
+  mib = 1024 * 1024
+  print(f'{args.epochs} epochs of the seed network on {data_root}; {os.cpu_count()} CPUs\n')
+  print('| run | wall s | peak memory MiB | against the notebook |')
+  print('|---|---:|---:|---|')
+  print(f'| plain-Keras notebook | {notebook.seconds:.1f} | {notebook.peak_bytes / mib:,.0f} | |')
+  print(f'| pipeline, cold | {cold.seconds:.1f} | {cold.peak_bytes / mib:,.0f} | '
+        f'{cold.seconds / notebook.seconds:.2f}× wall, '
+        f'{cold.peak_bytes / notebook.peak_bytes:.2f}× memory |')
+  print(f'| pipeline, cached rerun | {cached.seconds:.1f} | {cached.peak_bytes / mib:,.0f} | '
+        f'{100 * cached.seconds / cold.seconds:.1f} % of the cold run |')
+  print()
+  print('| training throughput (epochs 2…N, validation included) | images/s |')
+  print('|---|---:|')
+  print(f'| notebook `fit` | {notebook_rate:.1f} |')
+  print(f'| Trainer | {pipeline_rate:.1f} ({pipeline_rate / notebook_rate:.2f}×) |')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
