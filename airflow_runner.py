@@ -58,7 +58,7 @@ def config_from_arguments(argv: List[str]) -> configs.PipelineConfig:
 
 def create_dag(config: configs.PipelineConfig):
   """The pipeline of `config` as an Airflow DAG, one task per component."""
-  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.airflow import airflow_dag_runner  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
 
@@ -67,7 +67,7 @@ def create_dag(config: configs.PipelineConfig):
                           'max_active_runs': 1,
                           'description': 'breast-ultrasound TFX pipeline'}))
   return runner.run(create_pipeline(
-      config, tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      config, metadata.sqlite_metadata_connection_config(
           config.metadata_path)))
 
 

@@ -33,13 +33,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help='where the pipeline spec goes (default: %(default)s)')
   args = flags.parse_flags(parser, argv)
 
-  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
 
   # Vertex compiles only TFX's built-in resolver strategies.
   config = flags.config_from_flags(args, baseline_excludes_candidate=False)
-  runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-      config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=args.image),
+  runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
+      config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=args.image),
       output_dir=os.path.dirname(os.path.abspath(args.output_file)),
       output_filename=os.path.basename(args.output_file))
   runner.run(create_pipeline(config))

@@ -159,7 +159,8 @@ def output_trouble(error: BaseException, output_dir: str) -> Optional[str]:
 def run_locked(config: configs.PipelineConfig) -> int:
   """Runs the pipeline while this process holds the output directory; prints the summary."""
   # Imported late: TFX takes seconds to import, and bad flags should fail fast.
-  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
   from runs import summary  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
 
@@ -167,8 +168,8 @@ def run_locked(config: configs.PipelineConfig) -> int:
   print(f'Running pipeline {config.pipeline_name} on {config.data_root}\n'
         f'  output: {config.output_dir} (ML Metadata: {config.metadata_path})', flush=True)
   try:
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(
-        config, tfx.orchestration.metadata.sqlite_metadata_connection_config(
+    LocalDagRunner().run(create_pipeline(
+        config, metadata.sqlite_metadata_connection_config(
             config.metadata_path)))
   except KeyboardInterrupt:
     print('local_runner.py: interrupted', file=sys.stderr)

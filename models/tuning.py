@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 import keras_tuner
 import numpy as np
 import tensorflow_transform as tft
-from tfx import v1 as tfx
+from tfx.components.tuner.component import TunerFnResult
 
 from models import calibration, features, model, networks, training
 
@@ -83,7 +83,7 @@ def search_space(network: str) -> keras_tuner.HyperParameters:
   return hyperparameters
 
 
-def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
+def tuner_fn(fn_args) -> TunerFnResult:
   """TFX Tuner entry point."""
   config = model.train_config(fn_args.custom_config)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
@@ -108,6 +108,6 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
   batch_size = config[model.BATCH_SIZE_KEY]
   print(f'tuning {config[model.NETWORK_KEY]}: {oracle.max_trials} trials on '
         f'{len(labels)} calibration images (classes {np.bincount(labels).tolist()})', flush=True)
-  return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
+  return TunerFnResult(tuner=tuner, fit_kwargs={
       'fitting': model.batches(fitting, batch_size, shuffle_seed=config[model.SEED_KEY]),
       'validation': model.batches(validation, batch_size)})

@@ -11,8 +11,20 @@ the project's code carries a fingerprint of that code in its configuration
 """
 
 import tensorflow_data_validation as tfdv
-from tfx import v1 as tfx
+# TFX's public API from the modules `tfx.v1` re-exports: importing `tfx.v1` also loads the Google
+# Cloud extensions, about 5 s of every run's start-up.
+from tfx.components import Evaluator, ExampleValidator, Pusher, StatisticsGen, Trainer, Transform
+from tfx.components import Tuner
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy)
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto.pusher_pb2 import PushDestination
+from tfx.proto.trainer_pb2 import EvalArgs, TrainArgs
+from tfx.proto.transform_pb2 import SplitsConfig
+from tfx.types import standard_artifacts
+from tfx.types.channel import Channel
 
 from components import contracts
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
@@ -35,7 +47,7 @@ def statistics_options() -> tfdv.StatsOptions:
 
 
 def create_pipeline(config: PipelineConfig,
-                    metadata_connection_config=None) -> tfx.dsl.Pipeline:
+                    metadata_connection_config=None) -> Pipeline:
   """Builds the pipeline described in the module docstring from `config`.
 
   `metadata_connection_config` is the runner's business: LocalDagRunner needs one (SQLite),
@@ -53,7 +65,7 @@ def create_pipeline(config: PipelineConfig,
       examples=example_gen.outputs['examples'],
       code_version=code_version('components.data_quality.component'))
 
-  statistics_gen = tfx.components.StatisticsGen(
+  statistics_gen = StatisticsGen(
       examples=example_gen.outputs['examples'],
       stats_options=statistics_options(),
       exclude_splits=[contracts.EXCLUDED_SPLIT])
@@ -64,7 +76,7 @@ def create_pipeline(config: PipelineConfig,
       exclude_splits=[contracts.EVAL_SPLIT],
       code_version=code_version('components.curated_schema_gen.component'))
 
-  example_validator = tfx.components.ExampleValidator(
+  example_validator = ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
 
@@ -73,11 +85,11 @@ def create_pipeline(config: PipelineConfig,
       data_quality=data_quality_check.outputs['data_quality'],
       code_version=code_version('components.data_validation_gate.component'))
 
-  transform = tfx.components.Transform(
+  transform = Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn='models.preprocessing.preprocessing_fn',
-      splits_config=tfx.proto.SplitsConfig(analyze=[contracts.TRAIN_SPLIT],
+      splits_config=SplitsConfig(analyze=[contracts.TRAIN_SPLIT],
                                              transform=[contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT]),
       custom_config={preprocessing.IMAGE_SIZE_CONFIG_KEY: config.image_size,
                      'code_version': code_version('models.preprocessing')})
@@ -97,26 +109,26 @@ def create_pipeline(config: PipelineConfig,
   if config.tune:
     # Trials fit on the training split less its calibration set and are scored on that set
     # (models/tuning.py): the eval split is never seen.
-    tuner = tfx.components.Tuner(
+    tuner = Tuner(
         tuner_fn='models.tuning.tuner_fn',
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
-        train_args=tfx.proto.TrainArgs(splits=[contracts.TRAIN_SPLIT]),
-        eval_args=tfx.proto.EvalArgs(splits=[contracts.EVAL_SPLIT]),
+        train_args=TrainArgs(splits=[contracts.TRAIN_SPLIT]),
+        eval_args=EvalArgs(splits=[contracts.EVAL_SPLIT]),
         custom_config={**trainer_config,
                        tuning.MAX_TRIALS_KEY: config.tuning_trials,
                        tuning.TRIAL_EPOCHS_KEY: config.tuning_epochs,
                        'code_version': code_version('models.tuning')})
 
-  trainer = tfx.components.Trainer(
+  trainer = Trainer(
       run_fn='models.model.run_fn',
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
       hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
-      train_args=tfx.proto.TrainArgs(splits=[contracts.TRAIN_SPLIT]),
-      eval_args=tfx.proto.EvalArgs(splits=[contracts.EVAL_SPLIT]),
+      train_args=TrainArgs(splits=[contracts.TRAIN_SPLIT]),
+      eval_args=EvalArgs(splits=[contracts.EVAL_SPLIT]),
       custom_config={
           **trainer_config,
           'code_version': code_version('models.model', 'components.trainer.executor'),
@@ -128,15 +140,15 @@ def create_pipeline(config: PipelineConfig,
     baseline_strategy = LatestBlessedOtherModelStrategy
     strategy_inputs = {'candidate': trainer.outputs['model']}
   else:
-    baseline_strategy, strategy_inputs = tfx.dsl.experimental.LatestBlessedModelStrategy, {}
-  baseline_resolver = tfx.dsl.Resolver(
+    baseline_strategy, strategy_inputs = LatestBlessedModelStrategy, {}
+  baseline_resolver = Resolver(
       strategy_class=baseline_strategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+      model=Channel(type=standard_artifacts.Model),
+      model_blessing=Channel(type=standard_artifacts.ModelBlessing),
       **strategy_inputs,
   ).with_id('latest_blessed_model_resolver')
 
-  evaluator = tfx.components.Evaluator(
+  evaluator = Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=baseline_resolver.outputs['model'],
@@ -147,16 +159,16 @@ def create_pipeline(config: PipelineConfig,
           metrics_code_version=code_version(CUSTOM_METRICS_MODULE)))
 
   # TFX's Pusher with an executor that publishes each version atomically.
-  pusher = tfx.components.Pusher(
+  pusher = Pusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
-      push_destination=tfx.proto.PushDestination(
-          filesystem=tfx.proto.PushDestination.Filesystem(
+      push_destination=PushDestination(
+          filesystem=PushDestination.Filesystem(
               base_directory=config.serving_model_dir)),
       custom_config={'code_version': code_version('components.pusher.executor')},
       custom_executor_spec=executor_spec.ExecutorClassSpec(atomic_pusher.Executor))
 
-  return tfx.dsl.Pipeline(
+  return Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
       components=[
