@@ -19,20 +19,14 @@ calibration set, the notebook on its 80 %: throughput is per image, so the two c
 import argparse
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from typing import List, Optional
 
-import psutil
-
+from benchmarks.process_tree import Measured
 from pipeline import command_line
 
 command_line.prepare_environment()
-
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _NOTEBOOK = """
 import sys
@@ -50,59 +44,6 @@ model.compile(optimizer='adam', loss=keras.losses.SparseCategoricalCrossentropy(
               metrics=['accuracy'])
 model.fit(training.map(scale), validation_data=validation.map(scale), epochs=epochs, verbose=2)
 """
-
-
-class Measured:
-  """A command's wall time, peak resident memory of its whole process tree, and its output
-  lines with the second each arrived."""
-
-  def __init__(self, command: List[str], poll_seconds: float = 0.1):
-    self.lines = []
-    started = time.time()
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    self.peak_bytes = 0
-    done = threading.Event()
-
-    def poll():
-      root = psutil.Process(process.pid)
-      while not done.is_set():
-        try:
-          tree = [root, *root.children(recursive=True)]
-          self.peak_bytes = max(self.peak_bytes, sum(_rss(member) for member in tree))
-        except psutil.Error:
-          pass
-        time.sleep(poll_seconds)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    for line in process.stdout:
-      self.lines.append((time.time() - started, line.rstrip('\n')))
-    self.returncode = process.wait()
-    done.set()
-    poller.join()
-    self.seconds = time.time() - started
-    if self.returncode != 0:
-      tail = '\n'.join(line for _, line in self.lines[-30:])
-      raise SystemExit(f'{" ".join(command[:3])} ... failed ({self.returncode}):\n{tail}')
-
-  def epoch_starts(self) -> List[float]:
-    """Seconds at which Keras printed `Epoch k/N`, in order."""
-    return [second for second, line in self.lines if re.match(r'^Epoch \d+/\d+$', line)]
-
-  def training_seconds_after_first_epoch(self) -> float:
-    """From the start of epoch 2 to the end of the last epoch (the last epoch's own log line)."""
-    starts = self.epoch_starts()
-    last_epoch_line = max(second for second, line in self.lines
-                          if re.match(r'^\d+/\d+ - ', line))
-    return last_epoch_line - starts[1]
-
-
-def _rss(process: psutil.Process) -> int:
-  try:
-    return process.memory_info().rss
-  except psutil.Error:
-    return 0
 
 
 def notebook_training_images(measured: Measured) -> int:

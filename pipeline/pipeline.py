@@ -46,13 +46,24 @@ def statistics_options() -> tfdv.StatsOptions:
   return tfdv.StatsOptions(enable_semantic_domain_stats=True)
 
 
-def create_pipeline(config: PipelineConfig,
-                    metadata_connection_config=None) -> Pipeline:
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
+                    data_part_only: bool = False) -> Pipeline:
   """Builds the pipeline described in the module docstring from `config`.
 
   `metadata_connection_config` is the runner's business: LocalDagRunner needs one (SQLite),
-  Kubeflow and Vertex bring their own.
+  Kubeflow and Vertex bring their own. `data_part_only` stops after Transform (what
+  benchmarks/data_scaling.py measures).
   """
+
+  def pipeline_of(components) -> Pipeline:
+    return Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=components,
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=config.beam_pipeline_args)
+
   example_gen = ImageExampleGen(
       input_base=config.data_root,
       eval_percent=config.eval_percent,
@@ -94,6 +105,10 @@ def create_pipeline(config: PipelineConfig,
       custom_config={preprocessing.IMAGE_SIZE_CONFIG_KEY: config.image_size,
                      'code_version': code_version('models.preprocessing')})
   transform.add_upstream_node(data_validation_gate)
+  data_part = [example_gen, data_quality_check, statistics_gen, schema_gen, example_validator,
+               data_validation_gate, transform]
+  if data_part_only:
+    return pipeline_of(data_part)
 
   trainer_config = {
       model.EPOCHS_KEY: config.epochs,
@@ -168,14 +183,6 @@ def create_pipeline(config: PipelineConfig,
       custom_config={'code_version': code_version('components.pusher.executor')},
       custom_executor_spec=executor_spec.ExecutorClassSpec(atomic_pusher.Executor))
 
-  return Pipeline(
-      pipeline_name=config.pipeline_name,
-      pipeline_root=config.pipeline_root,
-      components=[
-          example_gen, data_quality_check, statistics_gen, schema_gen, example_validator,
-          data_validation_gate, transform, *([tuner] if tuner else []), trainer,
-          baseline_resolver, evaluator, pusher,
-      ],
-      enable_cache=config.enable_cache,
-      metadata_connection_config=metadata_connection_config,
-      beam_pipeline_args=config.beam_pipeline_args)
+  return pipeline_of([
+      *data_part, *([tuner] if tuner else []), trainer, baseline_resolver, evaluator, pusher,
+  ])
