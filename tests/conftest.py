@@ -182,6 +182,8 @@ def separable_data_root(tmp_path_factory):
   return root
 
 
+# First: pytest-xdist reads the groups in its own pytest_collection_modifyitems.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
   """`make test` runs on two pytest-xdist workers with `--dist loadgroup`: every test that reads
   the shared `pipeline_runs` goes to one worker, so those five runs happen once; every other

@@ -17,7 +17,10 @@ def examples_by_split(output_dir):
                                           '*', 'Split-*')):
     files = sorted(glob.glob(os.path.join(split_dir, '*.gz')))
     records = tf.data.TFRecordDataset(files, compression_type='GZIP') if files else []
-    found[os.path.basename(split_dir)] = sorted(record.numpy() for record in records)
+    # Re-serialized deterministically: a proto map's order on the wire is not fixed.
+    found[os.path.basename(split_dir)] = sorted(
+        tf.train.Example.FromString(record.numpy()).SerializeToString(deterministic=True)
+        for record in records)
   return found
 
 
