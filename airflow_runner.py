@@ -35,6 +35,7 @@ from pipeline import command_line  # pylint: disable=g-import-not-at-top
 
 command_line.prepare_environment()
 
+import local_runner  # pylint: disable=g-import-not-at-top
 from pipeline import configs, flags, output_lock  # pylint: disable=g-import-not-at-top
 
 FLAGS_VARIABLE = 'BREAST_ULTRASOUND_PIPELINE_FLAGS'
@@ -83,7 +84,6 @@ def dag_from_environment():
 def main(argv: Optional[List[str]] = None) -> int:
   config = config_from_arguments(sys.argv[1:] if argv is None else argv)
   if config.data_root == configs.DEFAULT_DATA_ROOT:
-    import local_runner  # pylint: disable=g-import-not-at-top
     local_runner.ensure_default_data(config.data_root)
   problem = flags.check_data_root(config.data_root)
   if problem:
@@ -97,15 +97,13 @@ def main(argv: Optional[List[str]] = None) -> int:
       return run_dag_test(config)
   except output_lock.OutputDirectoryBusy as error:
     print(f'airflow_runner.py: error: {error}', file=sys.stderr)
-    return 3
+    return local_runner.EXIT_OUTPUT_DIR_BUSY
 
 
 def run_dag_test(config: configs.PipelineConfig) -> int:
   """One run of the DAG in Airflow's test mode, then local_runner.py's summary and report."""
-  import local_runner  # pylint: disable=g-import-not-at-top
   from airflow.utils import db  # pylint: disable=g-import-not-at-top
   from airflow.utils.state import DagRunState  # pylint: disable=g-import-not-at-top
-  from runs import summary  # pylint: disable=g-import-not-at-top
 
   print(f'Airflow test mode: DAG {config.pipeline_name} on {config.data_root}\n'
         f'  output: {config.output_dir} (Airflow database: {os.environ["AIRFLOW_HOME"]})',
@@ -119,13 +117,7 @@ def run_dag_test(config: configs.PipelineConfig) -> int:
     print(f'airflow_runner.py: DAG run {dag_run.state}; failed: {", ".join(failed) or "none"} '
           '(the task logs above say why)', file=sys.stderr)
     return local_runner.EXIT_PIPELINE_FAILED
-  print()
-  print(summary.format_summary(summary.summarize_run(config.metadata_path),
-                               min_accuracy=config.min_accuracy,
-                               min_malignant_recall=config.min_malignant_recall,
-                               max_accuracy_drop=config.max_accuracy_drop,
-                               max_calibration_error=config.max_calibration_error))
-  local_runner.write_run_report(config)
+  local_runner.print_summary_and_report(config)
   return 0
 
 

@@ -161,7 +161,6 @@ def run_locked(config: configs.PipelineConfig) -> int:
   # Imported late: TFX takes seconds to import, and bad flags should fail fast.
   from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
-  from runs import summary  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
 
   show_progress_and_warnings()
@@ -185,6 +184,13 @@ def run_locked(config: configs.PipelineConfig) -> int:
       print(f'local_runner.py: pipeline failed: {cause.__class__.__name__}: {cause}',
             file=sys.stderr)
     return EXIT_PIPELINE_FAILED
+  print_summary_and_report(config)
+  return 0
+
+
+def print_summary_and_report(config) -> None:
+  """After a successful run (of any runner): the summary from ML Metadata, then the report."""
+  from runs import summary  # pylint: disable=g-import-not-at-top
   print()
   print(summary.format_summary(summary.summarize_run(config.metadata_path),
                                min_accuracy=config.min_accuracy,
@@ -192,7 +198,6 @@ def run_locked(config: configs.PipelineConfig) -> int:
                                max_accuracy_drop=config.max_accuracy_drop,
                                max_calibration_error=config.max_calibration_error))
   write_run_report(config)
-  return 0
 
 
 def write_run_report(config) -> None:

@@ -3,7 +3,6 @@ tree (Beam's worker processes and the like included), and its output lines with 
 arrived. Shared by the benchmarks."""
 
 import os
-import re
 import subprocess
 import threading
 import time
@@ -48,17 +47,6 @@ class Measured:
     if self.returncode != 0:
       tail = '\n'.join(line for _, line in self.lines[-30:])
       raise SystemExit(f'{" ".join(command[:3])} ... failed ({self.returncode}):\n{tail}')
-
-  def epoch_starts(self) -> List[float]:
-    """Seconds at which Keras printed `Epoch k/N`, in order."""
-    return [second for second, line in self.lines if re.match(r'^Epoch \d+/\d+$', line)]
-
-  def training_seconds_after_first_epoch(self) -> float:
-    """From the start of epoch 2 to the end of the last epoch (the last epoch's own log line)."""
-    starts = self.epoch_starts()
-    last_epoch_line = max(second for second, line in self.lines
-                          if re.match(r'^\d+/\d+ - ', line))
-    return last_epoch_line - starts[1]
 
 
 def _rss(process: psutil.Process) -> int:
