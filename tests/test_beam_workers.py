@@ -6,6 +6,8 @@ import glob
 import os
 
 import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
 
 from runs import metadata_store, summary
 
@@ -24,11 +26,13 @@ def examples_by_split(output_dir):
   return found
 
 
-def schema_text(output_dir):
+def schema_features(output_dir):
+  """The curated schema's features by name (their order follows how statistics came back)."""
   [path] = glob.glob(os.path.join(output_dir, 'pipeline', 'CuratedSchemaGen', '*', '*',
                                   'schema.pbtxt'))
   with open(path, encoding='utf-8') as handle:
-    return handle.read()
+    schema = text_format.Parse(handle.read(), schema_pb2.Schema())
+  return {feature.name: feature for feature in schema.feature}
 
 
 def test_two_beam_workers_make_the_same_examples_schema_and_blessing(
@@ -44,7 +48,9 @@ def test_two_beam_workers_make_the_same_examples_schema_and_blessing(
   assert set(two_workers) == {'Split-train', 'Split-eval', 'Split-excluded'}
   assert sum(map(len, two_workers.values())) == 45
   assert two_workers == one_worker
-  assert schema_text(output_dir) == schema_text(pipeline_runs['output_dir'])
+  two_worker_schema = schema_features(output_dir)
+  assert {'image', 'label', 'filename'} <= set(two_worker_schema)
+  assert two_worker_schema == schema_features(pipeline_runs['output_dir'])
 
   store = metadata_store.open_store(str(output_dir / 'metadata.sqlite'))
   [run] = metadata_store.run_contexts(store)
