@@ -10,10 +10,13 @@ Three commands, each in a fresh process tree whose resident memory is summed and
    output directory (every component runs: ExampleGen … Pusher, plus the summary and report);
 3. the same pipeline command again: every component cached.
 
-It prints wall time and peak memory of each, their ratios, and the training throughput (images
-per second over the epochs after the first, validation included, as each prints them) of the
-notebook's `fit` against the Trainer's. The pipeline trains on the training split less its
-calibration set, the notebook on its 80 %: throughput is per image, so the two compare.
+It prints wall time and peak memory of each, their ratios, the training throughput (images per
+second over the epochs after the first, validation included, as each prints them) of the
+notebook's `fit` against the Trainer's (the pipeline trains on the training split less its
+calibration set, the notebook on its 80 %: throughput is per image, so the two compare), and
+where the pipeline's time and memory go: each component's wall time as ML Metadata recorded
+it, the peak memory while it ran, and the same for the process before the first component
+(imports, compiling the pipeline) and after the last (the summary and the report).
 """
 
 import argparse
@@ -21,7 +24,7 @@ import os
 import re
 import sys
 import tempfile
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from benchmarks.process_tree import Measured
 from pipeline import command_line
@@ -69,6 +72,50 @@ def pipeline_training_images(output_dir: str) -> int:
   return sum(run.class_counts['train'].values()) - run.operating_point['calibration_examples']
 
 
+def component_seconds(output_dir: str) -> List[Dict[str, float]]:
+  """{component: seconds} of each recorded run, oldest first, from ML Metadata."""
+  from runs import metadata_store, summary  # pylint: disable=g-import-not-at-top
+  metadata_path = os.path.join(output_dir, 'metadata.sqlite')
+  store = metadata_store.open_store(metadata_path)
+  return [{component.node_id: component.seconds
+           for component in summary.summarize_run(metadata_path, context.name).components}
+          for context in metadata_store.run_contexts(store)]
+
+
+def component_phases(measured: Measured) -> Dict[str, Tuple[float, float]]:
+  """{component: (first second, last second)} from local_runner.py's progress lines."""
+  phases = {}
+  for second, line in measured.lines:
+    found = re.match(r'^\[[0-9:]+\] (\S+) (\.\.\.|done in|cached in)', line)
+    if found:
+      first = phases.get(found.group(1), (second, second))[0]
+      phases[found.group(1)] = (first, second)
+  return phases
+
+
+def print_where_the_time_goes(cold: Measured, cold_seconds: Dict[str, float],
+                              cached: Measured, cached_seconds: Dict[str, float]) -> None:
+  """Each component's seconds (ML Metadata) and the cold run's peak memory while it ran (the
+  progress lines' times), and the same for the process before and after the components."""
+  mib = 1024 * 1024
+  print('| where the time goes | cold s | cold peak MiB | cached s |')
+  print('|---|---:|---:|---:|')
+  cold_phases, cached_phases = component_phases(cold), component_phases(cached)
+  print(f'| before the first component (imports, compiling the pipeline) | '
+        f'{min(start for start, _ in cold_phases.values()):.1f} | '
+        f'{cold.peak_bytes_between(0, min(start for start, _ in cold_phases.values())) / mib:,.0f}'
+        f' | {min(start for start, _ in cached_phases.values()):.1f} |')
+  for name, seconds in cold_seconds.items():
+    start, end = cold_phases.get(name, (0, 0))
+    print(f'| {name} | {seconds:.1f} | {cold.peak_bytes_between(start, end) / mib:,.0f} | '
+          f'{cached_seconds.get(name, float("nan")):.1f} |')
+  cold_end = max(end for _, end in cold_phases.values())
+  cached_end = max(end for _, end in cached_phases.values())
+  print(f'| after the last component (summary, report) | {cold.seconds - cold_end:.1f} | '
+        f'{cold.peak_bytes_between(cold_end, cold.seconds) / mib:,.0f} | '
+        f'{cached.seconds - cached_end:.1f} |')
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--data-root', required=True)
@@ -88,6 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                      / training_seconds_after_first_epoch(notebook))
     pipeline_rate = (pipeline_training_images(output_dir) * (args.epochs - 1)
                      / training_seconds_after_first_epoch(cold))
+    cold_components, cached_components = component_seconds(output_dir)[-2:]
 
   mib = 1024 * 1024
   print(f'{args.epochs} epochs of the seed network on {data_root}; {os.cpu_count()} CPUs\n')
@@ -104,6 +152,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   print('|---|---:|')
   print(f'| notebook `fit` | {notebook_rate:.1f} |')
   print(f'| Trainer | {pipeline_rate:.1f} ({pipeline_rate / notebook_rate:.2f}×) |')
+  print()
+  print_where_the_time_goes(cold, cold_components, cached, cached_components)
   return 0
 
 

@@ -14,12 +14,13 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Measured:
-  """A command's wall time, peak resident memory of its whole process tree, and its output
-  lines with the second each arrived."""
+  """A command's wall time, peak resident memory of its whole process tree (and every sample of
+  it, to tell which phase peaked), and its output lines with the second each arrived."""
 
   def __init__(self, command: List[str], poll_seconds: float = 0.1):
     """Runs `command` from the project root; a failure stops the benchmark with its output."""
     self.lines = []
+    self.memory_samples = []  # (second, bytes of the whole tree)
     started = time.time()
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -31,7 +32,9 @@ class Measured:
       while not done.is_set():
         try:
           tree = [root, *root.children(recursive=True)]
-          self.peak_bytes = max(self.peak_bytes, sum(_rss(member) for member in tree))
+          resident = sum(_rss(member) for member in tree)
+          self.memory_samples.append((time.time() - started, resident))
+          self.peak_bytes = max(self.peak_bytes, resident)
         except psutil.Error:
           pass
         time.sleep(poll_seconds)
@@ -47,6 +50,12 @@ class Measured:
     if self.returncode != 0:
       tail = '\n'.join(line for _, line in self.lines[-30:])
       raise SystemExit(f'{" ".join(command[:3])} ... failed ({self.returncode}):\n{tail}')
+
+
+  def peak_bytes_between(self, start_second: float, end_second: float) -> int:
+    """The largest sample from `start_second` to `end_second` (0 when none fell between)."""
+    return max((resident for second, resident in self.memory_samples
+                if start_second <= second <= end_second), default=0)
 
 
 def _rss(process: psutil.Process) -> int:

@@ -13,12 +13,14 @@ against each threshold, and what was pushed where. `--screenshot` also renders t
 headless Chromium (Debian's `chromium`) to a PNG, to see it as a browser shows it.
 """
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from pipeline import command_line
 
@@ -27,12 +29,13 @@ command_line.prepare_environment()
 import jinja2  # pylint: disable=g-import-not-at-top
 
 from models import features  # pylint: disable=g-import-not-at-top
-from pipeline import configs  # pylint: disable=g-import-not-at-top
+from pipeline import code_version, configs  # pylint: disable=g-import-not-at-top
 from runs import summary  # pylint: disable=g-import-not-at-top
-from runs.report_facts import ReportFacts, gather_report_facts  # pylint: disable=g-import-not-at-top
+from runs.report_facts import ReportFacts, add_picture_sources, gather_report_facts  # pylint: disable=g-import-not-at-top
 from runs.report_pictures import draw_report_pictures  # pylint: disable=g-import-not-at-top
 
 INDEX_FILE = 'index.html'
+PICTURES_STAMP_FILE = 'pictures.json'  # which artifacts the pictures beside it were drawn for
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
 TEMPLATE_FILE = 'report.html'
 EXIT_USAGE = command_line.EXIT_USAGE
@@ -67,11 +70,43 @@ def render_report(facts: ReportFacts, pictures: dict) -> str:
       pushed_base_path=os.path.dirname(pushed) if pushed else None)
 
 
+def pictures_key(facts: ReportFacts) -> str:
+  """What the pictures depend on: the run's output artifacts and the code that draws them."""
+  return hashlib.sha256(json.dumps([
+      facts.output_artifacts, code_version.code_version('runs.report_pictures')]).encode()
+                        ).hexdigest()
+
+
+def pictures_drawn_before(report_dir: str, key: str) -> Optional[Dict[str, str]]:
+  """{name: file} of the pictures in `report_dir` when they were drawn for `key`, else None."""
+  try:
+    with open(os.path.join(report_dir, PICTURES_STAMP_FILE), encoding='utf-8') as handle:
+      stamp = json.load(handle)
+  except (OSError, ValueError):
+    return None
+  pictures = stamp.get('pictures', {})
+  if stamp.get('key') != key or not all(
+      os.path.isfile(os.path.join(report_dir, file_name)) for file_name in pictures.values()):
+    return None
+  return pictures
+
+
 def write_report(metadata_path: str, report_dir: str, run_id: Optional[str] = None) -> str:
-  """Writes index.html and its pictures for the run (default: the latest); returns its path."""
-  facts = gather_report_facts(metadata_path, run_id)
+  """Writes index.html and its pictures for the run (default: the latest); returns its path.
+
+  Pictures already drawn for the same artifacts (a cached rerun's) are kept, not redrawn: the
+  sample images and the explained eval images, which load and run the model, are only read
+  when the pictures are drawn.
+  """
+  facts = gather_report_facts(metadata_path, run_id, with_picture_sources=False)
   os.makedirs(report_dir, exist_ok=True)
-  pictures = draw_report_pictures(facts, report_dir)
+  key = pictures_key(facts)
+  pictures = pictures_drawn_before(report_dir, key)
+  if pictures is None:
+    add_picture_sources(facts)
+    pictures = draw_report_pictures(facts, report_dir)
+    with open(os.path.join(report_dir, PICTURES_STAMP_FILE), 'w', encoding='utf-8') as handle:
+      json.dump({'key': key, 'pictures': pictures}, handle)
   index = os.path.join(report_dir, INDEX_FILE)
   with open(index, 'w', encoding='utf-8') as handle:
     handle.write(render_report(facts, pictures))

@@ -58,6 +58,13 @@ class ReportFacts:
   # Eval images the model got wrong, and a few it got right per class, with Grad-CAM: dicts of
   # file, true and predicted label, confidence, heat map and the pixels the model saw.
   explained: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+  # Where `samples` and `explained` come from; `add_picture_sources` reads them (the slow part).
+  train_examples_uri: Optional[str] = None
+  eval_examples_uri: Optional[str] = None
+  model_uri: Optional[str] = None
+  # (id, creation time in ms) of every artifact the run's components output: a report drawn
+  # for the same artifacts shows the same pictures (a cached rerun outputs the same ones).
+  output_artifacts: List[Tuple[int, int]] = dataclasses.field(default_factory=list)
 
   @property
   def class_count_rows(self) -> List[Tuple[str, List[int], int]]:
@@ -176,8 +183,10 @@ def _existing(path: Optional[str]) -> Optional[str]:
   return path if path and tf.io.gfile.exists(path) else None
 
 
-def gather_report_facts(metadata_path: str, run_id: Optional[str] = None) -> ReportFacts:
-  """Everything the report of a run (default: the latest) shows, from ML Metadata."""
+def gather_report_facts(metadata_path: str, run_id: Optional[str] = None,
+                        with_picture_sources: bool = True) -> ReportFacts:
+  """Everything the report of a run (default: the latest) shows, from ML Metadata; without
+  `with_picture_sources`, all but the sample and explained images (`add_picture_sources`)."""
   run = summary.summarize_run(metadata_path, run_id)
   store = metadata_store.open_store(metadata_path)
   outputs = {(component.node_id, type_name): artifact for component, type_name, artifact
@@ -199,12 +208,13 @@ def gather_report_facts(metadata_path: str, run_id: Optional[str] = None) -> Rep
       epochs=trainer_config[trainer_module.EPOCHS_KEY] or networks.RECIPES[network].epochs,
       ensemble_members=(trainer_config[trainer_module.ENSEMBLE_MEMBERS_KEY]
                         or networks.RECIPES[network].members),
-      batch_size=trainer_config[trainer_module.BATCH_SIZE_KEY])
+      batch_size=trainer_config[trainer_module.BATCH_SIZE_KEY],
+      output_artifacts=sorted((artifact.id, artifact.create_time_since_epoch)
+                              for artifact in outputs.values()))
 
   examples = outputs.get(('ImageExampleGen', 'Examples'))
   if examples is not None:
-    facts.samples = sample_images(
-        os.path.join(examples.uri, f'Split-{contracts.TRAIN_SPLIT}'), SAMPLES_PER_CLASS)
+    facts.train_examples_uri = os.path.join(examples.uri, f'Split-{contracts.TRAIN_SPLIT}')
   anomalies = outputs.get(('ExampleValidator', 'ExampleAnomalies'))
   if anomalies is not None:
     split_names = json.loads(anomalies.properties['split_names'].string_value or '[]')
@@ -228,6 +238,17 @@ def gather_report_facts(metadata_path: str, run_id: Optional[str] = None) -> Rep
     facts.evaluation_arrays = summary.read_overall_arrays(evaluation.uri)
     model = outputs.get(('Trainer', 'Model'))
     if model is not None and examples is not None:
-      facts.explained = explain_eval_images(
-          model.uri, os.path.join(examples.uri, f'Split-{contracts.EVAL_SPLIT}'))
+      facts.model_uri = model.uri
+      facts.eval_examples_uri = os.path.join(examples.uri, f'Split-{contracts.EVAL_SPLIT}')
+  if with_picture_sources:
+    add_picture_sources(facts)
   return facts
+
+
+def add_picture_sources(facts: ReportFacts) -> None:
+  """Reads the sample images and explains the eval images: what only the pictures need, and
+  the slow part of gathering (the model is loaded and run)."""
+  if facts.train_examples_uri:
+    facts.samples = sample_images(facts.train_examples_uri, SAMPLES_PER_CLASS)
+  if facts.model_uri and facts.eval_examples_uri:
+    facts.explained = explain_eval_images(facts.model_uri, facts.eval_examples_uri)

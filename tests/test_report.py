@@ -77,6 +77,29 @@ def test_first_run_report_names_the_pushed_version(pipeline_runs, tmp_path):
   assert 'no baseline yet' in html.unescape(page)
 
 
+def test_a_cached_rerun_keeps_the_pictures_and_a_new_evaluation_redraws_them(pipeline_runs,
+                                                                            tmp_path):
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  first_run, cached_rerun, third_run = [
+      context.name for context in metadata_store.run_contexts(store)[:3]]
+
+  def report_of(run_id):
+    page = read_page(report.write_report(pipeline_runs['metadata_path'], str(tmp_path), run_id))
+    pictures = pictures_of(page)
+    return page, {picture: os.stat(tmp_path / picture).st_mtime_ns for picture in pictures}
+
+  first_page, first_pictures = report_of(first_run)
+  cached_page, cached_pictures = report_of(cached_rerun)
+  # Every component of the second run was cached: the same artifacts, so the same pictures,
+  # not drawn again; the page itself is the second run's.
+  assert cached_pictures == first_pictures and len(first_pictures) == 9
+  assert cached_rerun in cached_page and cached_rerun not in first_page
+  # The third run's Evaluator ran again (a new threshold): its pictures are drawn anew.
+  _, third_pictures = report_of(third_run)
+  assert set(third_pictures) == set(first_pictures)
+  assert third_pictures['malignant_roc.png'] != first_pictures['malignant_roc.png']
+
+
 @pytest.mark.skipif(shutil.which('chromium') is None,
                     reason="Debian's chromium is not installed (apt install chromium)")
 def test_report_renders_in_headless_chromium(python, project_root, pipeline_runs, tmp_path):
