@@ -9,7 +9,8 @@ uncached, into a fresh output directory: ImageExampleGen, DataQualityCheck, Stat
 CuratedSchemaGen, ExampleValidator, DataValidationGate and Transform (`--image-size` pixels per
 side, as the Trainer would get them). One worker is Beam's DirectRunner in this process; more
 are its multi-processing mode (`--beam-workers`). It prints wall time, images per second and
-the peak resident memory of the whole process tree (Beam's workers included).
+the peak resident memory of the whole process tree (Beam's workers included), then that peak
+while each component ran.
 """
 
 import argparse
@@ -27,6 +28,8 @@ from pipeline import command_line
 command_line.prepare_environment()
 from tfx.orchestration import metadata
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+import local_runner
+local_runner.show_progress_and_warnings()  # the progress lines tell which component peaked
 from pipeline import configs
 from pipeline.pipeline import create_pipeline
 data_root, output_dir, workers, image_size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -37,6 +40,16 @@ LocalDagRunner().run(create_pipeline(
     config, metadata.sqlite_metadata_connection_config(config.metadata_path),
     data_part_only=True))
 """
+
+
+def print_peaks_by_component(peaks_by_row) -> None:
+  """Peak memory of the process tree while each component ran, a column per row above."""
+  print('\n| peak memory MiB while it ran (images, workers) | '
+        + ' | '.join(title for title, _ in peaks_by_row) + ' |')
+  print('|---|' + '---:|' * len(peaks_by_row))
+  for name in peaks_by_row[0][1]:
+    print(f'| {name} | ' + ' | '.join(f'{peaks.get(name, 0):,.0f}' for _, peaks in peaks_by_row)
+          + ' |')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -54,6 +67,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   print(f'{os.cpu_count()} CPUs; Transform to {args.image_size}×{args.image_size}\n')
   print('| images | Beam workers | wall s | images/s | peak memory MiB |')
   print('|---:|---:|---:|---:|---:|', flush=True)
+  peaks_by_row = []
   try:
     for count in args.counts:
       data_root = os.path.join(workdir, f'images_{count}')
@@ -66,7 +80,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                              str(workers), str(args.image_size)])
         print(f'| {count:,} | {workers} | {measured.seconds:.1f} | '
               f'{count / measured.seconds:.1f} | {measured.peak_bytes / mib:,.0f} |', flush=True)
+        peaks_by_row.append((f'{count:,}, {workers}', {
+            name: measured.peak_bytes_between(start, end) / mib
+            for name, (start, end) in measured.component_phases().items()}))
         shutil.rmtree(output_dir, ignore_errors=True)
+    print_peaks_by_component(peaks_by_row)
   finally:
     if not args.workdir:
       shutil.rmtree(workdir, ignore_errors=True)

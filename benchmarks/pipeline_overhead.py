@@ -82,17 +82,6 @@ def component_seconds(output_dir: str) -> List[Dict[str, float]]:
           for context in metadata_store.run_contexts(store)]
 
 
-def component_phases(measured: Measured) -> Dict[str, Tuple[float, float]]:
-  """{component: (first second, last second)} from local_runner.py's progress lines."""
-  phases = {}
-  for second, line in measured.lines:
-    found = re.match(r'^\[[0-9:]+\] (\S+) (\.\.\.|done in|cached in)', line)
-    if found:
-      first = phases.get(found.group(1), (second, second))[0]
-      phases[found.group(1)] = (first, second)
-  return phases
-
-
 def print_where_the_time_goes(cold: Measured, cold_seconds: Dict[str, float],
                               cached: Measured, cached_seconds: Dict[str, float]) -> None:
   """Each component's seconds (ML Metadata) and the cold run's peak memory while it ran (the
@@ -100,7 +89,7 @@ def print_where_the_time_goes(cold: Measured, cold_seconds: Dict[str, float],
   mib = 1024 * 1024
   print('| where the time goes | cold s | cold peak MiB | cached s |')
   print('|---|---:|---:|---:|')
-  cold_phases, cached_phases = component_phases(cold), component_phases(cached)
+  cold_phases, cached_phases = cold.component_phases(), cached.component_phases()
   print(f'| before the first component (imports, compiling the pipeline) | '
         f'{min(start for start, _ in cold_phases.values()):.1f} | '
         f'{cold.peak_bytes_between(0, min(start for start, _ in cold_phases.values())) / mib:,.0f}'

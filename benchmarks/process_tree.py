@@ -3,10 +3,11 @@ tree (Beam's worker processes and the like included), and its output lines with 
 arrived. Shared by the benchmarks."""
 
 import os
+import re
 import subprocess
 import threading
 import time
-from typing import List
+from typing import Dict, List, Tuple
 
 import psutil
 
@@ -56,6 +57,19 @@ class Measured:
     """The largest sample from `start_second` to `end_second` (0 when none fell between)."""
     return max((resident for second, resident in self.memory_samples
                 if start_second <= second <= end_second), default=0)
+
+
+  def component_phases(self) -> Dict[str, Tuple[float, float]]:
+    """{component: (first second, last second)} from the progress lines that
+    `local_runner.show_progress_and_warnings` prints ('[12:00:01] Transform ...', then
+    '[12:00:09] Transform done in 8.0 s')."""
+    phases = {}
+    for second, line in self.lines:
+      found = re.match(r'^\[[0-9:]+\] (\S+) (\.\.\.|done in|cached in)', line)
+      if found:
+        first = phases.get(found.group(1), (second, second))[0]
+        phases[found.group(1)] = (first, second)
+    return phases
 
 
 def _rss(process: psutil.Process) -> int:

@@ -25,6 +25,7 @@ from tfx.proto.trainer_pb2 import EvalArgs, TrainArgs
 from tfx.proto.transform_pb2 import SplitsConfig
 from tfx.types import standard_artifacts
 from tfx.types.channel import Channel
+from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components import contracts
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
@@ -34,7 +35,7 @@ from components.data_validation_gate.component import DataValidationGate
 from components.image_example_gen.component import ImageExampleGen
 from components.pusher import executor as atomic_pusher
 from components.trainer import executor as trainer_executor
-from models import model, preprocessing, tuning
+from models import features, model, preprocessing, tuning
 from pipeline.code_version import code_version
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import CUSTOM_METRICS_MODULE, build_eval_config
@@ -42,8 +43,14 @@ from pipeline.eval_config import CUSTOM_METRICS_MODULE, build_eval_config
 
 def statistics_options() -> tfdv.StatsOptions:
   """TFDV options of StatisticsGen: with image statistics (format, and the domain) for the
-  encoded-bytes feature. TFDV reports them for splits of 100 images or more."""
-  return tfdv.StatsOptions(enable_semantic_domain_stats=True)
+  encoded-bytes feature, which TFDV reports for splits of 100 images or more.
+
+  The encoded image is declared an image before any schema exists: otherwise TFDV takes it for
+  a categorical string and counts its distinct values exactly, holding every image's bytes in
+  memory (the data part peaked at 9.6 GB on 5,000 images)."""
+  declared = schema_pb2.Schema()
+  declared.feature.add(name=features.IMAGE_KEY, type=schema_pb2.BYTES).image_domain.SetInParent()
+  return tfdv.StatsOptions(enable_semantic_domain_stats=True, schema=declared)
 
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
@@ -100,6 +107,9 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn='models.preprocessing.preprocessing_fn',
+      # StatisticsGen and ExampleValidator have checked the raw data; statistics of 97,200
+      # pixel values per image say nothing more and cost a third of the data part's time.
+      disable_statistics=True,
       splits_config=SplitsConfig(analyze=[contracts.TRAIN_SPLIT],
                                              transform=[contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT]),
       custom_config={preprocessing.IMAGE_SIZE_CONFIG_KEY: config.image_size,
