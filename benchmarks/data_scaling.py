@@ -48,8 +48,9 @@ def print_peaks_by_component(peaks_by_row) -> None:
         + ' | '.join(title for title, _ in peaks_by_row) + ' |')
   print('|---|' + '---:|' * len(peaks_by_row))
   for name in peaks_by_row[0][1]:
-    print(f'| {name} | ' + ' | '.join(f'{peaks.get(name, 0):,.0f}' for _, peaks in peaks_by_row)
-          + ' |')
+    # A component shorter than one memory poll shows no peak of its own.
+    print(f'| {name} | ' + ' | '.join(f'{peaks[name]:,.0f}' if peaks.get(name) else '—'
+                                      for _, peaks in peaks_by_row) + ' |')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
