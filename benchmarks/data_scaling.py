@@ -20,7 +20,7 @@ import sys
 import tempfile
 from typing import List, Optional
 
-from benchmarks.process_tree import Measured
+from benchmarks.process_tree import Measured, mebibytes
 
 _DATA_PART = """
 import sys
@@ -48,9 +48,8 @@ def print_peaks_by_component(peaks_by_row) -> None:
         + ' | '.join(title for title, _ in peaks_by_row) + ' |')
   print('|---|' + '---:|' * len(peaks_by_row))
   for name in peaks_by_row[0][1]:
-    # A component shorter than one memory poll shows no peak of its own.
-    print(f'| {name} | ' + ' | '.join(f'{peaks[name]:,.0f}' if peaks.get(name) else '—'
-                                      for _, peaks in peaks_by_row) + ' |')
+    print(f'| {name} | ' + ' | '.join(mebibytes(peaks.get(name, 0)) for _, peaks in peaks_by_row)
+          + ' |')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -64,7 +63,6 @@ def main(argv: Optional[List[str]] = None) -> int:
   from data import synthetic  # pylint: disable=g-import-not-at-top
 
   workdir = args.workdir or tempfile.mkdtemp(prefix='data_scaling_')
-  mib = 1024 * 1024
   print(f'{os.cpu_count()} CPUs; Transform to {args.image_size}×{args.image_size}\n')
   print('| images | Beam workers | wall s | images/s | peak memory MiB |')
   print('|---:|---:|---:|---:|---:|', flush=True)
@@ -80,9 +78,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         measured = Measured([sys.executable, '-c', _DATA_PART, data_root, output_dir,
                              str(workers), str(args.image_size)])
         print(f'| {count:,} | {workers} | {measured.seconds:.1f} | '
-              f'{count / measured.seconds:.1f} | {measured.peak_bytes / mib:,.0f} |', flush=True)
+              f'{count / measured.seconds:.1f} | {mebibytes(measured.peak_bytes)} |', flush=True)
         peaks_by_row.append((f'{count:,}, {workers}', {
-            name: measured.peak_bytes_between(start, end) / mib
+            name: measured.peak_bytes_between(start, end)
             for name, (start, end) in measured.component_phases().items()}))
         shutil.rmtree(output_dir, ignore_errors=True)
     print_peaks_by_component(peaks_by_row)

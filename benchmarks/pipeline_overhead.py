@@ -24,9 +24,9 @@ import os
 import re
 import sys
 import tempfile
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
-from benchmarks.process_tree import Measured
+from benchmarks.process_tree import Measured, mebibytes
 from pipeline import command_line
 
 command_line.prepare_environment()
@@ -86,22 +86,21 @@ def print_where_the_time_goes(cold: Measured, cold_seconds: Dict[str, float],
                               cached: Measured, cached_seconds: Dict[str, float]) -> None:
   """Each component's seconds (ML Metadata) and the cold run's peak memory while it ran (the
   progress lines' times), and the same for the process before and after the components."""
-  mib = 1024 * 1024
+  cold_phases, cached_phases = cold.component_phases(), cached.component_phases()
+  cold_start = min(start for start, _ in cold_phases.values())
+  cold_end = max(end for _, end in cold_phases.values())
+  cached_start = min(start for start, _ in cached_phases.values())
+  cached_end = max(end for _, end in cached_phases.values())
   print('| where the time goes | cold s | cold peak MiB | cached s |')
   print('|---|---:|---:|---:|')
-  cold_phases, cached_phases = cold.component_phases(), cached.component_phases()
-  print(f'| before the first component (imports, compiling the pipeline) | '
-        f'{min(start for start, _ in cold_phases.values()):.1f} | '
-        f'{cold.peak_bytes_between(0, min(start for start, _ in cold_phases.values())) / mib:,.0f}'
-        f' | {min(start for start, _ in cached_phases.values()):.1f} |')
+  print(f'| before the first component (imports, compiling the pipeline) | {cold_start:.1f} | '
+        f'{mebibytes(cold.peak_bytes_between(0, cold_start))} | {cached_start:.1f} |')
   for name, seconds in cold_seconds.items():
     start, end = cold_phases.get(name, (0, 0))
-    print(f'| {name} | {seconds:.1f} | {cold.peak_bytes_between(start, end) / mib:,.0f} | '
+    print(f'| {name} | {seconds:.1f} | {mebibytes(cold.peak_bytes_between(start, end))} | '
           f'{cached_seconds.get(name, float("nan")):.1f} |')
-  cold_end = max(end for _, end in cold_phases.values())
-  cached_end = max(end for _, end in cached_phases.values())
   print(f'| after the last component (summary, report) | {cold.seconds - cold_end:.1f} | '
-        f'{cold.peak_bytes_between(cold_end, cold.seconds) / mib:,.0f} | '
+        f'{mebibytes(cold.peak_bytes_between(cold_end, cold.seconds))} | '
         f'{cached.seconds - cached_end:.1f} |')
 
 
@@ -126,15 +125,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                      / training_seconds_after_first_epoch(cold))
     cold_components, cached_components = component_seconds(output_dir)[-2:]
 
-  mib = 1024 * 1024
   print(f'{args.epochs} epochs of the seed network on {data_root}; {os.cpu_count()} CPUs\n')
   print('| run | wall s | peak memory MiB | against the notebook |')
   print('|---|---:|---:|---|')
-  print(f'| plain-Keras notebook | {notebook.seconds:.1f} | {notebook.peak_bytes / mib:,.0f} | |')
-  print(f'| pipeline, cold | {cold.seconds:.1f} | {cold.peak_bytes / mib:,.0f} | '
+  print(f'| plain-Keras notebook | {notebook.seconds:.1f} | {mebibytes(notebook.peak_bytes)} | |')
+  print(f'| pipeline, cold | {cold.seconds:.1f} | {mebibytes(cold.peak_bytes)} | '
         f'{cold.seconds / notebook.seconds:.2f}× wall, '
         f'{cold.peak_bytes / notebook.peak_bytes:.2f}× memory |')
-  print(f'| pipeline, cached rerun | {cached.seconds:.1f} | {cached.peak_bytes / mib:,.0f} | '
+  print(f'| pipeline, cached rerun | {cached.seconds:.1f} | {mebibytes(cached.peak_bytes)} | '
         f'{100 * cached.seconds / cold.seconds:.1f} % of the cold run |')
   print()
   print('| training throughput (epochs 2…N, validation included) | images/s |')

@@ -52,12 +52,10 @@ class Measured:
       tail = '\n'.join(line for _, line in self.lines[-30:])
       raise SystemExit(f'{" ".join(command[:3])} ... failed ({self.returncode}):\n{tail}')
 
-
   def peak_bytes_between(self, start_second: float, end_second: float) -> int:
     """The largest sample from `start_second` to `end_second` (0 when none fell between)."""
     return max((resident for second, resident in self.memory_samples
                 if start_second <= second <= end_second), default=0)
-
 
   def component_phases(self) -> Dict[str, Tuple[float, float]]:
     """{component: (first second, last second)} from the progress lines that
@@ -70,6 +68,11 @@ class Measured:
         first = phases.get(found.group(1), (second, second))[0]
         phases[found.group(1)] = (first, second)
     return phases
+
+
+def mebibytes(value_bytes: int) -> str:
+  """'1,259' MiB for a table; '—' for 0, a phase shorter than one memory poll."""
+  return f'{value_bytes / (1024 * 1024):,.0f}' if value_bytes else '—'
 
 
 def _rss(process: psutil.Process) -> int:
