@@ -80,3 +80,18 @@ CONTACT_SHEET_FILE = 'contact_sheet.png'
 
 # The file per split that TFX's ExampleValidator writes its anomalies to.
 ANOMALIES_FILE = 'SchemaDiff.pb'
+
+# The Model artifact: the SavedModel's folder (TFX's), and custom properties the Trainer's
+# executor records: the TFLite model's path inside the artifact and its size.
+SAVED_MODEL_DIR = 'Format-Serving'
+TFLITE_MODEL_PROPERTY = 'tflite_model'
+TFLITE_BYTES_PROPERTY = 'tflite_bytes'
+
+# ServingCheck's InfraBlessing artifact: its files and custom properties (besides TFX's
+# `blessed`), and the marker files TFX's InfraValidator writes.
+SERVING_CHECK_FILE = 'serving_check.json'
+CANARIES_FILE = 'canaries.tfrecord'
+INFRA_BLESSED_FILE = 'INFRA_BLESSED'
+INFRA_NOT_BLESSED_FILE = 'INFRA_NOT_BLESSED'
+SERVING_CHECK_PROPERTY = 'serving_check'
+TFLITE_AGREES_PROPERTY = 'tflite_agrees'

@@ -17,6 +17,9 @@ bytes, or serialized raw tf.Examples) and applies the same preprocessing as trai
 - `from_examples`: serialized raw tf.Examples → `probabilities` (calibrated; what TFMA
   evaluates), `uncalibrated_probabilities` and `operating_point` (the decision, one-hot);
 - `transform_features`: serialized raw tf.Examples → the transformed features;
+- `from_pixels`: `image_pixels` (decoded, resized and scaled as Transform does, [batch, size,
+  size, 3]) → `probabilities` (calibrated): what the on-device TFLite model is converted from
+  (models/on_device.py);
 - `explain`: `image_bytes` → `probabilities`, `label`, `heat_map` (Grad-CAM of the decided class,
   [batch, size, size] in [0, 1]) and `image_pixels` (what the network saw).
 
@@ -24,6 +27,7 @@ The network and how it is trained come from `models.training` and the network's 
 recipe with test-time flips is exported averaging over the image and its mirror image, and an
 ensemble (`ensemble_members` > 1, or the recipe's) is exported as one SavedModel averaging its
 members' probabilities before calibration.
+The Model artifact also gets the TFLite model (`tflite/model.tflite` and `tflite/metadata.json`).
 Next to TensorBoard logs (one folder per member of an ensemble), the model-run directory gets
 `training_curves.png` (accuracy and loss per epoch, training and validation, every member) and
 `history.json` (a list: one history per member).
@@ -43,7 +47,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx_bsl.public import tfxio
 
-from models import calibration, explanation, features, group_split, networks, training
+from models import calibration, explanation, features, group_split, networks, on_device, training
 
 # Keys of the Trainer's custom_config.
 EPOCHS_KEY = 'epochs'
@@ -54,6 +58,7 @@ CALIBRATION_PERCENT_KEY = 'calibration_percent'
 TARGET_SENSITIVITY_KEY = 'target_malignant_sensitivity'
 ENSEMBLE_MEMBERS_KEY = 'ensemble_members'
 BACKBONE_WEIGHTS_KEY = 'backbone_weights'
+TFLITE_WEIGHTS_KEY = 'tflite_weights'
 
 DEFAULTS = {
     EPOCHS_KEY: None,  # the network's recipe decides
@@ -64,6 +69,7 @@ DEFAULTS = {
     TARGET_SENSITIVITY_KEY: calibration.DEFAULT_TARGET_SENSITIVITY,
     ENSEMBLE_MEMBERS_KEY: None,  # the network's recipe decides
     BACKBONE_WEIGHTS_KEY: None,  # a pretrained backbone's weights (models/backbones.py)
+    TFLITE_WEIGHTS_KEY: on_device.DEFAULT_WEIGHT_TYPE,
 }
 TRAINING_CURVES_FILE = 'training_curves.png'
 HISTORY_FILE = 'history.json'
@@ -217,6 +223,18 @@ class ExportModule(tf.Module):
         'operating_point': tf.one_hot(self._decision(probabilities), len(features.LABEL_NAMES)),
     }
 
+  def pixels_signature(self, image_size: int):
+    """The `from_pixels` signature for pixels of `image_size` (Transform's output)."""
+
+    @tf.function(input_signature=[tf.TensorSpec(
+        [None, image_size, image_size, features.IMAGE_CHANNELS], tf.float32,
+        name=features.TRANSFORMED_IMAGE_KEY)])
+    def from_pixels(image_pixels):
+      return {'probabilities': self._calibrated(training.predict_probabilities(
+          self.members, image_pixels, self._test_time_flips))}
+
+    return from_pixels
+
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def transform_features(self, examples):
     return self.transform_layer(tf.io.parse_example(examples, self._raw_feature_spec))
@@ -224,13 +242,14 @@ class ExportModule(tf.Module):
 
 def export_model(members: Sequence[keras.Model], tf_transform_output: tft.TFTransformOutput,
                  export_dir: str, test_time_flips: bool,
-                 operating_point: calibration.OperatingPoint) -> None:
+                 operating_point: calibration.OperatingPoint, image_size: int) -> None:
   module = ExportModule(members, tf_transform_output, test_time_flips, operating_point)
   tf.saved_model.save(module, export_dir, signatures={
       'serving_default': module.serve_image_bytes,
       'from_examples': module.serve_examples,
       'transform_features': module.transform_features,
       'explain': module.explain,
+      on_device.PIXELS_SIGNATURE: module.pixels_signature(image_size),
   })
 
 
@@ -275,10 +294,13 @@ def run_fn(fn_args) -> None:
     json.dump(histories, handle, indent=1)
   plot_training_curves(histories, os.path.join(fn_args.model_run_dir, TRAINING_CURVES_FILE))
   export_model(trained, tf_transform_output, fn_args.serving_model_dir, test_time_flips,
-               operating_point)
+               operating_point, image_size)
   # Beside the SavedModel, in the Model artifact: the Trainer's executor records it in ML
   # Metadata (components/trainer/executor.py).
   model_dir = os.path.dirname(fn_args.serving_model_dir)
+  on_device.export_tflite(fn_args.serving_model_dir, os.path.join(model_dir, on_device.TFLITE_DIR),
+                          image_size, operating_point.malignant_threshold,
+                          config[TFLITE_WEIGHTS_KEY])
   with tf.io.gfile.GFile(os.path.join(model_dir, calibration.OPERATING_POINT_FILE), 'w') as handle:
     json.dump(dataclasses.asdict(operating_point), handle, indent=1)
   if hyperparameters:

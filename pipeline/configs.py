@@ -61,6 +61,13 @@ class PipelineConfig:
   min_malignant_recall: float = 0.6
   max_accuracy_drop: float = 0.0  # against the latest blessed model: 0 is "no regression"
   max_calibration_error: float = 0.10  # expected calibration error, 10 bins
+  # ServingCheck (components/serving_check/): canaries from the eval split, and the ceiling on
+  # the median latency of a one-image request; the TFLite model (float16 or float32 weights) is
+  # pushed when this share of eval labels agrees with the SavedModel's.
+  canary_count: int = 9
+  serving_latency_ceiling_ms: float = 1000.0
+  tflite_weights: str = 'float16'
+  min_tflite_agreement: float = 0.99
   # Beam: DirectRunner in-process by default; direct_runner_args(N) for N worker processes, or
   # e.g. --runner=DataflowRunner to scale out.
   beam_pipeline_args: List[str] = dataclasses.field(

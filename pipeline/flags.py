@@ -50,6 +50,13 @@ def _fraction(text: str) -> float:
   return value
 
 
+def _positive_float(text: str) -> float:
+  value = _fraction(text)
+  if value == 0 or value == float('inf'):
+    raise argparse.ArgumentTypeError(f'must be more than 0 and finite, got {text}')
+  return value
+
+
 def _percent(text: str) -> float:
   value = _fraction(text)
   if value >= 50:
@@ -142,6 +149,17 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       default=defaults.max_accuracy_drop,
                       help='blessing gate against the latest blessed model: how much lower the '
                       "candidate's eval accuracy may be (default: %(default)s, no regression)")
+  parser.add_argument('--serving-latency-ceiling-ms', type=_positive_float,
+                      default=defaults.serving_latency_ceiling_ms,
+                      help='serving check before the push: the median latency of a one-image '
+                      'request to the candidate may be at most this (default: %(default)s)')
+  parser.add_argument('--tflite-weights', choices=('float16', 'float32'),
+                      default=defaults.tflite_weights,
+                      help='weights of the on-device TFLite model (default: %(default)s)')
+  parser.add_argument('--min-tflite-agreement', type=_probability,
+                      default=defaults.min_tflite_agreement,
+                      help="the TFLite model is pushed beside the SavedModel when this share of "
+                      "eval images gets the SavedModel's label from it (default: %(default)s)")
   parser.add_argument('--model-name', type=_model_name, default=defaults.model_name,
                       help='TF Serving model name, the serving folder (default: %(default)s)')
   parser.add_argument('--max-unreadable-fraction', type=_fraction,
@@ -185,6 +203,9 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       min_malignant_recall=args.min_malignant_recall,
       max_accuracy_drop=args.max_accuracy_drop,
       max_calibration_error=args.max_calibration_error,
+      serving_latency_ceiling_ms=args.serving_latency_ceiling_ms,
+      tflite_weights=args.tflite_weights,
+      min_tflite_agreement=args.min_tflite_agreement,
       calibration_percent=args.calibration_percent,
       target_malignant_sensitivity=args.target_malignant_sensitivity,
       model_name=args.model_name,

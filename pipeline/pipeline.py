@@ -3,7 +3,9 @@
 ImageExampleGen (near-duplicate-aware split) → DataQualityCheck, and StatisticsGen → SchemaGen
 (curated) → ExampleValidator; DataValidationGate stops the run on an anomaly, a cross-split leak or
 a forbidden label conflict → Transform → (Tuner, with `--tune`) → Trainer → Evaluator (baseline: the latest other blessed
-model) → Pusher (atomic: a version appears whole or not at all). The `excluded` split (label
+model) and ServingCheck (canary requests to the candidate in a fresh process: TFX's
+InfraValidator without Docker) → Pusher (atomic: a version appears whole or not at all, only
+with both blessings). The `excluded` split (label
 conflicts left out) is neither analysed nor trained on. Model code is referenced by dotted path,
 so the pipeline compiles for Kubeflow or Vertex offline. Every component whose output depends on
 the project's code carries a fingerprint of that code in its configuration
@@ -34,6 +36,7 @@ from components.data_quality.component import DataQualityCheck
 from components.data_validation_gate.component import DataValidationGate
 from components.image_example_gen.component import ImageExampleGen
 from components.pusher import executor as atomic_pusher
+from components.serving_check.component import ServingCheck
 from components.trainer import executor as trainer_executor
 from models import features, model, preprocessing, tuning
 from pipeline.code_version import code_version
@@ -129,6 +132,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       model.SEED_KEY: config.seed,
       model.CALIBRATION_PERCENT_KEY: config.calibration_percent,
       model.TARGET_SENSITIVITY_KEY: config.target_malignant_sensitivity,
+      model.TFLITE_WEIGHTS_KEY: config.tflite_weights,
   }
   tuner = None
   if config.tune:
@@ -183,10 +187,19 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
           config.max_calibration_error,
           metrics_code_version=code_version(CUSTOM_METRICS_MODULE)))
 
+  serving_check = ServingCheck(
+      model=trainer.outputs['model'],
+      examples=example_gen.outputs['examples'],
+      latency_ceiling_ms=config.serving_latency_ceiling_ms,
+      canary_count=config.canary_count,
+      min_tflite_agreement=config.min_tflite_agreement,
+      code_version=code_version('components.serving_check.component', 'serving.canary'))
+
   # TFX's Pusher with an executor that publishes each version atomically.
   pusher = Pusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
+      infra_blessing=serving_check.outputs['blessing'],
       push_destination=PushDestination(
           filesystem=PushDestination.Filesystem(
               base_directory=config.serving_model_dir)),
@@ -194,5 +207,6 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       custom_executor_spec=executor_spec.ExecutorClassSpec(atomic_pusher.Executor))
 
   return pipeline_of([
-      *data_part, *([tuner] if tuner else []), trainer, baseline_resolver, evaluator, pusher,
+      *data_part, *([tuner] if tuner else []), trainer, baseline_resolver, evaluator,
+      serving_check, pusher,
   ])

@@ -12,7 +12,7 @@ import tf_keras as keras
 from models import calibration, features, model, networks
 from runs import metadata_store
 
-SIGNATURES = {'serving_default', 'from_examples', 'transform_features', 'explain'}
+SIGNATURES = {'serving_default', 'from_examples', 'transform_features', 'explain', 'from_pixels'}
 
 
 def transform_graph_uri(pipeline_runs) -> str:
@@ -46,7 +46,8 @@ def test_the_exported_ensemble_averages_its_members_in_every_signature(pipeline_
     members.append(member)
   # No threshold and temperature 1: the calibrated probabilities are the members' mean itself.
   model.export_model(members, transform_output, str(tmp_path), test_time_flips=True,
-                     operating_point=calibration.OperatingPoint(temperature=1.0))
+                     operating_point=calibration.OperatingPoint(temperature=1.0),
+                     image_size=size)
   loaded = tf.saved_model.load(str(tmp_path))
   assert set(loaded.signatures) == SIGNATURES
 
@@ -66,6 +67,8 @@ def test_the_exported_ensemble_averages_its_members_in_every_signature(pipeline_
   np.testing.assert_allclose(from_examples['uncalibrated_probabilities'].numpy(), expected,
                              atol=1e-5)
   np.testing.assert_allclose(explained['probabilities'].numpy(), expected, atol=1e-5)
+  from_pixels = loaded.signatures['from_pixels'](image_pixels=tf.constant(pixels))
+  np.testing.assert_allclose(from_pixels['probabilities'].numpy(), expected, atol=1e-5)
   assert explained['heat_map'].shape == (3, size, size)
 
 

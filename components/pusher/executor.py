@@ -9,11 +9,16 @@ filesystem, where a folder rename is a copy, it falls back to TFX's order: every
 `saved_model.pb` first, `saved_model.pb` last, so a server never finds a SavedModel before its
 variables. Version numbers are Unix seconds, as TFX's, moved on by one when the folder exists, so
 every push is a new, higher version.
+
+With the serving check's `infra_blessing` (components/serving_check/), the version also gets the
+Trainer's TFLite model in `<version>/tflite/` when the check found it agrees with the SavedModel
+(a model server reads only the SavedModel and ignores the folder); the PushedModel artifact's
+custom property `tflite_pushed` says whether it did.
 """
 
 import os
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 from absl import logging
@@ -22,6 +27,8 @@ from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
+
+from components import contracts
 
 STAGING_SUFFIX = '.incomplete'
 _SAVED_MODEL_FILE = 'saved_model.pb'
@@ -63,21 +70,39 @@ def next_version(base_directory: str) -> str:
   return str(max([int(time.time())] + [version + 1 for version in existing]))
 
 
-def publish_version(model_path: str, base_directory: str, version: str) -> str:
+def publish_version(model_path: str, base_directory: str, version: str,
+                    extra_folders: Optional[Dict[str, str]] = None) -> str:
   """Copies the SavedModel at `model_path` to `<base_directory>/<version>` atomically (locally;
-  see the module docstring for remote filesystems). Returns the version's path."""
+  see the module docstring for remote filesystems), with each of `extra_folders` ({name in the
+  version: folder}) inside it. Returns the version's path."""
   destination = os.path.join(base_directory, version)
   tf.io.gfile.makedirs(base_directory)
+  extra_folders = extra_folders or {}
   if not _is_local(base_directory):
     io_utils.copy_dir(model_path, destination, deny_regex_patterns=[r'saved_model\.pb'])
+    for name, folder in extra_folders.items():
+      io_utils.copy_dir(folder, os.path.join(destination, name))
     io_utils.copy_file(os.path.join(model_path, _SAVED_MODEL_FILE),
                        os.path.join(destination, _SAVED_MODEL_FILE))
     return destination
   staging = os.path.join(base_directory, f'.{version}{STAGING_SUFFIX}')
   io_utils.copy_dir(model_path, staging)
+  for name, folder in extra_folders.items():
+    io_utils.copy_dir(folder, os.path.join(staging, name))
   _flush_to_disk(staging)
   os.rename(staging, destination)  # atomic: the version appears whole
   return destination
+
+
+def agreeing_tflite_folder(input_dict: Dict[str, List[types.Artifact]]) -> Optional[str]:
+  """The Model artifact's TFLite folder when the serving check found it agrees, else None."""
+  infra_blessings = input_dict.get(standard_component_specs.INFRA_BLESSING_KEY)
+  if not infra_blessings or artifact_utils.get_single_instance(
+      infra_blessings).get_int_custom_property(contracts.TFLITE_AGREES_PROPERTY) != 1:
+    return None
+  model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
+  tflite_model = model.get_string_custom_property(contracts.TFLITE_MODEL_PROPERTY)
+  return os.path.join(model.uri, os.path.dirname(tflite_model)) if tflite_model else None
 
 
 class Executor(tfx_pusher_executor.Executor):
@@ -102,7 +127,11 @@ class Executor(tfx_pusher_executor.Executor):
     for name in remove_abandoned_staging(base_directory):
       logging.warning('Removed %s, left by a push that did not finish.', name)
     version = next_version(base_directory)
-    serving_path = publish_version(model_path, base_directory, version)
+    tflite_folder = agreeing_tflite_folder(input_dict)
+    serving_path = publish_version(
+        model_path, base_directory, version,
+        {os.path.basename(tflite_folder): tflite_folder} if tflite_folder else None)
     logging.info('Model written to serving path %s.', serving_path)
     io_utils.copy_dir(model_path, model_push.uri)
     self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=version)
+    model_push.set_int_custom_property('tflite_pushed', int(tflite_folder is not None))

@@ -5,7 +5,8 @@ report see it without loading the model.
 Custom properties of the Model artifact: `malignant_threshold` (absent when there was no
 calibration set: the arg-max decides), `temperature`, `target_malignant_sensitivity`, and
 `operating_point` (all of `models/calibration.py`'s OperatingPoint, as JSON); and, when the
-Tuner chose them (`--tune`), `hyperparameters` (the values trained with, as JSON).
+Tuner chose them (`--tune`), `hyperparameters` (the values trained with, as JSON); and
+`tflite_model` (the on-device model's path inside the artifact) with `tflite_bytes`.
 """
 
 import json
@@ -15,7 +16,8 @@ import tensorflow as tf
 from tfx.components.trainer import executor as tfx_trainer_executor
 from tfx.types import artifact_utils, standard_component_specs
 
-from models import calibration, model as trainer_module
+from components import contracts
+from models import calibration, model as trainer_module, on_device
 
 
 class Executor(tfx_trainer_executor.GenericExecutor):
@@ -23,6 +25,11 @@ class Executor(tfx_trainer_executor.GenericExecutor):
   def Do(self, input_dict, output_dict, exec_properties) -> None:
     super().Do(input_dict, output_dict, exec_properties)
     model = artifact_utils.get_single_instance(output_dict[standard_component_specs.MODEL_KEY])
+    tflite_model = os.path.join(on_device.TFLITE_DIR, on_device.TFLITE_MODEL_FILE)
+    if tf.io.gfile.exists(os.path.join(model.uri, tflite_model)):
+      model.set_string_custom_property(contracts.TFLITE_MODEL_PROPERTY, tflite_model)
+      model.set_int_custom_property(contracts.TFLITE_BYTES_PROPERTY, tf.io.gfile.stat(
+          os.path.join(model.uri, tflite_model)).length)
     hyperparameters_path = os.path.join(model.uri, trainer_module.HYPERPARAMETERS_FILE)
     if tf.io.gfile.exists(hyperparameters_path):
       with tf.io.gfile.GFile(hyperparameters_path) as handle:
