@@ -66,6 +66,12 @@ def render_report(facts: ReportFacts, pictures: dict) -> str:
       facts=facts, pictures=pictures, class_names=features.LABEL_NAMES,
       operating_point_line=(summary.format_operating_point(facts.run.operating_point)
                             if facts.run.operating_point else None),
+      serving_check_line=(summary.format_serving_check(facts.run.serving_check or {},
+                                                       facts.run.serving_check_passed)
+                          if facts.run.serving_check_passed is not None else None),
+      tflite_line=(summary.format_tflite(facts.run.serving_check, facts.run.tflite_bytes,
+                                         facts.run.tflite_pushed)
+                   if facts.run.serving_check_passed is not None else None),
       pushed_version=os.path.basename(pushed) if pushed else None,
       pushed_base_path=os.path.dirname(pushed) if pushed else None)
 

@@ -45,7 +45,12 @@ class RunSummary:
   confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
   operating_point_confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
   blessed: Optional[bool] = None
+  # ServingCheck's verdict and report (components/serving_check/), the TFLite model's size.
+  serving_check_passed: Optional[bool] = None
+  serving_check: Optional[Dict[str, Any]] = None
+  tflite_bytes: Optional[int] = None
   pushed_destination: Optional[str] = None
+  tflite_pushed: bool = False
 
 
 def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float],
@@ -155,6 +160,7 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
     elif type_name == 'Model':
       summary.operating_point = artifact_property(artifact, 'operating_point')
       summary.hyperparameters = artifact_property(artifact, 'hyperparameters')
+      summary.tflite_bytes = artifact_property(artifact, contracts.TFLITE_BYTES_PROPERTY)
     elif type_name == 'ModelEvaluation':
       summary.metrics, matrices = read_overall_evaluation(artifact.uri)
       summary.confusion_matrix = matrices.get(eval_config.PROBABILITIES_OUTPUT, [])
@@ -162,8 +168,12 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
           eval_config.OPERATING_POINT_OUTPUT, [])
     elif type_name == 'ModelBlessing':
       summary.blessed = artifact_property(artifact, 'blessed') == 1
+    elif type_name == 'InfraBlessing':
+      summary.serving_check_passed = artifact_property(artifact, 'blessed') == 1
+      summary.serving_check = artifact_property(artifact, contracts.SERVING_CHECK_PROPERTY)
     elif type_name == 'PushedModel' and artifact_property(artifact, 'pushed') == 1:
       summary.pushed_destination = artifact_property(artifact, 'pushed_destination')
+      summary.tflite_pushed = artifact_property(artifact, 'tflite_pushed') == 1
   return summary
 
 
@@ -181,6 +191,31 @@ def format_operating_point(point: Dict[str, Any]) -> str:
           f'sensitivity ≥ {point["target_sensitivity"]:g} on {int(point["calibration_examples"])} '
           f'calibration images (reached {point["calibration_sensitivity"]:.2f}); '
           f'{temperature}{ece}')
+
+
+def format_serving_check(report: Dict[str, Any], passed: bool) -> str:
+  """ServingCheck's verdict in one line, as the summary and the report say it."""
+  if not passed:
+    return 'failed: ' + '; '.join(report.get('failures') or ['no report'])
+  latency = report['latency_ms']
+  return (f'passed: {int(report["canaries"])} canaries answered well-formed scores through '
+          f'serving_default and from_examples; one-image latency median {latency["median"]:.1f} '
+          f'ms (max {latency["max"]:.1f} ms); loaded in {report["load_seconds"]:.1f} s')
+
+
+def format_tflite(report: Optional[Dict[str, Any]], size_bytes: Optional[int],
+                  pushed: bool) -> str:
+  """The on-device model's agreement with the SavedModel in one line."""
+  tflite = (report or {}).get('tflite')
+  size = f'{size_bytes / 1024:,.0f} KiB' if size_bytes else 'size unknown'
+  if not tflite:
+    return f'TFLite, {size}; not compared (the serving check did not pass)'
+  verdict = ('pushed beside the SavedModel' if pushed else
+             'not pushed' + ('' if tflite['identical_labels'] >= report['min_tflite_agreement']
+                             else f' (below {report["min_tflite_agreement"]:.0%})'))
+  return (f'TFLite, {size}: the SavedModel\'s label on {tflite["identical_labels"]:.1%} of '
+          f'{int(tflite["examples"])} eval images, probabilities within '
+          f'{tflite["max_probability_difference"]:.2g}; {verdict}')
 
 
 def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
@@ -256,9 +291,19 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
                     f'accuracy at most {max_accuracy_drop:g} below the baseline')
       gate = f' (gate: accuracy >= {min_accuracy:g}{recall}, {regression})'
     lines.append(f'  blessed: {"yes" if summary.blessed else "no"}{gate}')
+  if summary.serving_check_passed is not None:
+    check = format_serving_check(summary.serving_check or {}, summary.serving_check_passed)
+    lines.append(f'  serving check: {check}')
+    tflite = format_tflite(summary.serving_check, summary.tflite_bytes, summary.tflite_pushed)
+    lines.append(f'  on-device model: {tflite}')
   pusher_cached = any(component.node_id == 'Pusher' and component.state == 'cached'
                       for component in summary.components)
   when = ' (by an earlier run; this run reused it)' if pusher_cached else ''
+  why_not = [reason for reason, stopped in (
+      ('not blessed', summary.blessed is False),
+      ('the serving check failed', summary.serving_check_passed is False)) if stopped]
   lines.append(f'  pushed to: {summary.pushed_destination or "nothing pushed"}'
-               f'{when if summary.pushed_destination else ""}')
+               f'{when if summary.pushed_destination else ""}'
+               + (f' ({" and ".join(why_not)})' if why_not and not summary.pushed_destination
+                  else ''))
   return '\n'.join(lines)

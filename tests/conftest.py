@@ -51,7 +51,7 @@ def run_pipeline():
 
 @pytest.fixture(scope='session')
 def pipeline_runs(tmp_path_factory, python, project_root):
-  """Five runs of the real pipeline on one small synthetic set, shared by the tests that look
+  """Six runs of the real pipeline on one small synthetic set, shared by the tests that look
   at a finished run (end to end, inspector, report, prediction, server): see
   test_pipeline_end_to_end.py for what each run does."""
   base = tmp_path_factory.mktemp('end_to_end')
@@ -73,14 +73,19 @@ def pipeline_runs(tmp_path_factory, python, project_root):
   fifth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
                         '--max-accuracy-drop', '1', '--max-calibration-error', '0')
   serving_after_fifth = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
+  # The first run's model, blessed, and a latency ceiling no model meets: the serving check
+  # fails it (test_serving_check.py).
+  sixth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
+                        '--max-accuracy-drop', '1', '--serving-latency-ceiling-ms', '0.01')
+  serving_after_sixth = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
   store = metadata_store.open_store(str(output_dir / 'metadata.sqlite'))
   runs = [metadata_store.component_runs(store, context.id)
           for context in metadata_store.run_contexts(store)]
   return {
       'data_root': data_root, 'output_dir': output_dir, 'runs': runs, 'stdout':
-      [first.stdout, second.stdout, third.stdout, fourth.stdout, fifth.stdout],
+      [first.stdout, second.stdout, third.stdout, fourth.stdout, fifth.stdout, sixth.stdout],
       'serving_after_first': serving_after_first, 'serving_after_third': serving_after_third,
-      'serving_after_fifth': serving_after_fifth,
+      'serving_after_fifth': serving_after_fifth, 'serving_after_sixth': serving_after_sixth,
       'metadata_path': str(output_dir / 'metadata.sqlite'),
   }
 
@@ -186,7 +191,7 @@ def separable_data_root(tmp_path_factory):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
   """`make test` runs on two pytest-xdist workers with `--dist loadgroup`: every test that reads
-  the shared `pipeline_runs` goes to one worker, so those five runs happen once; every other
+  the shared `pipeline_runs` goes to one worker, so those six runs happen once; every other
   test stays with its module, so module-scoped fixtures are built once too."""
   for item in items:
     group = ('pipeline_runs' if 'pipeline_runs' in item.fixturenames

@@ -10,7 +10,7 @@ from runs import metadata_store
 
 PIPELINE_TASKS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen',
                   'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer',
-                  'latest_blessed_model_resolver', 'Evaluator', 'Pusher'}
+                  'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck', 'Pusher'}
 SMALL_RUN = ('--epochs', '1', '--image-size', '48', '--ensemble-members', '1', '--min-accuracy',
              '0', '--min-malignant-recall', '0', '--max-calibration-error', '1')
 
@@ -46,8 +46,10 @@ def test_airflow_imports_the_dag_with_one_task_per_component(tmp_path, python, p
   downstream = {row[1]: set(filter(None, row[2].split(','))) for row in rows}
   assert set(downstream) == PIPELINE_TASKS
   assert downstream['Transform'] == {'Trainer'}
-  assert downstream['Trainer'] == {'latest_blessed_model_resolver', 'Evaluator', 'Pusher'}
+  assert downstream['Trainer'] == {'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck',
+                                   'Pusher'}
   assert downstream['Evaluator'] == {'Pusher'}
+  assert downstream['ServingCheck'] == {'Pusher'}
 
   environment['BREAST_ULTRASOUND_PIPELINE_FLAGS'] = '--epochs 0'
   bad = subprocess.run([python, '-c', _LIST_DAG, str(dags)], cwd=tmp_path, env=environment,

@@ -59,4 +59,5 @@ def test_editing_a_metric_module_and_an_executor_reruns_only_what_uses_them(
   assert {node: state for node, state in second.items()
           if node not in rerun and node != 'latest_blessed_model_resolver'} == {
               node: 'cached' for node in ('ImageExampleGen', 'StatisticsGen', 'CuratedSchemaGen',
-                                          'ExampleValidator', 'Transform', 'Trainer')}
+                                          'ExampleValidator', 'Transform', 'Trainer',
+                                          'ServingCheck')}

@@ -11,7 +11,7 @@ from runs import summary
 
 PIPELINE_COMPONENTS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen',
                        'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer',
-                       'latest_blessed_model_resolver', 'Evaluator', 'Pusher'}
+                       'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck', 'Pusher'}
 
 
 def inspect(python, project_root, pipeline_runs, *arguments, as_json=True):
@@ -26,7 +26,7 @@ def inspect(python, project_root, pipeline_runs, *arguments, as_json=True):
 
 def test_runs_lists_each_run_with_its_components(python, project_root, pipeline_runs):
   runs = inspect(python, project_root, pipeline_runs, 'runs')
-  assert len(runs) == 5
+  assert len(runs) == 6
   first, second = runs[0]['components'], runs[1]['components']
   assert {component['component'] for component in first} == PIPELINE_COMPONENTS
   assert all(component['status'] == 'complete' and not component['cached']

@@ -1,4 +1,4 @@
-"""The whole pipeline, run five times through `local_runner.py` on a small synthetic set (the
+"""The whole pipeline, run six times through `local_runner.py` on a small synthetic set (the
 `pipeline_runs` fixture in conftest.py).
 
 1. A first run: every component executes once, the model is blessed and pushed, and the pushed
@@ -12,6 +12,8 @@
    pushed as a second version. (A gate it must fail is run 3's.)
 5. With every gate passable but `--max-calibration-error 0`, which no model meets: the
    Evaluator refuses the blessing on the calibration error alone, and nothing is pushed.
+6. The first run's model again, blessed (any drop allowed), with a serving latency ceiling of
+   0.01 ms that no model meets: ServingCheck fails it and nothing is pushed (test_serving_check.py).
 Everything is asserted from ML Metadata and the files it points to.
 """
 
@@ -24,7 +26,7 @@ from models import calibration, features
 from runs import metadata_store, report_facts, summary
 
 COMPONENTS = ('ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen', 'ExampleValidator',
-              'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'Pusher')
+              'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'ServingCheck', 'Pusher')
 RESOLVER = 'latest_blessed_model_resolver'
 
 
@@ -33,7 +35,7 @@ def states(component_runs):
 
 
 def test_first_run_executes_each_component_once(pipeline_runs):
-  assert len(pipeline_runs['runs']) == 5
+  assert len(pipeline_runs['runs']) == 6
   first = pipeline_runs['runs'][0]
   node_ids = [run.node_id for run in first]
   for component in COMPONENTS + (RESOLVER,):

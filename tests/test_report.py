@@ -14,7 +14,7 @@ from runs import metadata_store, report, report_facts, summary
 
 SECTIONS = ('Data', 'Sample images per class', 'Augmented samples', 'Data validation',
             'Training', 'Operating point', 'Evaluation', 'Where the model looks', 'Blessing',
-            'Pushed', 'Components')
+            'Serving check', 'Pushed', 'Components')
 
 
 def pictures_of(page: str):
@@ -26,7 +26,7 @@ def read_page(path) -> str:
     return handle.read()
 
 
-def test_each_run_writes_the_report_with_every_section(pipeline_runs):
+def test_each_run_writes_the_report_with_every_section(pipeline_runs, tmp_path):
   index = pipeline_runs['output_dir'] / 'report' / 'index.html'
   assert all(f'report: {index}' in stdout for stdout in pipeline_runs['stdout'])
   page = read_page(index)
@@ -44,8 +44,13 @@ def test_each_run_writes_the_report_with_every_section(pipeline_runs):
   first = pipeline_runs['stdout'][0]
   assert '<td>train</td><td>12</td><td>12</td><td>12</td><td>36</td>' in page, first
   assert 'no anomalies' in page and 'Data validation gate: <span class="pass">passed' in page
+  # The sixth run's serving check failed it (test_serving_check.py).
+  assert 'Nothing pushed: the serving check failed.' in page
   # The fifth run's evaluation against the thresholds it was given: it fails the calibration
   # gate alone.
+  fifth_run = metadata_store.run_contexts(
+      metadata_store.open_store(pipeline_runs['metadata_path']))[4].name
+  page = read_page(report.write_report(pipeline_runs['metadata_path'], str(tmp_path), fifth_run))
   assert 'sparse_categorical_accuracy ≥ 0' in page and 'malignant_sensitivity ≥ 0' in page
   assert re.search(r'<tr><td>expected_calibration_error ≤ 0</td><td>[0-9.]+</td>'
                    r'<td><span class="fail">failed', page)
