@@ -13,3 +13,11 @@ class DataQualityReport(types.Artifact):
   """
   # '<namespace>.<Name>': the form Kubeflow V2 / Vertex needs to compile a custom artifact type.
   TYPE_NAME = 'breast_ultrasound.DataQualityReport'
+
+
+class ModelCard(types.Artifact):
+  """A model's card, model_card.json and model_card.html (runs/model_card.py).
+
+  Written by ModelCardGenerator, which also copies both files into the pushed version.
+  """
+  TYPE_NAME = 'breast_ultrasound.ModelCard'

@@ -95,3 +95,9 @@ INFRA_BLESSED_FILE = 'INFRA_BLESSED'
 INFRA_NOT_BLESSED_FILE = 'INFRA_NOT_BLESSED'
 SERVING_CHECK_PROPERTY = 'serving_check'
 TFLITE_AGREES_PROPERTY = 'tflite_agrees'
+
+# ModelCardGenerator's ModelCard artifact, and the pushed version's copy of it; the custom
+# property `pushed_copy` names the copy's HTML file.
+MODEL_CARD_JSON_FILE = 'model_card.json'
+MODEL_CARD_HTML_FILE = 'model_card.html'
+MODEL_CARD_PUSHED_COPY_PROPERTY = 'pushed_copy'

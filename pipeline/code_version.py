@@ -13,7 +13,7 @@ imported), so editing any of them changes the fingerprint of exactly the compone
 import ast
 import hashlib
 import os
-from typing import List, Optional, Set
+from typing import List, Optional, Sequence, Set
 
 from pipeline.configs import PROJECT_ROOT
 
@@ -71,10 +71,12 @@ def project_modules(*entry_modules: str) -> List[str]:
   return [files[module] for module in sorted(files)]
 
 
-def code_version(*entry_modules: str) -> str:
-  """SHA-256 (16 hex digits) over the project modules `entry_modules` load, by path and content."""
+def code_version(*entry_modules: str, files: Sequence[str] = ()) -> str:
+  """SHA-256 (16 hex digits) over the project modules `entry_modules` load, and the project's
+  `files` (e.g. a template a module renders), by path and content."""
   digest = hashlib.sha256()
-  for path in project_modules(*entry_modules):
+  for path in [*project_modules(*entry_modules),
+               *(os.path.join(PROJECT_ROOT, file) for file in files)]:
     digest.update(os.path.relpath(path, PROJECT_ROOT).encode())
     with open(path, 'rb') as handle:
       digest.update(handle.read())

@@ -5,12 +5,14 @@ ImageExampleGen (near-duplicate-aware split) → DataQualityCheck, and Statistic
 a forbidden label conflict → Transform → (Tuner, with `--tune`) → Trainer → Evaluator (baseline: the latest other blessed
 model) and ServingCheck (canary requests to the candidate in a fresh process: TFX's
 InfraValidator without Docker) → Pusher (atomic: a version appears whole or not at all, only
-with both blessings). The `excluded` split (label
+with both blessings) → ModelCardGenerator (model_card.html/json beside the pushed version). The `excluded` split (label
 conflicts left out) is neither analysed nor trained on. Model code is referenced by dotted path,
 so the pipeline compiles for Kubeflow or Vertex offline. Every component whose output depends on
 the project's code carries a fingerprint of that code in its configuration
 (`pipeline/code_version.py`), so editing the code reruns exactly those.
 """
+
+import json
 
 import tensorflow_data_validation as tfdv
 # TFX's public API from the modules `tfx.v1` re-exports: importing `tfx.v1` also loads the Google
@@ -34,11 +36,12 @@ from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
 from components.curated_schema_gen.component import CuratedSchemaGen
 from components.data_quality.component import DataQualityCheck
 from components.data_validation_gate.component import DataValidationGate
+from components.model_card.component import ModelCardGenerator
 from components.image_example_gen.component import ImageExampleGen
 from components.pusher import executor as atomic_pusher
 from components.serving_check.component import ServingCheck
 from components.trainer import executor as trainer_executor
-from models import features, model, preprocessing, tuning
+from models import features, model, networks, preprocessing, tuning
 from pipeline.code_version import code_version
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import CUSTOM_METRICS_MODULE, build_eval_config
@@ -206,7 +209,24 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       custom_config={'code_version': code_version('components.pusher.executor')},
       custom_executor_spec=executor_spec.ExecutorClassSpec(atomic_pusher.Executor))
 
+  recipe = networks.RECIPES[config.network]
+  model_card_generator = ModelCardGenerator(
+      model=trainer.outputs['model'],
+      examples=example_gen.outputs['examples'],
+      data_quality=data_quality_check.outputs['data_quality'],
+      evaluation=evaluator.outputs['evaluation'],
+      model_blessing=evaluator.outputs['blessing'],
+      infra_blessing=serving_check.outputs['blessing'],
+      pushed_model=pusher.outputs['pushed_model'],
+      model_name=config.model_name,
+      training=json.dumps({
+          'network': config.network, 'epochs': config.epochs or recipe.epochs,
+          'ensemble_members': config.ensemble_members or recipe.members,
+          'image_size': config.image_size, 'batch_size': config.batch_size}),
+      code_version=code_version('components.model_card.component',
+                                files=['runs/templates/model_card.html']))
+
   return pipeline_of([
       *data_part, *([tuner] if tuner else []), trainer, baseline_resolver, evaluator,
-      serving_check, pusher,
+      serving_check, pusher, model_card_generator,
   ])

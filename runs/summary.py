@@ -18,7 +18,7 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
 from components import contracts
-from components.artifact_types import DataQualityReport
+from components.artifact_types import DataQualityReport, ModelCard
 from components.data_quality.report import format_report_line
 from models import features
 from pipeline import eval_config, output_lock
@@ -51,6 +51,7 @@ class RunSummary:
   tflite_bytes: Optional[int] = None
   pushed_destination: Optional[str] = None
   tflite_pushed: bool = False
+  model_card: Optional[str] = None  # model_card.html: the pushed version's copy, when pushed
 
 
 def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float],
@@ -171,6 +172,10 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
     elif type_name == 'InfraBlessing':
       summary.serving_check_passed = artifact_property(artifact, 'blessed') == 1
       summary.serving_check = artifact_property(artifact, contracts.SERVING_CHECK_PROPERTY)
+    elif type_name == ModelCard.TYPE_NAME:
+      summary.model_card = (
+          artifact_property(artifact, contracts.MODEL_CARD_PUSHED_COPY_PROPERTY)
+          or os.path.join(artifact.uri, contracts.MODEL_CARD_HTML_FILE))
     elif type_name == 'PushedModel' and artifact_property(artifact, 'pushed') == 1:
       summary.pushed_destination = artifact_property(artifact, 'pushed_destination')
       summary.tflite_pushed = artifact_property(artifact, 'tflite_pushed') == 1
@@ -306,4 +311,6 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
                f'{when if summary.pushed_destination else ""}'
                + (f' ({" and ".join(why_not)})' if why_not and not summary.pushed_destination
                   else ''))
+  if summary.model_card:
+    lines.append(f'  model card: {summary.model_card}')
   return '\n'.join(lines)

@@ -10,7 +10,8 @@ from runs import metadata_store
 
 PIPELINE_TASKS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen',
                   'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer',
-                  'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck', 'Pusher'}
+                  'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck', 'Pusher',
+                  'ModelCardGenerator'}
 SMALL_RUN = ('--epochs', '1', '--image-size', '48', '--ensemble-members', '1', '--min-accuracy',
              '0', '--min-malignant-recall', '0', '--max-calibration-error', '1')
 
@@ -47,9 +48,10 @@ def test_airflow_imports_the_dag_with_one_task_per_component(tmp_path, python, p
   assert set(downstream) == PIPELINE_TASKS
   assert downstream['Transform'] == {'Trainer'}
   assert downstream['Trainer'] == {'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck',
-                                   'Pusher'}
-  assert downstream['Evaluator'] == {'Pusher'}
-  assert downstream['ServingCheck'] == {'Pusher'}
+                                   'Pusher', 'ModelCardGenerator'}
+  assert downstream['Evaluator'] == {'Pusher', 'ModelCardGenerator'}
+  assert downstream['ServingCheck'] == {'Pusher', 'ModelCardGenerator'}
+  assert downstream['Pusher'] == {'ModelCardGenerator'}
 
   environment['BREAST_ULTRASOUND_PIPELINE_FLAGS'] = '--epochs 0'
   bad = subprocess.run([python, '-c', _LIST_DAG, str(dags)], cwd=tmp_path, env=environment,

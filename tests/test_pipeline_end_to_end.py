@@ -26,7 +26,8 @@ from models import calibration, features
 from runs import metadata_store, report_facts, summary
 
 COMPONENTS = ('ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen', 'ExampleValidator',
-              'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'ServingCheck', 'Pusher')
+              'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'ServingCheck', 'Pusher',
+              'ModelCardGenerator')
 RESOLVER = 'latest_blessed_model_resolver'
 
 

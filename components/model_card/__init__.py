@@ -1,0 +1,1 @@
+"""The model card of each run's model, copied beside the pushed version."""

@@ -1,0 +1,160 @@
+"""The model card of a model: what it is for, what it was trained and measured on, how well it
+did, and what it must not be trusted with, as `model_card.json` and `model_card.html`.
+
+Google's model card toolkit does not install beside TFX 1.16 (it needs an older TFMA), so the
+card is gathered here from the pipeline's artifacts as ML Metadata recorded them (the Examples'
+class counts, the data-quality report, the Model's operating point, the Evaluator's metrics and
+thresholds, the serving check, the push) and rendered with Jinja2, as the run report is. The
+ModelCardGenerator component (components/model_card/) writes it for every run and copies it into
+the pushed version's folder.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import jinja2
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
+
+from components import contracts
+from models import features
+from runs import report_facts, summary
+
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
+
+INTENDED_USE = [
+    'Research on computer-aided triage of breast-ultrasound images: ranking images by their '
+    'malignant probability for a clinician to review.',
+    'A second reader in studies where every image is also read by a radiologist.',
+]
+NOT_FOR = [
+    'Diagnosis, or any decision about a patient without a clinician: it is not a medical device '
+    'and has no regulatory clearance.',
+    'Images other than B-mode breast ultrasound (mammography, MRI, Doppler, elastography), or '
+    'populations and machines unlike those of its training data.',
+    'Ruling out cancer: at its operating point it still misses malignant lesions (see the '
+    'sensitivity below and its interval).',
+]
+CAVEATS = [
+    'Small data set: a few hundred images; every metric has a wide interval (95 % bootstrap '
+    'interval where shown).',
+    'Single site: the images come from one hospital and one kind of machine; performance '
+    'elsewhere is unknown until measured there.',
+    'No patient identifiers: images of one patient may be in both training and evaluation '
+    'beyond the near-duplicates the pipeline found, which would flatter the metrics.',
+    'Labels are the data set\'s folder names, not biopsy results recorded with each image.',
+    'Not a diagnostic device.',
+]
+
+
+def _number(value: Any) -> Optional[float]:
+  return None if value is None else float(value)
+
+
+def evaluation_thresholds(evaluation_uri: str) -> Dict[str, Any]:
+  """The Evaluator's configuration as recorded in its artifact, with proto field names."""
+  config = tfma.writers.eval_config_writer.load_eval_run(evaluation_uri)[0]
+  return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+def metric_rows(metrics: Dict[str, float]) -> List[Dict[str, Any]]:
+  """Every overall metric of the candidate with its interval, where the Evaluator computed one;
+  per-class metrics are `per_class_rows`', differences to the baseline are left out."""
+  per_class = {f'{kind}{name}' for name in features.LABEL_NAMES
+               for kind in ('precision_', 'recall_', 'auc/')}
+  rows = []
+  for name in sorted(metrics):
+    if (name.startswith('example_count') or name.endswith(('_lower', '_upper'))
+        or '_diff' in name or name in per_class):
+      continue
+    rows.append({'metric': name, 'value': metrics[name],
+                 'lower': metrics.get(f'{name}_lower'), 'upper': metrics.get(f'{name}_upper')})
+  return rows
+
+
+def per_class_rows(metrics: Dict[str, float]) -> List[Dict[str, Any]]:
+  return [{'class': name, 'precision': metrics.get(f'precision_{name}'),
+           'recall': metrics.get(f'recall_{name}'), 'auc': metrics.get(f'auc/{name}')}
+          for name in features.LABEL_NAMES]
+
+
+def build_model_card(*, model_name: str, training: Dict[str, Any],
+                     class_counts: Dict[str, Dict[str, int]], data_quality: Dict[str, Any],
+                     operating_point: Optional[Dict[str, Any]],
+                     hyperparameters: Optional[Dict[str, Any]], evaluation_uri: str,
+                     blessed: bool, serving_check: Optional[Dict[str, Any]],
+                     serving_check_passed: Optional[bool], tflite_bytes: Optional[int],
+                     pushed_destination: Optional[str], tflite_pushed: bool,
+                     created: str) -> Dict[str, Any]:
+  """The card as a JSON-ready dict (the module docstring says where each part comes from)."""
+  metrics, matrices = summary.read_overall_evaluation(evaluation_uri)
+  checks = report_facts.blessing_checks(evaluation_thresholds(evaluation_uri), metrics,
+                                        report_facts.failed_metrics(evaluation_uri))
+  return {
+      'model': {
+          'name': model_name,
+          'version': os.path.basename(pushed_destination) if pushed_destination else None,
+          'pushed_to': pushed_destination,
+          'created': created,
+          'task': f'classify a breast-ultrasound image as {", ".join(features.LABEL_NAMES)}',
+          'inputs': 'an encoded PNG, JPEG or BMP image of any size (serving_default), or a '
+                    f'tf.Example with it under "{features.IMAGE_KEY}" (from_examples)',
+          'outputs': 'calibrated probabilities per class, the label at the operating point',
+          'training': training,
+          'hyperparameters': hyperparameters,
+          'operating_point': operating_point,
+          'operating_point_line': (summary.format_operating_point(operating_point)
+                                   if operating_point else None),
+          'tflite_bytes': tflite_bytes,
+      },
+      'intended_use': INTENDED_USE,
+      'not_for': NOT_FOR,
+      'data': {
+          'classes': list(features.LABEL_NAMES),
+          'class_counts': {split: {name: int(count) for name, count in counts.items()}
+                           for split, counts in class_counts.items()},
+          'quality': data_quality,
+      },
+      'evaluation': {
+          'split': contracts.EVAL_SPLIT,
+          'metrics': metric_rows(metrics),
+          'per_class': per_class_rows(metrics),
+          'confusion_matrix_at_operating_point': matrices.get('operating_point'),
+      },
+      'blessing': {
+          'blessed': blessed,
+          'checks': [dataclasses.asdict(check) for check in checks],
+      },
+      'serving_check': {
+          'passed': serving_check_passed,
+          'line': (summary.format_serving_check(serving_check or {}, serving_check_passed)
+                   if serving_check_passed is not None else None),
+          'tflite_line': (summary.format_tflite(serving_check, tflite_bytes, tflite_pushed)
+                          if serving_check_passed is not None else None),
+      },
+      'caveats': CAVEATS,
+  }
+
+
+def render_html(card: Dict[str, Any]) -> str:
+  environment = jinja2.Environment(
+      loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True, trim_blocks=True,
+      lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+  environment.filters['number'] = lambda value: '—' if value is None else f'{float(value):.3f}'
+  return environment.get_template(contracts.MODEL_CARD_HTML_FILE).render(
+      card=card, class_names=features.LABEL_NAMES)
+
+
+def write_model_card(card: Dict[str, Any], folder: str) -> List[str]:
+  """Writes model_card.json and model_card.html into `folder`; returns their paths."""
+  tf.io.gfile.makedirs(folder)
+  paths = [os.path.join(folder, contracts.MODEL_CARD_JSON_FILE),
+           os.path.join(folder, contracts.MODEL_CARD_HTML_FILE)]
+  with tf.io.gfile.GFile(paths[0], 'w') as handle:
+    json.dump(card, handle, indent=1)
+  with tf.io.gfile.GFile(paths[1], 'w') as handle:
+    handle.write(render_html(card))
+  return paths
