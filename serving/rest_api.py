@@ -128,7 +128,3 @@ def response_body(form: str, outputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
     return {'outputs': _json_value(names[0], outputs[names[0]])}
   return {'outputs': {name: _json_value(name, outputs[name]) for name in names}}
 
-
-def signature_inputs(function) -> Dict[str, tf.TensorSpec]:
-  """{input name: TensorSpec} of a loaded SavedModel signature."""
-  return dict(function.structured_input_signature[1])

@@ -23,7 +23,6 @@ thread, at most `--max-workers` at once (more get 503), and each read waits at m
 """
 
 import argparse
-import dataclasses
 import http.server
 import json
 import os
@@ -32,127 +31,27 @@ import socket
 import sys
 import threading
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # google-api-core, imported by TensorFlow, warns on every import that Python 3.10 support ends.
 warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
-from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
 
-from serving import command_line, messages, model_directory, rest_api  # pylint: disable=g-import-not-at-top
+from serving import command_line, grpc_api, rest_api  # pylint: disable=g-import-not-at-top
+from serving.model_versions import (ModelVersions, ServingError, find_signature,  # pylint: disable=g-import-not-at-top
+                                    run_signature, signature_inputs)
 
 EXIT_USAGE = command_line.EXIT_USAGE
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 DEFAULT_READ_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_WORKERS = 16
+# How TF Serving's HTTP server answers each canonical code (net_http's ToHTTPStatusCode).
+_HTTP_STATUS = {'INVALID_ARGUMENT': 400, 'NOT_FOUND': 404, 'FAILED_PRECONDITION': 400,
+                'UNIMPLEMENTED': 501}
 _PATH = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?'
                    r'(?P<method>/metadata|:predict|:classify|:regress)?$')
-
-
-@dataclasses.dataclass
-class LoadedVersion:
-  version: int
-  saved_model: Any  # kept alive: the signatures use its variables
-  signatures: Dict[str, Any]
-  signature_defs: Dict[str, Any]  # SignatureDef protos as JSON, for /metadata
-
-
-def load_version(version: int, path: str) -> LoadedVersion:
-  saved_model = tf.saved_model.load(path)
-  proto = saved_model_pb2.SavedModel()
-  with open(os.path.join(path, model_directory.SAVED_MODEL_FILE), 'rb') as handle:
-    proto.ParseFromString(handle.read())
-  signature_defs = {name: json_format.MessageToDict(definition) for name, definition in
-                    proto.meta_graphs[0].signature_def.items()}
-  return LoadedVersion(version, saved_model, dict(saved_model.signatures), signature_defs)
-
-
-class ModelVersions:
-  """The version in service: the newest one that loads, as TF Serving's default policy.
-
-  A newer version replaces the one in service only once it has loaded, so requests never wait
-  for a push. A version that fails to load (half-copied by hand, or broken) never stops an older
-  one from serving, at start-up or later; it is tried again only when its files change. When the
-  version in service is deleted, the newest remaining one that loads takes over.
-  """
-
-  def __init__(self, base_path: str, log=print):
-    self.base_path = base_path
-    self._log = log
-    self._serving: Optional[LoadedVersion] = None
-    self._loading: Optional[int] = None
-    # version → (its files when it failed, why it did not load)
-    self._failed: Dict[int, Tuple[Tuple, str]] = {}
-
-  @property
-  def serving(self) -> Optional[LoadedVersion]:
-    return self._serving
-
-  def _try_load(self, version: int) -> Optional[LoadedVersion]:
-    signature = model_directory.version_signature(self.base_path, version)
-    if version in self._failed and self._failed[version][0] == signature:
-      return None  # unchanged since it failed
-    self._loading = version
-    try:
-      return load_version(version, os.path.join(self.base_path, str(version)))
-    except Exception as error:  # pylint: disable=broad-except
-      reason = messages.tensorflow_error_line(error)
-      if version not in self._failed:
-        self._log(f'version {version} did not load (tried again when its files change): '
-                  f'{reason}')
-      self._failed[version] = (signature, reason)
-      return None
-    finally:
-      self._loading = None
-
-  def refresh(self) -> None:
-    """Serves the newest version that loads, if it is not the one in service already."""
-    try:
-      versions = model_directory.list_versions(self.base_path)
-    except model_directory.ModelDirectoryError as error:
-      self._log(f'warning: {error}')
-      versions = []
-    for version in list(self._failed):
-      if version not in versions:
-        del self._failed[version]
-    serving = self._serving
-    for version in reversed(versions):
-      if serving is not None and version == serving.version:
-        return  # nothing newer loads
-      loaded = self._try_load(version)
-      if loaded is not None:
-        self._serving = loaded  # one reference swap: requests use the old or the new, whole
-        self._failed.pop(version, None)
-        deleted = (f' (version {serving.version} was deleted)'
-                   if serving is not None and serving.version not in versions else '')
-        self._log(f'serving version {version}{deleted}')
-        return
-    if serving is not None and serving.version not in versions:
-      self._serving = None
-      self._log(f'version {serving.version} was deleted and no other version loads; '
-                'serving nothing')
-
-  def poll_forever(self, seconds: float, stop: threading.Event) -> None:
-    while not stop.wait(seconds):
-      self.refresh()
-
-  def status(self) -> List[Dict[str, Any]]:
-    """TF Serving's model_version_status entries, newest first."""
-    ok = {'error_code': 'OK', 'error_message': ''}
-    entries = {}
-    for version, (_, message) in dict(self._failed).items():  # the poller may be changing it
-      entries[version] = {'version': str(version), 'state': 'END',
-                          'status': {'error_code': 'UNKNOWN', 'error_message': message}}
-    loading, serving = self._loading, self._serving
-    if loading is not None:
-      entries[loading] = {'version': str(loading), 'state': 'LOADING', 'status': ok}
-    if serving is not None:
-      entries[serving.version] = {'version': str(serving.version), 'state': 'AVAILABLE',
-                                  'status': ok}
-    return [entries[version] for version in sorted(entries, reverse=True)]
 
 
 class HttpError(Exception):
@@ -190,6 +89,8 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
       status, body = error.status, {'error': str(error)}
     except rest_api.BadRequest as error:
       status, body = 400, {'error': str(error)}
+    except ServingError as error:
+      status, body = _HTTP_STATUS.get(error.code, 500), {'error': str(error)}
     except Exception as error:  # pylint: disable=broad-except
       status, body = 500, {'error': f'{error.__class__.__name__}: {error}'}
     payload = json.dumps(body).encode()
@@ -205,7 +106,9 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
     method = match and (match.group('method') or '')
     if not match or (http_method == 'GET') != (method in ('', '/metadata')):
       raise HttpError(404, f'Malformed request: {http_method} {self.path}')
-    loaded = self._find_version(match.group('name'), match.group('version'))
+    version = match.group('version')
+    loaded = self.server.versions.resolve(self.server.model_name, match.group('name'),
+                                          None if version is None else int(version))
     if method == '':
       return {'model_version_status': [entry for entry in self.server.versions.status()
                                         if match.group('version') in (None, entry['version'])]}
@@ -214,7 +117,8 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
                              'version': str(loaded.version)},
               'metadata': {'signature_def': {
                   '@type': 'type.googleapis.com/tensorflow.serving.SignatureDefMap',
-                  'signature_def': loaded.signature_defs}}}
+                  'signature_def': {name: json_format.MessageToDict(definition)
+                                    for name, definition in loaded.signature_defs.items()}}}}
     if method != ':predict':
       raise rest_api.BadRequest(f'{method[1:]} is not served here; use :predict')
     return self._predict(loaded, body)
@@ -251,27 +155,11 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
                                 f'{self.server.max_request_bytes} bytes')
     return self.rfile.read(length)
 
-  def _find_version(self, name: str, version: Optional[str]) -> LoadedVersion:
-    loaded = self.server.versions.serving
-    if (name == self.server.model_name and loaded is not None
-        and (version is None or int(version) == loaded.version)):
-      return loaded
-    wanted = f'Latest({name})' if version is None else f'Specific({name}, {version})'
-    raise HttpError(404, f'Servable not found for request: {wanted}')
-
-  def _predict(self, loaded: LoadedVersion, body: bytes) -> Dict[str, Any]:
+  def _predict(self, loaded, body: bytes) -> Dict[str, Any]:
     signature_name, form, payload = rest_api.parse_request(body)
-    function = loaded.signatures.get(signature_name)
-    if function is None:
-      raise rest_api.BadRequest(f"Serving signature name: \"{signature_name}\" not found in "
-                                f"signature def (have {sorted(loaded.signatures)})")
-    inputs = rest_api.request_inputs(form, payload, rest_api.signature_inputs(function))
-    try:
-      outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
-    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
-      raise rest_api.BadRequest(
-          messages.tensorflow_error_line(getattr(error, 'message', error))) from None
-    return rest_api.response_body(form, {name: value.numpy() for name, value in outputs.items()})
+    function = find_signature(loaded, signature_name)
+    inputs = rest_api.request_inputs(form, payload, signature_inputs(function))
+    return rest_api.response_body(form, run_signature(function, inputs))
 
 
 class RestServer(http.server.HTTPServer):
@@ -335,6 +223,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                       '--model-base-path)')
   parser.add_argument('--port', type=int, default=8501, help='default: %(default)s; 0 picks a '
                       'free port')
+  parser.add_argument('--grpc-port', type=int, default=8500,
+                      help="TF Serving's gRPC API (PredictionService, ModelService) on this port "
+                      '(default: %(default)s, as TF Serving; 0 picks a free port)')
   parser.add_argument('--host', default='127.0.0.1', help='address to listen on '
                       '(default: %(default)s, this machine only)')
   parser.add_argument('--poll-seconds', type=float, default=2.0,
@@ -381,7 +272,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'serving.server: error: cannot listen on {args.host}:{args.port}: '
           f'{error.strerror}', file=sys.stderr)
     return EXIT_USAGE
+  try:
+    grpc_server, grpc_port = grpc_api.start_grpc_server(
+        f'{args.host}:{args.grpc_port}', args.model_name, versions, args.max_workers,
+        args.max_request_bytes)
+  except RuntimeError:
+    server.server_close()
+    print(f'serving.server: error: cannot listen on {args.host}:{args.grpc_port} (gRPC)',
+          file=sys.stderr)
+    return EXIT_USAGE
   host, port = server.server_address[:2]
+  log(f'gRPC listening on {host}:{grpc_port}')
   log(f'listening on http://{host}:{port}/v1/models/{args.model_name}')
   stop = threading.Event()
   threading.Thread(target=versions.poll_forever, args=(args.poll_seconds, stop),
@@ -392,6 +293,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     pass
   finally:
     stop.set()
+    grpc_server.stop(grace=1)
     server.server_close()
   return 0
 

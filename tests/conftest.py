@@ -101,12 +101,15 @@ class RunningServer:
 
   def __init__(self, python: str, project_root: str, base_path: str, *flags: str):
     self.process = subprocess.Popen(
-        [python, '-m', 'serving.server', '--model-base-path', base_path, '--port', '0', *flags],
+        [python, '-m', 'serving.server', '--model-base-path', base_path, '--port', '0',
+         '--grpc-port', '0', *flags],
         cwd=project_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     self.log = []
     for line in self.process.stdout:  # Ends when the server exits.
       self.log.append(line)
-      if 'listening on ' in line:
+      if 'gRPC listening on ' in line:
+        self.grpc_address = line.split('gRPC listening on ', 1)[1].strip()
+      elif 'listening on ' in line:
         self.model_url = line.split('listening on ', 1)[1].strip()
         self.address = self.model_url.split('/v1/')[0]
         return
