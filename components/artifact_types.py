@@ -21,3 +21,11 @@ class ModelCard(types.Artifact):
   Written by ModelCardGenerator, which also copies both files into the pushed version.
   """
   TYPE_NAME = 'breast_ultrasound.ModelCard'
+
+
+class Predictions(types.Artifact):
+  """A batch inference's predictions as predictions.csv and predictions.jsonl.
+
+  Written by InferenceExport from BulkInferrer's InferenceResult; see components/inference_export/.
+  """
+  TYPE_NAME = 'breast_ultrasound.Predictions'

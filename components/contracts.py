@@ -11,6 +11,8 @@ in `models/features.py`. This module imports nothing heavy: the runners read it 
 TRAIN_SPLIT = 'train'
 EVAL_SPLIT = 'eval'
 EXCLUDED_SPLIT = 'excluded'
+# The one split of UnlabelledImageExampleGen's Examples: images to classify (batch inference).
+UNLABELLED_SPLIT = 'unlabelled'
 
 # Input files: `<data root>/<class>/<name><extension>`, masks beside their image as
 # `<name>_mask<extension>`, `<name>_mask_1<extension>`, ... (any case of the extension).
@@ -101,3 +103,7 @@ TFLITE_AGREES_PROPERTY = 'tflite_agrees'
 MODEL_CARD_JSON_FILE = 'model_card.json'
 MODEL_CARD_HTML_FILE = 'model_card.html'
 MODEL_CARD_PUSHED_COPY_PROPERTY = 'pushed_copy'
+
+# InferenceExport's Predictions artifact.
+PREDICTIONS_CSV_FILE = 'predictions.csv'
+PREDICTIONS_JSONL_FILE = 'predictions.jsonl'

@@ -16,6 +16,7 @@ PIPELINE_NAME = 'breast-ultrasound'  # Vertex allows [a-z0-9-] only
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA_ROOT = os.path.join(PROJECT_ROOT, 'data', 'busi_synthetic')
 DEFAULT_OUTPUT_DIR = os.path.join(PROJECT_ROOT, 'outputs')
+INFERENCE_PIPELINE_SUFFIX = '-inference'
 
 
 def direct_runner_args(workers: int) -> List[str]:
@@ -77,6 +78,11 @@ class PipelineConfig:
   # unchanged rerun is fully cached. Kubeflow V2 / Vertex compile only TFX's built-in resolver
   # strategies; their runner turns this off and uses LatestBlessedModelStrategy.
   baseline_excludes_candidate: bool = True
+
+  @property
+  def inference_pipeline_name(self) -> str:
+    """Batch inference (`--infer-dir`): a pipeline of its own in the same store and root."""
+    return self.pipeline_name + INFERENCE_PIPELINE_SUFFIX
 
   @property
   def pipeline_root(self) -> str:

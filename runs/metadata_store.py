@@ -20,6 +20,9 @@ PIPELINE_RUN_CONTEXT = 'pipeline_run'
 LAUNCHER_RUN_CONTEXT = 'run'  # AirflowDagRunner's
 RUN_CONTEXTS = (PIPELINE_RUN_CONTEXT, LAUNCHER_RUN_CONTEXT)
 NODE_CONTEXT = 'node'
+PIPELINE_CONTEXT = 'pipeline'
+# pipeline/configs.py's INFERENCE_PIPELINE_SUFFIX: runs/ reads stores without the pipeline code.
+INFERENCE_PIPELINE_SUFFIX = '-inference'
 STATE_NAMES = {
     metadata_store_pb2.Execution.NEW: 'new',
     metadata_store_pb2.Execution.RUNNING: 'running',
@@ -56,11 +59,26 @@ def node_id_of(store: mlmd.MetadataStore, execution_id: int) -> str:
   return component_id.string_value if component_id is not None else '?'
 
 
-def run_contexts(store: mlmd.MetadataStore) -> List[metadata_store_pb2.Context]:
-  """Every pipeline run, oldest first."""
-  return sorted((context for context_type in RUN_CONTEXTS
+def pipeline_of_run(store: mlmd.MetadataStore, run_context: metadata_store_pb2.Context) -> str:
+  """The name of the pipeline a run belongs to ('' when it has no execution yet)."""
+  executions = store.get_executions_by_context(run_context.id)
+  if not executions:
+    return ''
+  for context in store.get_contexts_by_execution(executions[0].id):
+    if context.type == PIPELINE_CONTEXT:
+      return context.name
+  return ''
+
+
+def run_contexts(store: mlmd.MetadataStore,
+                 inference: bool = False) -> List[metadata_store_pb2.Context]:
+  """Every run of the training pipeline, oldest first; with `inference`, every batch inference
+  run instead (the `<pipeline>-inference` pipeline in the same store)."""
+  runs = sorted((context for context_type in RUN_CONTEXTS
                  for context in store.get_contexts_by_type(context_type)),
                 key=lambda context: context.create_time_since_epoch)
+  return [context for context in runs
+          if pipeline_of_run(store, context).endswith(INFERENCE_PIPELINE_SUFFIX) == inference]
 
 
 def component_runs(store: mlmd.MetadataStore, run_context_id: int,

@@ -14,13 +14,12 @@ unchanged.
 """
 
 from concurrent import futures
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2,
+from tensorflow_serving.apis import (get_model_metadata_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
 from serving import model_versions
@@ -30,11 +29,6 @@ _GRPC_CODES = {model_versions.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT
                model_versions.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
                model_versions.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
                model_versions.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED}
-_STATES = {'LOADING': get_model_status_pb2.ModelVersionStatus.LOADING,
-           'AVAILABLE': get_model_status_pb2.ModelVersionStatus.AVAILABLE,
-           'END': get_model_status_pb2.ModelVersionStatus.END}
-# tensorflow.error.Code numbers of the statuses the versions report.
-_ERROR_CODES = {'OK': 0, 'UNKNOWN': 2}
 SIGNATURE_DEF_FIELD = 'signature_def'
 
 
@@ -118,10 +112,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     response.model_spec.name = self._model_name
     response.model_spec.version.value = loaded.version
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    for name, definition in loaded.signature_defs.items():
-      signature_map.signature_def[name].CopyFrom(definition)
-    response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+    response.metadata[SIGNATURE_DEF_FIELD].Pack(model_versions.signature_def_map(loaded))
     return response
 
   def _unimplemented(self, request, context):
@@ -129,33 +120,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                                                  'here')
 
   Classify = Regress = MultiInference = _unimplemented  # pylint: disable=invalid-name
-
-
-def model_status(versions: ModelVersions, model_name: str, name: str,
-                 version: Optional[int] = None, label: Optional[str] = None
-                 ) -> get_model_status_pb2.GetModelStatusResponse:
-  """TF Serving's GetModelStatusResponse for model `name` (one version, when asked)."""
-  if name != model_name:
-    raise ServingError(model_versions.NOT_FOUND,
-                       f'Could not find any versions of model {name}')
-  if label is not None:
-    if label not in versions.labels:
-      raise ServingError(model_versions.INVALID_ARGUMENT,
-                         f'Unrecognized servable version label: {label}')
-    version = versions.labels[label]
-  entries = [entry for entry in versions.status()
-             if version is None or entry['version'] == str(version)]
-  if version is not None and not entries:
-    raise ServingError(model_versions.NOT_FOUND,
-                       f'Could not find version {version} of model {name}')
-  response = get_model_status_pb2.GetModelStatusResponse()
-  for entry in entries:
-    status = response.model_version_status.add()
-    status.version = int(entry['version'])
-    status.state = _STATES[entry['state']]
-    status.status.error_code = _ERROR_CODES[entry['status']['error_code']]
-    status.status.error_message = entry['status']['error_message']
-  return response
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -167,10 +131,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
   @_abort_on_error
   def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
     spec = request.model_spec
-    return model_status(
+    # A version label is not used here, as in TF Serving: every version's status.
+    return model_versions.model_status(
         self._versions, self._model_name, spec.name,
-        spec.version.value if spec.HasField('version') else None,
-        spec.version_label if spec.HasField('version_label') else None)
+        spec.version.value if spec.HasField('version') else None)
 
   def HandleReloadConfigRequest(self, request, context):  # pylint: disable=invalid-name
     context.abort(grpc.StatusCode.UNIMPLEMENTED, 'the model config is read once, at start-up')

@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
 from serving import messages, model_directory
 
 # Canonical codes (google.rpc.Code names), as TF Serving's absl::Status codes.
@@ -23,6 +25,11 @@ INVALID_ARGUMENT = 'INVALID_ARGUMENT'
 NOT_FOUND = 'NOT_FOUND'
 FAILED_PRECONDITION = 'FAILED_PRECONDITION'
 UNIMPLEMENTED = 'UNIMPLEMENTED'
+_STATES = {'LOADING': get_model_status_pb2.ModelVersionStatus.LOADING,
+           'AVAILABLE': get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+           'END': get_model_status_pb2.ModelVersionStatus.END}
+# tensorflow.error.Code numbers of the statuses the versions report.
+_ERROR_CODES = {'OK': 0, 'UNKNOWN': 2}
 
 
 class ServingError(Exception):
@@ -140,12 +147,12 @@ class ModelVersions:
     """The version a request for model `name` asks for: `version`, the version `label` is
     assigned to (`labels`), or the latest. Errors as TF Serving words them."""
     serving = self._serving
-    if name != model_name:
-      raise ServingError(NOT_FOUND, f'Servable not found for request: Latest({name})')
-    if label is not None:
-      if label not in self.labels:
+    if label is not None:  # looked up first: a label of an unknown model is unrecognised too
+      if label not in self.labels or name != model_name:
         raise ServingError(INVALID_ARGUMENT, f'Unrecognized servable version label: {label}')
       version = self.labels[label]
+    if name != model_name:
+      raise ServingError(NOT_FOUND, f'Servable not found for request: Latest({name})')
     if serving is not None and (version is None or version == serving.version):
       return serving
     wanted = f'Latest({name})' if version is None else f'Specific({name}, {version})'
@@ -173,3 +180,31 @@ def run_signature(function, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.nd
     raise ServingError(INVALID_ARGUMENT, messages.tensorflow_error_line(
         getattr(error, 'message', error))) from None
   return {name: value.numpy() for name, value in outputs.items()}
+
+
+def model_status(versions: ModelVersions, model_name: str, name: str,
+                 version: Optional[int] = None) -> get_model_status_pb2.GetModelStatusResponse:
+  """TF Serving's GetModelStatusResponse for model `name` (one version, when asked)."""
+  if name != model_name:
+    raise ServingError(NOT_FOUND, f'Could not find any versions of model {name}')
+  entries = [entry for entry in versions.status()
+             if version is None or entry['version'] == str(version)]
+  if version is not None and not entries:
+    raise ServingError(NOT_FOUND,
+                       f'Could not find version {version} of model {name}')
+  response = get_model_status_pb2.GetModelStatusResponse()
+  for entry in entries:
+    status = response.model_version_status.add()
+    status.version = int(entry['version'])
+    status.state = _STATES[entry['state']]
+    status.status.error_code = _ERROR_CODES[entry['status']['error_code']]
+    status.status.error_message = entry['status']['error_message']
+  return response
+
+
+def signature_def_map(loaded: LoadedVersion) -> get_model_metadata_pb2.SignatureDefMap:
+  """Every SignatureDef of the version, as GetModelMetadata's `signature_def` holds them."""
+  signature_map = get_model_metadata_pb2.SignatureDefMap()
+  for name, definition in loaded.signature_defs.items():
+    signature_map.signature_def[name].CopyFrom(definition)
+  return signature_map

@@ -2,12 +2,14 @@
 
     python -m serving.predict --model-dir OUTPUT/serving/breast_ultrasound [--version N] PATH...
     python -m serving.predict --server http://127.0.0.1:8501 --model-name breast_ultrasound PATH...
+    python -m serving.predict --server grpc://127.0.0.1:8500 --model-name breast_ultrasound PATH...
 
 PATH is an image file or a folder, searched recursively (lesion masks, `*_mask*.png`, and
 files that are not images are left out there and counted on stderr). Locally it loads the
 newest version in the model directory (or `--version N`) and calls its `serving_default`
-signature; with `--server` it posts the same images as `{"b64": ...}` instances to a TensorFlow
-Serving REST endpoint (`POST /v1/models/<name>[/versions/<N>]:predict`) instead.
+signature; with `--server http://...` it posts the same images as `{"b64": ...}` instances to a
+TensorFlow Serving REST endpoint (`POST /v1/models/<name>[/versions/<N>]:predict`) instead, and
+with `--server grpc://host:port` it calls TF Serving's gRPC `PredictionService/Predict`.
 
 Each line is `{"path", "label", "confidence", "scores": {class: probability}}`, or
 `{"path", "error"}` for an image that could not be classified; the others go on. The label is
@@ -37,6 +39,7 @@ from serving import command_line, messages, model_directory, overlay  # pylint: 
 EXIT_FAILED_IMAGES = 1
 EXIT_USAGE = command_line.EXIT_USAGE
 BATCH_SIZE = 16
+GRPC_SCHEME = 'grpc://'
 # Copies of components/contracts.py's IMAGE_EXTENSIONS and MASK_SUFFIX: serving/ must not import
 # the pipeline (it knows only the SavedModel), and it accepts exactly the images training does.
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
@@ -170,6 +173,52 @@ class ServerModel:
     return answer
 
 
+class GrpcServerModel:
+  """A model behind TensorFlow Serving's gRPC API (PredictionService/Predict)."""
+
+  def __init__(self, address: str, model_name: str, version: Optional[int], timeout: float = 60):
+    import grpc  # pylint: disable=g-import-not-at-top  # Only for gRPC servers.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+    self._grpc, self._tf = grpc, tf
+    self._address, self._model_name, self._version = address, model_name, version
+    self._timeout = timeout
+    self._stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(address, options=[('grpc.max_receive_message_length', 1 << 28)]))
+
+  def classify(self, encoded_images: List[bytes]) -> List[Dict[str, float]]:
+    outputs = self._predict(encoded_images, 'serving_default')
+    count = len(encoded_images)
+    return [prediction(*row) for row in zip(
+        outputs['probabilities'], outputs['classes'], outputs.get('label', [None] * count),
+        outputs.get('malignant_threshold', [None] * count))]
+
+  def explain(self, encoded_images: List[bytes]) -> List[Tuple[Any, Any]]:
+    outputs = self._predict(encoded_images, 'explain')
+    return list(zip(outputs['heat_map'], outputs['image_pixels']))
+
+  def _predict(self, encoded_images: List[bytes], signature_name: str) -> Dict[str, Any]:
+    from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = self._model_name
+    request.model_spec.signature_name = signature_name
+    if self._version is not None:
+      request.model_spec.version.value = self._version
+    request.inputs['image_bytes'].CopyFrom(self._tf.make_tensor_proto(encoded_images))
+    try:
+      response = self._stub.Predict(request, timeout=self._timeout)
+    except self._grpc.RpcError as error:
+      code = error.code()
+      if code == self._grpc.StatusCode.INVALID_ARGUMENT:
+        raise PredictionError(messages.tensorflow_error_line(error.details())) from None
+      if code in (self._grpc.StatusCode.UNAVAILABLE, self._grpc.StatusCode.DEADLINE_EXCEEDED):
+        raise UsageError(f'cannot reach the gRPC server at {self._address}: '
+                         f'{error.details()}') from None
+      raise UsageError(f'gRPC server at {self._address} answered {code.name}: '
+                       f'{error.details()}') from None
+    return {name: self._tf.make_ndarray(tensor) for name, tensor in response.outputs.items()}
+
+
 def explanation_path(explain_dir: str, file: str, taken: set) -> str:
   """`<dir>/<file stem>.explained.png`, numbered when two files share a stem."""
   stem = os.path.splitext(os.path.basename(file))[0]
@@ -243,8 +292,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   parser.add_argument('--model-dir', help='the model base path Pusher writes: '
                       '<output-dir>/serving/<model-name>')
   parser.add_argument('--version', type=int, help='model version (default: the newest)')
-  parser.add_argument('--server', help='TensorFlow Serving REST address, e.g. '
-                      'http://127.0.0.1:8501: send the images there instead of loading the model')
+  parser.add_argument('--server', help='a TensorFlow Serving address to send the images to '
+                      'instead of loading the model: REST, e.g. http://127.0.0.1:8501, or gRPC, '
+                      'e.g. grpc://127.0.0.1:8500')
   parser.add_argument('--model-name', help='model name on the server (default: the last '
                       'folder of --model-dir)')
   parser.add_argument('--explain', metavar='DIR',
@@ -253,6 +303,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   args = parser.parse_args(argv)
   if args.server is None and args.model_dir is None:
     parser.error('give --model-dir, or --server with --model-name')
+  if args.server is not None and not args.server.startswith(('http://', 'https://', GRPC_SCHEME)):
+    parser.error(f'--server {args.server}: give http://host:port (REST) or grpc://host:port')
   if args.server is not None and args.model_name is None:
     if args.model_dir is None:
       parser.error('--server needs --model-name (or --model-dir to take the name from)')
@@ -268,7 +320,9 @@ def main(argv: Optional[List[str]] = None) -> int:
           + ', '.join(left_out[:10]) + (' ...' if len(left_out) > 10 else ''),
           file=sys.stderr)
   try:
-    if args.server is not None:
+    if args.server is not None and args.server.startswith(GRPC_SCHEME):
+      model = GrpcServerModel(args.server[len(GRPC_SCHEME):], args.model_name, args.version)
+    elif args.server is not None:
       model = ServerModel(args.server, args.model_name, args.version)
     else:
       model = LocalModel(args.model_dir, args.version)

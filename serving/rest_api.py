@@ -13,7 +13,7 @@ that are not UTF-8, are answered the same way.
 import base64
 import binascii
 import json
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -23,53 +23,123 @@ class BadRequest(Exception):
   """A request TF Serving would answer with 400 and `{"error": message}`."""
 
 
+# rapidjson's type names and TensorFlow's DataTypeString, which TF Serving's messages use.
+_JSON_TYPES = ((bool, 'Bool'), (dict, 'Object'), (list, 'Array'), (str, 'String'),
+               ((int, float), 'Number'), (type(None), 'Null'))
+_MESSAGE_VALUE_CHARACTERS = 256  # TF Serving cuts the JSON it quotes in a message here
+
+
+def _json_type(value: Any) -> str:
+  return next(name for kind, name in _JSON_TYPES if isinstance(value, kind))
+
+
+def _quoted(value: Any) -> str:
+  """A JSON value as TF Serving quotes it in a message (at most 256 characters)."""
+  return json.dumps(value, separators=(', ', ': '))[:_MESSAGE_VALUE_CHARACTERS]
+
+
+def _dtype_name(dtype: tf.DType) -> str:
+  """TensorFlow's DataTypeString ('float', 'string', 'int64') of a dtype."""
+  return {tf.float32: 'float', tf.float64: 'double'}.get(dtype, dtype.name)
+
+
 def parse_request(body: bytes) -> Tuple[str, str, Any]:
   """(signature name, 'instances' or 'inputs', the payload) of a predict request body."""
+  if not body.strip():
+    raise BadRequest('JSON Parse error: The document is empty')
   try:
     request = json.loads(body)
   except (ValueError, UnicodeDecodeError) as error:
     raise BadRequest(f'JSON Parse error: {error}') from None
   if not isinstance(request, dict):
-    raise BadRequest('JSON Value is not an object')
-  forms = [form for form in ('instances', 'inputs') if form in request]
-  if len(forms) != 1:
-    raise BadRequest("Missing 'inputs' or 'instances' key" if not forms else
-                     "Not formatted correctly, expecting only one of 'inputs' or 'instances' keys")
+    raise BadRequest(f'JSON Value: {_quoted(request)} Is not object')
   signature_name = request.get('signature_name', 'serving_default')
   if not isinstance(signature_name, str):
-    raise BadRequest("'signature_name' key must be a string")
-  return signature_name, forms[0], request[forms[0]]
+    raise BadRequest(f"JSON Value: {_quoted(request)} not formatted correctly. "
+                     "'signature_name' key must be a string value.")
+  forms = [form for form in ('instances', 'inputs') if form in request]
+  if not forms:
+    raise BadRequest("Missing 'inputs' or 'instances' key")
+  if len(forms) == 2:
+    raise BadRequest(f"JSON Value: {_quoted(request)} Not formatted correctly expecting only "
+                     "one of 'inputs' or 'instances' keys to exist ")
+  payload = request[forms[0]]
+  if forms[0] == 'instances' and not isinstance(payload, list):
+    raise BadRequest(f"JSON Value: {_quoted(request)} Expecting 'instances' to be an list/array")
+  if forms[0] == 'instances' and not payload:
+    raise BadRequest(f"JSON Value: {_quoted(request)} No values in 'instances' array")
+  return signature_name, forms[0], payload
 
 
-def _decode_strings(value: Any) -> Any:
-  """JSON value → the same nesting with {"b64": ...} and strings turned into bytes."""
-  if isinstance(value, dict):
-    if set(value) != {'b64'} or not isinstance(value['b64'], str):
-      raise BadRequest(f'expected a string or {{"b64": "<base64>"}}, got an object with keys '
-                       f'{sorted(value)}')
-    try:
-      return base64.b64decode(value['b64'], validate=True)
-    except (binascii.Error, ValueError):
-      raise BadRequest('Unable to base64 decode') from None
-  if isinstance(value, str):
-    return value.encode()
+def _leaf(value: Any, dtype: tf.DType) -> Any:
+  """One element of a tensor from JSON: a string (or {"b64": ...}) for DT_STRING, a number or a
+  bool for the numeric types; BadRequest in TF Serving's words otherwise."""
+  if dtype == tf.string:
+    if isinstance(value, str):
+      return value.encode()  # A plain string is taken as it is, as TF Serving does.
+    if isinstance(value, dict):
+      if set(value) != {'b64'} or not isinstance(value['b64'], str):
+        raise BadRequest(f'JSON Value: {_quoted(value)} not formatted correctly for base64 data')
+      try:
+        return base64.b64decode(value['b64'], validate=True)
+      except (binascii.Error, ValueError):
+        raise BadRequest('Unable to base64 decode') from None
+  elif dtype == tf.bool:
+    if isinstance(value, bool):
+      return value
+  elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    return value
+  raise BadRequest(f'JSON Value: {_quoted(value)} Type: {_json_type(value)} is not of expected '
+                   f'type: {_dtype_name(dtype)}')
+
+
+def _elements(value: Any, dtype: tf.DType) -> Any:
   if isinstance(value, list):
-    return [_decode_strings(item) for item in value]
-  raise BadRequest(f'expected a string or {{"b64": "<base64>"}}, got {json.dumps(value)[:40]}')
+    return [_elements(item, dtype) for item in value]
+  return _leaf(value, dtype)
 
 
 def _to_array(values: Any, spec: tf.TensorSpec, name: str) -> np.ndarray:
+  elements = _elements(values, spec.dtype)
   if spec.dtype == tf.string:
-    array = np.array(_decode_strings(values), dtype=object)
+    array = np.array(elements, dtype=object)
   else:
     try:
-      array = np.asarray(values, dtype=spec.dtype.as_numpy_dtype)
+      array = np.asarray(elements, dtype=spec.dtype.as_numpy_dtype)
     except (TypeError, ValueError) as error:
       raise BadRequest(f'input {name!r}: not a {spec.dtype.name} array: {error}') from None
   if not spec.shape.is_compatible_with(array.shape):
-    raise BadRequest(f'input {name!r} has shape {list(array.shape)}, the signature expects '
-                     f'{spec.shape.as_list()}')
+    raise BadRequest(f'Expecting shape {spec.shape.as_list()} but got: {list(array.shape)} '
+                     f'(input {name})')
   return array
+
+
+def _is_named(instance: Any) -> bool:
+  """An instance given as {input name: value}, not a value ({"b64": ...} is a value)."""
+  return isinstance(instance, dict) and set(instance) != {'b64'}
+
+
+def _row_columns(payload: List[Any], input_specs: Dict[str, tf.TensorSpec]
+                 ) -> Dict[str, List[Any]]:
+  names = sorted(input_specs)
+  if len(names) > 1 and not all(_is_named(instance) for instance in payload):
+    raise BadRequest('instances is a plain list, but expecting list of objects as multiple input '
+                     'tensors required as per tensorinfo_map')
+  columns = {name: [] for name in names}
+  for index, instance in enumerate(payload):
+    if not _is_named(instance):
+      columns[names[0]].append(instance)
+      continue
+    for key in instance:
+      if key not in input_specs:
+        raise BadRequest(f"Failed to process element: {index} key: {key} of 'instances' list. "
+                         f'Error: INVALID_ARGUMENT: JSON object: does not have named input: {key}')
+    if set(instance) != set(names):
+      raise BadRequest(f"Failed to process element: {index} of 'instances' list. JSON object: "
+                       f'{_quoted(instance)} keys must be equal to: {",".join(names)}')
+    for name in names:
+      columns[name].append(instance[name])
+  return columns
 
 
 def request_inputs(form: str, payload: Any,
@@ -77,26 +147,24 @@ def request_inputs(form: str, payload: Any,
   """The signature's input arrays from an 'instances' or 'inputs' payload."""
   names = sorted(input_specs)
   if form == 'instances':
-    if not isinstance(payload, list) or not payload:
-      raise BadRequest("'instances' must be a non-empty list")
-    if len(names) == 1:
-      only = names[0]
-      columns = {only: [instance[only] if isinstance(instance, dict) and set(instance) == {only}
-                        else instance for instance in payload]}
-    else:
-      columns = {name: [] for name in names}
-      for instance in payload:
-        if not isinstance(instance, dict) or set(instance) != set(names):
-          raise BadRequest(f'each instance must be an object with the keys {names}')
-        for name in names:
-          columns[name].append(instance[name])
+    columns = _row_columns(payload, input_specs)
+    for index in range(len(payload)):
+      for name in names:
+        try:
+          _elements(columns[name][index], input_specs[name].dtype)
+        except BadRequest as error:
+          raise BadRequest(f"Failed to process element: {index} of 'instances' list. Error: "
+                           f'INVALID_ARGUMENT: {error}') from None
+  elif isinstance(payload, dict) and set(payload) != {'b64'}:
+    for name in names:
+      if name not in payload:
+        raise BadRequest(f"Missing named input: {name} in 'inputs' object.")
+    columns = {name: payload[name] for name in names}  # other names are ignored, as there
+  elif len(names) == 1:
+    columns = {names[0]: payload}
   else:
-    if isinstance(payload, dict) and set(payload) == set(names):
-      columns = payload
-    elif len(names) == 1:
-      columns = {names[0]: payload}
-    else:
-      raise BadRequest(f"'inputs' must be an object with the keys {names}")
+    raise BadRequest('inputs is a plain value/list, but expecting an object as multiple input '
+                     'tensors required as per tensorinfo_map')
   return {name: _to_array(columns[name], input_specs[name], name) for name in names}
 
 

@@ -30,28 +30,45 @@ import re
 import socket
 import sys
 import threading
+import urllib.parse
 import warnings
+import zlib
 from typing import Any, Dict, List, Optional
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # google-api-core, imported by TensorFlow, warns on every import that Python 3.10 support ends.
 warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 
-from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
+from google.protobuf import json_format, text_format  # pylint: disable=g-import-not-at-top
+from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=g-import-not-at-top
 
 from serving import command_line, grpc_api, rest_api  # pylint: disable=g-import-not-at-top
-from serving.model_versions import (ModelVersions, ServingError, find_signature,  # pylint: disable=g-import-not-at-top
-                                    run_signature, signature_inputs)
+from serving.model_versions import (INVALID_ARGUMENT, ModelVersions, ServingError,  # pylint: disable=g-import-not-at-top
+                                    find_signature, model_status, run_signature,
+                                    signature_def_map, signature_inputs)
 
 EXIT_USAGE = command_line.EXIT_USAGE
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 DEFAULT_READ_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_WORKERS = 16
-# How TF Serving's HTTP server answers each canonical code (net_http's ToHTTPStatusCode).
+# How TF Serving's HTTP server answers each canonical code (http_server.cc's ToHTTPStatusCode).
 _HTTP_STATUS = {'INVALID_ARGUMENT': 400, 'NOT_FOUND': 404, 'FAILED_PRECONDITION': 400,
                 'UNIMPLEMENTED': 501}
-_PATH = re.compile(r'^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?'
-                   r'(?P<method>/metadata|:predict|:classify|:regress)?$')
+# TF Serving's path patterns (http_rest_api_util.cc), matched against the whole path.
+_VERSION_OR_LABEL = r'(?:(?:/versions/(?P<version>\d+))|(?:/labels/(?P<label>[^/:]+)))?'
+_POST_PATH = re.compile(r'(?i)/v1/models/(?P<name>[^/:]+)' + _VERSION_OR_LABEL
+                        + r':(?P<verb>classify|regress|predict)')
+_GET_PATH = re.compile(r'(?i)/v1/models(?:/(?P<name>[^/:]+))?' + _VERSION_OR_LABEL
+                       + r'(?:/(?P<subresource>metadata))?')
+# Sent on every answer with --enable-cors (TF Serving's --rest_api_enable_cors_support).
+_CORS_HEADERS = (('Access-Control-Allow-Origin', '*'), ('Access-Control-Allow-Methods', 'POST, GET'),
+                 ('Access-Control-Allow-Headers', 'Content-Type'))
+
+
+def _proto_json(message) -> Dict[str, Any]:
+  """A proto as TF Serving's REST API prints it: proto field names, defaults included."""
+  return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                   including_default_value_fields=True)
 
 
 class HttpError(Exception):
@@ -63,7 +80,7 @@ class HttpError(Exception):
 
 class RestHandler(http.server.BaseHTTPRequestHandler):
   """One connection's requests; the server object carries `model_name`, `versions`,
-  `max_request_bytes` and `read_timeout_seconds`."""
+  `max_request_bytes`, `read_timeout_seconds` and `enable_cors`."""
 
   protocol_version = 'HTTP/1.1'
 
@@ -76,14 +93,45 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
   def log_message(self, format, *args):  # pylint: disable=redefined-builtin
     pass  # One line per request would drown the version messages.
 
+  # TF Serving routes GET and POST; any other method on /v1/ is a malformed request.
   def do_GET(self):  # pylint: disable=invalid-name
     self._answer('GET')
 
   def do_POST(self):  # pylint: disable=invalid-name
     self._answer('POST')
 
+  def do_PUT(self):  # pylint: disable=invalid-name
+    self._answer('PUT')
+
+  def do_DELETE(self):  # pylint: disable=invalid-name
+    self._answer('DELETE')
+
+  def do_PATCH(self):  # pylint: disable=invalid-name
+    self._answer('PATCH')
+
+  def do_HEAD(self):  # pylint: disable=invalid-name
+    self._answer('HEAD')
+
+  def do_OPTIONS(self):  # pylint: disable=invalid-name
+    """A CORS preflight: 200 when the Origin header names an http(s) origin, else 400; no body
+    either way, as TF Serving answers."""
+    if self.headers.get('Content-Length'):
+      self._read_body()
+    status = 200 if re.search(r'https?://', self.headers.get('Origin', '')) else 400
+    self.send_response(status)
+    self._send_cors_headers()
+    self.send_header('Content-Length', '0')
+    self.end_headers()
+
+  def _send_cors_headers(self) -> None:
+    if self.server.enable_cors:
+      for name, value in _CORS_HEADERS:
+        self.send_header(name, value)
+
   def _answer(self, http_method: str) -> None:
     try:
+      if not self.path.lower().startswith('/v1/'):
+        raise HttpError(404, f'Not Found: {self.path}')
       status, body = 200, self._route(http_method)
     except HttpError as error:
       status, body = error.status, {'error': str(error)}
@@ -96,32 +144,58 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
     payload = json.dumps(body).encode()
     self.send_response(status)
     self.send_header('Content-Type', 'application/json')
+    self._send_cors_headers()
     self.send_header('Content-Length', str(len(payload)))
     self.end_headers()
-    self.wfile.write(payload)
+    if http_method != 'HEAD':
+      self.wfile.write(payload)
 
   def _route(self, http_method: str) -> Dict[str, Any]:
-    body = self._read_body() if http_method == 'POST' else b''
-    match = _PATH.match(self.path.split('?', 1)[0])
-    method = match and (match.group('method') or '')
-    if not match or (http_method == 'GET') != (method in ('', '/metadata')):
-      raise HttpError(404, f'Malformed request: {http_method} {self.path}')
-    version = match.group('version')
-    loaded = self.server.versions.resolve(self.server.model_name, match.group('name'),
-                                          None if version is None else int(version))
-    if method == '':
-      return {'model_version_status': [entry for entry in self.server.versions.status()
-                                        if match.group('version') in (None, entry['version'])]}
-    if method == '/metadata':
-      return {'model_spec': {'name': self.server.model_name, 'signature_name': '',
-                             'version': str(loaded.version)},
-              'metadata': {'signature_def': {
-                  '@type': 'type.googleapis.com/tensorflow.serving.SignatureDefMap',
-                  'signature_def': {name: json_format.MessageToDict(definition)
-                                    for name, definition in loaded.signature_defs.items()}}}}
-    if method != ':predict':
-      raise rest_api.BadRequest(f'{method[1:]} is not served here; use :predict')
-    return self._predict(loaded, body)
+    """TF Serving's routing (http_rest_api_handler.cc): the path, query string included, must
+    match its GET or POST pattern, else the request is malformed (400)."""
+    body = self._read_body() if self.headers.get('Content-Length') else b''
+    malformed = ServingError(INVALID_ARGUMENT, f'Malformed request: {http_method} {self.path}')
+    pattern = {'GET': _GET_PATH, 'POST': _POST_PATH}.get(http_method)
+    match = pattern.fullmatch(self.path) if pattern else None
+    if match is None:
+      raise malformed
+    name = match.group('name') and urllib.parse.unquote(match.group('name'))
+    version = match.group('version') and int(match.group('version'))
+    label = match.group('label') and urllib.parse.unquote(match.group('label'))
+    versions = self.server.versions
+    if http_method == 'GET':
+      if not name:
+        raise ServingError(INVALID_ARGUMENT, 'Missing model name in request.')
+      if match.group('subresource') != 'metadata':
+        # A label is accepted here but not used: every version's status, as TF Serving.
+        return _proto_json(model_status(versions, self.server.model_name, name, version))
+      loaded = versions.resolve(self.server.model_name, name, version, label)
+      return {'model_spec': {'name': self.server.model_name, 'version': str(loaded.version),
+                             'signature_name': ''},
+              'metadata': {'signature_def': _proto_json(signature_def_map(loaded))}}
+    verb = match.group('verb')
+    if verb not in ('predict', 'classify', 'regress'):
+      raise malformed  # the pattern ignores case, the verb does not
+    loaded = versions.resolve(self.server.model_name, name, version, label)
+    if verb != 'predict':
+      raise ServingError(INVALID_ARGUMENT, f'{verb} needs a {verb} signature; this model has '
+                                           'predict signatures: use :predict')
+    return self._predict(loaded, self._uncompressed(body))
+
+  def _uncompressed(self, body: bytes) -> bytes:
+    """The body, gunzipped when Content-Encoding says gzip; as TF Serving, a body that does not
+    decompress reads as empty."""
+    if 'gzip' not in self.headers.get('Content-Encoding', ''):
+      return body
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+      uncompressed = decompressor.decompress(body, self.server.max_request_bytes + 1)
+    except zlib.error:
+      return b''
+    if len(uncompressed) > self.server.max_request_bytes:
+      raise rest_api.BadRequest(f'request body is over the limit of '
+                                f'{self.server.max_request_bytes} bytes once decompressed')
+    return uncompressed
 
   def _read_body(self) -> bytes:
     if 'chunked' in self.headers.get('Transfer-Encoding', ''):
@@ -168,8 +242,9 @@ class RestServer(http.server.HTTPServer):
 
   def __init__(self, address, model_name: str, versions: ModelVersions, max_request_bytes: int,
                read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS,
-               max_workers: int = DEFAULT_MAX_WORKERS):
+               max_workers: int = DEFAULT_MAX_WORKERS, enable_cors: bool = False):
     super().__init__(address, RestHandler)
+    self.enable_cors = enable_cors
     self.model_name = model_name
     self.versions = versions
     self.max_request_bytes = max_request_bytes
@@ -216,9 +291,16 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   parser = command_line.OneLineArgumentParser(
       prog='python -m serving.server',
       description='Serve a pushed model over the TensorFlow Serving REST API.')
-  parser.add_argument('--model-base-path', required=True,
+  parser.add_argument('--model-base-path',
                       help='folder of numbered versions, as Pusher writes: '
                       '<output-dir>/serving/<model-name>')
+  parser.add_argument('--model-config-file',
+                      help="TF Serving's model config file (a text ModelServerConfig) with one "
+                      'model: its name, base_path and version_labels (served at '
+                      '/v1/models/<name>/labels/<label>); instead of --model-base-path')
+  parser.add_argument('--enable-cors', action='store_true',
+                      help="add CORS headers to every answer (TF Serving's "
+                      '--rest_api_enable_cors_support)')
   parser.add_argument('--model-name', help='name in the URLs (default: the last folder of '
                       '--model-base-path)')
   parser.add_argument('--port', type=int, default=8501, help='default: %(default)s; 0 picks a '
@@ -246,9 +328,37 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.error('--read-timeout-seconds must be more than 0')
   if args.max_workers < 1:
     parser.error('--max-workers must be at least 1')
+  if (args.model_base_path is None) == (args.model_config_file is None):
+    parser.error('give --model-base-path or --model-config-file')
+  args.version_labels = {}
+  if args.model_config_file is not None:
+    try:
+      config = read_model_config(args.model_config_file)
+    except ValueError as error:
+      parser.error(f'--model-config-file {args.model_config_file}: {error}')
+    args.model_base_path = config.base_path
+    args.model_name = args.model_name or config.name
+    args.version_labels = dict(config.version_labels)
   if args.model_name is None:
     args.model_name = os.path.basename(os.path.normpath(args.model_base_path))
   return args
+
+
+def read_model_config(path: str):
+  """The one ModelConfig of a TF Serving model config file; ValueError saying what is wrong."""
+  try:
+    with open(path, encoding='utf-8') as handle:
+      config = text_format.Parse(handle.read(), model_server_config_pb2.ModelServerConfig())
+  except OSError as error:
+    raise ValueError(error.strerror) from None
+  except text_format.ParseError as error:
+    raise ValueError(f'not a ModelServerConfig text proto: {error}') from None
+  models = list(config.model_config_list.config)
+  if len(models) != 1:
+    raise ValueError(f'it lists {len(models)} models; this server serves exactly one')
+  if not models[0].base_path:
+    raise ValueError(f'model {models[0].name!r} has no base_path')
+  return models[0]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -261,13 +371,14 @@ def main(argv: Optional[List[str]] = None) -> int:
   def log(message: str) -> None:
     print(f'serving.server: {message}', flush=True)
 
-  versions = ModelVersions(args.model_base_path, log=log)
+  versions = ModelVersions(args.model_base_path, log=log, labels=args.version_labels)
   versions.refresh()
   if versions.serving is None:
     log(f'no loadable version in {args.model_base_path} yet; waiting for one to be pushed')
   try:
     server = RestServer((args.host, args.port), args.model_name, versions,
-                        args.max_request_bytes, args.read_timeout_seconds, args.max_workers)
+                        args.max_request_bytes, args.read_timeout_seconds, args.max_workers,
+                        args.enable_cors)
   except OSError as error:
     print(f'serving.server: error: cannot listen on {args.host}:{args.port}: '
           f'{error.strerror}', file=sys.stderr)

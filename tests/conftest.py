@@ -101,8 +101,8 @@ class RunningServer:
 
   def __init__(self, python: str, project_root: str, base_path: str, *flags: str):
     self.process = subprocess.Popen(
-        [python, '-m', 'serving.server', '--model-base-path', base_path, '--port', '0',
-         '--grpc-port', '0', *flags],
+        [python, '-m', 'serving.server', *(['--model-base-path', base_path] if base_path else []),
+         '--port', '0', '--grpc-port', '0', *flags],
         cwd=project_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     self.log = []
     for line in self.process.stdout:  # Ends when the server exits.

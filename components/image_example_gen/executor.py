@@ -54,22 +54,6 @@ class UnusableInputError(ValueError):
   """Too many input files could not be used, or none could."""
 
 
-def _read(path: str) -> bytes:
-  """The file's bytes; UnusableFile, unread, when it is over the size limit."""
-  size = tf.io.gfile.stat(path).length
-  if size > contracts.MAX_IMAGE_FILE_BYTES:
-    raise image_files.UnusableFile(f'file too large ({size} bytes; the limit is '
-                                   f'{contracts.MAX_IMAGE_FILE_BYTES} bytes)')
-  with tf.io.gfile.GFile(path, 'rb') as handle:
-    return handle.read()
-
-
-def _read_image(path: str):
-  """(content, Pillow image) of an image file, or UnusableFile / OSError."""
-  content = _read(path)
-  return content, image_files.check_image(content)
-
-
 SKIPPED = 'skipped'
 NORMALISED = 'normalised'
 
@@ -89,7 +73,7 @@ def hash_images(keyed_entries: Tuple[str, Iterable[Dict[str, Any]]]):
     if entry['kind'] != 'image':
       continue
     try:
-      _, image = _read_image(entry['path'])
+      _, image = image_files.read_image(entry['path'])
     except (image_files.UnusableFile, OSError, tf.errors.OpError) as error:
       yield _skip(entry, getattr(error, 'message', None) or str(error))
       continue
@@ -121,7 +105,7 @@ class BuildImageExample(beam.DoFn):
     mask_images = []
     for entry in masks:
       try:
-        mask_images.append(_read_image(entry['path'])[1])
+        mask_images.append(image_files.read_image(entry['path'])[1])
       except (image_files.UnusableFile, OSError, tf.errors.OpError) as error:
         yield _skip(entry, f'mask: {getattr(error, "message", None) or error}')
     label_name = image_files.label_of_key(key)
@@ -130,7 +114,7 @@ class BuildImageExample(beam.DoFn):
         continue
       split_index, group, image_hash = plan[entry['file']]
       try:
-        content, image = _read_image(entry['path'])
+        content, image = image_files.read_image(entry['path'])
       except (image_files.UnusableFile, OSError, tf.errors.OpError) as error:
         # Changed since it was hashed.
         yield _skip(entry, getattr(error, 'message', None) or str(error))

@@ -192,6 +192,37 @@ def list_class_folder(input_base: str, class_name: str) -> List[Entry]:
   return entries
 
 
+def list_unlabelled_folder(input_base: str) -> List[Entry]:
+  """An entry for every file below a folder of images to classify, subfolders included: images
+  as in a class folder, lesion masks and what is not an image skipped, clutter ignored."""
+  allowed = [os.path.realpath(input_base)] if _is_local(input_base) else []
+  entries = []
+  walk = os.walk(input_base) if _is_local(input_base) else tf.io.gfile.walk(input_base)
+  for directory, subfolders, files in walk:
+    clutter = sorted(name for name in subfolders if contracts.is_os_clutter(name))
+    entries += [_ignored(relative_path(os.path.join(directory, name), input_base) + '/',
+                         os.path.join(directory, name)) for name in clutter]
+    subfolders[:] = sorted(name for name in subfolders if name not in clutter)
+    for name in sorted(files):
+      path = os.path.join(directory, name)
+      relative = relative_path(path, input_base)
+      printable = _printable(name)
+      if printable is not None:
+        entries.append(_skipped(relative_path(os.path.join(directory, printable), input_base),
+                                '', 'file name is not valid UTF-8', counted=True))
+      elif contracts.is_os_clutter(name):
+        entries.append(_ignored(relative, path))
+      elif _link_problem(path, allowed):
+        entries.append(_skipped(relative, path, _link_problem(path, allowed), counted=True))
+      else:
+        entry = classify_name(relative, path)
+        if entry['kind'] == 'mask':
+          entry = _skipped(relative, path, 'a lesion mask (masks are not classified)',
+                           counted=True)
+        entries.append(entry)
+  return entries
+
+
 def _size_and_mtime(path: str) -> Tuple[int, int]:
   if not path:
     return 0, 0
@@ -292,6 +323,18 @@ def rgb_pixels(image: Image.Image) -> np.ndarray:
   return np.asarray(image.convert('RGB'))
 
 
+def read_image(path: str) -> Tuple[bytes, Image.Image]:
+  """(content, Pillow image) of an image file; UnusableFile saying why not (a file over the size
+  limit is not read), or OSError."""
+  size = tf.io.gfile.stat(path).length
+  if size > contracts.MAX_IMAGE_FILE_BYTES:
+    raise UnusableFile(f'file too large ({size} bytes; the limit is '
+                       f'{contracts.MAX_IMAGE_FILE_BYTES} bytes)')
+  with tf.io.gfile.GFile(path, 'rb') as handle:
+    content = handle.read()
+  return content, check_image(content)
+
+
 def png_bytes(pixels: np.ndarray) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(pixels).save(buffer, format='PNG')
@@ -332,6 +375,18 @@ def _bytes_feature(value: bytes) -> tf.train.Feature:
 
 def _int_feature(value: int) -> tf.train.Feature:
   return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def build_unlabelled_example(image_bytes: bytes, image: Image.Image,
+                             relative: str) -> tf.train.Example:
+  """The raw features of an image to classify: what `from_examples` reads, and its path."""
+  width, height = image.size
+  return tf.train.Example(features=tf.train.Features(feature={
+      features.IMAGE_KEY: _bytes_feature(image_bytes),
+      features.FILENAME_KEY: _bytes_feature(relative.encode()),
+      features.HEIGHT_KEY: _int_feature(height),
+      features.WIDTH_KEY: _int_feature(width),
+  }))
 
 
 def build_example(image_bytes: bytes, image: Image.Image, label_name: str,

@@ -1,0 +1,1 @@
+"""BulkInferrer's prediction logs as CSV and JSON lines."""

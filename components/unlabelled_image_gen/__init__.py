@@ -1,0 +1,1 @@
+"""Examples of a folder of unlabelled images, for batch inference."""
