@@ -112,10 +112,16 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser = command_line.OneLineArgumentParser(
       prog='local_runner.py', description='Run the breast-ultrasound TFX pipeline locally.')
   flags.add_pipeline_flags(parser)
+  parser.add_argument('--infer-dir', metavar='DIR',
+                      help='instead of training: classify the images in DIR (any layout; lesion '
+                      'masks and non-images are skipped and named) with the newest pushed model, '
+                      "through TFX's BulkInferrer, and write predictions.csv and .jsonl")
   parser.add_argument('--wait-for-output-dir', action='store_true',
                       help='when another run is using the output dir, wait for it to finish '
                       'instead of stopping at once')
   args = flags.parse_flags(parser, argv)
+  if args.infer_dir is not None:
+    return infer(args)
   if args.data_root is None:
     ensure_default_data(configs.DEFAULT_DATA_ROOT)
   else:
@@ -141,6 +147,65 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'local_runner.py: error: cannot create output dir {config.output_dir}: '
           f'{error.strerror}', file=sys.stderr)
     return EXIT_USAGE
+
+
+def infer(args) -> int:
+  """`--infer-dir`: the inference pipeline over a folder, with the newest pushed model."""
+  config = flags.config_from_flags(args, output_dir=os.path.abspath(args.output_dir))
+  infer_dir = os.path.abspath(args.infer_dir)
+  if not os.path.isdir(infer_dir):
+    print(f'local_runner.py: error: --infer-dir {args.infer_dir} does not exist or is not a '
+          'folder', file=sys.stderr)
+    return EXIT_USAGE
+  from components.image_example_gen import image_files  # pylint: disable=g-import-not-at-top
+  entries = image_files.list_unlabelled_folder(infer_dir)
+  if not any(entry['kind'] == 'image' for entry in entries):
+    print(f'local_runner.py: error: --infer-dir {args.infer_dir} has no PNG, JPEG or BMP image '
+          f'to classify ({len(entries)} other files)', file=sys.stderr)
+    return EXIT_USAGE
+  if not os.path.isfile(config.metadata_path):
+    print(f'local_runner.py: error: no ML Metadata at {config.metadata_path}: run the pipeline '
+          'with this --output-dir first, to train and push a model', file=sys.stderr)
+    return EXIT_USAGE
+  from runs import inference, metadata_store  # pylint: disable=g-import-not-at-top
+  pushed = inference.latest_pushed_model(metadata_store.open_store(config.metadata_path))
+  if pushed is None:
+    print(f'local_runner.py: error: no model has been pushed in {config.output_dir} yet',
+          file=sys.stderr)
+    return EXIT_USAGE
+  try:
+    with output_lock.exclusive_output_dir(config.output_dir, wait=args.wait_for_output_dir):
+      return run_inference_locked(config, infer_dir, pushed)
+  except output_lock.OutputDirectoryBusy as error:
+    print(f'local_runner.py: error: {error}', file=sys.stderr)
+    return EXIT_OUTPUT_DIR_BUSY
+
+
+def run_inference_locked(config: configs.PipelineConfig, infer_dir: str, pushed) -> int:
+  from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
+  from pipeline.inference_pipeline import create_inference_pipeline  # pylint: disable=g-import-not-at-top
+  from runs import inference, metadata_store  # pylint: disable=g-import-not-at-top
+
+  show_progress_and_warnings()
+  print(f'Running pipeline {config.inference_pipeline_name} on {infer_dir}\n'
+        f'  model: version {pushed.version} (artifact {pushed.model_id})', flush=True)
+  try:
+    LocalDagRunner().run(create_inference_pipeline(
+        config, infer_dir, pushed.model_uri, pushed.model_blessing_uri,
+        metadata.sqlite_metadata_connection_config(config.metadata_path)))
+  except KeyboardInterrupt:
+    print('local_runner.py: interrupted', file=sys.stderr)
+    return EXIT_INTERRUPTED
+  except Exception as error:  # pylint: disable=broad-except
+    cause = root_cause(error)
+    print(f'local_runner.py: inference failed: {cause.__class__.__name__}: {cause}',
+          file=sys.stderr)
+    return EXIT_PIPELINE_FAILED
+  runs = inference.inference_runs(metadata_store.open_store(config.metadata_path))
+  print()
+  print(inference.format_inference_run(runs[-1]))
+  return 0
 
 
 def output_trouble(error: BaseException, output_dir: str) -> Optional[str]:

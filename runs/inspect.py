@@ -4,6 +4,7 @@
     python -m runs.inspect --output-dir DIR [--json] artifacts [--type TYPE]
     python -m runs.inspect --output-dir DIR [--json] lineage [ARTIFACT_ID | pushed]
     python -m runs.inspect --output-dir DIR [--json] models
+    python -m runs.inspect --output-dir DIR [--json] inferences
 
 - `runs`: each pipeline run with every component's start, status, duration and whether it was
   cached;
@@ -14,7 +15,10 @@
 - `models`: each trained model with its network, its operating point (the malignant threshold),
   its latest evaluation (accuracy, macro-F1, macro AUC, sensitivity and specificity at the
   operating point, calibration error), whether any evaluation blessed it (as TFX's
-  latest-blessed-model resolver counts) and the version it was pushed as.
+  latest-blessed-model resolver counts) and the version it was pushed as;
+- `inferences`: each batch inference run (`local_runner.py --infer-dir`): its input folder, the
+  images it classified and skipped, the model that served it (artifact, training run, pushed
+  version), the labels it gave and where its predictions are.
 
 Tables for people by default; `--json` prints the same as JSON for scripts. The store is opened
 read-only, so it can be inspected while a run is going.
@@ -223,6 +227,13 @@ def format_models(rows) -> str:
 
 
 
+def format_inferences(rows) -> str:
+  return format_table(
+      ['run', 'status', 'input', 'images', 'skipped', 'model', 'version', 'predictions'],
+      [[row['run'], row['state'], row['input'], row['images'], len(row['skipped']),
+        row['model_id'], row['model_version'], row['predictions']] for row in rows])
+
+
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   json_flag = argparse.ArgumentParser(add_help=False)
   json_flag.add_argument('--json', action='store_true', default=argparse.SUPPRESS,
@@ -244,6 +255,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                               '(default)')
   commands.add_parser('models', parents=[json_flag],
                       help='trained models, metrics, blessing, pushed version')
+  commands.add_parser('inferences', parents=[json_flag],
+                      help='batch inference runs and the model that served each')
   args = parser.parse_args(argv)
   args.json = getattr(args, 'json', False)
   if args.command == 'lineage' and args.artifact != 'pushed' and not args.artifact.isdigit():
@@ -282,6 +295,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USAGE
       artifact = found[0]
     result, text = lineage(store, artifact), format_lineage
+  elif args.command == 'inferences':
+    from runs import inference  # pylint: disable=g-import-not-at-top
+    result, text = inference.inference_runs(store), format_inferences
   else:
     result, text = list_models(store), format_models
   print(json.dumps(result, indent=1) if args.json else text(result))

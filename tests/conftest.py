@@ -2,6 +2,7 @@
 real pipeline runs that every test of a finished run reads."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -53,7 +54,7 @@ def run_pipeline():
 def pipeline_runs(tmp_path_factory, python, project_root):
   """Six runs of the real pipeline on one small synthetic set, shared by the tests that look
   at a finished run (end to end, inspector, report, prediction, server): see
-  test_pipeline_end_to_end.py for what each run does."""
+  test_pipeline_end_to_end.py for what each run does; then one batch inference run."""
   base = tmp_path_factory.mktemp('end_to_end')
   data_root = base / 'images'
   synthetic.generate_dataset(str(data_root), images_per_class=15, image_size=64, seed=3)
@@ -78,6 +79,19 @@ def pipeline_runs(tmp_path_factory, python, project_root):
   sixth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
                         '--max-accuracy-drop', '1', '--serving-latency-ceiling-ms', '0.01')
   serving_after_sixth = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
+  # Batch inference with the newest pushed model (run 4's) over a folder of unlabelled images
+  # (test_batch_inference.py).
+  infer_dir = base / 'to_classify'
+  (infer_dir / 'nested').mkdir(parents=True)
+  for name in features.LABEL_NAMES:
+    shutil.copy(data_root / name / f'{name} (4).png', infer_dir / 'nested' / f'{name}.png')
+  shutil.copy(data_root / 'benign' / 'benign (4).png', infer_dir / 'scan (4)_mask.png')
+  (infer_dir / 'notes.txt').write_text('not an image')
+  (infer_dir / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'truncated')
+  inference = subprocess.run(
+      [python, 'local_runner.py', '--output-dir', str(output_dir), '--infer-dir', str(infer_dir)],
+      cwd=project_root, capture_output=True, text=True, timeout=900, check=False)
+  assert inference.returncode == 0, inference.stdout[-3000:] + inference.stderr[-3000:]
   store = metadata_store.open_store(str(output_dir / 'metadata.sqlite'))
   runs = [metadata_store.component_runs(store, context.id)
           for context in metadata_store.run_contexts(store)]
@@ -87,6 +101,7 @@ def pipeline_runs(tmp_path_factory, python, project_root):
       'serving_after_first': serving_after_first, 'serving_after_third': serving_after_third,
       'serving_after_fifth': serving_after_fifth, 'serving_after_sixth': serving_after_sixth,
       'metadata_path': str(output_dir / 'metadata.sqlite'),
+      'infer_dir': infer_dir, 'inference_stdout': inference.stdout,
   }
 
 

@@ -1,0 +1,107 @@
+"""Batch inference runs, read from ML Metadata: which model to use, and what each run did.
+
+`latest_pushed_model` is the model `local_runner.py --infer-dir` classifies with: the newest
+model the Pusher published, so blessed by the Evaluator and passed by the serving check, as the
+model server serves it. `inference_runs` describes each run of the inference pipeline
+(pipeline/inference_pipeline.py): the images it read and skipped, the model that served it (its
+artifact, the training run that made it and the version it was pushed as), and its predictions.
+"""
+
+import dataclasses
+import os
+from typing import Any, Dict, List, Optional
+
+import ml_metadata as mlmd
+
+from components import contracts
+from components.artifact_types import Predictions
+from models import features
+from runs import metadata_store
+from runs.metadata_store import artifact_property
+
+
+@dataclasses.dataclass
+class PushedModel:
+  model_uri: str
+  model_blessing_uri: str
+  model_id: int
+  version: str
+
+
+def latest_pushed_model(store: mlmd.MetadataStore) -> Optional[PushedModel]:
+  """The newest pushed model with the blessing it was pushed on, or None."""
+  pushes = sorted((artifact for artifact in store.get_artifacts_by_type('PushedModel')
+                   if artifact_property(artifact, 'pushed') == 1),
+                  key=lambda artifact: artifact.id, reverse=True)
+  for pushed in pushes:
+    pusher = metadata_store.producer_of(store, pushed.id)
+    inputs = dict(metadata_store.inputs_of(store, pusher.id)) if pusher else {}
+    if 'model' in inputs and 'model_blessing' in inputs:
+      return PushedModel(inputs['model'].uri, inputs['model_blessing'].uri, inputs['model'].id,
+                         artifact_property(pushed, 'pushed_version'))
+  return None
+
+
+def _pushed_versions(store: mlmd.MetadataStore) -> Dict[int, str]:
+  """Model artifact id → the version it was (last) pushed as."""
+  versions = {}
+  for pushed in sorted(store.get_artifacts_by_type('PushedModel'), key=lambda item: item.id):
+    if artifact_property(pushed, 'pushed') != 1:
+      continue
+    pusher = metadata_store.producer_of(store, pushed.id)
+    for key, model in metadata_store.inputs_of(store, pusher.id) if pusher else []:
+      if key == 'model':
+        versions[model.id] = artifact_property(pushed, 'pushed_version')
+  return versions
+
+
+def inference_runs(store: mlmd.MetadataStore) -> List[Dict[str, Any]]:
+  """Every inference run, oldest first: its state, images, model and predictions."""
+  versions = _pushed_versions(store)
+  rows = []
+  for context in metadata_store.run_contexts(store, inference=True):
+    components = metadata_store.component_runs(store, context.id)
+    row = {'run': context.name, 'state': 'complete', 'images': None, 'skipped': [],
+           'model_id': None, 'model_run': None, 'model_version': None, 'predictions': None,
+           'label_counts': None, 'input': None}
+    for component in components:
+      if component.state not in ('complete', 'cached'):
+        row['state'] = component.state
+      execution = store.get_executions_by_id([component.execution_id])[0]
+      if component.node_id == 'UnlabelledImageExampleGen':
+        input_base = execution.custom_properties.get('input_base')
+        row['input'] = input_base.string_value if input_base else None
+      for key, artifact in metadata_store.inputs_of(store, component.execution_id):
+        if component.node_id == 'BulkInferrer' and key == 'model':
+          producer = metadata_store.producer_of(store, artifact.id)
+          row.update(model_id=artifact.id, model_version=versions.get(artifact.id),
+                     model_run=metadata_store.run_of(store, producer.id) if producer else None)
+      for component_run, type_name, artifact in metadata_store.run_outputs(store, [component]):
+        if type_name == 'Examples':
+          row['images'] = artifact_property(artifact, contracts.EXAMPLE_COUNT_PROPERTY)
+          row['skipped'] = artifact_property(artifact, contracts.SKIPPED_FILES_PROPERTY) or []
+        elif type_name == Predictions.TYPE_NAME:
+          row['predictions'] = os.path.join(artifact.uri, contracts.PREDICTIONS_CSV_FILE)
+          counts = artifact_property(artifact, 'label_counts') or {}
+          row['label_counts'] = {name: int(counts[name]) for name in features.LABEL_NAMES
+                                 if name in counts}
+    rows.append(row)
+  return rows
+
+
+def format_inference_run(row: Dict[str, Any]) -> str:
+  """The end-of-run lines of an inference run."""
+  lines = [f'Inference run {row["run"]}: {row["state"]}',
+           f'  model: artifact {row["model_id"]} (trained in run {row["model_run"]}, pushed as '
+           f'version {row["model_version"]})',
+           f'  images classified: {row["images"]}'
+           + (f'; skipped {len(row["skipped"])}:' if row['skipped'] else '')]
+  lines += [f'    {skipped["file"]}: {skipped["reason"]}' for skipped in row['skipped']]
+  if row['label_counts']:
+    lines.append('  labels: ' + ', '.join(f'{name} {count}'
+                                          for name, count in row['label_counts'].items()))
+  if row['predictions']:
+    lines.append(f'  predictions: {row["predictions"]}')
+    lines.append('               ' + os.path.join(os.path.dirname(row['predictions']),
+                                                 contracts.PREDICTIONS_JSONL_FILE))
+  return '\n'.join(lines)

@@ -1,0 +1,117 @@
+"""Batch inference (`local_runner.py --infer-dir`, pipeline/inference_pipeline.py): TFX's
+BulkInferrer over a folder of unlabelled images with the newest pushed model, recorded in ML
+Metadata with lineage to that model, exported as CSV and JSON lines, listed by the inspector.
+The run is the last of the shared `pipeline_runs`."""
+
+import csv
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features
+from runs import inference, metadata_store
+
+NESTED = [f'nested/{name}.png' for name in features.LABEL_NAMES]
+
+
+@pytest.fixture(scope='module')
+def inference_run(pipeline_runs):
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  [run] = inference.inference_runs(store)
+  return store, run
+
+
+def test_the_newest_pushed_model_classifies_the_folder(pipeline_runs, inference_run):
+  store, run = inference_run
+  newest_version = sorted(os.listdir(pipeline_runs['output_dir'] / 'serving' /
+                                     'breast_ultrasound'))[-1]
+  assert run['state'] == 'complete' and run['model_version'] == newest_version
+  assert run['input'] == str(pipeline_runs['infer_dir'])
+  assert run['images'] == 3
+  assert sorted(row['file'] for row in run['skipped']) == [
+      'broken.png', 'notes.txt', 'scan (4)_mask.png']
+  stdout = pipeline_runs['inference_stdout']
+  assert f'pushed as version {newest_version}' in stdout and 'images classified: 3; skipped 3' in (
+      stdout)
+  assert 'scan (4)_mask.png: a lesion mask (masks are not classified)' in stdout
+  # Inference runs are not training runs: the summary, report and `inspect runs` leave them out.
+  assert len(metadata_store.run_contexts(store)) == 6
+
+
+def test_predictions_match_the_pushed_model_in_csv_and_json_lines(pipeline_runs, inference_run):
+  _, run = inference_run
+  with open(run['predictions'], newline='') as handle:
+    table = list(csv.DictReader(handle))
+  with open(os.path.join(os.path.dirname(run['predictions']), 'predictions.jsonl')) as handle:
+    lines = [json.loads(line) for line in handle]
+  assert [row['path'] for row in table] == [line['path'] for line in lines] == NESTED
+  version_dir = os.path.join(pipeline_runs['output_dir'], 'serving', 'breast_ultrasound',
+                             run['model_version'])
+  encoded = [(pipeline_runs['infer_dir'] / path).read_bytes() for path in NESTED]
+  served = tf.saved_model.load(version_dir).signatures['serving_default'](
+      image_bytes=tf.constant(encoded))
+  for row, line, probabilities, label in zip(table, lines, served['probabilities'].numpy(),
+                                             served['label'].numpy()):
+    scores = [line['scores'][name] for name in features.LABEL_NAMES]
+    np.testing.assert_allclose(scores, probabilities, atol=1e-5)
+    assert [float(row[name]) for name in features.LABEL_NAMES] == scores
+    assert line['label'] == row['label'] == label.decode()  # the operating point's decision
+    assert line['confidence'] == pytest.approx(line['scores'][line['label']], abs=1e-6)
+  assert sum(run['label_counts'].values()) == 3
+
+
+def test_the_inference_result_leads_back_to_the_trained_model(inference_run):
+  store, run = inference_run
+  [result] = store.get_artifacts_by_type('InferenceResult')
+  bulk_inferrer = metadata_store.producer_of(store, result.id)
+  assert metadata_store.node_id_of(store, bulk_inferrer.id) == 'BulkInferrer'
+  inputs = dict(metadata_store.inputs_of(store, bulk_inferrer.id))
+  assert inputs['model'].id == run['model_id']
+  # The Importer reused the Trainer's artifact: its producer is the Trainer.
+  trainer = metadata_store.producer_of(store, inputs['model'].id)
+  assert metadata_store.node_id_of(store, trainer.id) == 'Trainer'
+  assert metadata_store.artifact_property(inputs['model_blessing'], 'blessed') == 1
+
+
+def test_inspect_lists_inference_runs(python, project_root, pipeline_runs, inference_run):
+  _, run = inference_run
+  completed = subprocess.run(
+      [python, '-m', 'runs.inspect', '--output-dir', str(pipeline_runs['output_dir']), '--json',
+       'inferences'], cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  [listed] = json.loads(completed.stdout)
+  assert listed['model_id'] == run['model_id'] and listed['images'] == 3
+  assert listed['predictions'] == run['predictions']
+
+
+def test_inference_errors_are_one_line(python, project_root, tmp_path, pipeline_runs):
+  missing = subprocess.run(
+      [python, 'local_runner.py', '--output-dir', str(pipeline_runs['output_dir']),
+       '--infer-dir', str(tmp_path / 'nowhere')],
+      cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
+  assert missing.returncode == 2
+  assert missing.stderr.strip().splitlines() == [
+      f'local_runner.py: error: --infer-dir {tmp_path / "nowhere"} does not exist or is not a '
+      'folder']
+  (tmp_path / 'images').mkdir()
+  (tmp_path / 'images' / 'notes.txt').write_text('not an image')
+  nothing = subprocess.run(
+      [python, 'local_runner.py', '--output-dir', str(pipeline_runs['output_dir']),
+       '--infer-dir', str(tmp_path / 'images')],
+      cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
+  assert nothing.returncode == 2
+  assert nothing.stderr.strip().splitlines() == [
+      f'local_runner.py: error: --infer-dir {tmp_path / "images"} has no PNG, JPEG or BMP image '
+      'to classify (1 other files)']
+  (tmp_path / 'images' / 'scan.png').write_bytes(
+      (pipeline_runs['infer_dir'] / 'nested' / 'benign.png').read_bytes())
+  untrained = subprocess.run(
+      [python, 'local_runner.py', '--output-dir', str(tmp_path / 'empty'), '--infer-dir',
+       str(tmp_path / 'images')],
+      cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
+  assert untrained.returncode == 2
+  assert 'no ML Metadata at' in untrained.stderr and len(untrained.stderr.splitlines()) == 1
