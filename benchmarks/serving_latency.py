@@ -1,4 +1,5 @@
-"""How fast a pushed model answers: `serving_default` in process and through the local REST server.
+"""How fast a pushed model answers: `serving_default` in process, and through the local server's
+REST and gRPC APIs.
 
     python -m benchmarks.serving_latency --model-base-path OUTPUT/serving/breast_ultrasound \
         [--images DIR] [--requests 200]
@@ -7,7 +8,8 @@ For one image it prints the latency (p50, p99 over `--requests` calls, after 10 
 and for batches of 1, 8 and 32 images the throughput in images per second, both in this process
 (the SavedModel loaded with TensorFlow) and through `python -m serving.server` on 127.0.0.1 (a
 TF Serving `:predict` request with base64 images, one connection per request, as a simple client
-sends it). Images come from `--images` (PNG/JPEG files, searched recursively) or, without it,
+sends it), and through its gRPC API (`PredictionService/Predict` with TF Serving's own stub, one
+channel kept open, as gRPC clients do). Images come from `--images` (PNG/JPEG files, searched recursively) or, without it,
 synthetic 256×256 PNGs.
 """
 
@@ -73,13 +75,27 @@ def rest_call(url: str, images: List[bytes]) -> Callable[[], object]:
   return call
 
 
+def grpc_call(stub, model_name: str, images: List[bytes]) -> Callable[[], object]:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = model_name
+  request.inputs['image_bytes'].CopyFrom(tf.make_tensor_proto(images))
+  return lambda: stub.Predict(request, timeout=120)
+
+
 def start_server(model_base_path: str):
+  """(process, REST predict URL, gRPC address) of `python -m serving.server` on free ports."""
   process = subprocess.Popen(
-      [sys.executable, '-m', 'serving.server', '--model-base-path', model_base_path, '--port', '0'],
+      [sys.executable, '-m', 'serving.server', '--model-base-path', model_base_path, '--port', '0',
+       '--grpc-port', '0'],
       cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  grpc_address = None
   for line in process.stdout:
-    if 'listening on ' in line:
-      return process, line.split('listening on ', 1)[1].strip() + ':predict'
+    if 'gRPC listening on ' in line:
+      grpc_address = line.split('gRPC listening on ', 1)[1].strip()
+    elif 'listening on ' in line:
+      return process, line.split('listening on ', 1)[1].strip() + ':predict', grpc_address
   raise SystemExit('the server did not start')
 
 
@@ -100,11 +116,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     tensor = tf.constant(batch)
     return lambda: serve(image_bytes=tensor)['probabilities'].numpy()
 
-  server, url = start_server(args.model_base_path)
+  import grpc  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+  server, url, grpc_address = start_server(args.model_base_path)
+  channel = grpc.insecure_channel(grpc_address)
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+  model_name = os.path.basename(os.path.normpath(args.model_base_path))
   try:
     rows = []
     for name, make_call in (('in process', in_process),
-                            ('REST server', lambda batch: rest_call(url, batch))):
+                            ('REST server', lambda batch: rest_call(url, batch)),
+                            ('gRPC server', lambda batch: grpc_call(stub, model_name, batch))):
       one = latencies(make_call(images[:1]), args.requests)
       throughput = []
       for size in BATCH_SIZES:
@@ -113,6 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       rows.append((name, np.percentile(one, 50) * 1000, np.percentile(one, 99) * 1000,
                    throughput))
   finally:
+    channel.close()
     server.terminate()
     server.wait(timeout=30)
 
