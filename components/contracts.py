@@ -88,6 +88,7 @@ ANOMALIES_FILE = 'SchemaDiff.pb'
 SAVED_MODEL_DIR = 'Format-Serving'
 TFLITE_MODEL_PROPERTY = 'tflite_model'
 TFLITE_BYTES_PROPERTY = 'tflite_bytes'
+TFLITE_ERROR_PROPERTY = 'tflite_error'  # why there is no TFLite model
 
 # ServingCheck's InfraBlessing artifact: its files and custom properties (besides TFX's
 # `blessed`), and the marker files TFX's InfraValidator writes.

@@ -38,6 +38,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
+from absl import logging
 import matplotlib
 
 matplotlib.use('Agg')  # No display on training machines.
@@ -143,6 +144,11 @@ def plot_training_curves(histories: Sequence[Dict[str, List[float]]], path: str)
   plt.close(figure)
 
 
+def calibrated(uncalibrated: tf.Tensor, temperature: tf.Tensor) -> tf.Tensor:
+  """Temperature-scaled probabilities (models/calibration.py's rule)."""
+  return tf.nn.softmax(tf.math.log(tf.maximum(uncalibrated, 1e-7)) / temperature)
+
+
 class ExportModule(tf.Module):
   """The trained network (or ensemble: the mean of its members' probabilities) plus the
   Transform layer and the operating point, with the serving signatures. Probabilities are
@@ -169,7 +175,7 @@ class ExportModule(tf.Module):
         self.members, transformed[features.TRANSFORMED_IMAGE_KEY], self._test_time_flips)
 
   def _calibrated(self, uncalibrated: tf.Tensor) -> tf.Tensor:
-    return tf.nn.softmax(tf.math.log(tf.maximum(uncalibrated, 1e-7)) / self._temperature)
+    return calibrated(uncalibrated, self._temperature)
 
   def _decision(self, probabilities: tf.Tensor) -> tf.Tensor:
     """Class index per row by the operating point (as calibration.operating_point_labels)."""
@@ -223,15 +229,17 @@ class ExportModule(tf.Module):
         'operating_point': tf.one_hot(self._decision(probabilities), len(features.LABEL_NAMES)),
     }
 
-  def pixels_signature(self, image_size: int):
-    """The `from_pixels` signature for pixels of `image_size` (Transform's output)."""
+  def pixels_signature(self, image_size: int, members: Optional[Sequence[keras.Model]] = None):
+    """The `from_pixels` signature for pixels of `image_size` (Transform's output), on the
+    module's members or on `members` (the on-device copies of them)."""
+    members = self.members if members is None else members
 
     @tf.function(input_signature=[tf.TensorSpec(
         [None, image_size, image_size, features.IMAGE_CHANNELS], tf.float32,
         name=features.TRANSFORMED_IMAGE_KEY)])
     def from_pixels(image_pixels):
       return {'probabilities': self._calibrated(training.predict_probabilities(
-          self.members, image_pixels, self._test_time_flips))}
+          members, image_pixels, self._test_time_flips))}
 
     return from_pixels
 
@@ -242,7 +250,8 @@ class ExportModule(tf.Module):
 
 def export_model(members: Sequence[keras.Model], tf_transform_output: tft.TFTransformOutput,
                  export_dir: str, test_time_flips: bool,
-                 operating_point: calibration.OperatingPoint, image_size: int) -> None:
+                 operating_point: calibration.OperatingPoint, image_size: int) -> ExportModule:
+  """Saves the SavedModel with its signatures (the module docstring); returns its module."""
   module = ExportModule(members, tf_transform_output, test_time_flips, operating_point)
   tf.saved_model.save(module, export_dir, signatures={
       'serving_default': module.serve_image_bytes,
@@ -251,6 +260,25 @@ def export_model(members: Sequence[keras.Model], tf_transform_output: tft.TFTran
       'explain': module.explain,
       on_device.PIXELS_SIGNATURE: module.pixels_signature(image_size),
   })
+  return module
+
+
+def export_on_device(module: ExportModule, model_dir: str, image_size: int,
+                     operating_point: calibration.OperatingPoint, weight_type: str) -> None:
+  """The TFLite model of `from_pixels` in `<model_dir>/tflite/`. A network TFLite cannot
+  convert must not cost the trained model: the reason goes to `tflite/conversion_error.txt`
+  (the Trainer's executor records it) and training goes on."""
+  output_dir = os.path.join(model_dir, on_device.TFLITE_DIR)
+  try:
+    on_device.export_tflite(
+        lambda members: module.pixels_signature(image_size, members), module.members,
+        output_dir, image_size, operating_point.malignant_threshold, weight_type)
+  except Exception as error:  # pylint: disable=broad-except  # the converter raises many kinds
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    logging.warning('No TFLite model: %s', reason)
+    tf.io.gfile.makedirs(output_dir)
+    with tf.io.gfile.GFile(os.path.join(output_dir, on_device.TFLITE_ERROR_FILE), 'w') as handle:
+      handle.write(reason)
 
 
 def train_config(custom_config: Dict[str, Any]) -> Dict[str, Any]:
@@ -293,14 +321,12 @@ def run_fn(fn_args) -> None:
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), 'w') as handle:
     json.dump(histories, handle, indent=1)
   plot_training_curves(histories, os.path.join(fn_args.model_run_dir, TRAINING_CURVES_FILE))
-  export_model(trained, tf_transform_output, fn_args.serving_model_dir, test_time_flips,
-               operating_point, image_size)
+  module = export_model(trained, tf_transform_output, fn_args.serving_model_dir,
+                        test_time_flips, operating_point, image_size)
   # Beside the SavedModel, in the Model artifact: the Trainer's executor records it in ML
   # Metadata (components/trainer/executor.py).
   model_dir = os.path.dirname(fn_args.serving_model_dir)
-  on_device.export_tflite(fn_args.serving_model_dir, os.path.join(model_dir, on_device.TFLITE_DIR),
-                          image_size, operating_point.malignant_threshold,
-                          config[TFLITE_WEIGHTS_KEY])
+  export_on_device(module, model_dir, image_size, operating_point, config[TFLITE_WEIGHTS_KEY])
   with tf.io.gfile.GFile(os.path.join(model_dir, calibration.OPERATING_POINT_FILE), 'w') as handle:
     json.dump(dataclasses.asdict(operating_point), handle, indent=1)
   if hyperparameters:

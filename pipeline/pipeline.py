@@ -224,7 +224,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
           'ensemble_members': config.ensemble_members or recipe.members,
           'image_size': config.image_size, 'batch_size': config.batch_size}),
       code_version=code_version('components.model_card.component',
-                                files=['runs/templates/model_card.html']))
+                                files=['runs/templates/model_card.html',
+                                       'runs/templates/style.css']))
 
   return pipeline_of([
       *data_part, *([tuner] if tuner else []), trainer, baseline_resolver, evaluator,

@@ -87,6 +87,7 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
                      hyperparameters: Optional[Dict[str, Any]], evaluation_uri: str,
                      blessed: bool, serving_check: Optional[Dict[str, Any]],
                      serving_check_passed: Optional[bool], tflite_bytes: Optional[int],
+                     tflite_error: Optional[str],
                      pushed_destination: Optional[str], tflite_pushed: bool,
                      created: str) -> Dict[str, Any]:
   """The card as a JSON-ready dict (the module docstring says where each part comes from)."""
@@ -132,7 +133,8 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
           'passed': serving_check_passed,
           'line': (summary.format_serving_check(serving_check or {}, serving_check_passed)
                    if serving_check_passed is not None else None),
-          'tflite_line': (summary.format_tflite(serving_check, tflite_bytes, tflite_pushed)
+          'tflite_line': (summary.format_tflite(serving_check, tflite_bytes, tflite_pushed,
+                                                tflite_error)
                           if serving_check_passed is not None else None),
       },
       'caveats': CAVEATS,

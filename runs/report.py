@@ -70,7 +70,7 @@ def render_report(facts: ReportFacts, pictures: dict) -> str:
                                                        facts.run.serving_check_passed)
                           if facts.run.serving_check_passed is not None else None),
       tflite_line=(summary.format_tflite(facts.run.serving_check, facts.run.tflite_bytes,
-                                         facts.run.tflite_pushed)
+                                         facts.run.tflite_pushed, facts.run.tflite_error)
                    if facts.run.serving_check_passed is not None else None),
       pushed_version=os.path.basename(pushed) if pushed else None,
       pushed_base_path=os.path.dirname(pushed) if pushed else None)

@@ -49,6 +49,7 @@ class RunSummary:
   serving_check_passed: Optional[bool] = None
   serving_check: Optional[Dict[str, Any]] = None
   tflite_bytes: Optional[int] = None
+  tflite_error: Optional[str] = None  # why the Trainer wrote no TFLite model
   pushed_destination: Optional[str] = None
   tflite_pushed: bool = False
   model_card: Optional[str] = None  # model_card.html: the pushed version's copy, when pushed
@@ -162,6 +163,7 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
       summary.operating_point = artifact_property(artifact, 'operating_point')
       summary.hyperparameters = artifact_property(artifact, 'hyperparameters')
       summary.tflite_bytes = artifact_property(artifact, contracts.TFLITE_BYTES_PROPERTY)
+      summary.tflite_error = artifact_property(artifact, contracts.TFLITE_ERROR_PROPERTY)
     elif type_name == 'ModelEvaluation':
       summary.metrics, matrices = read_overall_evaluation(artifact.uri)
       summary.confusion_matrix = matrices.get(eval_config.PROBABILITIES_OUTPUT, [])
@@ -209,9 +211,11 @@ def format_serving_check(report: Dict[str, Any], passed: bool) -> str:
 
 
 def format_tflite(report: Optional[Dict[str, Any]], size_bytes: Optional[int],
-                  pushed: bool) -> str:
+                  pushed: bool, error: Optional[str] = None) -> str:
   """The on-device model's agreement with the SavedModel in one line."""
   tflite = (report or {}).get('tflite')
+  if error:
+    return f'no TFLite model: the conversion failed: {error}'
   size = f'{size_bytes / 1024:,.0f} KiB' if size_bytes else 'size unknown'
   if not tflite:
     return f'TFLite, {size}; not compared (the serving check did not pass)'
@@ -299,7 +303,8 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
   if summary.serving_check_passed is not None:
     check = format_serving_check(summary.serving_check or {}, summary.serving_check_passed)
     lines.append(f'  serving check: {check}')
-    tflite = format_tflite(summary.serving_check, summary.tflite_bytes, summary.tflite_pushed)
+    tflite = format_tflite(summary.serving_check, summary.tflite_bytes, summary.tflite_pushed,
+                           summary.tflite_error)
     lines.append(f'  on-device model: {tflite}')
   pusher_cached = any(component.node_id == 'Pusher' and component.state == 'cached'
                       for component in summary.components)

@@ -88,30 +88,30 @@ def test_inspect_lists_inference_runs(python, project_root, pipeline_runs, infer
   assert listed['predictions'] == run['predictions']
 
 
+def local_runner(python, project_root, *flags):
+  return subprocess.run([python, 'local_runner.py', *map(str, flags)], cwd=project_root,
+                        capture_output=True, text=True, timeout=300, check=False)
+
+
 def test_inference_errors_are_one_line(python, project_root, tmp_path, pipeline_runs):
-  missing = subprocess.run(
-      [python, 'local_runner.py', '--output-dir', str(pipeline_runs['output_dir']),
-       '--infer-dir', str(tmp_path / 'nowhere')],
-      cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
+  output_dir = pipeline_runs['output_dir']
+  missing = local_runner(python, project_root, '--output-dir', output_dir,
+                         '--infer-dir', tmp_path / 'nowhere')
   assert missing.returncode == 2
   assert missing.stderr.strip().splitlines() == [
       f'local_runner.py: error: --infer-dir {tmp_path / "nowhere"} does not exist or is not a '
       'folder']
   (tmp_path / 'images').mkdir()
   (tmp_path / 'images' / 'notes.txt').write_text('not an image')
-  nothing = subprocess.run(
-      [python, 'local_runner.py', '--output-dir', str(pipeline_runs['output_dir']),
-       '--infer-dir', str(tmp_path / 'images')],
-      cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
+  nothing = local_runner(python, project_root, '--output-dir', output_dir,
+                         '--infer-dir', tmp_path / 'images')
   assert nothing.returncode == 2
   assert nothing.stderr.strip().splitlines() == [
       f'local_runner.py: error: --infer-dir {tmp_path / "images"} has no PNG, JPEG or BMP image '
       'to classify (1 other files)']
   (tmp_path / 'images' / 'scan.png').write_bytes(
       (pipeline_runs['infer_dir'] / 'nested' / 'benign.png').read_bytes())
-  untrained = subprocess.run(
-      [python, 'local_runner.py', '--output-dir', str(tmp_path / 'empty'), '--infer-dir',
-       str(tmp_path / 'images')],
-      cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
+  untrained = local_runner(python, project_root, '--output-dir', tmp_path / 'empty',
+                           '--infer-dir', tmp_path / 'images')
   assert untrained.returncode == 2
   assert 'no ML Metadata at' in untrained.stderr and len(untrained.stderr.splitlines()) == 1

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from components import contracts
-from models import features, on_device
+from models import features
 from runs import metadata_store, summary
 from serving import canary
 
@@ -143,7 +143,3 @@ def test_canaries_name_a_missing_signature_and_a_model_that_does_not_load(tmp_pa
   assert report['loaded'] is False
   assert report['failures'][0].startswith('the model did not load: ')
 
-
-def test_the_tflite_export_refuses_an_unknown_weight_type(tmp_path):
-  with pytest.raises(ValueError, match='use one of float16, float32'):
-    on_device.export_tflite(str(tmp_path), str(tmp_path / 'tflite'), 48, None, 'int4')

@@ -54,6 +54,7 @@ def ModelCardGenerator(model: InputArtifact[standard_artifacts.Model],
       serving_check=_property(infra_blessing, contracts.SERVING_CHECK_PROPERTY),
       serving_check_passed=_property(infra_blessing, 'blessed') == 1,
       tflite_bytes=_property(model, contracts.TFLITE_BYTES_PROPERTY),
+      tflite_error=_property(model, contracts.TFLITE_ERROR_PROPERTY),
       pushed_destination=destination,
       tflite_pushed=_property(pushed_model, 'tflite_pushed') == 1,
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))

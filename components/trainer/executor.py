@@ -26,10 +26,14 @@ class Executor(tfx_trainer_executor.GenericExecutor):
     super().Do(input_dict, output_dict, exec_properties)
     model = artifact_utils.get_single_instance(output_dict[standard_component_specs.MODEL_KEY])
     tflite_model = os.path.join(on_device.TFLITE_DIR, on_device.TFLITE_MODEL_FILE)
+    tflite_error = os.path.join(model.uri, on_device.TFLITE_DIR, on_device.TFLITE_ERROR_FILE)
     if tf.io.gfile.exists(os.path.join(model.uri, tflite_model)):
       model.set_string_custom_property(contracts.TFLITE_MODEL_PROPERTY, tflite_model)
       model.set_int_custom_property(contracts.TFLITE_BYTES_PROPERTY, tf.io.gfile.stat(
           os.path.join(model.uri, tflite_model)).length)
+    elif tf.io.gfile.exists(tflite_error):
+      with tf.io.gfile.GFile(tflite_error) as handle:
+        model.set_string_custom_property(contracts.TFLITE_ERROR_PROPERTY, handle.read())
     hyperparameters_path = os.path.join(model.uri, trainer_module.HYPERPARAMETERS_FILE)
     if tf.io.gfile.exists(hyperparameters_path):
       with tf.io.gfile.GFile(hyperparameters_path) as handle:
