@@ -1,23 +1,31 @@
-"""A local server for the TensorFlow Serving REST API, for machines without Docker.
+"""A local server for TensorFlow Serving's REST and gRPC APIs, for machines without Docker.
 
     python -m serving.server --model-base-path OUTPUT/serving/breast_ultrasound
-        [--model-name NAME] [--port 8501] [--host 127.0.0.1] [--poll-seconds 2]
-        [--max-request-bytes 33554432] [--read-timeout-seconds 10] [--max-workers 16]
+        [--model-name NAME] [--port 8501] [--grpc-port 8500] [--host 127.0.0.1]
+        [--poll-seconds 2] [--max-request-bytes 33554432] [--read-timeout-seconds 10]
+        [--max-workers 16] [--enable-cors]
+    python -m serving.server --model-config-file models.config [...]
 
-It serves the subset of TF Serving's REST API that the pipeline's models need, with TF
-Serving's paths, JSON and status codes, so a client written against one works with the other:
+It serves the subset of TF Serving's APIs that the pipeline's models need, with TF Serving's
+paths, JSON, status codes and error texts (read from its REST handler; the README has the table),
+so a client written against one works with the other:
 
-- `GET  /v1/models/<name>[/versions/<v>]`: version status;
-- `GET  /v1/models/<name>[/versions/<v>]/metadata`: the SignatureDefs;
-- `POST /v1/models/<name>[/versions/<v>]:predict`: the row ("instances") and columnar
-  ("inputs") forms, binary strings as {"b64": ...}.
+- `GET  /v1/models/<name>[/versions/<v>|/labels/<l>]`: version status;
+- `GET  /v1/models/<name>[/versions/<v>|/labels/<l>]/metadata`: the SignatureDefs, proto field
+  names kept and the Any unpacked;
+- `POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict`: the row ("instances") and
+  columnar ("inputs") forms, binary strings as {"b64": ...}, gzip bodies;
+- `OPTIONS` (CORS preflight), and CORS headers on every answer with `--enable-cors`;
+- gRPC on `--grpc-port`: PredictionService.Predict and GetModelMetadata, ModelService.
+  GetModelStatus (serving/grpc_api.py), from the same loaded versions.
 
+Version labels come from a TF Serving model config file (`--model-config-file`, one model).
 Like TF Serving's default version policy it serves the newest version in the base path that
 loads. It looks for new versions every `--poll-seconds`, loads one beside the version in service
 and switches over only once it has loaded, so requests never wait for or fail on a push; a
 broken version never stops an older one from serving, and a deleted one hands over to the newest
-remaining. A bad request (malformed JSON, bad base64, not an image, a body over
-`--max-request-bytes`) gets status 400 and `{"error": ...}`. Each connection has a worker
+remaining (serving/model_versions.py). A bad request gets status 400 and `{"error": ...}`, any
+path under /v1/ that is no route 400 `Malformed request: ...`. Each connection has a worker
 thread, at most `--max-workers` at once (more get 503), and each read waits at most
 `--read-timeout-seconds`. It listens on 127.0.0.1 unless `--host` says otherwise.
 """

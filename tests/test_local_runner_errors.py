@@ -68,6 +68,9 @@ def test_data_root_missing_a_class(python, project_root, tmp_path):
     (('--tuning-trials', '0'), '--tuning-trials'),
     (('--model', 'mobilenet_v3_small', '--backbone-weights', '/no/such.h5'), 'no such file'),
     (('--backbone-weights', 'random'), "network 'sepconv_residual' has no pretrained backbone"),
+    (('--serving-latency-ceiling-ms', '0'), '--serving-latency-ceiling-ms'),
+    (('--tflite-weights', 'int8'), '--tflite-weights'),
+    (('--min-tflite-agreement', '1.5'), '--min-tflite-agreement'),
     (('--no-such-flag',), 'unrecognized arguments'),
 ])
 def test_bad_flag_values(python, project_root, flags, expected):
