@@ -23,6 +23,7 @@ from components import contracts
 from models import features
 from runs import report_facts, summary
 
+SPLIT_ORDER = (contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT)
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
 
 INTENDED_USE = [
@@ -115,8 +116,11 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
       'not_for': NOT_FOR,
       'data': {
           'classes': list(features.LABEL_NAMES),
-          'class_counts': {split: {name: int(count) for name, count in counts.items()}
-                           for split, counts in class_counts.items()},
+          # Train, then eval, then the others (the excluded label conflicts).
+          'class_counts': {
+              split: {name: int(count) for name, count in class_counts[split].items()}
+              for split in sorted(class_counts, key=lambda split: (
+                  SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split))},
           'quality': data_quality,
       },
       'evaluation': {
