@@ -47,6 +47,11 @@ from pipeline.configs import PipelineConfig
 from pipeline.eval_config import CUSTOM_METRICS_MODULE, build_eval_config
 
 
+# What the model card says and how it looks, by dotted path as the Trainer's run_fn: the
+# component stays below runs/, which reads recorded runs back.
+MODEL_CARD_WRITER = 'runs.model_card.write_model_cards'
+
+
 def statistics_options() -> tfdv.StatsOptions:
   """TFDV options of StatisticsGen: with image statistics (format, and the domain) for the
   encoded-bytes feature, which TFDV reports for splits of 100 images or more.
@@ -219,11 +224,13 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       infra_blessing=serving_check.outputs['blessing'],
       pushed_model=pusher.outputs['pushed_model'],
       model_name=config.model_name,
+      card_writer=MODEL_CARD_WRITER,
       training=json.dumps({
           'network': config.network, 'epochs': config.epochs or recipe.epochs,
           'ensemble_members': config.ensemble_members or recipe.members,
           'image_size': config.image_size, 'batch_size': config.batch_size}),
       code_version=code_version('components.model_card.component',
+                                MODEL_CARD_WRITER.rsplit('.', 1)[0],
                                 files=['runs/templates/model_card.html',
                                        'runs/templates/style.css']))
 

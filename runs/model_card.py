@@ -2,11 +2,12 @@
 did, and what it must not be trusted with, as `model_card.json` and `model_card.html`.
 
 Google's model card toolkit does not install beside TFX 1.16 (it needs an older TFMA), so the
-card is gathered here from the pipeline's artifacts as ML Metadata recorded them (the Examples'
+card is made here from the pipeline's artifacts as ML Metadata recorded them (the Examples'
 class counts, the data-quality report, the Model's operating point, the Evaluator's metrics and
 thresholds, the serving check, the push) and rendered with Jinja2, as the run report is. The
-ModelCardGenerator component (components/model_card/) writes it for every run and copies it into
-the pushed version's folder.
+ModelCardGenerator component (components/model_card/) gathers those facts for every run and
+calls `write_model_cards` (its `card_writer`), which writes the card into its artifact and the
+pushed version's folder.
 """
 
 import dataclasses
@@ -164,3 +165,11 @@ def write_model_card(card: Dict[str, Any], folder: str) -> List[str]:
   with tf.io.gfile.GFile(paths[1], 'w') as handle:
     handle.write(render_html(card))
   return paths
+
+
+def write_model_cards(facts: Dict[str, Any], folders: List[str]) -> None:
+  """ModelCardGenerator's card writer: the card of `facts` (build_model_card's arguments) into
+  each of `folders`."""
+  card = build_model_card(**facts)
+  for folder in folders:
+    write_model_card(card, folder)

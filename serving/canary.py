@@ -158,28 +158,25 @@ def check_canaries(signatures, canaries: Sequence[bytes], image_feature: str,
   return result
 
 
-def tflite_probabilities(model_path: str, pixels: np.ndarray) -> np.ndarray:
-  """The TFLite model's output for a batch of pixels, run as a device runs it."""
+def tflite_model(model_path: str):
+  """A function of pixels → the TFLite model's probabilities, run as a device runs it."""
   with tf.io.gfile.GFile(model_path, 'rb') as handle:
     interpreter = tf.lite.Interpreter(model_content=handle.read())
   runner = interpreter.get_signature_runner()
   input_name = list(runner.get_input_details())[0]
-  outputs = []
-  for start in range(0, len(pixels), AGREEMENT_BATCH):
-    answer = runner(**{input_name: pixels[start:start + AGREEMENT_BATCH].astype(np.float32)})
-    outputs.append(answer['probabilities'])
-  return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+  return lambda pixels: runner(**{input_name: pixels.astype(np.float32)})['probabilities']
+
 
 
 def tflite_agreement(signatures, model_path: str, examples: Sequence[bytes]) -> Dict[str, Any]:
   """{'examples', 'identical_labels' (a share), 'max_probability_difference', 'size_bytes'} of
   the TFLite model against the SavedModel on `examples`."""
+  on_device = tflite_model(model_path)
   saved_model, lite = [], []
   for start in range(0, len(examples), AGREEMENT_BATCH):
     batch = examples[start:start + AGREEMENT_BATCH]
     saved_model.append(_call(signatures, EXAMPLES_SIGNATURE, batch)['probabilities'])
-    pixels = _call(signatures, TRANSFORM_SIGNATURE, batch)[PIXELS_OUTPUT]
-    lite.append(tflite_probabilities(model_path, pixels))
+    lite.append(on_device(_call(signatures, TRANSFORM_SIGNATURE, batch)[PIXELS_OUTPUT]))
   saved_model, lite = np.concatenate(saved_model), np.concatenate(lite)
   return {
       'examples': len(examples),

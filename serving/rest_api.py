@@ -99,8 +99,8 @@ def _elements(value: Any, dtype: tf.DType) -> Any:
   return _leaf(value, dtype)
 
 
-def _to_array(values: Any, spec: tf.TensorSpec, name: str) -> np.ndarray:
-  elements = _elements(values, spec.dtype)
+def _to_array(elements: Any, spec: tf.TensorSpec, name: str) -> np.ndarray:
+  """The array of already converted elements (`_elements`), checked against the signature."""
   if spec.dtype == tf.string:
     array = np.array(elements, dtype=object)
   else:
@@ -148,14 +148,16 @@ def request_inputs(form: str, payload: Any,
   names = sorted(input_specs)
   if form == 'instances':
     columns = _row_columns(payload, input_specs)
+    elements = {name: [] for name in names}
     for index in range(len(payload)):
       for name in names:
         try:
-          _elements(columns[name][index], input_specs[name].dtype)
+          elements[name].append(_elements(columns[name][index], input_specs[name].dtype))
         except BadRequest as error:
           raise BadRequest(f"Failed to process element: {index} of 'instances' list. Error: "
                            f'INVALID_ARGUMENT: {error}') from None
-  elif isinstance(payload, dict) and set(payload) != {'b64'}:
+    return {name: _to_array(elements[name], input_specs[name], name) for name in names}
+  if isinstance(payload, dict) and set(payload) != {'b64'}:
     for name in names:
       if name not in payload:
         raise BadRequest(f"Missing named input: {name} in 'inputs' object.")
@@ -165,7 +167,8 @@ def request_inputs(form: str, payload: Any,
   else:
     raise BadRequest('inputs is a plain value/list, but expecting an object as multiple input '
                      'tensors required as per tensorinfo_map')
-  return {name: _to_array(columns[name], input_specs[name], name) for name in names}
+  return {name: _to_array(_elements(columns[name], input_specs[name].dtype), input_specs[name],
+                          name) for name in names}
 
 
 def _json_value(name: str, value: Any) -> Any:

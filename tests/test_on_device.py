@@ -42,7 +42,7 @@ def test_a_network_with_area_resizing_converts_and_answers_alike(tmp_path):
 
   path = on_device.export_tflite(pixels_function, members, str(tmp_path / 'tflite'), 72, 0.3)
   expected = training.predict_probabilities(members, pixels, True).numpy()
-  np.testing.assert_allclose(canary.tflite_probabilities(path, pixels), expected, atol=5e-3)
+  np.testing.assert_allclose(canary.tflite_model(path)(pixels), expected, atol=5e-3)
   with open(tmp_path / 'tflite' / 'metadata.json') as handle:
     metadata = json.load(handle)
   assert metadata['input']['shape'] == [-1, 72, 72, 3] and metadata['weights'] == 'float16'

@@ -65,7 +65,7 @@ def test_the_pushed_tflite_model_classifies_pixels_prepared_as_its_metadata_says
   pixels = np.stack([tf.clip_by_value(tf.image.resize(
       tf.io.decode_png(image, channels=3), [size, size], antialias=True) / 255.0, 0, 1).numpy()
                      for image in encoded])
-  lite = canary.tflite_probabilities(str(version_dir / 'tflite' / 'model.tflite'), pixels)
+  lite = canary.tflite_model(str(version_dir / 'tflite' / 'model.tflite'))(pixels)
   served = model.signatures['serving_default'](image_bytes=tf.stack(encoded))
   np.testing.assert_allclose(lite, served['probabilities'].numpy(), atol=0.02)
   assert metadata['malignant_threshold'] == pytest.approx(

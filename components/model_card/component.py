@@ -1,10 +1,12 @@
 """ModelCardGenerator: a model card for every run's model, and beside every pushed version.
 
-It runs after the Pusher and reads what the pipeline recorded in ML Metadata through its input
-artifacts (runs/model_card.py lists what the card says and where each part comes from). The
-card goes into its own ModelCard artifact and, when the model was pushed, into the pushed
-version's folder (`<serving dir>/<version>/model_card.html` and `model_card.json`), which a
-model server ignores.
+It runs after the Pusher and gathers what the pipeline recorded in ML Metadata on its input
+artifacts (their properties, and where the evaluation is). A card writer given by dotted path,
+as TFX's Trainer is given its `run_fn` (the pipeline's is `runs.model_card.write_model_cards`,
+which says what the card holds), turns them into `model_card.html` and `model_card.json` in the
+card's own ModelCard artifact and, when the model was pushed, in the pushed version's folder
+(`<serving dir>/<version>/`), which a model server ignores. The component itself knows only the
+artifacts, not how a run is read back or rendered.
 """
 
 import datetime
@@ -14,15 +16,14 @@ import os
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
+from tfx.utils import import_utils
 
 from components import contracts
 from components.artifact_types import DataQualityReport, ModelCard
-from runs import model_card
-from runs.metadata_store import artifact_property
 
 
 def _property(artifact, name):
-  return artifact_property(artifact.mlmd_artifact, name)
+  return artifact.get_custom_property(name)
 
 
 @component
@@ -36,13 +37,15 @@ def ModelCardGenerator(model: InputArtifact[standard_artifacts.Model],
                        card: OutputArtifact[ModelCard],
                        model_name: Parameter[str],
                        training: Parameter[str],
+                       card_writer: Parameter[str],
                        code_version: Parameter[str] = ''):
-  """Writes the card; `training` is the recipe as JSON (network, epochs, ensemble members,
+  """Writes the card with `card_writer` (a dotted path to a function of the facts and the
+  folders to write into); `training` is the recipe as JSON (network, epochs, ensemble members,
   image size, batch size); `code_version` only keys TFX's cache."""
   del code_version
   pushed = _property(pushed_model, 'pushed') == 1
   destination = _property(pushed_model, 'pushed_destination') if pushed else None
-  contents = model_card.build_model_card(
+  facts = dict(
       model_name=model_name, training=json.loads(training),
       class_counts=_property(examples, contracts.CLASS_COUNTS_PROPERTY) or {},
       data_quality={name: _property(data_quality, name) for name in (
@@ -58,8 +61,8 @@ def ModelCardGenerator(model: InputArtifact[standard_artifacts.Model],
       pushed_destination=destination,
       tflite_pushed=_property(pushed_model, 'tflite_pushed') == 1,
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
-  model_card.write_model_card(contents, card.uri)
+  write = import_utils.import_func_from_module(*card_writer.rsplit('.', 1))
+  write(facts, [card.uri] + ([destination] if destination else []))
   if destination:
-    model_card.write_model_card(contents, destination)
     card.set_string_custom_property(contracts.MODEL_CARD_PUSHED_COPY_PROPERTY, os.path.join(
         destination, contracts.MODEL_CARD_HTML_FILE))
