@@ -54,14 +54,18 @@ class Recipe:
   search_space: Optional[Callable[[Any], None]] = None
   # Transfer learning (models/backbones.py): `build` takes `backbone_weights`; the first
   # `frozen_epochs` train the new head with the backbone frozen, the rest also the backbone's top
-  # `unfrozen_layers` layers (batch normalisation stays frozen) at a tenth of the learning rate.
+  # `unfrozen_layers` layers (WHOLE_BACKBONE: all of them; batch normalisation stays frozen) at
+  # `fine_tune_scale` times the learning rate.
   pretrained_backbone: bool = False
   frozen_epochs: int = 0
   unfrozen_layers: int = 0
+  fine_tune_scale: float = 0.1
 
 
+WHOLE_BACKBONE = 10**6  # as `unfrozen_layers`: more layers than any backbone has
 TRAINING_HYPERPARAMETERS = ('learning_rate', 'weight_decay', 'mixing', 'mixing_alpha',
-                            'contrastive_epochs')
+                            'contrastive_epochs', 'frozen_epochs', 'unfrozen_layers',
+                            'fine_tune_scale')
 
 
 def with_hyperparameters(recipe: Recipe, hyperparameters: Mapping[str, Any]) -> Recipe:
@@ -168,6 +172,13 @@ RECIPES: Dict[str, Recipe] = {
                                # on the same five folds, within the 15-minute budget
                                # (docs/experiments.md).
                                members=2, search_space=sepconv_residual_search_space),
+    # EfficientNet-Lite0 with the ImageNet weights of a pinned package (models/backbones.py).
+    'efficientnet_lite0': Recipe(
+        build=functools.partial(backbones.backbone_network, backbone='efficientnet_lite0'),
+        epochs=20, learning_rate=1e-3, cosine_decay=True, balanced_class_weights=True,
+        test_time_flips=True, pretrained_backbone=True, frozen_epochs=5,
+        unfrozen_layers=WHOLE_BACKBONE, fine_tune_scale=0.2,
+        options={'working_size': 224, 'dropout': 0.3}),
     # Fine-tuned Keras Applications backbones, for users who have pretrained weights.
     **{name: Recipe(build=functools.partial(backbones.backbone_network, backbone=name),
                     epochs=30, learning_rate=1e-3, cosine_decay=True, weight_decay=1e-4,

