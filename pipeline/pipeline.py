@@ -41,7 +41,7 @@ from components.image_example_gen.component import ImageExampleGen
 from components.pusher import executor as atomic_pusher
 from components.serving_check.component import ServingCheck
 from components.trainer import executor as trainer_executor
-from models import features, model, networks, preprocessing, tuning
+from models import backbones, features, model, networks, preprocessing, tuning
 from pipeline.code_version import code_version
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import CUSTOM_METRICS_MODULE, build_eval_config
@@ -228,7 +228,9 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       training=json.dumps({
           'network': config.network, 'epochs': config.epochs or recipe.epochs,
           'ensemble_members': config.ensemble_members or recipe.members,
-          'image_size': config.image_size, 'batch_size': config.batch_size}),
+          'image_size': config.image_size, 'batch_size': config.batch_size,
+          'pretrained_weights': backbones.weights_description(config.network,
+                                                              config.backbone_weights)}),
       code_version=code_version('components.model_card.component',
                                 MODEL_CARD_WRITER.rsplit('.', 1)[0],
                                 files=['runs/templates/model_card.html',

@@ -17,7 +17,7 @@ import tensorflow_model_analysis as tfma
 from components import contracts
 from components.data_quality.report import format_report_line, read_examples
 from components.data_validation_gate.anomalies import read_anomalies
-from models import features, model as trainer_module, networks, preprocessing
+from models import backbones, features, model as trainer_module, networks, preprocessing
 from runs import metadata_store, summary
 
 SAMPLES_PER_CLASS = 6
@@ -44,6 +44,7 @@ class ReportFacts:
   epochs: int
   batch_size: int
   ensemble_members: int = 1
+  pretrained_weights: Optional[str] = None  # a pretrained backbone's: models/backbones.py
   # Up to SAMPLES_PER_CLASS (file name, encoded bytes) training images of each class.
   samples: Dict[str, List[Tuple[str, bytes]]] = dataclasses.field(default_factory=dict)
   # {split: anomaly lines}; None when ExampleValidator did not run.
@@ -209,6 +210,8 @@ def gather_report_facts(metadata_path: str, run_id: Optional[str] = None,
       ensemble_members=(trainer_config[trainer_module.ENSEMBLE_MEMBERS_KEY]
                         or networks.RECIPES[network].members),
       batch_size=trainer_config[trainer_module.BATCH_SIZE_KEY],
+      pretrained_weights=backbones.weights_description(
+          network, trainer_config[trainer_module.BACKBONE_WEIGHTS_KEY]),
       output_artifacts=sorted((artifact.id, artifact.create_time_since_epoch)
                               for artifact in outputs.values()))
 

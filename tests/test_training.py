@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from models import augmentation, backbones, features, networks, training
+from models import augmentation, backbones, efficientnet_lite, features, networks, training
 
 
 def test_balanced_class_weights_average_one_and_favour_rare_classes():
@@ -112,7 +112,33 @@ def test_backbone_weights_come_from_a_file_or_keras_cache_or_nowhere(tmp_path, m
   cache = tmp_path / '.keras' / 'models'
   cache.mkdir(parents=True)
   (cache / backbones.BACKBONES['efficientnet_b0'].cache_file).write_bytes(b'weights')
-  assert backbones.resolve_weights('efficientnet_b0', None) == 'imagenet'
+  assert backbones.resolve_weights('efficientnet_b0', None) == backbones.KERAS_CACHE_WEIGHTS
+  # EfficientNet-Lite0's come with its package, whatever the Keras cache holds.
+  assert backbones.resolve_weights('efficientnet_lite0', None) == backbones.PACKAGED_WEIGHTS
+
+
+def test_efficientnet_lite0_starts_from_imagenet_and_fine_tunes_all_but_batch_norm(
+    separable_images):
+  """The default's recipe: the head alone first, then every convolution of the backbone, from
+  the packaged ImageNet weights; batch normalisation keeps ImageNet's statistics throughout."""
+  recipe = networks.RECIPES['efficientnet_lite0']
+  assert [phase[1] for phase in training.training_phases(recipe, 20)] == [0, networks.WHOLE_BACKBONE]
+  pixels, labels = separable_images(32, seed=0)
+  dataset = tf.data.Dataset.from_tensor_slices((pixels, labels)).batch(16)
+  imagenet = efficientnet_lite.trunk(64)
+  efficientnet_lite.load_weights(imagenet)
+  start = {layer.name: layer.get_weights() for layer in imagenet.layers if layer.weights}
+  model, history = training.train_network('efficientnet_lite0', 48, dataset, None, epochs=2,
+                                          verbose=0, hyperparameters={'working_size': 64})
+  assert len(history['loss']) == 2
+  backbone = model.get_layer(backbones.BACKBONE_LAYER)
+  moved = {layer.name for layer in backbone.layers if layer.weights and any(
+      np.abs(now - then).max() > 0 for now, then in zip(layer.get_weights(), start[layer.name]))}
+  convolutions = {layer.name for layer in backbone.layers if isinstance(
+      layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))}
+  normalisations = {layer.name for layer in backbone.layers
+                    if isinstance(layer, keras.layers.BatchNormalization)}
+  assert moved == convolutions and not moved & normalisations
 
 
 @pytest.mark.parametrize('method', ['mixup', 'cutmix'])
