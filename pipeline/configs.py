@@ -46,7 +46,8 @@ class PipelineConfig:
   network: str = networks.DEFAULT_NETWORK
   epochs: Optional[int] = None  # None: the network recipe's
   ensemble_members: Optional[int] = None  # None: the network recipe's
-  # A pretrained backbone's weights file, or 'random'; None: Keras's cache (models/backbones.py).
+  # A pretrained backbone's weights file, or 'random'; None: its own source, a package or Keras's
+  # cache (models/backbones.py).
   backbone_weights: Optional[str] = None
   # Tuner: off by default; trials of `tuning_epochs` (None: the recipe's) each.
   tune: bool = False

@@ -101,8 +101,8 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       help='where ML Metadata, artifacts and the serving directory go' + (
                           '' if paths_required else ' (default: %(default)s)'))
   parser.add_argument('--epochs', type=_positive_int, default=defaults.epochs,
-                      help="training epochs (default: the network's recipe: 40 for "
-                      "sepconv_residual, 15 for seed)")
+                      help="training epochs (default: the network's recipe: 20 for "
+                      "efficientnet_lite0, 40 for sepconv_residual, 15 for seed)")
   parser.add_argument('--ensemble-members', type=_positive_int, default=defaults.ensemble_members,
                       help="networks in the deep ensemble, trained alike from different seeds; "
                       "the exported model averages their probabilities (default: the network's "
@@ -119,12 +119,14 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
   parser.add_argument('--image-size', type=_image_size, default=defaults.image_size,
                       help='side of the square model input in pixels (default: %(default)s)')
   parser.add_argument('--model', default=defaults.network,
-                      help="network to train: sepconv_residual, seed (the seed notebook's "
-                      'CNN), or a pretrained Keras Applications backbone to fine-tune: '
+                      help='network to train: efficientnet_lite0 (ImageNet weights from a pinned '
+                      "package, fine-tuned), sepconv_residual (trained from scratch), seed (the "
+                      "seed notebook's CNN), or a Keras Applications backbone to fine-tune: "
                       'efficientnet_b0, mobilenet_v3_small (default: %(default)s)')
   parser.add_argument('--backbone-weights', default=defaults.backbone_weights,
-                      help="a pretrained backbone's weights file, or 'random' (default: the "
-                      "ImageNet weights in Keras's cache, ~/.keras/models/)")
+                      help="a pretrained backbone's Keras weights file, or 'random' (default: "
+                      "efficientnet_lite0's from its package; the Keras Applications "
+                      "backbones' ImageNet weights from Keras's cache, ~/.keras/models/)")
   parser.add_argument('--calibration-percent', type=_percent,
                       default=defaults.calibration_percent,
                       help='share of the training split, whole near-duplicate groups, set aside '
