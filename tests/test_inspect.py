@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from models import networks
 from runs import summary
 
 PIPELINE_COMPONENTS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen',
@@ -101,10 +102,10 @@ def test_models_lists_metrics_blessing_and_pushed_version(python, project_root, 
   first, fourth = models
   first_run = summary.summarize_run(pipeline_runs['metadata_path'],
                                     run_id=first['run'])
-  assert first['network'] == 'sepconv_residual' and first['epochs'] == 2
+  assert first['network'] == networks.DEFAULT_NETWORK and first['epochs'] == 2
   assert fourth['epochs'] == 1
   # Run 4 tuned (test_tuning.py): the hyperparameters it trained with, none for run 1.
-  assert first['hyperparameters'] is None and 'width' in fourth['hyperparameters']
+  assert first['hyperparameters'] is None and 'learning_rate' in fourth['hyperparameters']
   # Run 3's impossible gate refused it, but run 1 blessed it: blessed once is blessed.
   assert first['blessed'] is True
   assert first['pushed_version'] == pipeline_runs['serving_after_first'][0]

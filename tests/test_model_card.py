@@ -5,7 +5,7 @@ import json
 import os
 
 from components import contracts
-from models import features
+from models import backbones, features, networks
 from runs import metadata_store, summary
 
 
@@ -25,8 +25,10 @@ def test_the_pushed_version_carries_its_model_card(pipeline_runs):
   _, recorded = card_of_run(pipeline_runs, 0)
   assert card == recorded
   assert card['model']['name'] == 'breast_ultrasound' and card['model']['version'] == version
-  assert card['model']['training'] == {'network': 'sepconv_residual', 'epochs': 2,
-                                       'ensemble_members': 1, 'image_size': 48, 'batch_size': 32}
+  assert card['model']['training'] == {
+      'network': networks.DEFAULT_NETWORK, 'epochs': 2, 'ensemble_members': 1, 'image_size': 48,
+      'batch_size': 32,
+      'pretrained_weights': backbones.weights_description(networks.DEFAULT_NETWORK, None)}
   assert 'malignant when p(malignant) ≥' in card['model']['operating_point_line']
   assert card['data']['class_counts'] == {
       'train': {name: 12 for name in features.LABEL_NAMES},

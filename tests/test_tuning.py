@@ -5,14 +5,14 @@ import json
 import os
 import re
 
-from models import model, networks, tuning
+from models import backbones, model, networks, training, tuning
 from runs import metadata_store, report, report_facts, summary
 
 
 def test_the_search_space_holds_the_recipe_and_changes_the_network():
-  space = tuning.search_space(networks.DEFAULT_NETWORK)
+  space = tuning.search_space('sepconv_residual')
   defaults = {parameter.name: parameter.default for parameter in space.space}
-  recipe = networks.RECIPES[networks.DEFAULT_NETWORK]
+  recipe = networks.RECIPES['sepconv_residual']
   assert defaults['learning_rate'] == recipe.learning_rate
   assert defaults['weight_decay'] == recipe.weight_decay
   assert set(defaults) == {'width', 'dropout', 'learning_rate', 'weight_decay',
@@ -25,6 +25,20 @@ def test_the_search_space_holds_the_recipe_and_changes_the_network():
   wide = recipe.build(64, 3, **recipe.options)
   assert narrow.count_params() < wide.count_params() / 2
   assert narrow.get_layer(index=-2).rate == 0.25  # the dropout before the softmax
+
+
+def test_the_fine_tuning_search_space_holds_the_recipe_and_reaches_both_phases():
+  recipe = networks.RECIPES['efficientnet_lite0']
+  defaults = {parameter.name: parameter.default
+              for parameter in tuning.search_space('efficientnet_lite0').space}
+  assert defaults == {'learning_rate': recipe.learning_rate,
+                      'fine_tune_scale': recipe.fine_tune_scale,
+                      'dropout': recipe.options['dropout'], 'augmentation_strength': 1.0,
+                      'working_size': recipe.options['working_size']}
+  tuned = networks.with_hyperparameters(recipe, {'fine_tune_scale': 0.05, 'working_size': 160})
+  assert [phase[2] for phase in training.training_phases(tuned, 10)] == [1.0, 0.05]
+  model = tuned.build(48, 3, backbone_weights='random', **tuned.options)
+  assert model.get_layer(backbones.BACKBONE_LAYER).input_shape == (None, 160, 160, 3)
 
 
 def test_the_search_starts_from_the_recipe():
