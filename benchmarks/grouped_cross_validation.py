@@ -4,6 +4,7 @@
         [--folds 5] [--models sepconv_residual seed] [--image-size 180] [--epochs N]
         [--run-folds 0 1 ...] [--calibration-percent 15] [--target-malignant-sensitivity 0.9]
         [--ensemble-sizes 1 3 5] [--hyperparameters '{"width": 1.25}'] [--json results.json]
+    python -m benchmarks.grouped_cross_validation --compare base.json new.json [--baseline NAME]
 
 Folds are made as ImageExampleGen makes its split: images are grouped by perceptual hash
 (near-duplicates, transitively), label conflicts are left out, and whole groups are dealt to
@@ -17,6 +18,12 @@ malignant sensitivity and specificity at the operating point, expected calibrati
 and after temperature scaling, and training seconds. With `--ensemble-sizes`, the largest deep
 ensemble is trained once per fold and every size is scored on its first members, so the sizes
 are compared on the same networks.
+
+Paired comparison: every network is measured on the same folds, so two networks are compared
+fold by fold. With `--compare FILE ...` (files written by `--json`) nothing is trained: for each
+network in the files, it prints the mean per-fold difference from the baseline network (`--baseline`,
+default the first in the files) and its standard error, sd/√folds, over the folds both have; a
+change is worth keeping when the difference is larger than twice its standard error.
 """
 
 import argparse
@@ -167,9 +174,72 @@ def format_table(network: str, rows: List[Dict[str, float]]) -> str:
   return '\n'.join(lines)
 
 
+PAIRED_COLUMNS = ('accuracy', 'macro_f1', 'macro_auc', 'sensitivity', 'specificity',
+                  'ece_after', 'train_seconds')
+
+
+def paired_differences(baseline: List[Dict[str, float]], candidate: List[Dict[str, float]]
+                       ) -> Dict[str, Dict[str, float]]:
+  """{column: {mean, se, folds}}: the candidate's per-fold difference from the baseline on the
+  folds both were measured on, its mean and standard error (sd / √folds)."""
+  by_fold = {row['fold']: row for row in baseline}
+  pairs = [(row, by_fold[row['fold']]) for row in candidate if row['fold'] in by_fold]
+  result = {}
+  for column in PAIRED_COLUMNS:
+    differences = np.array([mine[column] - theirs[column] for mine, theirs in pairs])
+    spread = differences.std(ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else np.nan
+    result[column] = {'mean': float(differences.mean()) if len(differences) else np.nan,
+                      'se': float(spread), 'folds': len(differences)}
+  return result
+
+
+def format_paired(baseline_name: str, results: Dict[str, List[Dict[str, float]]]) -> str:
+  lines = [f'paired against {baseline_name}: mean per-fold difference ± standard error '
+           '(* beyond 2 standard errors)',
+           f'{"network":<28} {"folds":>5} ' + ' '.join(
+               f'{HEADINGS.get(column, column):>18}' for column in PAIRED_COLUMNS)]
+  for name, rows in results.items():
+    if name == baseline_name:
+      continue
+    paired = paired_differences(results[baseline_name], rows)
+    cells = []
+    for column in PAIRED_COLUMNS:
+      mean, se = paired[column]['mean'], paired[column]['se']
+      mark = '*' if abs(mean) > 2 * se else ' '
+      cells.append(f'{f"{mean:+.0f} ± {se:.0f}{mark}":>18}' if column == 'train_seconds'
+                   else f'{f"{mean:+.3f} ± {se:.3f}{mark}":>18}')
+    lines.append(f'{name:<28} {paired["accuracy"]["folds"]:>5} ' + ' '.join(cells))
+  return '\n'.join(lines)
+
+
+def compare(paths: Sequence[str], baseline: Optional[str]) -> int:
+  results: Dict[str, List[Dict[str, float]]] = {}
+  for path in paths:
+    with open(path) as handle:
+      results.update(json.load(handle)['results'])
+  if not results:
+    print('no results in ' + ', '.join(paths), file=sys.stderr)
+    return 2
+  baseline = baseline or next(iter(results))
+  if baseline not in results:
+    print(f'--baseline {baseline}: not in the files (they hold {", ".join(results)})',
+          file=sys.stderr)
+    return 2
+  for network, rows in results.items():
+    print(format_table(network, rows))
+    print()
+  print(format_paired(baseline, results))
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--data-root', required=True)
+  parser.add_argument('--data-root')
+  parser.add_argument('--compare', nargs='+', metavar='RESULTS_JSON',
+                      help='train nothing: compare the networks of these --json files, paired by '
+                      'fold')
+  parser.add_argument('--baseline', help='with --compare: the network the others are paired '
+                      'against (default: the first in the files)')
   parser.add_argument('--folds', type=int, default=5)
   parser.add_argument('--models', nargs='+', default=[networks.DEFAULT_NETWORK, 'seed'],
                       choices=sorted(networks.RECIPES))
@@ -191,7 +261,9 @@ def main(argv=None) -> int:
                       '(as `runs.inspect models --json` shows them): {"width": 1.25, ...}')
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
-  if not os.path.isdir(args.data_root):
+  if args.compare:
+    return compare(args.compare, args.baseline)
+  if not args.data_root or not os.path.isdir(args.data_root):
     parser.error(f'data root {args.data_root} is not a folder')
 
   pixels, labels, fold, groups = load_images(args.data_root, args.image_size, args.folds)
@@ -213,6 +285,8 @@ def main(argv=None) -> int:
   for network, rows in results.items():
     print(format_table(network, rows))
     print()
+  if len(results) > 1:
+    print(format_paired(next(iter(results)), results))
   if args.json:
     with open(args.json, 'w') as handle:
       json.dump({'arguments': vars(args), 'results': results}, handle, indent=1)
