@@ -98,23 +98,27 @@ def test_backbone_weights_come_from_a_file_or_keras_cache_or_nowhere(tmp_path, m
   monkeypatch.setenv('HOME', str(tmp_path))  # an empty Keras cache
   with pytest.raises(FileNotFoundError, match='put efficientnetb0_notop.h5 in'):
     backbones.resolve_weights('efficientnet_b0', None)
-  keras.utils.set_random_seed(1)
-  saved = networks.RECIPES['mobilenet_v3_small'].build(48, 3, backbone_weights='random',
-                                                       working_size=64)
-  path = str(tmp_path / 'my_backbone.h5')
-  saved.get_layer(backbones.BACKBONE_LAYER).save_weights(path)
-  keras.utils.set_random_seed(2)
-  loaded = networks.RECIPES['mobilenet_v3_small'].build(48, 3, backbone_weights=path,
-                                                        working_size=64)
-  for mine, theirs in zip(loaded.get_layer(backbones.BACKBONE_LAYER).get_weights(),
-                          saved.get_layer(backbones.BACKBONE_LAYER).get_weights()):
-    np.testing.assert_array_equal(mine, theirs)
   cache = tmp_path / '.keras' / 'models'
   cache.mkdir(parents=True)
   (cache / backbones.BACKBONES['efficientnet_b0'].cache_file).write_bytes(b'weights')
   assert backbones.resolve_weights('efficientnet_b0', None) == backbones.KERAS_CACHE_WEIGHTS
   # EfficientNet-Lite0's come with its package, whatever the Keras cache holds.
   assert backbones.resolve_weights('efficientnet_lite0', None) == backbones.PACKAGED_WEIGHTS
+
+
+@pytest.mark.parametrize('network', ['mobilenet_v3_small', 'efficientnet_lite0'])
+def test_a_users_own_backbone_weights_are_loaded(network, tmp_path):
+  """A backbone saved with `save_weights` (after pretraining on one's own archive, say) is what
+  `--backbone-weights PATH` starts from, instead of ImageNet's or random weights."""
+  keras.utils.set_random_seed(1)
+  saved = networks.RECIPES[network].build(48, 3, backbone_weights='random', working_size=64)
+  path = str(tmp_path / 'my_backbone.h5')
+  saved.get_layer(backbones.BACKBONE_LAYER).save_weights(path)
+  keras.utils.set_random_seed(2)
+  loaded = networks.RECIPES[network].build(48, 3, backbone_weights=path, working_size=64)
+  for mine, theirs in zip(loaded.get_layer(backbones.BACKBONE_LAYER).get_weights(),
+                          saved.get_layer(backbones.BACKBONE_LAYER).get_weights()):
+    np.testing.assert_array_equal(mine, theirs)
 
 
 def test_efficientnet_lite0_starts_from_imagenet_and_fine_tunes_all_but_batch_norm(
