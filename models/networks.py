@@ -170,7 +170,7 @@ def efficientnet_lite0_search_space(hp) -> None:
   hp.Float('fine_tune_scale', 0.05, 0.5, sampling='log', default=0.2)
   hp.Float('dropout', 0.1, 0.5, step=0.1, default=0.3)
   hp.Float('augmentation_strength', 0.5, 1.5, step=0.25, default=1.0)
-  hp.Choice('working_size', [160, 192, 224], default=224)
+  hp.Choice('working_size', [160, 180, 224], default=180)
 
 
 RECIPES: Dict[str, Recipe] = {
@@ -191,7 +191,9 @@ RECIPES: Dict[str, Recipe] = {
         epochs=20, learning_rate=1e-3, cosine_decay=True, balanced_class_weights=True,
         test_time_flips=True, members=2, pretrained_backbone=True, frozen_epochs=5,
         unfrozen_layers=WHOLE_BACKBONE, fine_tune_scale=0.2,
-        options={'working_size': 224, 'dropout': 0.3},
+        # 180 px, the pipeline's input size, not Lite0's native 224: as accurate on the same
+        # folds (+0.018 ± 0.015 accuracy for one network) in 0.73 of the time.
+        options={'working_size': 180, 'dropout': 0.3},
         search_space=efficientnet_lite0_search_space),
     # Fine-tuned Keras Applications backbones, for users who have pretrained weights.
     **{name: Recipe(build=functools.partial(backbones.backbone_network, backbone=name),
