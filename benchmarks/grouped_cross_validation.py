@@ -196,7 +196,7 @@ def paired_differences(baseline: List[Dict[str, float]], candidate: List[Dict[st
 def format_paired(baseline_name: str, results: Dict[str, List[Dict[str, float]]]) -> str:
   lines = [f'paired against {baseline_name}: mean per-fold difference ± standard error '
            '(* beyond 2 standard errors)',
-           f'{"network":<28} {"folds":>5} ' + ' '.join(
+           f'{"network":<36} {"folds":>5} ' + ' '.join(
                f'{HEADINGS.get(column, column):>18}' for column in PAIRED_COLUMNS)]
   for name, rows in results.items():
     if name == baseline_name:
@@ -208,7 +208,7 @@ def format_paired(baseline_name: str, results: Dict[str, List[Dict[str, float]]]
       mark = '*' if abs(mean) > 2 * se else ' '
       cells.append(f'{f"{mean:+.0f} ± {se:.0f}{mark}":>18}' if column == 'train_seconds'
                    else f'{f"{mean:+.3f} ± {se:.3f}{mark}":>18}')
-    lines.append(f'{name:<28} {paired["accuracy"]["folds"]:>5} ' + ' '.join(cells))
+    lines.append(f'{name:<36} {paired["accuracy"]["folds"]:>5} ' + ' '.join(cells))
   return '\n'.join(lines)
 
 
@@ -216,7 +216,10 @@ def compare(paths: Sequence[str], baseline: Optional[str]) -> int:
   results: Dict[str, List[Dict[str, float]]] = {}
   for path in paths:
     with open(path) as handle:
-      results.update(json.load(handle)['results'])
+      for name, rows in json.load(handle)['results'].items():
+        # The same network under other hyperparameters: told apart by its file's name.
+        stem = os.path.splitext(os.path.basename(path))[0]
+        results[f'{name} [{stem}]' if name in results else name] = rows
   if not results:
     print('no results in ' + ', '.join(paths), file=sys.stderr)
     return 2
