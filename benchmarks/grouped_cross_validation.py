@@ -122,9 +122,9 @@ def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_s
                                                          calibration_percent))
   fitting, calibration_set = train[~in_calibration], train[in_calibration]
   test = np.flatnonzero(fold == test_fold)
-  train_dataset = (tf.data.Dataset.from_tensor_slices((pixels[fitting], labels[fitting]))
-                   .shuffle(len(fitting), seed=seed, reshuffle_each_iteration=True)
-                   .batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE))
+  train_dataset = training.prefetched(
+      tf.data.Dataset.from_tensor_slices((pixels[fitting], labels[fitting]))
+      .shuffle(len(fitting), seed=seed, reshuffle_each_iteration=True).batch(BATCH_SIZE))
   seconds = []
   members: List = []
   for member in range(max(ensemble_sizes)):

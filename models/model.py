@@ -97,7 +97,7 @@ def batches(examples: tf.data.Dataset, batch_size: int, shuffle_seed: Optional[i
   dataset = examples.map(lambda pixels, label, group: (pixels, label))
   if shuffle_seed is not None:
     dataset = dataset.shuffle(2048, seed=shuffle_seed, reshuffle_each_iteration=True)
-  return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+  return training.prefetched(dataset.batch(batch_size))
 
 
 def split_for_calibration(examples: tf.data.Dataset, percent: float):

@@ -50,6 +50,16 @@ def test_test_time_flips_make_a_prediction_mirror_invariant():
   assert np.abs(single - single_mirrored).max() > 0
 
 
+def test_training_batches_are_prefetched_without_autotuning():
+  """Autotuning's thread holds up the end of every fit (models/training.py): it is off, and the
+  batches are the same."""
+  batched = tf.data.Dataset.range(10).batch(4)
+  prefetched = training.prefetched(batched)
+  assert prefetched.options().autotune.enabled is False
+  assert [batch.tolist() for batch in prefetched.as_numpy_iterator()] == [
+      [0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
 def test_speckle_noise_only_while_training():
   layer = augmentation.SpeckleNoise(0.2)
   images = tf.fill([2, 8, 8, 3], 0.5)
