@@ -101,7 +101,7 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       help='where ML Metadata, artifacts and the serving directory go' + (
                           '' if paths_required else ' (default: %(default)s)'))
   parser.add_argument('--epochs', type=_positive_int, default=defaults.epochs,
-                      help="training epochs (default: the network's recipe: 20 for "
+                      help="training epochs (default: the network's recipe: 12 for "
                       "efficientnet_lite0, 40 for sepconv_residual, 15 for seed)")
   parser.add_argument('--ensemble-members', type=_positive_int, default=defaults.ensemble_members,
                       help="networks in the deep ensemble, trained alike from different seeds; "
