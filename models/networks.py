@@ -184,7 +184,7 @@ RECIPES: Dict[str, Recipe] = {
                                members=2, search_space=sepconv_residual_search_space),
     # The default: EfficientNet-Lite0 with the ImageNet weights of a pinned package
     # (models/backbones.py), an ensemble of two. Against sepconv_residual's ensemble of two on the
-    # same five folds: accuracy 0.80-0.83 against 0.72, macro AUC 0.93 against 0.89. Its variants
+    # same five folds: accuracy 0.80-0.83 against 0.71, macro AUC 0.93 against 0.89. Its variants
     # (224 or 180 px, 20 or 12 epochs, one or two members) are alike in accuracy and AUC; this is
     # the cheapest, and calibrated as well as the best (docs/experiments.md).
     'efficientnet_lite0': Recipe(
