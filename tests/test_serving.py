@@ -418,10 +418,14 @@ def test_load_of_200_clients_good_malformed_and_stalled(pushed_model_dir, start_
   assert {status for status, _ in answered} == {200}, [body for _, body in answered][:3]
   for _, body in answered:
     assert body['predictions'][0]['probabilities'] == pytest.approx(expected, abs=1e-5)
-  assert set(outcomes['malformed']) <= {400, 503} and 400 in outcomes['malformed']
+  # A malformed request that reaches a worker is refused as malformed, never anything else;
+  # whether any reaches one while 140 clients keep every worker busy depends on the machine
+  # (with the pretrained default on two shared cores, none did), so a last one is asked after.
+  assert set(outcomes['malformed']) <= {400, 503}, sorted(set(outcomes['malformed']))
   assert max(resident) - resident[0] < 400, resident
-  # Still answering once the load is gone.
+  # Still answering once the load is gone, the malformed as malformed.
   assert http(server.model_url + ':predict', good_request)[0] == 200
+  assert http(server.model_url + ':predict', raw=b'{"instances": [{"b64": ')[0] == 400
 
 
 def test_predict_cli_says_the_operating_point_and_explains_where_the_model_looked(
