@@ -27,6 +27,8 @@ The network and how it is trained come from `models.training` and the network's 
 recipe with test-time flips is exported averaging over the image and its mirror image, and an
 ensemble (`ensemble_members` > 1, or the recipe's) is exported as one SavedModel averaging its
 members' probabilities before calibration.
+The SavedModel carries TF Serving's warmup requests (serving/warmup.py) for `serving_default`,
+`explain` and `from_pixels`, so a server answers its first clients at full speed.
 The Model artifact also gets the TFLite model (`tflite/model.tflite` and `tflite/metadata.json`).
 Next to TensorBoard logs (one folder per member of an ensemble), the model-run directory gets
 `training_curves.png` (accuracy and loss per epoch, training and validation, every member) and
@@ -43,12 +45,14 @@ import matplotlib
 
 matplotlib.use('Agg')  # No display on training machines.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 from tfx_bsl.public import tfxio
 
 from models import calibration, explanation, features, group_split, networks, on_device, training
+from serving import warmup
 
 # Keys of the Trainer's custom_config.
 EPOCHS_KEY = 'epochs'
@@ -260,6 +264,13 @@ def export_model(members: Sequence[keras.Model], tf_transform_output: tft.TFTran
       'explain': module.explain,
       on_device.PIXELS_SIGNATURE: module.pixels_signature(image_size),
   })
+  blank_image = tf.io.encode_png(tf.zeros([image_size, image_size, 3], tf.uint8)).numpy()
+  warmup.write_requests(export_dir, [
+      ('serving_default', {'image_bytes': np.array([blank_image])}),
+      ('explain', {'image_bytes': np.array([blank_image])}),
+      (on_device.PIXELS_SIGNATURE,
+       {'image_pixels': np.zeros([1, image_size, image_size, 3], np.float32)}),
+  ])
   return module
 
 

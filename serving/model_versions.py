@@ -18,7 +18,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-from serving import messages, model_directory
+from serving import messages, model_directory, warmup
 
 # Canonical codes (google.rpc.Code names), as TF Serving's absl::Status codes.
 INVALID_ARGUMENT = 'INVALID_ARGUMENT'
@@ -53,8 +53,13 @@ def load_version(version: int, path: str) -> LoadedVersion:
   proto = saved_model_pb2.SavedModel()
   with open(os.path.join(path, model_directory.SAVED_MODEL_FILE), 'rb') as handle:
     proto.ParseFromString(handle.read())
-  return LoadedVersion(version, saved_model, dict(saved_model.signatures),
-                       dict(proto.meta_graphs[0].signature_def))
+  loaded = LoadedVersion(version, saved_model, dict(saved_model.signatures),
+                         dict(proto.meta_graphs[0].signature_def))
+  # As TF Serving, a version is ready once its warmup requests ran; one that fails fails the load.
+  for request in warmup.read_requests(path):
+    run_signature(find_signature(loaded, request.model_spec.signature_name),
+                  {name: tf.make_ndarray(tensor) for name, tensor in request.inputs.items()})
+  return loaded
 
 
 class ModelVersions:

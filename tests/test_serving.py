@@ -20,7 +20,8 @@ from PIL import Image
 
 from components import contracts
 from models import features
-from serving import predict
+from serving import predict, warmup
+from serving.model_versions import ModelVersions
 
 
 def predict_cli(python, project_root, *arguments):
@@ -311,6 +312,25 @@ def test_server_serves_the_newest_version_that_loads_and_ignores_other_folders(
   shutil.copytree(os.path.join(pushed_model_dir, second), base_path / '5')
   wait_for_status(server, lambda status: status[0] == {
       'version': '5', 'state': 'AVAILABLE', 'status': {'error_code': 'OK', 'error_message': ''}})
+
+
+def test_a_version_is_served_once_its_warmup_requests_ran(pushed_model_dir, tmp_path):
+  """Each pushed version carries TF Serving's warmup requests; a version whose warmup fails is
+  not served (as TF Serving), and the older one keeps serving."""
+  newest = sorted(os.listdir(pushed_model_dir))[-1]
+  saved = warmup.read_requests(os.path.join(pushed_model_dir, newest))
+  assert [request.model_spec.signature_name for request in saved] == [
+      'serving_default', 'explain', 'from_pixels']
+  shutil.copytree(os.path.join(pushed_model_dir, newest), tmp_path / '1')
+  shutil.copytree(os.path.join(pushed_model_dir, newest), tmp_path / '2')
+  pixels = tf.make_ndarray(saved[-1].inputs['image_pixels'])
+  warmup.write_requests(str(tmp_path / '2'), [('no_such_signature', {'image_pixels': pixels})])
+  said = []
+  versions = ModelVersions(str(tmp_path), log=said.append)
+  versions.refresh()
+  assert versions.serving.version == 1
+  assert said == ['version 2 did not load (tried again when its files change): Serving signature '
+                  'name: "no_such_signature" not found in signature def', 'serving version 1']
 
 
 def stall(address, port, seconds):
