@@ -5,7 +5,7 @@ VENV := .venv
 INSTALLED := $(VENV)/.installed-requirements
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: run test clean
+.PHONY: run test test-quick clean
 
 $(INSTALLED): requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ TEST_WORKERS ?= 2
 
 test: $(INSTALLED)
 	$(VENV)/bin/python -m pytest tests --numprocesses $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# The quick tier for the edit-and-run loop: every test that starts no process, and one small
+# end-to-end run and its cached rerun (tests/conftest.py).
+test-quick: $(INSTALLED)
+	$(VENV)/bin/python -m pytest tests -m quick --numprocesses $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 clean:
 	rm -rf outputs data/busi_synthetic

@@ -51,10 +51,9 @@ def run_pipeline():
 
 
 @pytest.fixture(scope='session')
-def pipeline_runs(tmp_path_factory, python, project_root):
-  """Six runs of the real pipeline on one small synthetic set, shared by the tests that look
-  at a finished run (end to end, inspector, report, prediction, server): see
-  test_pipeline_end_to_end.py for what each run does; then one batch inference run."""
+def first_runs(tmp_path_factory, python, project_root):
+  """The first two runs of `pipeline_runs` (the quick tier's end-to-end test): one run of the
+  real pipeline on a small synthetic set, then the same command again."""
   base = tmp_path_factory.mktemp('end_to_end')
   data_root = base / 'images'
   synthetic.generate_dataset(str(data_root), images_per_class=15, image_size=64, seed=3)
@@ -62,6 +61,26 @@ def pipeline_runs(tmp_path_factory, python, project_root):
   first = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
   serving_after_first = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
   second = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
+  return {'base': base, 'data_root': data_root, 'output_dir': output_dir,
+          'runs': _component_runs(output_dir), 'stdout': [first.stdout, second.stdout],
+          'serving_after_first': serving_after_first,
+          'metadata_path': str(output_dir / 'metadata.sqlite')}
+
+
+def _component_runs(output_dir):
+  """Each recorded run's component runs, oldest run first."""
+  store = metadata_store.open_store(str(output_dir / 'metadata.sqlite'))
+  return [metadata_store.component_runs(store, context.id)
+          for context in metadata_store.run_contexts(store)]
+
+
+@pytest.fixture(scope='session')
+def pipeline_runs(first_runs, python, project_root):
+  """Six runs of the real pipeline on one small synthetic set, shared by the tests that look
+  at a finished run (end to end, inspector, report, prediction, server): see
+  test_pipeline_end_to_end.py for what each run does; then one batch inference run. The first
+  two are `first_runs`."""
+  base, data_root, output_dir = first_runs['base'], first_runs['data_root'], first_runs['output_dir']
   third = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '1.01')
   serving_after_third = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
   # A drop of at most 1 is always allowed: compared with the baseline, and certainly blessed.
@@ -92,13 +111,11 @@ def pipeline_runs(tmp_path_factory, python, project_root):
       [python, 'local_runner.py', '--output-dir', str(output_dir), '--infer-dir', str(infer_dir)],
       cwd=project_root, capture_output=True, text=True, timeout=900, check=False)
   assert inference.returncode == 0, inference.stdout[-3000:] + inference.stderr[-3000:]
-  store = metadata_store.open_store(str(output_dir / 'metadata.sqlite'))
-  runs = [metadata_store.component_runs(store, context.id)
-          for context in metadata_store.run_contexts(store)]
   return {
-      'data_root': data_root, 'output_dir': output_dir, 'runs': runs, 'stdout':
-      [first.stdout, second.stdout, third.stdout, fourth.stdout, fifth.stdout, sixth.stdout],
-      'serving_after_first': serving_after_first, 'serving_after_third': serving_after_third,
+      'data_root': data_root, 'output_dir': output_dir, 'runs': _component_runs(output_dir),
+      'stdout': first_runs['stdout'] + [third.stdout, fourth.stdout, fifth.stdout, sixth.stdout],
+      'serving_after_first': first_runs['serving_after_first'],
+      'serving_after_third': serving_after_third,
       'serving_after_fifth': serving_after_fifth, 'serving_after_sixth': serving_after_sixth,
       'metadata_path': str(output_dir / 'metadata.sqlite'),
       'infer_dir': infer_dir, 'inference_stdout': inference.stdout,
@@ -209,9 +226,15 @@ def separable_data_root(tmp_path_factory):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
   """`make test` runs on two pytest-xdist workers with `--dist loadgroup`: every test that reads
-  the shared `pipeline_runs` goes to one worker, so those six runs happen once; every other
-  test stays with its module, so module-scoped fixtures are built once too."""
+  the shared pipeline runs goes to one worker, so those runs happen once; every other test stays
+  with its module, so module-scoped fixtures are built once too.
+
+  The quick tier (`make test-quick`, `-m quick`) is every test that starts no process (none
+  asks for the `python` fixture, which every subprocess-starting fixture and test uses) and the
+  tests marked `quick` by hand: the end-to-end ones on `first_runs`."""
   for item in items:
-    group = ('pipeline_runs' if 'pipeline_runs' in item.fixturenames
-             else item.nodeid.split('::')[0])
-    item.add_marker(pytest.mark.xdist_group(group))
+    shared = 'pipeline_runs' in item.fixturenames or 'first_runs' in item.fixturenames
+    item.add_marker(pytest.mark.xdist_group('pipeline_runs' if shared
+                                            else item.nodeid.split('::')[0]))
+    if 'python' not in item.fixturenames:
+      item.add_marker(pytest.mark.quick)

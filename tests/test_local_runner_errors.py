@@ -1,14 +1,30 @@
-"""Mistakes a user can make on the command line: one clear line, exit code 2, no traceback."""
+"""Mistakes a user can make on the command line: one clear line, exit code 2, no traceback.
+
+Flags refused before anything runs are checked in this process (`main`, as the command calls
+it), and one of them through the real command; every mistake found later runs the command."""
 
 import os
 import subprocess
+import types
 
 import pytest
+
+import local_runner
 
 
 def run_cli(python, project_root, *flags, env=None):
   return subprocess.run([python, 'local_runner.py', *flags], cwd=project_root, env=env,
                         capture_output=True, text=True, timeout=300, check=False)
+
+
+def run_main(capsys, *flags):
+  """`local_runner.main` on `flags` in this process, as `run_cli` reports a command."""
+  try:
+    returncode = local_runner.main(list(flags))
+  except SystemExit as exit_:
+    returncode = exit_.code
+  captured = capsys.readouterr()
+  return types.SimpleNamespace(returncode=returncode, stdout=captured.out, stderr=captured.err)
 
 
 def assert_one_line_error(completed, expected_text):
@@ -20,35 +36,35 @@ def assert_one_line_error(completed, expected_text):
   assert completed.stdout == ''
 
 
-def test_missing_data_root(python, project_root, tmp_path):
-  completed = run_cli(python, project_root, '--data-root', str(tmp_path / 'nowhere'),
-                      '--output-dir', str(tmp_path / 'out'))
+def test_missing_data_root(capsys, tmp_path):
+  completed = run_main(capsys, '--data-root', str(tmp_path / 'nowhere'),
+                       '--output-dir', str(tmp_path / 'out'))
   assert_one_line_error(completed, 'does not exist')
 
 
-def test_data_root_without_images(python, project_root, tmp_path):
+def test_data_root_without_images(capsys, tmp_path):
   (tmp_path / 'images' / 'benign').mkdir(parents=True)
   (tmp_path / 'images' / 'benign' / 'notes.txt').write_text('no images here')
-  completed = run_cli(python, project_root, '--data-root', str(tmp_path / 'images'),
-                      '--output-dir', str(tmp_path / 'out'))
+  completed = run_main(capsys, '--data-root', str(tmp_path / 'images'),
+                       '--output-dir', str(tmp_path / 'out'))
   assert_one_line_error(completed, 'has no images')
 
 
-def test_data_root_with_a_folder_that_is_not_a_class(python, project_root, tmp_path):
+def test_data_root_with_a_folder_that_is_not_a_class(capsys, tmp_path):
   (tmp_path / 'images' / 'benign').mkdir(parents=True)
   (tmp_path / 'images' / 'scans_2019').mkdir()
   (tmp_path / 'images' / '__MACOSX').mkdir()  # left by macOS's archiver: not named
-  completed = run_cli(python, project_root, '--data-root', str(tmp_path / 'images'))
+  completed = run_main(capsys, '--data-root', str(tmp_path / 'images'))
   assert_one_line_error(completed, 'not classes: scans_2019 (expected')
 
 
-def test_data_root_missing_a_class(python, project_root, tmp_path):
+def test_data_root_missing_a_class(capsys, tmp_path):
   from data import synthetic  # pylint: disable=g-import-not-at-top
   synthetic.generate_dataset(str(tmp_path / 'images'), images_per_class=1, image_size=32)
   for path in (tmp_path / 'images' / 'normal').iterdir():
     path.unlink()
-  completed = run_cli(python, project_root, '--data-root', str(tmp_path / 'images'),
-                      '--output-dir', str(tmp_path / 'out'))
+  completed = run_main(capsys, '--data-root', str(tmp_path / 'images'),
+                       '--output-dir', str(tmp_path / 'out'))
   assert_one_line_error(completed, 'has no images of class normal')
 
 
@@ -74,8 +90,12 @@ def test_data_root_missing_a_class(python, project_root, tmp_path):
     (('--min-tflite-agreement', '1.5'), '--min-tflite-agreement'),
     (('--no-such-flag',), 'unrecognized arguments'),
 ])
-def test_bad_flag_values(python, project_root, flags, expected):
-  assert_one_line_error(run_cli(python, project_root, *flags), expected)
+def test_bad_flag_values(capsys, flags, expected):
+  assert_one_line_error(run_main(capsys, *flags), expected)
+
+
+def test_a_bad_flag_through_the_command(python, project_root):
+  assert_one_line_error(run_cli(python, project_root, '--epochs', '0'), '--epochs')
 
 
 def test_a_backbone_without_weights_says_where_to_put_them(python, project_root, tmp_path):
@@ -125,10 +145,10 @@ def test_label_conflicts_stop_the_run_under_the_fail_policy(python, project_root
   assert '1 label conflicts (2 images, policy fail)' in report
 
 
-def test_output_dir_that_cannot_be_created(python, project_root, tmp_path):
+def test_output_dir_that_cannot_be_created(capsys, tmp_path):
   from data import synthetic  # pylint: disable=g-import-not-at-top
   synthetic.generate_dataset(str(tmp_path / 'images'), images_per_class=1, image_size=32)
   (tmp_path / 'a_file').write_text('in the way')
-  completed = run_cli(python, project_root, '--data-root', str(tmp_path / 'images'),
-                      '--output-dir', str(tmp_path / 'a_file' / 'out'))
+  completed = run_main(capsys, '--data-root', str(tmp_path / 'images'),
+                       '--output-dir', str(tmp_path / 'a_file' / 'out'))
   assert_one_line_error(completed, 'cannot create output dir')

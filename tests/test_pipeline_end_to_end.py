@@ -1,5 +1,6 @@
 """The whole pipeline, run six times through `local_runner.py` on a small synthetic set (the
-`pipeline_runs` fixture in conftest.py).
+`pipeline_runs` fixture in conftest.py; runs 1 and 2 are `first_runs`, and their tests are in the
+quick tier).
 
 1. A first run: every component executes once, the model is blessed and pushed, and the pushed
    SavedModel classifies a PNG read from disk.
@@ -35,24 +36,26 @@ def states(component_runs):
   return {run.node_id: run.state for run in component_runs}
 
 
-def test_first_run_executes_each_component_once(pipeline_runs):
-  assert len(pipeline_runs['runs']) == 6
-  first = pipeline_runs['runs'][0]
+@pytest.mark.quick
+def test_first_run_executes_each_component_once(first_runs):
+  assert len(first_runs['runs']) == 2
+  first = first_runs['runs'][0]
   node_ids = [run.node_id for run in first]
   for component in COMPONENTS + (RESOLVER,):
     assert node_ids.count(component) == 1, node_ids
   assert all(run.state == 'complete' for run in first), states(first)
 
 
-def test_first_run_blesses_and_pushes_a_model(pipeline_runs):
-  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+@pytest.mark.quick
+def test_first_run_blesses_and_pushes_a_model(first_runs):
+  store = metadata_store.open_store(first_runs['metadata_path'])
   run_id = metadata_store.run_contexts(store)[0].name
-  first = summary.summarize_run(pipeline_runs['metadata_path'], run_id=run_id)
+  first = summary.summarize_run(first_runs['metadata_path'], run_id=run_id)
   assert first.blessed is True
   assert first.pushed_destination is not None
   assert os.path.dirname(first.pushed_destination) == str(
-      pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound')
-  assert pipeline_runs['serving_after_first'] == [os.path.basename(first.pushed_destination)]
+      first_runs['output_dir'] / 'serving' / 'breast_ultrasound')
+  assert first_runs['serving_after_first'] == [os.path.basename(first.pushed_destination)]
   assert 0.0 <= first.metrics['sparse_categorical_accuracy'] <= 1.0
   assert set(first.class_counts) == {'train', 'eval'}
   assert sum(first.class_counts['eval'].values()) == 9  # 20% of 15 per class
@@ -66,28 +69,30 @@ def test_first_run_blesses_and_pushes_a_model(pipeline_runs):
   assert 0.0 <= first.metrics['macro_f1'] <= 1.0
   aucs = [first.metrics[f'auc/{name}'] for name in features.LABEL_NAMES]
   assert abs(first.metrics['macro_auc'] - sum(aucs) / 3) < 1e-6
-  assert 'blessed: yes' in pipeline_runs['stdout'][0]
+  assert 'blessed: yes' in first_runs['stdout'][0]
 
 
-def test_first_run_records_the_data_quality_report(pipeline_runs):
-  first = summary.summarize_run(pipeline_runs['metadata_path'],
+@pytest.mark.quick
+def test_first_run_records_the_data_quality_report(first_runs):
+  first = summary.summarize_run(first_runs['metadata_path'],
                                 run_id=metadata_store.run_contexts(
-                                    metadata_store.open_store(pipeline_runs['metadata_path']))[0].name)
+                                    metadata_store.open_store(first_runs['metadata_path']))[0].name)
   assert first.data_quality['image_count'] == 45
   assert first.data_quality['group_count'] == 45  # distinct synthetic images
   assert first.data_quality['cross_split_leak_count'] == 0
   assert first.data_quality['label_conflict_policy'] == 'exclude'
   for name in ('data_quality.json', 'image_groups.csv', 'contact_sheet.png'):
     assert os.path.getsize(os.path.join(first.data_quality_uri, name)) > 0
-  assert 'data quality: 45 images in 45 groups' in pipeline_runs['stdout'][0]
+  assert 'data quality: 45 images in 45 groups' in first_runs['stdout'][0]
 
 
-def test_pushed_model_classifies_a_png_from_disk(pipeline_runs):
-  serving_dir = pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound'
-  version_dir = serving_dir / pipeline_runs['serving_after_first'][0]
+@pytest.mark.quick
+def test_pushed_model_classifies_a_png_from_disk(first_runs):
+  serving_dir = first_runs['output_dir'] / 'serving' / 'breast_ultrasound'
+  version_dir = serving_dir / first_runs['serving_after_first'][0]
   loaded = tf.saved_model.load(str(version_dir))
   assert {'serving_default', 'from_examples', 'transform_features'} <= set(loaded.signatures)
-  png_path = pipeline_runs['data_root'] / 'malignant' / 'malignant (2).png'
+  png_path = first_runs['data_root'] / 'malignant' / 'malignant (2).png'
   image_bytes = tf.io.read_file(str(png_path))
   outputs = loaded.signatures['serving_default'](image_bytes=tf.reshape(image_bytes, [1]))
   probabilities = outputs['probabilities'].numpy()
@@ -100,18 +105,19 @@ def test_pushed_model_classifies_a_png_from_disk(pipeline_runs):
   assert label == features.LABEL_NAMES[expected]
   assert [name.decode() for name in outputs['classes'].numpy()[0]] == list(features.LABEL_NAMES)
   # The same threshold is on the Model artifact in ML Metadata.
-  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  store = metadata_store.open_store(first_runs['metadata_path'])
   model = [artifact for artifact in store.get_artifacts_by_type('Model')][0]
   assert metadata_store.artifact_property(model, 'malignant_threshold') == pytest.approx(
       threshold, abs=1e-6)
   assert metadata_store.artifact_property(model, 'operating_point')['calibration_examples'] > 0
 
 
-def test_unchanged_rerun_takes_every_component_from_the_cache(pipeline_runs):
-  second = states(pipeline_runs['runs'][1])
+@pytest.mark.quick
+def test_unchanged_rerun_takes_every_component_from_the_cache(first_runs):
+  second = states(first_runs['runs'][1])
   assert {component: second[component] for component in COMPONENTS} == {
       component: 'cached' for component in COMPONENTS}
-  assert 'Trainer cached' in pipeline_runs['stdout'][1]
+  assert 'Trainer cached' in first_runs['stdout'][1]
 
 
 def test_impossible_gate_blocks_the_push(pipeline_runs):
