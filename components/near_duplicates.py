@@ -28,7 +28,7 @@ from scipy.sparse.csgraph import connected_components
 
 HASH_BITS = 128
 HASH_HEX_LENGTH = HASH_BITS // 4
-# Chosen on BUSI and on synthetic copies; see the README's data-quality section.
+# Chosen on BUSI and on synthetic copies; see docs/pipeline.md (Near-duplicates and label conflicts).
 DEFAULT_MAX_DISTANCE = 20
 
 _THUMBNAIL_SIZE = 32

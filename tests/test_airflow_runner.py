@@ -33,7 +33,7 @@ def test_airflow_imports_the_dag_with_one_task_per_component(tmp_path, python, p
   dags.mkdir()
   os.symlink(os.path.join(project_root, 'airflow_runner.py'), dags / 'breast_ultrasound.py')
   # Importing TFX and TensorFlow takes longer than Airflow's default 30 s on a busy machine; the
-  # README says to raise it on a deployment too.
+  # docs/scaling-out.md says to raise it on a deployment too.
   environment = {**os.environ, 'AIRFLOW_HOME': str(tmp_path / 'airflow'),
                  'AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT': '300',
                  'BREAST_ULTRASOUND_PIPELINE_FLAGS':

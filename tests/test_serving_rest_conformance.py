@@ -1,5 +1,5 @@
 """The local server answers as TensorFlow Serving's REST API does, behaviour by behaviour (the
-README's table): each test sends the request and expects the answer TF Serving's handler code
+docs/serving.md's table): each test sends the request and expects the answer TF Serving's handler code
 and REST documentation give (tensorflow_serving/model_servers/http_rest_api_handler.cc,
 http_server.cc, util/json_tensor.cc, g3doc/api_rest.md). The server runs on the model the shared
 pipeline runs pushed, from a TF Serving model config file with version labels, and with CORS
