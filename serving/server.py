@@ -7,8 +7,8 @@
     python -m serving.server --model-config-file models.config [...]
 
 It serves the subset of TF Serving's APIs that the pipeline's models need, with TF Serving's
-paths, JSON, status codes and error texts (read from its REST handler; docs/serving.md has the table),
-so a client written against one works with the other:
+paths, JSON, status codes and error texts (read from its REST handler; docs/serving.md has the
+table), so a client written against one works with the other:
 
 - `GET  /v1/models/<name>[/versions/<v>|/labels/<l>]`: version status;
 - `GET  /v1/models/<name>[/versions/<v>|/labels/<l>]/metadata`: the SignatureDefs, proto field
