@@ -35,8 +35,10 @@ from pipeline import command_line  # pylint: disable=g-import-not-at-top
 
 command_line.prepare_environment()
 
-import local_runner  # pylint: disable=g-import-not-at-top
 from pipeline import configs, flags, output_lock  # pylint: disable=g-import-not-at-top
+from runs import after_run  # pylint: disable=g-import-not-at-top
+
+PROG = 'airflow_runner.py'
 
 FLAGS_VARIABLE = 'BREAST_ULTRASOUND_PIPELINE_FLAGS'
 # Airflow wants a start date; the DAG has no schedule, so nothing runs because of it.
@@ -45,7 +47,7 @@ START_DATE = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 
 def flag_parser() -> command_line.OneLineArgumentParser:
   parser = command_line.OneLineArgumentParser(
-      prog='airflow_runner.py', description=__doc__.splitlines()[0])
+      prog=PROG, description=__doc__.splitlines()[0])
   flags.add_pipeline_flags(parser)
   return parser
 
@@ -84,10 +86,10 @@ def dag_from_environment():
 def main(argv: Optional[List[str]] = None) -> int:
   config = config_from_arguments(sys.argv[1:] if argv is None else argv)
   if config.data_root == configs.DEFAULT_DATA_ROOT:
-    local_runner.ensure_default_data(config.data_root)
+    command_line.ensure_default_data(config.data_root)
   problem = flags.check_data_root(config.data_root)
   if problem:
-    print(f'airflow_runner.py: error: {problem}', file=sys.stderr)
+    print(f'{PROG}: error: {problem}', file=sys.stderr)
     return command_line.EXIT_USAGE
   os.makedirs(config.output_dir, exist_ok=True)
   os.environ.setdefault('AIRFLOW_HOME', os.path.join(config.output_dir, 'airflow'))
@@ -96,12 +98,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     with output_lock.exclusive_output_dir(config.output_dir, wait=False):
       return run_dag_test(config)
   except output_lock.OutputDirectoryBusy as error:
-    print(f'airflow_runner.py: error: {error}', file=sys.stderr)
-    return local_runner.EXIT_OUTPUT_DIR_BUSY
+    print(f'{PROG}: error: {error}', file=sys.stderr)
+    return command_line.EXIT_OUTPUT_DIR_BUSY
 
 
 def run_dag_test(config: configs.PipelineConfig) -> int:
-  """One run of the DAG in Airflow's test mode, then local_runner.py's summary and report."""
+  """One run of the DAG in Airflow's test mode, then the summary and report."""
   from airflow.utils import db  # pylint: disable=g-import-not-at-top
   from airflow.utils.state import DagRunState  # pylint: disable=g-import-not-at-top
 
@@ -113,11 +115,11 @@ def run_dag_test(config: configs.PipelineConfig) -> int:
   if dag_run.state != DagRunState.SUCCESS:
     failed = [instance.task_id for instance in dag_run.get_task_instances()
               if instance.state == 'failed']
-    local_runner.write_run_report(config)
-    print(f'airflow_runner.py: DAG run {dag_run.state}; failed: {", ".join(failed) or "none"} '
+    after_run.write_run_report(config, PROG)
+    print(f'{PROG}: DAG run {dag_run.state}; failed: {", ".join(failed) or "none"} '
           '(the task logs above say why)', file=sys.stderr)
-    return local_runner.EXIT_PIPELINE_FAILED
-  local_runner.print_summary_and_report(config)
+    return command_line.EXIT_PIPELINE_FAILED
+  after_run.print_summary_and_report(config, PROG)
   return 0
 
 

@@ -26,24 +26,16 @@ command_line.prepare_environment()
 warnings.filterwarnings('ignore', category=RuntimeWarning, module='tensorflow_model_analysis')
 
 from pipeline import configs, flags, output_lock  # pylint: disable=g-import-not-at-top
+from runs import after_run  # pylint: disable=g-import-not-at-top
+
+PROG = 'local_runner.py'
 
 EXIT_USAGE = command_line.EXIT_USAGE
-EXIT_PIPELINE_FAILED = 1  # the pipeline stopped, or the output directory could not be written
-EXIT_OUTPUT_DIR_BUSY = 3
-EXIT_INTERRUPTED = 130
+EXIT_PIPELINE_FAILED = command_line.EXIT_PIPELINE_FAILED
+EXIT_OUTPUT_DIR_BUSY = command_line.EXIT_OUTPUT_DIR_BUSY
+EXIT_INTERRUPTED = command_line.EXIT_INTERRUPTED
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def ensure_default_data(data_root: str) -> None:
-  """Generates the synthetic default data set the first time it is needed."""
-  if os.path.isdir(data_root) and os.listdir(data_root):
-    return
-  from data import synthetic  # pylint: disable=g-import-not-at-top
-  print(f'Generating the synthetic default data set under {data_root} ...', flush=True)
-  count = synthetic.generate_dataset(data_root, with_near_duplicates=True)
-  print(f'  {count} images written (lesion masks beside them, a few near-duplicates planted).',
-        flush=True)
 
 
 # TFX warnings that say nothing about this run.
@@ -102,15 +94,9 @@ def show_progress_and_warnings() -> None:
   logging.getLogger('tensorflow').setLevel(logging.ERROR)
 
 
-def root_cause(error: BaseException) -> BaseException:
-  while error.__cause__ is not None or error.__context__ is not None:
-    error = error.__cause__ or error.__context__
-  return error
-
-
 def main(argv: Optional[List[str]] = None) -> int:
   parser = command_line.OneLineArgumentParser(
-      prog='local_runner.py', description='Run the breast-ultrasound TFX pipeline locally.')
+      prog=PROG, description='Run the breast-ultrasound TFX pipeline locally.')
   flags.add_pipeline_flags(parser)
   parser.add_argument('--infer-dir', metavar='DIR',
                       help='instead of training: classify the images in DIR (any layout; lesion '
@@ -123,7 +109,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   if args.infer_dir is not None:
     return infer(args)
   if args.data_root is None:
-    ensure_default_data(configs.DEFAULT_DATA_ROOT)
+    command_line.ensure_default_data(configs.DEFAULT_DATA_ROOT)
   else:
     args.data_root = os.path.abspath(args.data_root)
   config = flags.config_from_flags(args, output_dir=os.path.abspath(args.output_dir))
@@ -198,7 +184,7 @@ def run_inference_locked(config: configs.PipelineConfig, infer_dir: str, pushed)
     print('local_runner.py: interrupted', file=sys.stderr)
     return EXIT_INTERRUPTED
   except Exception as error:  # pylint: disable=broad-except
-    cause = root_cause(error)
+    cause = command_line.root_cause(error)
     print(f'local_runner.py: inference failed: {cause.__class__.__name__}: {cause}',
           file=sys.stderr)
     return EXIT_PIPELINE_FAILED
@@ -239,8 +225,9 @@ def run_locked(config: configs.PipelineConfig) -> int:
     print('local_runner.py: interrupted', file=sys.stderr)
     return EXIT_INTERRUPTED
   except Exception as error:  # pylint: disable=broad-except
-    cause = root_cause(error)
-    write_run_report(config)  # What the failed run got to, e.g. the data validation.
+    cause = command_line.root_cause(error)
+    # The report shows what the failed run got to, e.g. the data validation.
+    after_run.write_run_report(config, PROG)
     # Last, so that the reason is the last line a user sees.
     trouble = output_trouble(cause, config.output_dir)
     if trouble:
@@ -249,32 +236,8 @@ def run_locked(config: configs.PipelineConfig) -> int:
       print(f'local_runner.py: pipeline failed: {cause.__class__.__name__}: {cause}',
             file=sys.stderr)
     return EXIT_PIPELINE_FAILED
-  print_summary_and_report(config)
+  after_run.print_summary_and_report(config, PROG)
   return 0
-
-
-def print_summary_and_report(config) -> None:
-  """After a successful run (of any runner): the summary from ML Metadata, then the report."""
-  from runs import summary  # pylint: disable=g-import-not-at-top
-  print()
-  print(summary.format_summary(summary.summarize_run(config.metadata_path),
-                               min_accuracy=config.min_accuracy,
-                               min_malignant_recall=config.min_malignant_recall,
-                               max_accuracy_drop=config.max_accuracy_drop,
-                               max_calibration_error=config.max_calibration_error))
-  write_run_report(config)
-
-
-def write_run_report(config) -> None:
-  """Writes <output-dir>/report/index.html for the latest run and names it."""
-  from runs import report  # pylint: disable=g-import-not-at-top
-  try:
-    print(f'  report: {report.write_report(config.metadata_path, config.report_dir)}')
-  except Exception as error:  # pylint: disable=broad-except
-    # The run itself is over; a report that cannot be drawn must not hide its outcome.
-    cause = root_cause(error)
-    print(f'local_runner.py: warning: no run report: {cause.__class__.__name__}: {cause}',
-          file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -1,11 +1,14 @@
-"""What every command of the project shares: the same environment for the libraries, and a bad
-flag is one line on stderr and exit code 2."""
+"""What every command of the project shares: the same environment for the libraries, the exit
+codes, a bad flag as one line on stderr and exit code 2, and the synthetic default data."""
 
 import argparse
 import os
 import warnings
 
+EXIT_PIPELINE_FAILED = 1  # the pipeline stopped, or the output directory could not be written
 EXIT_USAGE = 2
+EXIT_OUTPUT_DIR_BUSY = 3
+EXIT_INTERRUPTED = 130
 
 
 def prepare_environment() -> None:
@@ -28,3 +31,21 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
   def error(self, message):
     self.exit(EXIT_USAGE, f'{self.prog}: error: {message}\n')
+
+
+def root_cause(error: BaseException) -> BaseException:
+  """The innermost exception of a chain: what a one-line error message should name."""
+  while error.__cause__ is not None or error.__context__ is not None:
+    error = error.__cause__ or error.__context__
+  return error
+
+
+def ensure_default_data(data_root: str) -> None:
+  """Generates the synthetic default data set the first time it is needed."""
+  if os.path.isdir(data_root) and os.listdir(data_root):
+    return
+  from data import synthetic  # pylint: disable=g-import-not-at-top
+  print(f'Generating the synthetic default data set under {data_root} ...', flush=True)
+  count = synthetic.generate_dataset(data_root, with_near_duplicates=True)
+  print(f'  {count} images written (lesion masks beside them, a few near-duplicates planted).',
+        flush=True)

@@ -48,6 +48,25 @@ class LoadedVersion:
   signature_defs: Dict[str, Any]  # name → SignatureDef proto, for the metadata requests
 
 
+def load_chosen_version(base_path: str, version: Optional[int] = None,
+                        log=print) -> LoadedVersion:
+  """`version`, or the version the server serves (the newest that loads, each newer one that does
+  not named in one line through `log`); a ModelDirectoryError says why there is none."""
+  if version is not None:
+    _, path = model_directory.find_version(base_path, version)
+    try:
+      return load_version(version, path)
+    except Exception as error:  # pylint: disable=broad-except
+      raise model_directory.ModelDirectoryError(
+          f'version {version} does not load: {messages.tensorflow_error_line(error)}') from None
+  model_directory.find_version(base_path)  # says so when there is no version at all
+  versions = ModelVersions(base_path, log=log)
+  versions.refresh()
+  if versions.serving is None:
+    raise model_directory.ModelDirectoryError(f'no version in {base_path} loads')
+  return versions.serving
+
+
 def load_version(version: int, path: str) -> LoadedVersion:
   saved_model = tf.saved_model.load(path)
   proto = saved_model_pb2.SavedModel()
@@ -94,8 +113,7 @@ class ModelVersions:
     except Exception as error:  # pylint: disable=broad-except
       reason = messages.tensorflow_error_line(error)
       if version not in self._failed:
-        self._log(f'version {version} did not load (tried again when its files change): '
-                  f'{reason}')
+        self._log(f'skipped version {version}, which does not load: {reason}')
       self._failed[version] = (signature, reason)
       return None
     finally:

@@ -6,9 +6,10 @@
 
 PATH is an image file or a folder, searched recursively (lesion masks, `*_mask*.png`, and
 files that are not images are left out there and counted on stderr). Locally it loads the
-newest version in the model directory (or `--version N`) and calls its `serving_default`
-signature; with `--server http://...` it posts the same images as `{"b64": ...}` instances to a
-TensorFlow Serving REST endpoint (`POST /v1/models/<name>[/versions/<N>]:predict`) instead, and
+version the server would serve, the newest that loads (a newer one that does not is named on
+stderr), or `--version N`, and calls its `serving_default` signature; with `--server http://...`
+it posts the same images as `{"b64": ...}` instances to a TensorFlow Serving REST endpoint
+(`POST /v1/models/<name>[/versions/<N>]:predict`) instead, and
 with `--server grpc://host:port` it calls TF Serving's gRPC `PredictionService/Predict`.
 
 Each line is `{"path", "label", "confidence", "scores": {class: probability}}`, or
@@ -97,10 +98,13 @@ class LocalModel:
   """A version of the model directory loaded in this process."""
 
   def __init__(self, model_dir: str, version: Optional[int]):
-    _, path = model_directory.find_version(model_dir, version)
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top  # Slow; only when needed.
+    # Slow to import; only when needed.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from serving import model_versions  # pylint: disable=g-import-not-at-top
     self._tf = tf
-    self._signatures = tf.saved_model.load(path).signatures
+    # The version the server would serve: the newest that loads.
+    self._signatures = model_versions.load_chosen_version(
+        model_dir, version, log=lambda line: print(line, file=sys.stderr)).signatures
     self._signature = self._signatures['serving_default']
 
   def classify(self, encoded_images: List[bytes]) -> List[Dict[str, float]]:

@@ -329,8 +329,31 @@ def test_a_version_is_served_once_its_warmup_requests_ran(pushed_model_dir, tmp_
   versions = ModelVersions(str(tmp_path), log=said.append)
   versions.refresh()
   assert versions.serving.version == 1
-  assert said == ['version 2 did not load (tried again when its files change): Serving signature '
-                  'name: "no_such_signature" not found in signature def', 'serving version 1']
+  assert said == ['skipped version 2, which does not load: Serving signature name: '
+                  '"no_such_signature" not found in signature def', 'serving version 1']
+
+
+def test_predict_cli_uses_the_version_the_server_serves(python, project_root, images,
+                                                        pushed_model_dir, tmp_path):
+  """A newest version whose saved_model.pb is truncated beside a good older one: the CLI, as the
+  server, uses the older one and names the broken one in one line; asked for the broken one by
+  number, one line and exit code 2."""
+  newest = sorted(os.listdir(pushed_model_dir))[-1]
+  shutil.copytree(os.path.join(pushed_model_dir, newest), tmp_path / '1')
+  shutil.copytree(os.path.join(pushed_model_dir, newest), tmp_path / '2')
+  model_file = tmp_path / '2' / 'saved_model.pb'
+  model_file.write_bytes(model_file.read_bytes()[:1000])
+  completed, lines = predict_cli(python, project_root, '--model-dir', tmp_path, images['good'][0])
+  assert completed.returncode == 0, completed.stderr
+  skipped = [line for line in completed.stderr.splitlines() if 'version 2' in line]
+  assert len(skipped) == 1 and skipped[0].startswith('skipped version 2, which does not load: ')
+  assert [lines[0]['scores'][name] for name in features.LABEL_NAMES] == pytest.approx(
+      model_probabilities(pushed_model_dir, newest, images['good'][0]).tolist(), abs=1e-5)
+  completed, _ = predict_cli(python, project_root, '--model-dir', tmp_path, '--version', '2',
+                             images['good'][0])
+  assert completed.returncode == 2
+  assert 'Traceback' not in completed.stderr
+  assert completed.stderr.strip().startswith('serving.predict: error: version 2 does not load: ')
 
 
 def stall(address, port, seconds):

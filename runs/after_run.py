@@ -1,0 +1,31 @@
+"""What every runner does once a pipeline run has ended: the summary read back from ML Metadata
+and the run report (local_runner.py and airflow_runner.py alike)."""
+
+import sys
+
+from pipeline import command_line
+
+
+def print_summary_and_report(config, prog: str) -> None:
+  """After a successful run: the summary from ML Metadata, then the report."""
+  from runs import summary  # pylint: disable=g-import-not-at-top  # seconds to import
+  print()
+  print(summary.format_summary(summary.summarize_run(config.metadata_path),
+                               min_accuracy=config.min_accuracy,
+                               min_malignant_recall=config.min_malignant_recall,
+                               max_accuracy_drop=config.max_accuracy_drop,
+                               max_calibration_error=config.max_calibration_error))
+  write_run_report(config, prog)
+
+
+def write_run_report(config, prog: str) -> None:
+  """Writes <output-dir>/report/index.html for the latest run and names it; `prog` names the
+  command in a warning."""
+  from runs import report  # pylint: disable=g-import-not-at-top
+  try:
+    print(f'  report: {report.write_report(config.metadata_path, config.report_dir)}')
+  except Exception as error:  # pylint: disable=broad-except
+    # The run itself is over; a report that cannot be drawn must not hide its outcome.
+    cause = command_line.root_cause(error)
+    print(f'{prog}: warning: no run report: {cause.__class__.__name__}: {cause}',
+          file=sys.stderr)
