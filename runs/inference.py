@@ -30,34 +30,16 @@ class PushedModel:
 
 def latest_pushed_model(store: mlmd.MetadataStore) -> Optional[PushedModel]:
   """The newest pushed model with the blessing it was pushed on, or None."""
-  pushes = sorted((artifact for artifact in store.get_artifacts_by_type('PushedModel')
-                   if artifact_property(artifact, 'pushed') == 1),
-                  key=lambda artifact: artifact.id, reverse=True)
-  for pushed in pushes:
-    pusher = metadata_store.producer_of(store, pushed.id)
-    inputs = dict(metadata_store.inputs_of(store, pusher.id)) if pusher else {}
-    if 'model' in inputs and 'model_blessing' in inputs:
-      return PushedModel(inputs['model'].uri, inputs['model_blessing'].uri, inputs['model'].id,
-                         artifact_property(pushed, 'pushed_version'))
+  for push in reversed(metadata_store.pushes(store)):
+    if push.model is not None and push.model_blessing is not None:
+      return PushedModel(push.model.uri, push.model_blessing.uri, push.model.id, push.version)
   return None
-
-
-def _pushed_versions(store: mlmd.MetadataStore) -> Dict[int, str]:
-  """Model artifact id → the version it was (last) pushed as."""
-  versions = {}
-  for pushed in sorted(store.get_artifacts_by_type('PushedModel'), key=lambda item: item.id):
-    if artifact_property(pushed, 'pushed') != 1:
-      continue
-    pusher = metadata_store.producer_of(store, pushed.id)
-    for key, model in metadata_store.inputs_of(store, pusher.id) if pusher else []:
-      if key == 'model':
-        versions[model.id] = artifact_property(pushed, 'pushed_version')
-  return versions
 
 
 def inference_runs(store: mlmd.MetadataStore) -> List[Dict[str, Any]]:
   """Every inference run, oldest first: its state, images, model and predictions."""
-  versions = _pushed_versions(store)
+  versions = {push.model.id: push.version for push in metadata_store.pushes(store)
+              if push.model is not None}
   rows = []
   for context in metadata_store.run_contexts(store, inference=True):
     components = metadata_store.component_runs(store, context.id)

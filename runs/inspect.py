@@ -90,9 +90,8 @@ def list_artifacts(store, type_name: Optional[str] = None) -> List[Dict[str, Any
 
 
 def newest_pushed_model(store):
-  pushed = [artifact for artifact in store.get_artifacts_by_type('PushedModel')
-            if metadata_store.artifact_property(artifact, 'pushed') == 1]
-  return max(pushed, key=lambda artifact: artifact.id) if pushed else None
+  found = metadata_store.pushes(store)
+  return found[-1].pushed_model if found else None
 
 
 def lineage(store, artifact, shown=None) -> Dict[str, Any]:
@@ -126,10 +125,9 @@ def lineage(store, artifact, shown=None) -> Dict[str, Any]:
 def list_models(store) -> List[Dict[str, Any]]:
   # Imported here: TFMA is slow to import and only this command reads evaluations.
   from runs import summary  # pylint: disable=g-import-not-at-top
-  evaluations, blessings, pushes = {}, {}, {}
+  evaluations, blessings = {}, {}
   for execution in sorted(store.get_executions(), key=lambda execution: execution.id):
-    node = metadata_store.node_id_of(store, execution.id)
-    if node not in ('Evaluator', 'Pusher'):
+    if metadata_store.node_id_of(store, execution.id) != 'Evaluator':
       continue
     model_ids = [artifact.id for key, artifact in metadata_store.inputs_of(store, execution.id)
                  if key == 'model']
@@ -142,8 +140,8 @@ def list_models(store) -> List[Dict[str, Any]]:
           # Blessed once is blessed, as TFX's latest-blessed-model resolver sees it.
           blessings[model_id] = (blessings.get(model_id, False)
                                  or metadata_store.artifact_property(output, 'blessed') == 1)
-        elif kind == 'PushedModel' and metadata_store.artifact_property(output, 'pushed') == 1:
-          pushes[model_id] = metadata_store.artifact_property(output, 'pushed_version')
+  pushes = {push.model.id: push.version for push in metadata_store.pushes(store)
+            if push.model is not None}
   rows = []
   for model in sorted(store.get_artifacts_by_type('Model'), key=lambda model: model.id):
     producer = metadata_store.producer_of(store, model.id)

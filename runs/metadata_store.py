@@ -177,3 +177,24 @@ def artifact_property(artifact: metadata_store_pb2.Artifact, name: str) -> Any:
   return getattr(value, kind)
 
 
+@dataclasses.dataclass
+class Push:
+  """A version the Pusher published, and the Model and ModelBlessing it published."""
+  pushed_model: metadata_store_pb2.Artifact
+  version: str
+  model: Optional[metadata_store_pb2.Artifact]
+  model_blessing: Optional[metadata_store_pb2.Artifact]
+
+
+def pushes(store: mlmd.MetadataStore) -> List[Push]:
+  """Every version the Pusher published, oldest first: the one place that says which model was
+  pushed as which version (the newest push is the model a server serves)."""
+  found = []
+  for pushed in sorted(store.get_artifacts_by_type('PushedModel'), key=lambda item: item.id):
+    if artifact_property(pushed, 'pushed') != 1:
+      continue
+    pusher = producer_of(store, pushed.id)
+    inputs = dict(inputs_of(store, pusher.id)) if pusher else {}
+    found.append(Push(pushed, artifact_property(pushed, 'pushed_version'), inputs.get('model'),
+                      inputs.get('model_blessing')))
+  return found
