@@ -4,8 +4,9 @@
     python -m serving.predict --server http://127.0.0.1:8501 --model-name breast_ultrasound PATH...
     python -m serving.predict --server grpc://127.0.0.1:8500 --model-name breast_ultrasound PATH...
 
-PATH is an image file or a folder, searched recursively (lesion masks, `*_mask*.png`, and
-files that are not images are left out there and counted on stderr). Locally it loads the
+PATH is an image file or a folder, searched recursively; in a folder, the files skipped (lesion
+masks, files that are not images, links out of the folder; operating-system clutter) are those
+batch inference skips, named with the same reasons on stderr. Locally it loads the
 version the server would serve, the newest that loads (a newer one that does not is named on
 stderr), or `--version N`, and calls its `serving_default` signature; with `--server http://...`
 it posts the same images as `{"b64": ...}` instances to a TensorFlow Serving REST endpoint
@@ -24,7 +25,6 @@ import argparse
 import base64
 import json
 import os
-import re
 import sys
 import urllib.error
 import urllib.request
@@ -41,10 +41,6 @@ EXIT_FAILED_IMAGES = 1
 EXIT_USAGE = command_line.EXIT_USAGE
 BATCH_SIZE = 16
 GRPC_SCHEME = 'grpc://'
-# Copies of components/contracts.py's IMAGE_EXTENSIONS and MASK_SUFFIX: serving/ must not import
-# the pipeline (it knows only the SavedModel), and it accepts exactly the images training does.
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
-MASK_FILE = re.compile(r'_mask(_\d+)?\.[^.]+$', re.IGNORECASE)
 
 
 class PredictionError(Exception):
@@ -55,28 +51,31 @@ class UsageError(Exception):
   """A problem with what the user asked for (model directory, server); one line."""
 
 
-def find_images(paths: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]], List[str]]:
-  """(image files in order, [(path, error)] for paths that do not exist, files left out).
+def find_images(paths: Sequence[str]
+                ) -> Tuple[List[str], List[Tuple[str, str]], List[Dict[str, str]]]:
+  """(image files in order, [(path, error)] for paths that do not exist, the files of folders
+  that are not classified, each with its kind, skipped or ignored, and reason).
 
-  Files named on the command line are always tried; inside folders only image files that are
-  not lesion masks are taken.
+  Files named on the command line are always tried. In folders, the files classified and those
+  skipped, with their reasons, are batch inference's (`--infer-dir`): one policy,
+  `image_files.list_unlabelled_folder`.
   """
-  images, missing, left_out = [], [], []
+  images, missing, skipped = [], [], []
   for path in paths:
     if os.path.isfile(path):
       images.append(path)
     elif os.path.isdir(path):
-      for folder, subfolders, names in os.walk(path):
-        subfolders.sort()
-        for name in sorted(names):
-          file = os.path.join(folder, name)
-          if name.lower().endswith(IMAGE_EXTENSIONS) and not MASK_FILE.search(name):
-            images.append(file)
-          else:
-            left_out.append(file)
+      # Imported only for folders: it brings TensorFlow, which a server's client may not need.
+      from components.image_example_gen import image_files  # pylint: disable=g-import-not-at-top
+      for entry in image_files.list_unlabelled_folder(path):
+        if entry['kind'] == 'image':
+          images.append(entry['path'])
+        else:
+          skipped.append({'kind': entry['kind'], 'file': os.path.join(path, entry['file']),
+                          'reason': entry['reason']})
     else:
       missing.append((path, 'no such file or folder'))
-  return images, missing, left_out
+  return images, missing, skipped
 
 
 def _text(value) -> str:
@@ -318,11 +317,15 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
   args = parse_args(argv)
-  files, missing, left_out = find_images(args.paths)
-  if left_out:
-    print(f'left out {len(left_out)} files that are not images or are lesion masks: '
-          + ', '.join(left_out[:10]) + (' ...' if len(left_out) > 10 else ''),
-          file=sys.stderr)
+  files, missing, skipped = find_images(args.paths)
+  ignored = [row['file'] for row in skipped if row['kind'] == 'ignored']
+  skipped = [row for row in skipped if row['kind'] != 'ignored']
+  if skipped:
+    print(f'skipped {len(skipped)} files: '
+          + '; '.join(f'{row["file"]}: {row["reason"]}' for row in skipped), file=sys.stderr)
+  if ignored:
+    print(f'ignored {len(ignored)} files left by an operating system or archiver: '
+          + ', '.join(ignored), file=sys.stderr)
   try:
     if args.server is not None and args.server.startswith(GRPC_SCHEME):
       model = GrpcServerModel(args.server[len(GRPC_SCHEME):], args.model_name, args.version)

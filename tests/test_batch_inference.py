@@ -115,3 +115,27 @@ def test_inference_errors_are_one_line(python, project_root, tmp_path, pipeline_
                            '--infer-dir', tmp_path / 'images')
   assert untrained.returncode == 2
   assert 'no ML Metadata at' in untrained.stderr and len(untrained.stderr.splitlines()) == 1
+
+
+def test_the_prediction_cli_and_batch_inference_treat_a_folder_alike(python, project_root,
+                                                                    pipeline_runs, inference_run):
+  """One policy for which files of a folder are classified: `serving.predict DIR` skips what
+  `--infer-dir DIR` skips by name (a lesion mask, a file that is not an image), with the same
+  reasons, and classifies the same images; the corrupt image, an image by name, is refused by
+  each on reading (inference skips it, the CLI answers it with an error line)."""
+  _, run = inference_run
+  infer_dir = pipeline_runs['infer_dir']
+  completed = subprocess.run(
+      [python, '-m', 'serving.predict', '--model-dir',
+       str(pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound'), str(infer_dir)],
+      cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
+  assert completed.returncode == 1, completed.stderr  # the corrupt image
+  lines = [json.loads(line) for line in completed.stdout.splitlines()]
+  classified = sorted(os.path.relpath(line['path'], infer_dir) for line in lines
+                      if 'error' not in line)
+  refused = [os.path.relpath(line['path'], infer_dir) for line in lines if 'error' in line]
+  assert classified == sorted(NESTED) and refused == ['broken.png']
+  by_inference = {row['file']: row['reason'] for row in run['skipped']}
+  [said] = [line for line in completed.stderr.splitlines() if line.startswith('skipped ')]
+  assert said == 'skipped 2 files: ' + '; '.join(
+      f'{infer_dir / name}: {by_inference[name]}' for name in ('notes.txt', 'scan (4)_mask.png'))

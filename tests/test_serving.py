@@ -18,9 +18,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components import contracts
 from models import features
-from serving import predict, warmup
+from serving import warmup
 from serving.model_versions import ModelVersions
 
 
@@ -94,8 +93,9 @@ def test_predict_cli_classifies_a_folder_and_reports_bad_images(python, project_
     expected = model_probabilities(pushed_model_dir, newest, path)
     assert [line['scores'][name] for name in features.LABEL_NAMES] == pytest.approx(
         expected.tolist(), abs=1e-5)
-  # The mask and the README in the folder are left out, and said so.
-  assert 'left out 2 files' in completed.stderr
+  # The mask and the README in the folder are skipped, and said so with the reasons.
+  assert 'skipped 2 files: ' in completed.stderr
+  assert 'README.txt: not an image file (.txt)' in completed.stderr
   assert 'benign (1)_mask.png' in completed.stderr
 
 
@@ -261,12 +261,6 @@ def test_new_version_takes_over_while_requests_are_in_flight(images, pushed_mode
                       {'instances': [{'b64': b64(images['good'][0])}]})
   assert status == 200
   assert body['predictions'][0]['probabilities'] == pytest.approx(new_scores.tolist(), abs=1e-5)
-
-
-def test_serving_accepts_exactly_the_image_files_training_does():
-  # serving/ keeps its own copies (it must not import the pipeline); they must not drift.
-  assert predict.IMAGE_EXTENSIONS == contracts.IMAGE_EXTENSIONS
-  assert predict.MASK_FILE.pattern.startswith(contracts.MASK_SUFFIX)
 
 
 def wait_for_status(server, predicate, seconds=60):
