@@ -102,3 +102,9 @@ class PipelineConfig:
   def serving_model_dir(self) -> str:
     """TF Serving's --model_base_path: versions are numbered folders inside it."""
     return os.path.join(self.output_dir, 'serving', self.model_name)
+
+  @property
+  def model_card_dir(self) -> str:
+    """Each pushed version's model card, `<version>/model_card.html`: outside TF Serving's base
+    path, so a version never changes once the Pusher has published it."""
+    return os.path.join(self.output_dir, 'model_cards', self.model_name)

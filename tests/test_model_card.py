@@ -1,5 +1,6 @@
 """The model card (components/model_card/, runs/model_card.py): written by every run of the
-shared pipeline runs, copied beside each pushed version, and saying why a model was not pushed."""
+shared pipeline runs, published for each pushed version outside its served folder, and saying
+why a model was not pushed."""
 
 import json
 import os
@@ -17,9 +18,12 @@ def card_of_run(pipeline_runs, run_index: int):
     return artifact, json.load(handle)
 
 
-def test_the_pushed_version_carries_its_model_card(pipeline_runs):
+def test_the_pushed_version_has_its_model_card_outside_the_published_folder(pipeline_runs):
   version = pipeline_runs['serving_after_first'][0]
-  version_dir = pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound' / version
+  # Published whole by the Pusher, the version folder never changes: the card is beside it.
+  assert not any(name.startswith('model_card') for name in os.listdir(
+      pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound' / version))
+  version_dir = pipeline_runs['output_dir'] / 'model_cards' / 'breast_ultrasound' / version
   with open(version_dir / contracts.MODEL_CARD_JSON_FILE) as handle:
     card = json.load(handle)
   _, recorded = card_of_run(pipeline_runs, 0)
