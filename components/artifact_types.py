@@ -18,7 +18,8 @@ class DataQualityReport(types.Artifact):
 class ModelCard(types.Artifact):
   """A model's card, model_card.json and model_card.html (runs/model_card.py).
 
-  Written by ModelCardGenerator, which also copies both files into the pushed version.
+  Written by ModelCardGenerator, which also writes both files for the pushed version, under
+  `<output-dir>/model_cards/<model-name>/<version>/`.
   """
   TYPE_NAME = 'breast_ultrasound.ModelCard'
 

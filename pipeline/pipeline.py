@@ -5,7 +5,7 @@ ImageExampleGen (near-duplicate-aware split) → DataQualityCheck, and Statistic
 a forbidden label conflict → Transform → (Tuner, with `--tune`) → Trainer → Evaluator (baseline: the latest other blessed
 model) and ServingCheck (canary requests to the candidate in a fresh process: TFX's
 InfraValidator without Docker) → Pusher (atomic: a version appears whole or not at all, only
-with both blessings) → ModelCardGenerator (model_card.html/json for the pushed version, under model_cards/). The `excluded` split (label
+with both blessings) → ModelCardGenerator (each pushed version's card under model_cards/). The `excluded` split (label
 conflicts left out) is neither analysed nor trained on. Model code is referenced by dotted path,
 so the pipeline compiles for Kubeflow or Vertex offline. Every component whose output depends on
 the project's code carries a fingerprint of that code in its configuration

@@ -6,8 +6,8 @@ card is made here from the pipeline's artifacts as ML Metadata recorded them (th
 class counts, the data-quality report, the Model's operating point, the Evaluator's metrics and
 thresholds, the serving check, the push) and rendered with Jinja2, as the run report is. The
 ModelCardGenerator component (components/model_card/) gathers those facts for every run and
-calls `write_model_cards` (its `card_writer`), which writes the card into its artifact and the
-pushed version's folder.
+calls `write_model_cards` (its `card_writer`), which writes the card into its artifact and, for
+a pushed version, into `<output-dir>/model_cards/<model-name>/<version>/`.
 """
 
 import dataclasses

@@ -1,1 +1,1 @@
-"""The model card of each run's model, copied beside the pushed version."""
+"""The model card of each run's model, and of each pushed version."""
