@@ -5,9 +5,9 @@ artifacts (their properties, and where the evaluation is). A card writer given b
 as TFX's Trainer is given its `run_fn` (the pipeline's is `runs.model_card.write_model_cards`,
 which says what the card holds), turns them into `model_card.html` and `model_card.json` in the
 card's own ModelCard artifact and, when the model was pushed, in
-`<published_card_dir>/<version>/` beside the serving directory: never inside the published version, which the Pusher published
-whole and which must not change while it is served. The component itself knows only the
-artifacts, not how a run is read back or rendered.
+`<published_card_dir>/<version>/` beside the serving directory: never inside the published
+version, which the Pusher published whole and which must not change while it is served. The
+component itself knows only the artifacts, not how a run is read back or rendered.
 """
 
 import datetime
