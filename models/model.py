@@ -27,7 +27,7 @@ The network and how it is trained come from `models.training` and the network's 
 recipe with test-time flips is exported averaging over the image and its mirror image, and an
 ensemble (`ensemble_members` > 1, or the recipe's) is exported as one SavedModel averaging its
 members' probabilities before calibration.
-The SavedModel carries TF Serving's warmup requests (serving/warmup.py) for `serving_default`,
+The SavedModel carries TF Serving's warmup requests (models/serving_warmup.py) for `serving_default`,
 `explain` and `from_pixels`, so a server answers its first clients at full speed.
 The Model artifact also gets the TFLite model (`tflite/model.tflite` and `tflite/metadata.json`).
 Next to TensorBoard logs (one folder per member of an ensemble), the model-run directory gets
@@ -51,8 +51,8 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx_bsl.public import tfxio
 
-from models import calibration, explanation, features, group_split, networks, on_device, training
-from serving import warmup
+from models import (calibration, explanation, features, group_split, networks, on_device,
+                    serving_warmup, training)
 
 # Keys of the Trainer's custom_config.
 EPOCHS_KEY = 'epochs'
@@ -265,7 +265,7 @@ def export_model(members: Sequence[keras.Model], tf_transform_output: tft.TFTran
       on_device.PIXELS_SIGNATURE: module.pixels_signature(image_size),
   })
   blank_image = tf.io.encode_png(tf.zeros([image_size, image_size, 3], tf.uint8)).numpy()
-  warmup.write_requests(export_dir, [
+  serving_warmup.write_requests(export_dir, [
       ('serving_default', {'image_bytes': np.array([blank_image])}),
       ('explain', {'image_bytes': np.array([blank_image])}),
       (on_device.PIXELS_SIGNATURE,

@@ -18,7 +18,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-from serving import messages, model_directory, warmup
+from models import serving_warmup
+from serving import messages, model_directory
 
 # Canonical codes (google.rpc.Code names), as TF Serving's absl::Status codes.
 INVALID_ARGUMENT = 'INVALID_ARGUMENT'
@@ -75,7 +76,7 @@ def load_version(version: int, path: str) -> LoadedVersion:
   loaded = LoadedVersion(version, saved_model, dict(saved_model.signatures),
                          dict(proto.meta_graphs[0].signature_def))
   # As TF Serving, a version is ready once its warmup requests ran; one that fails fails the load.
-  for request in warmup.read_requests(path):
+  for request in serving_warmup.read_requests(path):
     run_signature(find_signature(loaded, request.model_spec.signature_name),
                   {name: tf.make_ndarray(tensor) for name, tensor in request.inputs.items()})
   return loaded

@@ -23,8 +23,7 @@ def test_fingerprint_covers_what_a_component_imports_and_nothing_else():
           'models/group_split.py', 'models/explanation.py', 'models/features.py',
           'models/augmentation.py', 'models/backbones.py', 'models/self_supervised.py',
           'models/on_device.py', 'models/efficientnet_lite.py', 'models/torch_checkpoint.py',
-          'models/__init__.py', 'serving/warmup.py', 'serving/__init__.py'} == trainer
-  # (serving/warmup.py: the exported model carries TF Serving's warmup requests.)
+          'models/serving_warmup.py', 'models/__init__.py'} == trainer
   # The Tuner's code is the Trainer's and its own.
   assert relative_modules('models.tuning') == trainer | {'models/tuning.py'}
   quality = relative_modules('components.data_quality.component')

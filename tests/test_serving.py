@@ -18,8 +18,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from models import features
-from serving import warmup
+from models import features, serving_warmup
 from serving.model_versions import ModelVersions
 
 
@@ -312,13 +311,13 @@ def test_a_version_is_served_once_its_warmup_requests_ran(pushed_model_dir, tmp_
   """Each pushed version carries TF Serving's warmup requests; a version whose warmup fails is
   not served (as TF Serving), and the older one keeps serving."""
   newest = sorted(os.listdir(pushed_model_dir))[-1]
-  saved = warmup.read_requests(os.path.join(pushed_model_dir, newest))
+  saved = serving_warmup.read_requests(os.path.join(pushed_model_dir, newest))
   assert [request.model_spec.signature_name for request in saved] == [
       'serving_default', 'explain', 'from_pixels']
   shutil.copytree(os.path.join(pushed_model_dir, newest), tmp_path / '1')
   shutil.copytree(os.path.join(pushed_model_dir, newest), tmp_path / '2')
   pixels = tf.make_ndarray(saved[-1].inputs['image_pixels'])
-  warmup.write_requests(str(tmp_path / '2'), [('no_such_signature', {'image_pixels': pixels})])
+  serving_warmup.write_requests(str(tmp_path / '2'), [('no_such_signature', {'image_pixels': pixels})])
   said = []
   versions = ModelVersions(str(tmp_path), log=said.append)
   versions.refresh()
