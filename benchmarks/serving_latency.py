@@ -84,11 +84,11 @@ def grpc_call(stub, model_name: str, images: List[bytes]) -> Callable[[], object
   return lambda: stub.Predict(request, timeout=120)
 
 
-def start_server(model_base_path: str):
+def start_server(model_base_path: str, *flags: str):
   """(process, REST predict URL, gRPC address) of `python -m serving.server` on free ports."""
   process = subprocess.Popen(
       [sys.executable, '-m', 'serving.server', '--model-base-path', model_base_path, '--port', '0',
-       '--grpc-port', '0'],
+       '--grpc-port', '0', *flags],
       cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   grpc_address = None
   for line in process.stdout:
