@@ -44,7 +44,7 @@ from PIL import Image  # pylint: disable=g-import-not-at-top
 from components import near_duplicates  # pylint: disable=g-import-not-at-top
 from components.image_example_gen import image_files, split_plan  # pylint: disable=g-import-not-at-top
 from models import calibration, features, group_split, networks, preprocessing, training  # pylint: disable=g-import-not-at-top
-from pipeline import tfma_metrics  # pylint: disable=g-import-not-at-top
+from pipeline import classification_statistics  # pylint: disable=g-import-not-at-top
 from pipeline.eval_config import ACCURACY  # pylint: disable=g-import-not-at-top
 
 BATCH_SIZE = 32
@@ -83,10 +83,11 @@ def load_images(data_root: str, image_size: int, folds: int):
 
 def score(labels: np.ndarray, probabilities: np.ndarray, uncalibrated: np.ndarray,
           operating_point: calibration.OperatingPoint) -> Dict[str, float]:
-  """The Evaluator's metrics (pipeline/tfma_metrics.py, models/calibration.py) of one fold."""
-  statistics = tfma_metrics.probability_statistics(labels, probabilities)
-  counts = tfma_metrics.confusion_counts_of(labels, probabilities.argmax(axis=1))
-  per_class = tfma_metrics.class_precision_recall(counts)
+  """The Evaluator's metrics (pipeline/classification_statistics.py, models/calibration.py) of
+  one fold."""
+  statistics = classification_statistics.probability_statistics(labels, probabilities)
+  counts = classification_statistics.confusion_counts_of(labels, probabilities.argmax(axis=1))
+  per_class = classification_statistics.class_precision_recall(counts)
   result = {'accuracy': statistics[ACCURACY], 'macro_f1': statistics['macro_f1'],
             'macro_auc': statistics['macro_auc']}
   for name in features.LABEL_NAMES:

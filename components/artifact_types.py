@@ -15,6 +15,14 @@ class DataQualityReport(types.Artifact):
   TYPE_NAME = 'breast_ultrasound.DataQualityReport'
 
 
+class EvalExplanations(types.Artifact):
+  """Grad-CAM heat maps of eval images the model got wrong and right, as explanations.npz.
+
+  Written by EvalExplainer, read by the run report; see components/eval_explanations/.
+  """
+  TYPE_NAME = 'breast_ultrasound.EvalExplanations'
+
+
 class ModelCard(types.Artifact):
   """A model's card, model_card.json and model_card.html (runs/model_card.py).
 

@@ -105,6 +105,10 @@ MODEL_CARD_JSON_FILE = 'model_card.json'
 MODEL_CARD_HTML_FILE = 'model_card.html'
 MODEL_CARD_PUSHED_COPY_PROPERTY = 'pushed_copy'
 
+# EvalExplainer's EvalExplanations artifact; `explained` counts its rows.
+EXPLANATIONS_FILE = 'explanations.npz'
+EXPLAINED_PROPERTY = 'explained'
+
 # InferenceExport's Predictions artifact.
 PREDICTIONS_CSV_FILE = 'predictions.csv'
 PREDICTIONS_JSONL_FILE = 'predictions.jsonl'

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow_transform as tft
 from tfx.components.tuner.component import TunerFnResult
 
-from models import calibration, features, model, networks, training
+from models import calibration, datasets, features, model, networks, training
 
 # Keys of the Tuner's custom_config, beside the Trainer's (models/model.py).
 MAX_TRIALS_KEY = 'max_trials'
@@ -87,10 +87,10 @@ def tuner_fn(fn_args) -> TunerFnResult:
   """TFX Tuner entry point."""
   config = model.train_config(fn_args.custom_config)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-  training_examples = model.read_examples(fn_args.train_files, fn_args.data_accessor,
-                                          tf_transform_output)
-  fitting, validation = model.split_for_calibration(training_examples,
-                                                    config[model.CALIBRATION_PERCENT_KEY])
+  training_examples = datasets.read_examples(fn_args.train_files, fn_args.data_accessor,
+                                             tf_transform_output)
+  fitting, validation = datasets.split_for_calibration(training_examples,
+                                                       config[model.CALIBRATION_PERCENT_KEY])
   labels = [int(label) for _, label, _ in validation]
   if not labels:
     raise ValueError('tuning needs a calibration set to score the trials on: '
@@ -109,5 +109,5 @@ def tuner_fn(fn_args) -> TunerFnResult:
   print(f'tuning {config[model.NETWORK_KEY]}: {oracle.max_trials} trials on '
         f'{len(labels)} calibration images (classes {np.bincount(labels).tolist()})', flush=True)
   return TunerFnResult(tuner=tuner, fit_kwargs={
-      'fitting': model.batches(fitting, batch_size, shuffle_seed=config[model.SEED_KEY]),
-      'validation': model.batches(validation, batch_size)})
+      'fitting': datasets.batches(fitting, batch_size, shuffle_seed=config[model.SEED_KEY]),
+      'validation': datasets.batches(validation, batch_size)})

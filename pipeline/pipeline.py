@@ -1,15 +1,19 @@
 """`create_pipeline(config)`: the components of the breast-ultrasound pipeline and their wiring.
 
-ImageExampleGen (near-duplicate-aware split) → DataQualityCheck, and StatisticsGen → SchemaGen
-(curated) → ExampleValidator; DataValidationGate stops the run on an anomaly, a cross-split leak or
-a forbidden label conflict → Transform → (Tuner, with `--tune`) → Trainer → Evaluator (baseline: the latest other blessed
-model) and ServingCheck (canary requests to the candidate in a fresh process: TFX's
-InfraValidator without Docker) → Pusher (atomic: a version appears whole or not at all, only
-with both blessings) → ModelCardGenerator (each pushed version's card under model_cards/). The `excluded` split (label
-conflicts left out) is neither analysed nor trained on. Model code is referenced by dotted path,
-so the pipeline compiles for Kubeflow or Vertex offline. Every component whose output depends on
-the project's code carries a fingerprint of that code in its configuration
-(`pipeline/code_version.py`), so editing the code reruns exactly those.
+- `data_components`: ImageExampleGen (near-duplicate-aware split) → DataQualityCheck, and
+  StatisticsGen → SchemaGen (curated) → ExampleValidator; DataValidationGate stops the run on an
+  anomaly, a cross-split leak or a forbidden label conflict → Transform.
+- `training_components`: (Tuner, with `--tune`) → Trainer.
+- `release_components`: Evaluator (baseline: the latest other blessed model), ServingCheck
+  (canary requests to the candidate in a fresh process: TFX's InfraValidator without Docker) and
+  EvalExplainer (Grad-CAM of eval images, for the report) → Pusher (atomic: a version appears
+  whole or not at all, only with both blessings) → ModelCardGenerator (each pushed version's
+  card under model_cards/).
+
+The `excluded` split (label conflicts left out) is neither analysed nor trained on. Model code
+is referenced by dotted path, so the pipeline compiles for Kubeflow or Vertex offline. Every
+component whose output depends on the project's code carries a fingerprint of that code in its
+configuration (`pipeline/code_version.py`), so editing the code reruns exactly those.
 """
 
 import json
@@ -36,6 +40,7 @@ from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
 from components.curated_schema_gen.component import CuratedSchemaGen
 from components.data_quality.component import DataQualityCheck
 from components.data_validation_gate.component import DataValidationGate
+from components.eval_explanations.component import EvalExplainer
 from components.model_card.component import ModelCardGenerator
 from components.image_example_gen.component import ImageExampleGen
 from components.pusher import executor as atomic_pusher
@@ -64,24 +69,9 @@ def statistics_options() -> tfdv.StatsOptions:
   return tfdv.StatsOptions(enable_semantic_domain_stats=True, schema=declared)
 
 
-def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
-                    data_part_only: bool = False) -> Pipeline:
-  """Builds the pipeline described in the module docstring from `config`.
-
-  `metadata_connection_config` is the runner's business: LocalDagRunner needs one (SQLite),
-  Kubeflow and Vertex bring their own. `data_part_only` stops after Transform (what
-  benchmarks/data_scaling.py measures).
-  """
-
-  def pipeline_of(components) -> Pipeline:
-    return Pipeline(
-        pipeline_name=config.pipeline_name,
-        pipeline_root=config.pipeline_root,
-        components=components,
-        enable_cache=config.enable_cache,
-        metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=config.beam_pipeline_args)
-
+def data_components(config: PipelineConfig) -> list:
+  """ImageExampleGen to Transform: the examples, their checks, and the gate before training,
+  in the order the docstring draws them."""
   example_gen = ImageExampleGen(
       input_base=config.data_root,
       eval_percent=config.eval_percent,
@@ -126,11 +116,12 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       custom_config={preprocessing.IMAGE_SIZE_CONFIG_KEY: config.image_size,
                      'code_version': code_version('models.preprocessing')})
   transform.add_upstream_node(data_validation_gate)
-  data_part = [example_gen, data_quality_check, statistics_gen, schema_gen, example_validator,
-               data_validation_gate, transform]
-  if data_part_only:
-    return pipeline_of(data_part)
+  return [example_gen, data_quality_check, statistics_gen, schema_gen, example_validator,
+          data_validation_gate, transform]
 
+
+def training_components(config: PipelineConfig, transform, schema_gen) -> list:
+  """(The Tuner, with `--tune`, and) the Trainer: its model ends the list."""
   trainer_config = {
       model.EPOCHS_KEY: config.epochs,
       model.ENSEMBLE_MEMBERS_KEY: config.ensemble_members,
@@ -173,6 +164,12 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       # TFX's executor, then the operating point recorded on the Model artifact.
       custom_executor_spec=executor_spec.ExecutorClassSpec(trainer_executor.Executor))
 
+  return [*([tuner] if tuner else []), trainer]
+
+
+def release_components(config: PipelineConfig, example_gen, data_quality_check, trainer) -> list:
+  """What decides and publishes: the baseline resolver, Evaluator, ServingCheck, EvalExplainer,
+  Pusher and ModelCardGenerator."""
   if config.baseline_excludes_candidate:
     baseline_strategy = LatestBlessedOtherModelStrategy
     strategy_inputs = {'candidate': trainer.outputs['model']}
@@ -194,6 +191,11 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
           config.min_accuracy, config.min_malignant_recall, config.max_accuracy_drop,
           config.max_calibration_error,
           metrics_code_version=code_version(CUSTOM_METRICS_MODULE)))
+
+  eval_explainer = EvalExplainer(
+      model=trainer.outputs['model'],
+      examples=example_gen.outputs['examples'],
+      code_version=code_version('components.eval_explanations.component'))
 
   serving_check = ServingCheck(
       model=trainer.outputs['model'],
@@ -237,7 +239,28 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
                                 files=['runs/templates/model_card.html',
                                        'runs/templates/style.css']))
 
-  return pipeline_of([
-      *data_part, *([tuner] if tuner else []), trainer, baseline_resolver, evaluator,
-      serving_check, pusher, model_card_generator,
-  ])
+  return [baseline_resolver, evaluator, serving_check, eval_explainer, pusher,
+          model_card_generator]
+
+
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
+                    data_part_only: bool = False) -> Pipeline:
+  """Builds the pipeline described in the module docstring from `config`.
+
+  `metadata_connection_config` is the runner's business: LocalDagRunner needs one (SQLite),
+  Kubeflow and Vertex bring their own. `data_part_only` stops after Transform (what
+  benchmarks/data_scaling.py measures).
+  """
+  components = data_components(config)
+  if not data_part_only:
+    example_gen, data_quality_check, _, schema_gen, _, _, transform = components
+    training = training_components(config, transform, schema_gen)
+    components += training + release_components(config, example_gen, data_quality_check,
+                                                 training[-1])
+  return Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=config.pipeline_root,
+      components=components,
+      enable_cache=config.enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=config.beam_pipeline_args)

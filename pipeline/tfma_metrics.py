@@ -19,7 +19,8 @@ images, mean confidence, accuracy) and `MalignantRoc` (malignant against the res
 false-positive rate, true-positive rate at every distinct probability).
 
 And their uncertainty: `BootstrapIntervals`, 95 % percentile intervals from 1,000 seeded
-resamples of the eval images (of whole near-duplicate groups when a group has several eval
+resamples of the eval images (pipeline/classification_statistics.py computes the statistics and
+the intervals; this module is their TFMA plumbing) (of whole near-duplicate groups when a group has several eval
 images): of accuracy, macro-F1 and macro AUC on the probabilities, of malignant sensitivity and
 specificity on the decision at the operating point (`<metric>_lower`, `<metric>_upper`).
 
@@ -34,16 +35,18 @@ to a fingerprint of this module, so that the eval config, and with it TFX's cach
 when these metrics do.
 """
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional
 
 import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
-from sklearn import metrics as sklearn_metrics
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tensorflow_model_analysis.metrics import multi_class_confusion_matrix_metrics as matrices
 
 from models import calibration, features
+from pipeline.classification_statistics import (STATISTICS, bootstrap_intervals,
+                                                 class_precision_recall, macro_f1,
+                                                 malignant_recall, malignant_versus_rest)
 from pipeline.eval_config import (ACCURACY, BRIER_SCORE, EXPECTED_CALIBRATION_ERROR, MACRO_AUC,
                                   MACRO_F1, MALIGNANT_RECALL, MALIGNANT_SENSITIVITY)
 
@@ -57,110 +60,6 @@ def confusion_counts(matrix_entries: Dict, num_classes: int) -> np.ndarray:
     if 0 <= entry.actual_class_id < num_classes and 0 <= entry.predicted_class_id < num_classes:
       counts[entry.actual_class_id, entry.predicted_class_id] += weight
   return counts
-
-
-def macro_f1(counts: np.ndarray) -> float:
-  true_positives = np.diag(counts)
-  denominators = counts.sum(axis=0) + counts.sum(axis=1)  # predicted + actual = 2TP + FP + FN
-  scores = np.divide(2 * true_positives, denominators, out=np.zeros_like(true_positives),
-                     where=denominators > 0)
-  return float(scores.mean())
-
-
-def malignant_recall(counts: np.ndarray) -> float:
-  malignant = features.MALIGNANT_LABEL
-  actual = counts[malignant].sum()
-  return float(counts[malignant, malignant] / actual) if actual else float('nan')
-
-
-def class_precision_recall(counts: np.ndarray) -> Dict[str, float]:
-  """'precision_<class>' and 'recall_<class>' of every class; NaN where undefined."""
-  values = {}
-  for index, class_name in enumerate(features.LABEL_NAMES):
-    predicted, actual = counts[:, index].sum(), counts[index].sum()
-    values[f'precision_{class_name}'] = (float(counts[index, index] / predicted) if predicted
-                                         else float('nan'))
-    values[f'recall_{class_name}'] = (float(counts[index, index] / actual) if actual
-                                      else float('nan'))
-  return values
-
-
-def malignant_versus_rest(counts: np.ndarray) -> Dict[str, float]:
-  """Specificity, PPV and NPV of calling an image malignant, against the other classes."""
-  malignant = features.MALIGNANT_LABEL
-  true_positive = counts[malignant, malignant]
-  false_negative = counts[malignant].sum() - true_positive
-  false_positive = counts[:, malignant].sum() - true_positive
-  true_negative = counts.sum() - true_positive - false_negative - false_positive
-
-  def ratio(numerator, denominator):
-    return float(numerator / denominator) if denominator else float('nan')
-
-  return {'malignant_specificity': ratio(true_negative, true_negative + false_positive),
-          'malignant_ppv': ratio(true_positive, true_positive + false_positive),
-          'malignant_npv': ratio(true_negative, true_negative + false_negative)}
-
-
-def confusion_counts_of(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-  """counts[true class][predicted class] from label and predicted-class arrays."""
-  size = len(features.LABEL_NAMES)
-  return np.bincount(labels * size + predicted, minlength=size * size).reshape(size, size).astype(
-      float)
-
-
-def macro_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
-  """One-vs-rest AUC averaged over the classes; NaN when a class is missing from `labels`."""
-  classes = list(range(len(features.LABEL_NAMES)))
-  if len(set(labels.tolist())) < len(classes):
-    return float('nan')
-  return float(sklearn_metrics.roc_auc_score(labels, probabilities, labels=classes,
-                                             multi_class='ovr', average='macro'))
-
-
-def probability_statistics(labels: np.ndarray, probabilities: np.ndarray) -> Dict[str, float]:
-  """Accuracy, macro-F1 and macro AUC of the most probable class, as the Evaluator names them."""
-  counts = confusion_counts_of(labels, probabilities.argmax(axis=1))
-  return {ACCURACY: float(np.trace(counts) / counts.sum()), MACRO_F1: macro_f1(counts),
-          MACRO_AUC: macro_auc(labels, probabilities)}
-
-
-def decision_statistics(labels: np.ndarray, decisions: np.ndarray) -> Dict[str, float]:
-  """Malignant sensitivity and specificity of the decisions (one-hot rows)."""
-  counts = confusion_counts_of(labels, decisions.argmax(axis=1))
-  return {MALIGNANT_SENSITIVITY: malignant_recall(counts),
-          'malignant_specificity': malignant_versus_rest(counts)['malignant_specificity']}
-
-
-STATISTICS = {'probabilities': probability_statistics, 'decisions': decision_statistics}
-
-
-def bootstrap_intervals(statistics: Callable[[np.ndarray, np.ndarray], Dict[str, float]],
-                        labels: np.ndarray, predictions: np.ndarray, groups: Sequence[str],
-                        draws: int = 1000, seed: int = 0,
-                        confidence: float = 0.95) -> Dict[str, Tuple[float, float]]:
-  """{statistic: (lower, upper)}: percentile intervals over `draws` resamples with replacement.
-
-  Images are resampled, or whole groups when any group holds several of them (copies of one
-  frame are not independent evidence). Draws where a statistic is undefined (a class missing
-  from the resample) are left out of that statistic's interval.
-  """
-  labels, predictions = np.asarray(labels), np.asarray(predictions)
-  units: Dict[str, List[int]] = {}
-  for index, group in enumerate(groups):
-    units.setdefault(group, []).append(index)
-  members = (list(units.values()) if any(len(found) > 1 for found in units.values())
-             else [[index] for index in range(len(labels))])
-  rng = np.random.default_rng(seed)
-  found: Dict[str, List[float]] = {}
-  for _ in range(draws):
-    chosen = rng.integers(0, len(members), size=len(members))
-    indices = np.concatenate([members[unit] for unit in chosen])
-    for name, value in statistics(labels[indices], predictions[indices]).items():
-      if value == value:  # not NaN
-        found.setdefault(name, []).append(value)
-  tail = (1 - confidence) / 2 * 100
-  return {name: (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)))
-          for name, values in found.items()}
 
 
 def _from_confusion_matrix(name: str, statistic: Callable[[np.ndarray], object],

@@ -101,8 +101,7 @@ def write_report(metadata_path: str, report_dir: str, run_id: Optional[str] = No
   """Writes index.html and its pictures for the run (default: the latest); returns its path.
 
   Pictures already drawn for the same artifacts (a cached rerun's) are kept, not redrawn: the
-  sample images and the explained eval images, which load and run the model, are only read
-  when the pictures are drawn.
+  sample images and the explained eval images are only read when the pictures are drawn.
   """
   facts = gather_report_facts(metadata_path, run_id, with_picture_sources=False)
   os.makedirs(report_dir, exist_ok=True)

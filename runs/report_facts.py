@@ -15,15 +15,14 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
 from components import contracts
+from components.artifact_types import EvalExplanations
 from components.data_quality.report import format_report_line, read_examples
 from components.data_validation_gate.anomalies import read_anomalies
+from components.eval_explanations.component import read_explanations
 from models import backbones, features, model as trainer_module, networks, preprocessing
 from runs import metadata_store, summary
 
 SAMPLES_PER_CLASS = 6
-MOST_WRONG_SHOWN = 8
-RIGHT_SHOWN_PER_CLASS = 2
-_BATCH = 16
 
 
 @dataclasses.dataclass
@@ -56,13 +55,13 @@ class ReportFacts:
   blessing_checks: Optional[List[BlessingCheck]] = None  # None when nothing was evaluated
   # The Evaluator's arrays: reliability diagrams before and after calibration, the ROC curve.
   evaluation_arrays: Dict[str, Any] = dataclasses.field(default_factory=dict)
-  # Eval images the model got wrong, and a few it got right per class, with Grad-CAM: dicts of
-  # file, true and predicted label, confidence, heat map and the pixels the model saw.
+  # Eval images the model got wrong, and a few it got right per class, with Grad-CAM, as the
+  # pipeline's EvalExplainer recorded them: dicts of file, true and predicted label,
+  # confidence, heat map and the pixels the model saw.
   explained: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
   # Where `samples` and `explained` come from; `add_picture_sources` reads them (the slow part).
   train_examples_uri: Optional[str] = None
-  eval_examples_uri: Optional[str] = None
-  model_uri: Optional[str] = None
+  explanations_uri: Optional[str] = None
   # (id, creation time in ms) of every artifact the run's components output: a report drawn
   # for the same artifacts shows the same pictures (a cached rerun outputs the same ones).
   output_artifacts: List[Tuple[int, int]] = dataclasses.field(default_factory=list)
@@ -142,44 +141,6 @@ def failed_metrics(evaluation_uri: str) -> List[str]:
   return names
 
 
-def explain_eval_images(model_uri: str, eval_uri: str) -> List[Dict[str, Any]]:
-  """The eval images the model got wrong (the most confident first) and a few it got right per
-  class, each with its Grad-CAM heat map from the model's `explain` signature. Empty for a model
-  exported without that signature."""
-  loaded = tf.saved_model.load(os.path.join(model_uri, 'Format-Serving'))
-  if 'explain' not in loaded.signatures:
-    return []
-  rows = []
-  for example in read_examples(eval_uri):
-    feature = example.features.feature
-    rows.append({'file': feature[features.FILENAME_KEY].bytes_list.value[0].decode(),
-                 'true': feature[features.LABEL_NAME_KEY].bytes_list.value[0].decode(),
-                 'image': feature[features.IMAGE_KEY].bytes_list.value[0]})
-  serve = loaded.signatures['serving_default']
-  for start in range(0, len(rows), _BATCH):
-    batch = rows[start:start + _BATCH]
-    outputs = serve(image_bytes=tf.constant([row['image'] for row in batch]))
-    for row, label, probabilities in zip(batch, outputs['label'].numpy(),
-                                         outputs['probabilities'].numpy()):
-      row['predicted'] = label.decode()
-      row['confidence'] = float(probabilities[features.LABEL_NAMES.index(row['predicted'])])
-  wrong = sorted((row for row in rows if row['predicted'] != row['true']),
-                 key=lambda row: -row['confidence'])[:MOST_WRONG_SHOWN]
-  right = [row for name in features.LABEL_NAMES
-           for row in [row for row in rows
-                       if row['true'] == name and row['predicted'] == name][:RIGHT_SHOWN_PER_CLASS]]
-  chosen = wrong + right
-  explain = loaded.signatures['explain']
-  for start in range(0, len(chosen), _BATCH):
-    batch = chosen[start:start + _BATCH]
-    outputs = explain(image_bytes=tf.constant([row['image'] for row in batch]))
-    for row, heat, pixels in zip(batch, outputs['heat_map'].numpy(),
-                                 outputs['image_pixels'].numpy()):
-      row.update(heat=heat, pixels=pixels)
-      del row['image']
-  return chosen
-
-
 def _existing(path: Optional[str]) -> Optional[str]:
   return path if path and tf.io.gfile.exists(path) else None
 
@@ -239,19 +200,17 @@ def gather_report_facts(metadata_path: str, run_id: Optional[str] = None,
     facts.blessing_checks = blessing_checks(eval_config or {}, run.metrics,
                                             failed_metrics(evaluation.uri))
     facts.evaluation_arrays = summary.read_overall_arrays(evaluation.uri)
-    model = outputs.get(('Trainer', 'Model'))
-    if model is not None and examples is not None:
-      facts.model_uri = model.uri
-      facts.eval_examples_uri = os.path.join(examples.uri, f'Split-{contracts.EVAL_SPLIT}')
+  explanations = outputs.get(('EvalExplainer', EvalExplanations.TYPE_NAME))
+  if explanations is not None:
+    facts.explanations_uri = explanations.uri
   if with_picture_sources:
     add_picture_sources(facts)
   return facts
 
 
 def add_picture_sources(facts: ReportFacts) -> None:
-  """Reads the sample images and explains the eval images: what only the pictures need, and
-  the slow part of gathering (the model is loaded and run)."""
+  """Reads the sample images and the explained eval images: what only the pictures need."""
   if facts.train_examples_uri:
     facts.samples = sample_images(facts.train_examples_uri, SAMPLES_PER_CLASS)
-  if facts.model_uri and facts.eval_examples_uri:
-    facts.explained = explain_eval_images(facts.model_uri, facts.eval_examples_uri)
+  if facts.explanations_uri:
+    facts.explained = read_explanations(facts.explanations_uri)

@@ -10,8 +10,8 @@ from runs import metadata_store
 
 PIPELINE_TASKS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen',
                   'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer',
-                  'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck', 'Pusher',
-                  'ModelCardGenerator'}
+                  'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck', 'EvalExplainer',
+                  'Pusher', 'ModelCardGenerator'}
 SMALL_RUN = ('--epochs', '1', '--image-size', '48', '--ensemble-members', '1', '--min-accuracy',
              '0', '--min-malignant-recall', '0', '--max-calibration-error', '1')
 
@@ -48,7 +48,7 @@ def test_airflow_imports_the_dag_with_one_task_per_component(tmp_path, python, p
   assert set(downstream) == PIPELINE_TASKS
   assert downstream['Transform'] == {'Trainer'}
   assert downstream['Trainer'] == {'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck',
-                                   'Pusher', 'ModelCardGenerator'}
+                                   'EvalExplainer', 'Pusher', 'ModelCardGenerator'}
   assert downstream['Evaluator'] == {'Pusher', 'ModelCardGenerator'}
   assert downstream['ServingCheck'] == {'Pusher', 'ModelCardGenerator'}
   assert downstream['Pusher'] == {'ModelCardGenerator'}

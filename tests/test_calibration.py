@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import calibration, features, group_split, model
+from models import calibration, datasets, export, features, group_split
 
 MALIGNANT = features.MALIGNANT_LABEL
 RNG_PROBABILITIES = np.random.default_rng(3).dirichlet([1, 1, 1], size=200).astype(np.float32)
@@ -94,12 +94,12 @@ def test_the_exported_label_follows_the_threshold():
   """The SavedModel's decision (in the graph) against the rule above, on the same numbers."""
   probabilities = RNG_PROBABILITIES
   for threshold in (0.1, 0.3, 0.5, 0.9):
-    exported = model.ExportModule._decision(  # pylint: disable=protected-access
+    exported = export.ExportModule._decision(  # pylint: disable=protected-access
         types.SimpleNamespace(_threshold=tf.constant(threshold)), tf.constant(probabilities))
     assert exported.numpy().tolist() == calibration.operating_point_labels(
         probabilities, threshold).tolist()
   # No threshold (no calibration set): the most probable class.
-  exported = model.ExportModule._decision(  # pylint: disable=protected-access
+  exported = export.ExportModule._decision(  # pylint: disable=protected-access
       types.SimpleNamespace(_threshold=tf.constant(2.0)), tf.constant(probabilities))
   assert exported.numpy().tolist() == probabilities.argmax(axis=1).tolist()
 
@@ -109,7 +109,7 @@ def test_calibration_set_shares_no_group_with_what_the_network_is_fitted_on():
   labels = [(number // 3) % 3 for number in range(300)]
   examples = tf.data.Dataset.from_tensor_slices(
       (tf.zeros([300, 2, 2, 3]), tf.constant(labels, tf.int64), tf.constant(groups)))
-  fitting, calibration_set = model.split_for_calibration(examples, 15)
+  fitting, calibration_set = datasets.split_for_calibration(examples, 15)
   fitting_groups = {group.numpy() for _, _, group in fitting}
   calibration_groups = {group.numpy() for _, _, group in calibration_set}
   assert fitting_groups and calibration_groups and not fitting_groups & calibration_groups

@@ -54,7 +54,9 @@ def test_editing_a_metric_module_and_an_executor_reruns_only_what_uses_them(
       {run.node_id: run.state for run in metadata_store.component_runs(store, context.id)}
       for context in metadata_store.run_contexts(store)]
   assert set(first.values()) == {'complete'}
-  rerun = {'DataQualityCheck', 'DataValidationGate', 'Evaluator', 'Pusher', 'ModelCardGenerator'}
+  # EvalExplainer reads the examples with DataQualityCheck's reader.
+  rerun = {'DataQualityCheck', 'DataValidationGate', 'Evaluator', 'EvalExplainer', 'Pusher',
+           'ModelCardGenerator'}
   assert {node: state for node, state in second.items() if node in rerun} == {
       node: 'complete' for node in rerun}
   assert {node: state for node, state in second.items()

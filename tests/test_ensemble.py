@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from models import calibration, features, model, networks
+from models import calibration, export, features, model, networks
 from runs import metadata_store
 
 SIGNATURES = {'serving_default', 'from_examples', 'transform_features', 'explain', 'from_pixels'}
@@ -45,7 +45,7 @@ def test_the_exported_ensemble_averages_its_members_in_every_signature(pipeline_
     member.get_layer('probabilities').bias.assign(np.eye(3, dtype=np.float32)[favoured] * 2)
     members.append(member)
   # No threshold and temperature 1: the calibrated probabilities are the members' mean itself.
-  model.export_model(members, transform_output, str(tmp_path), test_time_flips=True,
+  export.export_model(members, transform_output, str(tmp_path), test_time_flips=True,
                      operating_point=calibration.OperatingPoint(temperature=1.0),
                      image_size=size)
   loaded = tf.saved_model.load(str(tmp_path))

@@ -6,7 +6,8 @@ import pytest
 import tensorflow_model_analysis as tfma
 
 from models import calibration, features
-from pipeline import eval_config, tfma_metrics
+from pipeline import eval_config
+from pipeline.classification_statistics import bootstrap_intervals, probability_statistics
 from runs import summary
 
 
@@ -112,29 +113,28 @@ def test_bootstrap_interval_holds_the_estimate_and_narrows_as_the_eval_set_grows
   for count in (60, 600):
     labels, probabilities = data(count)
     groups = [f'image {index}' for index in range(count)]
-    intervals = tfma_metrics.bootstrap_intervals(tfma_metrics.probability_statistics, labels,
-                                                 probabilities, groups, draws=300, seed=1)
-    estimate = tfma_metrics.probability_statistics(labels, probabilities)
+    intervals = bootstrap_intervals(probability_statistics, labels, probabilities, groups,
+                                    draws=300, seed=1)
+    estimate = probability_statistics(labels, probabilities)
     for name, (lower, upper) in intervals.items():
       assert lower <= estimate[name] <= upper, (name, lower, estimate[name], upper)
     widths.append(intervals[eval_config.ACCURACY][1] - intervals[eval_config.ACCURACY][0])
   assert widths[1] < widths[0] / 2  # ten times the images: about a third of the width
   # Seeded: the same draws give the same interval.
-  assert tfma_metrics.bootstrap_intervals(tfma_metrics.probability_statistics, labels,
-                                          probabilities, groups, draws=50, seed=3) == (
-      tfma_metrics.bootstrap_intervals(tfma_metrics.probability_statistics, labels,
-                                       probabilities, groups, draws=50, seed=3))
+  assert bootstrap_intervals(probability_statistics, labels, probabilities, groups, draws=50,
+                             seed=3) == (
+      bootstrap_intervals(probability_statistics, labels, probabilities, groups, draws=50, seed=3))
 
 
 def test_bootstrap_resamples_whole_groups_when_a_group_has_several_images():
   # Twenty copies of one misclassified image: resampled as one unit, they move together.
   labels = np.array([0] * 20 + [1] * 20)
   probabilities = np.array([[0.1, 0.9, 0.0]] * 20 + [[0.1, 0.9, 0.0]] * 20)
-  by_image = tfma_metrics.bootstrap_intervals(
-      tfma_metrics.probability_statistics, labels, probabilities,
+  by_image = bootstrap_intervals(
+      probability_statistics, labels, probabilities,
       [f'image {index}' for index in range(40)], draws=300)
-  by_group = tfma_metrics.bootstrap_intervals(
-      tfma_metrics.probability_statistics, labels, probabilities,
+  by_group = bootstrap_intervals(
+      probability_statistics, labels, probabilities,
       ['copies'] * 20 + [f'image {index}' for index in range(20)], draws=300)
   width = lambda found: found[eval_config.ACCURACY][1] - found[eval_config.ACCURACY][0]
   assert width(by_group) > width(by_image)

@@ -12,8 +12,8 @@ from runs import summary
 
 PIPELINE_COMPONENTS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen',
                        'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer',
-                       'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck', 'Pusher',
-                       'ModelCardGenerator'}
+                       'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck',
+                       'EvalExplainer', 'Pusher', 'ModelCardGenerator'}
 
 
 def inspect(python, project_root, pipeline_runs, *arguments, as_json=True):

@@ -24,8 +24,8 @@ def test_compiles_with_dotted_paths_and_no_upload(python, project_root, tmp_path
   spec = json.loads(output_file.read_text())
   tasks = set(spec['pipelineSpec']['root']['dag']['tasks'])
   assert {'ImageExampleGen', 'StatisticsGen', 'CuratedSchemaGen', 'ExampleValidator',
-          'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'ServingCheck', 'Pusher',
-          'ModelCardGenerator'} <= tasks
+          'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'ServingCheck',
+          'EvalExplainer', 'Pusher', 'ModelCardGenerator'} <= tasks
   # Vertex expresses the baseline resolver as two query tasks.
   assert any(task.startswith('latest_blessed_model_resolver') for task in tasks)
   text = output_file.read_text()

@@ -23,12 +23,13 @@ import os
 import pytest
 import tensorflow as tf
 
+from components.eval_explanations import component as eval_explanations
 from models import calibration, features
 from runs import metadata_store, report_facts, summary
 
-COMPONENTS = ('ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen', 'ExampleValidator',
-              'DataValidationGate', 'Transform', 'Trainer', 'Evaluator', 'ServingCheck', 'Pusher',
-              'ModelCardGenerator')
+COMPONENTS = ('ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen',
+              'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer', 'Evaluator',
+              'ServingCheck', 'EvalExplainer', 'Pusher', 'ModelCardGenerator')
 RESOLVER = 'latest_blessed_model_resolver'
 
 
@@ -70,6 +71,35 @@ def test_first_run_blesses_and_pushes_a_model(first_runs):
   aucs = [first.metrics[f'auc/{name}'] for name in features.LABEL_NAMES]
   assert abs(first.metrics['macro_auc'] - sum(aucs) / 3) < 1e-6
   assert 'blessed: yes' in first_runs['stdout'][0]
+
+
+@pytest.mark.quick
+def test_first_run_explains_eval_images_in_the_pipeline_with_lineage(first_runs):
+  """EvalExplainer's artifact, made from the Trainer's model and the examples, is what the
+  report draws; the report itself runs no model."""
+  store = metadata_store.open_store(first_runs['metadata_path'])
+  first = first_runs['runs'][0]
+  explainer = next(run for run in first if run.node_id == 'EvalExplainer')
+  trainer = next(run for run in first if run.node_id == 'Trainer')
+  inputs = dict(metadata_store.inputs_of(store, explainer.execution_id))
+  assert inputs['model'].id in {artifact.id
+                                for artifact in metadata_store.outputs_of(store, trainer.execution_id)}
+  assert metadata_store.type_name_of(store, inputs['examples']) == 'Examples'
+  [explanations] = metadata_store.outputs_of(store, explainer.execution_id)
+  rows = eval_explanations.read_explanations(explanations.uri)
+  assert explanations.custom_properties['explained'].int_value == len(rows) > 0
+  eval_files = {f'{name} ({index})' for name in features.LABEL_NAMES for index in range(1, 16)}
+  for row in rows:
+    assert row['true'] in features.LABEL_NAMES and row['predicted'] in features.LABEL_NAMES
+    assert os.path.splitext(os.path.basename(row['file']))[0] in eval_files
+    assert 0 < row['confidence'] <= 1 and row['heat'].ndim == 2 and row['pixels'].ndim == 3
+  # Wrong answers first, the most confident first; then right ones, at most 2 per class.
+  wrong = [row['confidence'] for row in rows if row['true'] != row['predicted']]
+  assert wrong == sorted(wrong, reverse=True) and len(wrong) <= 8
+  assert all(row['true'] == row['predicted'] for row in rows[len(wrong):])
+  facts = report_facts.gather_report_facts(first_runs['metadata_path'],
+                                           metadata_store.run_contexts(store)[0].name)
+  assert [row['file'] for row in facts.explained] == [row['file'] for row in rows]
 
 
 @pytest.mark.quick

@@ -380,7 +380,7 @@ def test_stalled_and_idle_clients_hold_no_worker_and_are_closed_after_the_read_t
 def test_a_saturated_server_answers_503_with_retry_after_and_still_answers_status(
     pushed_model_dir, start_server, images):
   server = start_server(pushed_model_dir, '--max-workers', '1')
-  batch = {"instances": [{"b64": b64(images["good"][0])}] * 64}  # long enough to overlap
+  batch = {'instances': [{'b64': b64(images['good'][0])}] * 64}  # long enough to overlap
   answers = []
   clients = [threading.Thread(target=lambda: answers.append(
       serving_load.post(server.model_url + ':predict', json.dumps(batch).encode())))

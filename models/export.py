@@ -1,0 +1,177 @@
+"""The trained network (or ensemble) as a SavedModel that serves, and as a TFLite model.
+
+The exported SavedModel carries the Transform graph, so it takes what a user has (encoded image
+bytes, or serialized raw tf.Examples) and applies the same preprocessing as training did:
+
+- `serving_default`: `image_bytes` (encoded PNG/JPEG/BMP, any size) → `probabilities`
+  (calibrated), `classes` (the class names, in probability order), `label` (malignant when its
+  probability reaches the threshold, else the more probable of the others) and
+  `malignant_threshold`;
+- `from_examples`: serialized raw tf.Examples → `probabilities` (calibrated; what TFMA
+  evaluates), `uncalibrated_probabilities` and `operating_point` (the decision, one-hot);
+- `transform_features`: serialized raw tf.Examples → the transformed features;
+- `from_pixels`: `image_pixels` (decoded, resized and scaled as Transform does, [batch, size,
+  size, 3]) → `probabilities` (calibrated): what the on-device TFLite model is converted from
+  (models/on_device.py);
+- `explain`: `image_bytes` → `probabilities`, `label`, `heat_map` (Grad-CAM of the decided class,
+  [batch, size, size] in [0, 1]) and `image_pixels` (what the network saw).
+
+The SavedModel carries TF Serving's warmup requests (models/serving_warmup.py) for
+`serving_default`, `explain` and `from_pixels`, so a server answers its first clients at full
+speed.
+"""
+
+import os
+from typing import Dict, Optional, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from models import calibration, explanation, features, on_device, serving_warmup, training
+
+
+def calibrated(uncalibrated: tf.Tensor, temperature: tf.Tensor) -> tf.Tensor:
+  """Temperature-scaled probabilities (models/calibration.py's rule)."""
+  return tf.nn.softmax(tf.math.log(tf.maximum(uncalibrated, 1e-7)) / temperature)
+
+
+class ExportModule(tf.Module):
+  """The trained network (or ensemble: the mean of its members' probabilities) plus the
+  Transform layer and the operating point, with the serving signatures. Probabilities are
+  temperature-scaled; `label` follows the malignant threshold (models/calibration.py's rule), or
+  the arg-max when there is none."""
+
+  def __init__(self, members: Sequence[keras.Model], tf_transform_output: tft.TFTransformOutput,
+               test_time_flips: bool, operating_point: calibration.OperatingPoint):
+    super().__init__()
+    self.members = list(members)
+    self._test_time_flips = test_time_flips
+    self.transform_layer = tf_transform_output.transform_features_layer()
+    self._raw_feature_spec = tf_transform_output.raw_feature_spec()
+    self._class_names = tf.constant(features.LABEL_NAMES)
+    self._explainers = [explanation.feature_model(member) for member in self.members]
+    self._temperature = tf.constant(operating_point.temperature, tf.float32)
+    threshold = operating_point.malignant_threshold
+    # Above 1, no probability reaches it: the arg-max decides.
+    self._threshold = tf.constant(2.0 if threshold is None else threshold, tf.float32)
+
+  def _uncalibrated(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
+    transformed = self.transform_layer(raw_features)
+    return training.predict_probabilities(
+        self.members, transformed[features.TRANSFORMED_IMAGE_KEY], self._test_time_flips)
+
+  def _calibrated(self, uncalibrated: tf.Tensor) -> tf.Tensor:
+    return calibrated(uncalibrated, self._temperature)
+
+  def _decision(self, probabilities: tf.Tensor) -> tf.Tensor:
+    """Class index per row by the operating point (as calibration.operating_point_labels)."""
+    malignant = features.MALIGNANT_LABEL
+    is_malignant = tf.equal(tf.range(len(features.LABEL_NAMES)), malignant)[tf.newaxis, :]
+    others = tf.argmax(tf.where(is_malignant, -1.0, probabilities), axis=1)
+    above = probabilities[:, malignant] >= self._threshold
+    argmax = tf.argmax(probabilities, axis=1)
+    return tf.where(self._threshold > 1.0, argmax,
+                    tf.where(above, tf.cast(malignant, tf.int64), others))
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
+  def serve_image_bytes(self, image_bytes):
+    probabilities = self._calibrated(
+        self._uncalibrated({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])}))
+    batch = tf.shape(probabilities)[0]
+    return {
+        'probabilities': probabilities,
+        'classes': tf.tile(self._class_names[tf.newaxis, :], [batch, 1]),
+        'label': tf.gather(self._class_names, self._decision(probabilities)),
+        # A threshold above 1 means there is none: the label is the most probable class.
+        'malignant_threshold': tf.fill([batch], self._threshold),
+    }
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
+  def explain(self, image_bytes):
+    """The decision with a Grad-CAM heat map of the decided class over the pixels it was made
+    on (models/explanation.py)."""
+    transformed = self.transform_layer({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
+    pixels = transformed[features.TRANSFORMED_IMAGE_KEY]
+    probabilities = self._calibrated(
+        training.predict_probabilities(self.members, pixels, self._test_time_flips))
+    decision = self._decision(probabilities)
+    return {
+        'probabilities': probabilities,
+        'label': tf.gather(self._class_names, decision),
+        'heat_map': explanation.ensemble_grad_cam(self.members, self._explainers, pixels,
+                                                  decision),
+        'image_pixels': pixels,
+    }
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def serve_examples(self, examples):
+    spec = {features.IMAGE_KEY: self._raw_feature_spec[features.IMAGE_KEY]}
+    uncalibrated = self._uncalibrated(tf.io.parse_example(examples, spec))
+    probabilities = self._calibrated(uncalibrated)
+    return {
+        'probabilities': probabilities,
+        'uncalibrated_probabilities': uncalibrated,
+        # One-hot of the decision at the operating point, for TFMA's metrics at that point.
+        'operating_point': tf.one_hot(self._decision(probabilities), len(features.LABEL_NAMES)),
+    }
+
+  def pixels_signature(self, image_size: int, members: Optional[Sequence[keras.Model]] = None):
+    """The `from_pixels` signature for pixels of `image_size` (Transform's output), on the
+    module's members or on `members` (the on-device copies of them)."""
+    members = self.members if members is None else members
+
+    @tf.function(input_signature=[tf.TensorSpec(
+        [None, image_size, image_size, features.IMAGE_CHANNELS], tf.float32,
+        name=features.TRANSFORMED_IMAGE_KEY)])
+    def from_pixels(image_pixels):
+      return {'probabilities': self._calibrated(training.predict_probabilities(
+          members, image_pixels, self._test_time_flips))}
+
+    return from_pixels
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def transform_features(self, examples):
+    return self.transform_layer(tf.io.parse_example(examples, self._raw_feature_spec))
+
+
+def export_model(members: Sequence[keras.Model], tf_transform_output: tft.TFTransformOutput,
+                 export_dir: str, test_time_flips: bool,
+                 operating_point: calibration.OperatingPoint, image_size: int) -> ExportModule:
+  """Saves the SavedModel with its signatures (the module docstring); returns its module."""
+  module = ExportModule(members, tf_transform_output, test_time_flips, operating_point)
+  tf.saved_model.save(module, export_dir, signatures={
+      'serving_default': module.serve_image_bytes,
+      'from_examples': module.serve_examples,
+      'transform_features': module.transform_features,
+      'explain': module.explain,
+      on_device.PIXELS_SIGNATURE: module.pixels_signature(image_size),
+  })
+  blank_image = tf.io.encode_png(tf.zeros([image_size, image_size, 3], tf.uint8)).numpy()
+  serving_warmup.write_requests(export_dir, [
+      ('serving_default', {'image_bytes': np.array([blank_image])}),
+      ('explain', {'image_bytes': np.array([blank_image])}),
+      (on_device.PIXELS_SIGNATURE,
+       {'image_pixels': np.zeros([1, image_size, image_size, 3], np.float32)}),
+  ])
+  return module
+
+
+def export_on_device(module: ExportModule, model_dir: str, image_size: int,
+                     operating_point: calibration.OperatingPoint, weight_type: str) -> None:
+  """The TFLite model of `from_pixels` in `<model_dir>/tflite/`. A network TFLite cannot
+  convert must not cost the trained model: the reason goes to `tflite/conversion_error.txt`
+  (the Trainer's executor records it) and training goes on."""
+  output_dir = os.path.join(model_dir, on_device.TFLITE_DIR)
+  try:
+    on_device.export_tflite(
+        lambda members: module.pixels_signature(image_size, members), module.members,
+        output_dir, image_size, operating_point.malignant_threshold, weight_type)
+  except Exception as error:  # pylint: disable=broad-except  # the converter raises many kinds
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    logging.warning('No TFLite model: %s', reason)
+    tf.io.gfile.makedirs(output_dir)
+    with tf.io.gfile.GFile(os.path.join(output_dir, on_device.TFLITE_ERROR_FILE), 'w') as handle:
+      handle.write(reason)

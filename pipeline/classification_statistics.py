@@ -1,0 +1,121 @@
+"""What the Evaluator measures, as plain functions of labels and predictions, and their
+bootstrap intervals.
+
+From a confusion matrix (counts[true class][predicted class]): macro-F1, malignant recall, each
+class's precision and recall, and malignant against the rest (specificity, PPV, NPV). From the
+probabilities: macro AUC (one-vs-rest). `bootstrap_intervals` resamples eval images, or whole
+near-duplicate groups, for 95 % percentile intervals. pipeline/tfma_metrics.py wraps these as
+TFMA metrics; benchmarks/grouped_cross_validation.py computes them on its folds.
+"""
+
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+from sklearn import metrics as sklearn_metrics
+
+from models import features
+from pipeline.eval_config import ACCURACY, MACRO_AUC, MACRO_F1, MALIGNANT_SENSITIVITY
+
+
+def macro_f1(counts: np.ndarray) -> float:
+  true_positives = np.diag(counts)
+  denominators = counts.sum(axis=0) + counts.sum(axis=1)  # predicted + actual = 2TP + FP + FN
+  scores = np.divide(2 * true_positives, denominators, out=np.zeros_like(true_positives),
+                     where=denominators > 0)
+  return float(scores.mean())
+
+
+def malignant_recall(counts: np.ndarray) -> float:
+  malignant = features.MALIGNANT_LABEL
+  actual = counts[malignant].sum()
+  return float(counts[malignant, malignant] / actual) if actual else float('nan')
+
+
+def class_precision_recall(counts: np.ndarray) -> Dict[str, float]:
+  """'precision_<class>' and 'recall_<class>' of every class; NaN where undefined."""
+  values = {}
+  for index, class_name in enumerate(features.LABEL_NAMES):
+    predicted, actual = counts[:, index].sum(), counts[index].sum()
+    values[f'precision_{class_name}'] = (float(counts[index, index] / predicted) if predicted
+                                         else float('nan'))
+    values[f'recall_{class_name}'] = (float(counts[index, index] / actual) if actual
+                                      else float('nan'))
+  return values
+
+
+def malignant_versus_rest(counts: np.ndarray) -> Dict[str, float]:
+  """Specificity, PPV and NPV of calling an image malignant, against the other classes."""
+  malignant = features.MALIGNANT_LABEL
+  true_positive = counts[malignant, malignant]
+  false_negative = counts[malignant].sum() - true_positive
+  false_positive = counts[:, malignant].sum() - true_positive
+  true_negative = counts.sum() - true_positive - false_negative - false_positive
+
+  def ratio(numerator, denominator):
+    return float(numerator / denominator) if denominator else float('nan')
+
+  return {'malignant_specificity': ratio(true_negative, true_negative + false_positive),
+          'malignant_ppv': ratio(true_positive, true_positive + false_positive),
+          'malignant_npv': ratio(true_negative, true_negative + false_negative)}
+
+
+def confusion_counts_of(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+  """counts[true class][predicted class] from label and predicted-class arrays."""
+  size = len(features.LABEL_NAMES)
+  return np.bincount(labels * size + predicted, minlength=size * size).reshape(size, size).astype(
+      float)
+
+
+def macro_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+  """One-vs-rest AUC averaged over the classes; NaN when a class is missing from `labels`."""
+  classes = list(range(len(features.LABEL_NAMES)))
+  if len(set(labels.tolist())) < len(classes):
+    return float('nan')
+  return float(sklearn_metrics.roc_auc_score(labels, probabilities, labels=classes,
+                                             multi_class='ovr', average='macro'))
+
+
+def probability_statistics(labels: np.ndarray, probabilities: np.ndarray) -> Dict[str, float]:
+  """Accuracy, macro-F1 and macro AUC of the most probable class, as the Evaluator names them."""
+  counts = confusion_counts_of(labels, probabilities.argmax(axis=1))
+  return {ACCURACY: float(np.trace(counts) / counts.sum()), MACRO_F1: macro_f1(counts),
+          MACRO_AUC: macro_auc(labels, probabilities)}
+
+
+def decision_statistics(labels: np.ndarray, decisions: np.ndarray) -> Dict[str, float]:
+  """Malignant sensitivity and specificity of the decisions (one-hot rows)."""
+  counts = confusion_counts_of(labels, decisions.argmax(axis=1))
+  return {MALIGNANT_SENSITIVITY: malignant_recall(counts),
+          'malignant_specificity': malignant_versus_rest(counts)['malignant_specificity']}
+
+
+STATISTICS = {'probabilities': probability_statistics, 'decisions': decision_statistics}
+
+
+def bootstrap_intervals(statistics: Callable[[np.ndarray, np.ndarray], Dict[str, float]],
+                        labels: np.ndarray, predictions: np.ndarray, groups: Sequence[str],
+                        draws: int = 1000, seed: int = 0,
+                        confidence: float = 0.95) -> Dict[str, Tuple[float, float]]:
+  """{statistic: (lower, upper)}: percentile intervals over `draws` resamples with replacement.
+
+  Images are resampled, or whole groups when any group holds several of them (copies of one
+  frame are not independent evidence). Draws where a statistic is undefined (a class missing
+  from the resample) are left out of that statistic's interval.
+  """
+  labels, predictions = np.asarray(labels), np.asarray(predictions)
+  units: Dict[str, List[int]] = {}
+  for index, group in enumerate(groups):
+    units.setdefault(group, []).append(index)
+  members = (list(units.values()) if any(len(found) > 1 for found in units.values())
+             else [[index] for index in range(len(labels))])
+  rng = np.random.default_rng(seed)
+  found: Dict[str, List[float]] = {}
+  for _ in range(draws):
+    chosen = rng.integers(0, len(members), size=len(members))
+    indices = np.concatenate([members[unit] for unit in chosen])
+    for name, value in statistics(labels[indices], predictions[indices]).items():
+      if value == value:  # not NaN
+        found.setdefault(name, []).append(value)
+  tail = (1 - confidence) / 2 * 100
+  return {name: (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)))
+          for name, values in found.items()}
