@@ -4,9 +4,10 @@ The HTTP itself (the listen backlog, keep-alive, reading whole requests before a
 them, timeouts, body limits) is the WSGI server's job (serving/server.py runs this under
 waitress). This module answers one request at a time, as TF Serving's REST handler would
 (http_rest_api_handler.cc): the paths, the JSON of status, metadata and predict, 400 with
-`{"error": ...}` for a bad request. At most `max_workers` predict requests run the model at once;
-one beyond that is answered 503 with `Retry-After` at once, so load queues in clients, not in
-the server's memory.
+`{"error": ...}` for a bad request. At most `max_workers` predictions run the model at once and
+at most `max_queued` more wait for one (as TF Serving's batching queue is bounded); one beyond
+that is answered 503 with `Retry-After` at once, so an overload queues in clients, not in the
+server's memory or latency.
 """
 
 import json
@@ -59,12 +60,14 @@ class RestApplication:
   """The WSGI application of one served model."""
 
   def __init__(self, model_name: str, versions: ModelVersions, max_request_bytes: int,
-               max_workers: int, enable_cors: bool = False):
+               max_workers: int, max_queued: int, enable_cors: bool = False):
     self.model_name = model_name
     self.versions = versions
     self.max_request_bytes = max_request_bytes
     self.enable_cors = enable_cors
     self._workers = threading.BoundedSemaphore(max_workers)
+    self._admitted, self._max_admitted = 0, max_workers + max_queued
+    self._admission = threading.Lock()
 
   def __call__(self, environ: Dict[str, Any], start_response) -> Iterable[bytes]:
     method = environ['REQUEST_METHOD']
@@ -129,13 +132,17 @@ class RestApplication:
     signature_name, form, payload = rest_api.parse_request(body)
     function = find_signature(loaded, signature_name)
     inputs = rest_api.request_inputs(form, payload, signature_inputs(function))
-    if not self._workers.acquire(blocking=False):
-      raise HttpError(503, 'server busy: every worker is answering; try again',
-                      [('Retry-After', str(RETRY_AFTER_SECONDS))])
+    with self._admission:
+      if self._admitted >= self._max_admitted:
+        raise HttpError(503, 'server busy: every worker is answering and the queue is full; '
+                        'try again', [('Retry-After', str(RETRY_AFTER_SECONDS))])
+      self._admitted += 1
     try:
-      outputs = run_signature(function, inputs)
+      with self._workers:
+        outputs = run_signature(function, inputs)
     finally:
-      self._workers.release()
+      with self._admission:
+        self._admitted -= 1
     return rest_api.response_body(form, outputs)
 
   def _uncompressed(self, body: bytes, content_encoding: str) -> bytes:

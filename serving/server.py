@@ -3,7 +3,8 @@
     python -m serving.server --model-base-path OUTPUT/serving/breast_ultrasound
         [--model-name NAME] [--port 8501] [--grpc-port 8500] [--host 127.0.0.1]
         [--poll-seconds 2] [--max-request-bytes 33554432] [--read-timeout-seconds 10]
-        [--max-workers CPUS] [--max-connections 512] [--enable-cors]
+        [--max-workers CPUS] [--max-queued-requests 2×CPUS] [--max-connections 512]
+        [--enable-cors]
     python -m serving.server --model-config-file models.config [...]
 
 It serves the subset of TF Serving's APIs that the pipeline's models need, with TF Serving's
@@ -30,8 +31,9 @@ The REST API (serving/rest_app.py) runs under waitress, a production WSGI server
 event loop reads each request whole before a worker thread sees it, so a slow, stalled or idle
 keep-alive client holds a socket, never a worker; a connection silent for
 `--read-timeout-seconds` is closed; at most `--max-connections` are open at once, more wait in
-the listen backlog (1024). At most `--max-workers` predictions run at once; a request beyond
-that is answered 503 with `Retry-After: 1` at once. A body over `--max-request-bytes` is
+the listen backlog (1024). At most `--max-workers` predictions run at once and at most
+`--max-queued-requests` wait for a worker; a request beyond that is answered 503 with
+`Retry-After: 1` at once. A body over `--max-request-bytes` is
 answered 413 by waitress, as TF Serving's HTTP layer answers one over its limit. It listens on
 127.0.0.1 unless `--host` says otherwise.
 """
@@ -64,17 +66,17 @@ DEFAULT_READ_TIMEOUT_SECONDS = 10
 DEFAULT_MAX_WORKERS = len(os.sched_getaffinity(0))
 DEFAULT_MAX_CONNECTIONS = 512
 LISTEN_BACKLOG = 1024
-# Threads beyond the prediction workers, so a busy server still answers status, metadata and
-# its 503s at once rather than queueing them behind predictions.
+# Threads beyond the running and queued predictions, so a busy server still answers status,
+# metadata and its 503s at once rather than queueing them behind predictions.
 SPARE_THREADS = 4
 
 
-def create_rest_server(application: RestApplication, host: str, port: int, max_workers: int,
+def create_rest_server(application: RestApplication, host: str, port: int, threads: int,
                        read_timeout_seconds: int, max_connections: int,
                        max_request_bytes: int):
   """A waitress server for `application`, listening (OSError when it cannot); `.run()` serves."""
   return waitress.create_server(
-      application, host=host, port=port, threads=max_workers + SPARE_THREADS,
+      application, host=host, port=port, threads=threads,
       backlog=LISTEN_BACKLOG, connection_limit=max_connections,
       channel_timeout=read_timeout_seconds, cleanup_interval=1,
       max_request_body_size=max_request_bytes,
@@ -115,6 +117,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   parser.add_argument('--max-workers', type=int, default=DEFAULT_MAX_WORKERS,
                       help='predictions run at once; one more is answered 503 with Retry-After '
                       '(default: the CPUs this process may use, here %(default)s)')
+  parser.add_argument('--max-queued-requests', type=int,
+                      help='predictions that wait for a worker; one more is answered 503 with '
+                      'Retry-After (default: twice --max-workers)')
   parser.add_argument('--max-connections', type=int, default=DEFAULT_MAX_CONNECTIONS,
                       help='connections open at once; more wait in the listen backlog '
                       '(default: %(default)s)')
@@ -129,6 +134,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.error('--max-workers must be at least 1')
   if args.max_connections < 1:
     parser.error('--max-connections must be at least 1')
+  if args.max_queued_requests is None:
+    args.max_queued_requests = 2 * args.max_workers
+  if args.max_queued_requests < 0:
+    parser.error('--max-queued-requests must be at least 0')
   if (args.model_base_path is None) == (args.model_config_file is None):
     parser.error('give --model-base-path or --model-config-file')
   args.version_labels = {}
@@ -177,12 +186,13 @@ def main(argv: Optional[List[str]] = None) -> int:
   if versions.serving is None:
     log(f'no loadable version in {args.model_base_path} yet; waiting for one to be pushed')
   application = RestApplication(args.model_name, versions, args.max_request_bytes,
-                                args.max_workers, args.enable_cors)
+                                args.max_workers, args.max_queued_requests, args.enable_cors)
   # waitress says "Task queue depth is N" whenever requests wait for a thread: under load, on
   # every request. The 503s and Retry-After already tell clients; its errors still show.
   logging.getLogger('waitress.queue').setLevel(logging.ERROR)
   try:
-    server = create_rest_server(application, args.host, args.port, args.max_workers,
+    threads = args.max_workers + args.max_queued_requests + SPARE_THREADS
+    server = create_rest_server(application, args.host, args.port, threads,
                                 args.read_timeout_seconds, args.max_connections,
                                 args.max_request_bytes)
   except OSError as error:

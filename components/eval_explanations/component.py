@@ -9,6 +9,7 @@ the run report to draw; nothing outside the pipeline loads the model to make the
 exported without an `explain` signature gets an artifact with no rows.
 """
 
+import io
 import os
 from typing import Any, Dict, List
 
@@ -65,21 +66,24 @@ def explain_eval_images(saved_model_dir: str, eval_split_uri: str, most_wrong: i
 
 
 def write_explanations(rows: List[Dict[str, Any]], path: str) -> None:
+  buffer = io.BytesIO()  # a zip file is written with seeks, which GFile does not do
+  # `file` is savez's own argument: the file names are stored as `file_name`.
+  np.savez_compressed(
+      buffer, file_name=np.array([row['file'] for row in rows], dtype=str),
+      true=np.array([row['true'] for row in rows], dtype=str),
+      predicted=np.array([row['predicted'] for row in rows], dtype=str),
+      confidence=np.array([row['confidence'] for row in rows], dtype=np.float32),
+      heat=np.array([row['heat'] for row in rows], dtype=np.float32),
+      pixels=np.array([row['pixels'] for row in rows], dtype=np.float32))
   with tf.io.gfile.GFile(path, 'wb') as handle:
-    np.savez_compressed(
-        handle, file=np.array([row['file'] for row in rows], dtype=str),
-        true=np.array([row['true'] for row in rows], dtype=str),
-        predicted=np.array([row['predicted'] for row in rows], dtype=str),
-        confidence=np.array([row['confidence'] for row in rows], dtype=np.float32),
-        heat=np.array([row['heat'] for row in rows], dtype=np.float32),
-        pixels=np.array([row['pixels'] for row in rows], dtype=np.float32))
+    handle.write(buffer.getvalue())
 
 
 def read_explanations(artifact_uri: str) -> List[Dict[str, Any]]:
   """The rows `explain_eval_images` made, as the component wrote them."""
   with tf.io.gfile.GFile(os.path.join(artifact_uri, contracts.EXPLANATIONS_FILE), 'rb') as handle:
-    arrays = np.load(handle)
-    columns = {name: arrays[name] for name in arrays.files}
+    arrays = np.load(io.BytesIO(handle.read()))
+    columns = {('file' if name == 'file_name' else name): arrays[name] for name in arrays.files}
   return [{name: (column[index].item() if column[index].ndim == 0 else column[index])
            for name, column in columns.items()} for index in range(len(columns['file']))]
 
