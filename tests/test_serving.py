@@ -395,7 +395,7 @@ def test_a_saturated_server_answers_503_with_retry_after_and_still_answers_statu
     if status == 503:
       assert headers['Retry-After'] == '1' and 'busy' in body['error']
     else:
-      assert len(body['predictions']) == 32
+      assert len(body['predictions']) == 64
   assert http(server.model_url)[0] == 200
 
 
