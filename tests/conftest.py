@@ -1,7 +1,10 @@
 """Shared test set-up: Keras 2 everywhere, small synthetic data sets made per test, and one set of
 real pipeline runs that every test of a finished run reads."""
 
+import fcntl
+import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -50,21 +53,49 @@ def run_pipeline():
   return _run_pipeline
 
 
+def _once_for_all_workers(tmp_path_factory, worker_id: str, name: str, build):
+  """`build()`'s dict, built once however many pytest-xdist workers ask: the first builds it
+  under a lock in the directory the workers share and records it as JSON, the others wait for
+  the lock and read it. Paths travel as paths; each run's component runs are read again from ML
+  Metadata (`runs`)."""
+  if worker_id == 'master':  # no pytest-xdist
+    return build()
+  shared = tmp_path_factory.getbasetemp().parent
+  with open(shared / f'{name}.lock', 'w', encoding='utf-8') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the worker dies
+    recorded = shared / f'{name}.json'
+    if recorded.exists():
+      found = json.loads(recorded.read_text(encoding='utf-8'))
+      paths = set(found.pop('__paths__'))
+      found = {key: pathlib.Path(value) if key in paths else value for key, value in found.items()}
+      return {**found, 'runs': _component_runs(found['output_dir'])}
+    built = build()
+    simple = {key: str(value) if isinstance(value, pathlib.Path) else value
+              for key, value in built.items() if key != 'runs'}
+    simple['__paths__'] = [key for key, value in built.items() if isinstance(value, pathlib.Path)]
+    recorded.write_text(json.dumps(simple), encoding='utf-8')
+    return built
+
+
 @pytest.fixture(scope='session')
-def first_runs(tmp_path_factory, python, project_root):
+def first_runs(tmp_path_factory, worker_id, python, project_root):
   """The first two runs of `pipeline_runs` (the quick tier's end-to-end test): one run of the
   real pipeline on a small synthetic set, then the same command again."""
-  base = tmp_path_factory.mktemp('end_to_end')
-  data_root = base / 'images'
-  synthetic.generate_dataset(str(data_root), images_per_class=15, image_size=64, seed=3)
-  output_dir = base / 'output'
-  first = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
-  serving_after_first = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
-  second = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
-  return {'base': base, 'data_root': data_root, 'output_dir': output_dir,
-          'runs': _component_runs(output_dir), 'stdout': [first.stdout, second.stdout],
-          'serving_after_first': serving_after_first,
-          'metadata_path': str(output_dir / 'metadata.sqlite')}
+
+  def build():
+    base = tmp_path_factory.mktemp('end_to_end')
+    data_root = base / 'images'
+    synthetic.generate_dataset(str(data_root), images_per_class=15, image_size=64, seed=3)
+    output_dir = base / 'output'
+    first = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
+    serving_after_first = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
+    second = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
+    return {'base': base, 'data_root': data_root, 'output_dir': output_dir,
+            'runs': _component_runs(output_dir), 'stdout': [first.stdout, second.stdout],
+            'serving_after_first': serving_after_first,
+            'metadata_path': str(output_dir / 'metadata.sqlite')}
+
+  return _once_for_all_workers(tmp_path_factory, worker_id, 'first_runs', build)
 
 
 def _component_runs(output_dir):
@@ -75,51 +106,56 @@ def _component_runs(output_dir):
 
 
 @pytest.fixture(scope='session')
-def pipeline_runs(first_runs, python, project_root):
+def pipeline_runs(first_runs, tmp_path_factory, worker_id, python, project_root):
   """Six runs of the real pipeline on one small synthetic set, shared by the tests that look
   at a finished run (end to end, inspector, report, prediction, server): see
   test_pipeline_end_to_end.py for what each run does; then one batch inference run. The first
   two are `first_runs`."""
-  base, data_root, output_dir = first_runs['base'], first_runs['data_root'], first_runs['output_dir']
-  third = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '1.01')
-  serving_after_third = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
-  # A drop of at most 1 is always allowed: compared with the baseline, and certainly blessed.
-  # Tuned by a two-trial search, then an ensemble of two one-epoch networks trained with the
-  # best hyperparameters (test_ensemble.py, test_tuning.py).
-  fourth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
-                        '--epochs', '1', '--ensemble-members', '2', '--max-accuracy-drop', '1',
-                        '--tune', '--tuning-trials', '2', '--tuning-epochs', '1')
-  # Every gate passable but the calibration error's, which no model meets (it is never 0).
-  fifth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
-                        '--max-accuracy-drop', '1', '--max-calibration-error', '0')
-  serving_after_fifth = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
-  # The first run's model, blessed, and a latency ceiling no model meets: the serving check
-  # fails it (test_serving_check.py).
-  sixth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
-                        '--max-accuracy-drop', '1', '--serving-latency-ceiling-ms', '0.01')
-  serving_after_sixth = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
-  # Batch inference with the newest pushed model (run 4's) over a folder of unlabelled images
-  # (test_batch_inference.py).
-  infer_dir = base / 'to_classify'
-  (infer_dir / 'nested').mkdir(parents=True)
-  for name in features.LABEL_NAMES:
-    shutil.copy(data_root / name / f'{name} (4).png', infer_dir / 'nested' / f'{name}.png')
-  shutil.copy(data_root / 'benign' / 'benign (4).png', infer_dir / 'scan (4)_mask.png')
-  (infer_dir / 'notes.txt').write_text('not an image')
-  (infer_dir / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'truncated')
-  inference = subprocess.run(
-      [python, 'local_runner.py', '--output-dir', str(output_dir), '--infer-dir', str(infer_dir)],
-      cwd=project_root, capture_output=True, text=True, timeout=900, check=False)
-  assert inference.returncode == 0, inference.stdout[-3000:] + inference.stderr[-3000:]
-  return {
-      'data_root': data_root, 'output_dir': output_dir, 'runs': _component_runs(output_dir),
-      'stdout': first_runs['stdout'] + [third.stdout, fourth.stdout, fifth.stdout, sixth.stdout],
-      'serving_after_first': first_runs['serving_after_first'],
-      'serving_after_third': serving_after_third,
-      'serving_after_fifth': serving_after_fifth, 'serving_after_sixth': serving_after_sixth,
-      'metadata_path': str(output_dir / 'metadata.sqlite'),
-      'infer_dir': infer_dir, 'inference_stdout': inference.stdout,
-  }
+
+  def build():
+    base, data_root = first_runs['base'], first_runs['data_root']
+    output_dir = first_runs['output_dir']
+    third = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '1.01')
+    serving_after_third = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
+    # A drop of at most 1 is always allowed: compared with the baseline, and certainly blessed.
+    # Tuned by a two-trial search, then an ensemble of two one-epoch networks trained with the
+    # best hyperparameters (test_ensemble.py, test_tuning.py).
+    fourth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
+                          '--epochs', '1', '--ensemble-members', '2', '--max-accuracy-drop', '1',
+                          '--tune', '--tuning-trials', '2', '--tuning-epochs', '1')
+    # Every gate passable but the calibration error's, which no model meets (it is never 0).
+    fifth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
+                          '--max-accuracy-drop', '1', '--max-calibration-error', '0')
+    serving_after_fifth = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
+    # The first run's model, blessed, and a latency ceiling no model meets: the serving check
+    # fails it (test_serving_check.py).
+    sixth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
+                          '--max-accuracy-drop', '1', '--serving-latency-ceiling-ms', '0.01')
+    serving_after_sixth = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
+    # Batch inference with the newest pushed model (run 4's) over a folder of unlabelled images
+    # (test_batch_inference.py).
+    infer_dir = base / 'to_classify'
+    (infer_dir / 'nested').mkdir(parents=True)
+    for name in features.LABEL_NAMES:
+      shutil.copy(data_root / name / f'{name} (4).png', infer_dir / 'nested' / f'{name}.png')
+    shutil.copy(data_root / 'benign' / 'benign (4).png', infer_dir / 'scan (4)_mask.png')
+    (infer_dir / 'notes.txt').write_text('not an image')
+    (infer_dir / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'truncated')
+    inference = subprocess.run(
+        [python, 'local_runner.py', '--output-dir', str(output_dir), '--infer-dir', str(infer_dir)],
+        cwd=project_root, capture_output=True, text=True, timeout=900, check=False)
+    assert inference.returncode == 0, inference.stdout[-3000:] + inference.stderr[-3000:]
+    return {
+        'data_root': data_root, 'output_dir': output_dir, 'runs': _component_runs(output_dir),
+        'stdout': first_runs['stdout'] + [third.stdout, fourth.stdout, fifth.stdout, sixth.stdout],
+        'serving_after_first': first_runs['serving_after_first'],
+        'serving_after_third': serving_after_third,
+        'serving_after_fifth': serving_after_fifth, 'serving_after_sixth': serving_after_sixth,
+        'metadata_path': str(output_dir / 'metadata.sqlite'),
+        'infer_dir': infer_dir, 'inference_stdout': inference.stdout,
+    }
+
+  return _once_for_all_workers(tmp_path_factory, worker_id, 'pipeline_runs', build)
 
 
 @pytest.fixture(scope='session')
@@ -224,17 +260,26 @@ def separable_data_root(tmp_path_factory):
 
 # First: pytest-xdist reads the groups in its own pytest_collection_modifyitems.
 @pytest.hookimpl(tryfirst=True)
+SERVING_MODULES = ('tests/test_serving.py', 'tests/test_serving_grpc.py',
+                   'tests/test_serving_rest_conformance.py')
+
+
 def pytest_collection_modifyitems(items):
-  """`make test` runs on two pytest-xdist workers with `--dist loadgroup`: every test that reads
-  the shared pipeline runs goes to one worker, so those runs happen once; every other test stays
-  with its module, so module-scoped fixtures are built once too.
+  """`make test` runs on two pytest-xdist workers with `--dist loadgroup`. The shared pipeline
+  runs are built once, by the first worker that needs them (`_once_for_all_workers`); the tests
+  that read them are in two groups, the serving tests and the rest, so both workers can take
+  them; every other test stays with its module, so module-scoped fixtures are built once too.
 
   The quick tier (`make test-quick`, `-m quick`) is every test that starts no process (none
   asks for the `python` fixture, which every subprocess-starting fixture and test uses) and the
   tests marked `quick` by hand: the end-to-end ones on `first_runs`."""
   for item in items:
+    module = item.nodeid.split('::')[0]
     shared = 'pipeline_runs' in item.fixturenames or 'first_runs' in item.fixturenames
-    item.add_marker(pytest.mark.xdist_group('pipeline_runs' if shared
-                                            else item.nodeid.split('::')[0]))
+    if shared:
+      # The servers and clients only read the pushed models, so they can run on the other
+      # worker, beside the tests that add runs to the shared output directory.
+      group = 'served_models' if module in SERVING_MODULES else 'pipeline_runs'
+    item.add_marker(pytest.mark.xdist_group(group if shared else module))
     if 'python' not in item.fixturenames:
       item.add_marker(pytest.mark.quick)

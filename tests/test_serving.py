@@ -4,6 +4,8 @@ answer as TF Serving does, every kind of bad request gets 400 and `{"error": ...
 pushed while requests are in flight takes over without one request failing."""
 
 import base64
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -20,15 +22,32 @@ from PIL import Image
 
 from benchmarks import serving_load
 from models import features, serving_warmup
+from serving import predict
 from serving.model_versions import ModelVersions
 
 
 def predict_cli(python, project_root, *arguments):
+  """`serving.predict.main` on `arguments` in this process (TensorFlow is imported already):
+  (completed, JSON lines), `completed` as subprocess.run reports a command. One test runs the
+  real command (`predict_command`)."""
+  del python, project_root
+  stdout, stderr = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    try:
+      returncode = predict.main(list(map(str, arguments)))
+    except SystemExit as exit_:
+      returncode = exit_.code
+  completed = subprocess.CompletedProcess(arguments, returncode, stdout.getvalue(),
+                                          stderr.getvalue())
+  return completed, [json.loads(line) for line in completed.stdout.splitlines()]
+
+
+def predict_command(python, project_root, *arguments):
+  """`python -m serving.predict` in a subprocess: (completed, JSON lines)."""
   completed = subprocess.run([python, '-m', 'serving.predict', *map(str, arguments)],
                              cwd=project_root, capture_output=True, text=True, timeout=300,
                              check=False)
-  lines = [json.loads(line) for line in completed.stdout.splitlines()]
-  return completed, lines
+  return completed, [json.loads(line) for line in completed.stdout.splitlines()]
 
 
 def http(url, body=None, raw=None):
@@ -73,8 +92,8 @@ def model_probabilities(model_dir, version, image_path):
 
 def test_predict_cli_classifies_a_folder_and_reports_bad_images(python, project_root, images,
                                                                 pushed_model_dir):
-  completed, lines = predict_cli(python, project_root, '--model-dir', pushed_model_dir,
-                                 images['folder'], images['corrupt'], '/no/such/image.png')
+  completed, lines = predict_command(python, project_root, '--model-dir', pushed_model_dir,
+                                     images['folder'], images['corrupt'], '/no/such/image.png')
   assert completed.returncode == 1, completed.stderr
   by_path = {line['path']: line for line in lines}
   assert set(by_path) == {*map(str, images['good']), str(images['corrupt']),
@@ -115,9 +134,21 @@ def test_predict_cli_exit_codes(python, project_root, images, pushed_model_dir):
   assert completed.returncode == 2 and 'give --model-dir' in completed.stderr
 
 
+@pytest.fixture(scope='module')
+def server(pushed_model_dir, start_module_server):
+  """A server on the pushed models with a request limit of 100,000 bytes, for the tests that
+  need no flags of their own."""
+  return start_module_server(pushed_model_dir, '--max-request-bytes', '100000')
+
+
+@pytest.fixture(scope='module')
+def one_worker_server(pushed_model_dir, start_module_server):
+  """A server with one worker (and two queued) and a read timeout of 2 s."""
+  return start_module_server(pushed_model_dir, '--max-workers', '1', '--read-timeout-seconds', '2')
+
+
 def test_predict_cli_through_the_server_matches_local(python, project_root, images,
-                                                      pushed_model_dir, start_server):
-  server = start_server(pushed_model_dir)
+                                                      pushed_model_dir, server):
   arguments = [images['folder'], images['corrupt']]
   local, local_lines = predict_cli(python, project_root, '--model-dir', pushed_model_dir,
                                    *arguments)
@@ -137,8 +168,7 @@ def test_predict_cli_through_the_server_matches_local(python, project_root, imag
   assert unreachable.returncode == 2 and 'cannot reach the server' in unreachable.stderr
 
 
-def test_server_status_metadata_and_both_predict_forms(images, pushed_model_dir, start_server):
-  server = start_server(pushed_model_dir)
+def test_server_status_metadata_and_both_predict_forms(images, pushed_model_dir, server):
   assert server.address.startswith('http://127.0.0.1:')  # Not reachable from other machines.
   newest = sorted(os.listdir(pushed_model_dir))[-1]
 
@@ -171,8 +201,7 @@ def test_server_status_metadata_and_both_predict_forms(images, pushed_model_dir,
     assert columns['outputs']['label'][row] == rows['predictions'][row]['label']
 
 
-def test_server_answers_bad_requests_with_400(images, pushed_model_dir, start_server):
-  server = start_server(pushed_model_dir, '--max-request-bytes', '100000')
+def test_server_answers_bad_requests_with_400(images, server):
   predict = server.model_url + ':predict'
   with open(images['corrupt'], 'rb') as handle:
     corrupt = base64.b64encode(handle.read()).decode()
@@ -356,8 +385,8 @@ def idle_keep_alive(address, port):
 
 
 def test_stalled_and_idle_clients_hold_no_worker_and_are_closed_after_the_read_timeout(
-    pushed_model_dir, start_server, images):
-  server = start_server(pushed_model_dir, '--max-workers', '1', '--read-timeout-seconds', '2')
+    one_worker_server, images):
+  server = one_worker_server
   port = int(server.address.rsplit(':', 1)[1])
   stalled = []
   for _ in range(20):
@@ -378,8 +407,8 @@ def test_stalled_and_idle_clients_hold_no_worker_and_are_closed_after_the_read_t
 
 
 def test_a_saturated_server_answers_503_with_retry_after_and_still_answers_status(
-    pushed_model_dir, start_server, images):
-  server = start_server(pushed_model_dir, '--max-workers', '1')
+    one_worker_server, images):
+  server = one_worker_server
   batch = {'instances': [{'b64': b64(images['good'][0])}] * 64}  # long enough to overlap
   answers = []
   clients = [threading.Thread(target=lambda: answers.append(
