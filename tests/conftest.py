@@ -258,12 +258,12 @@ def separable_data_root(tmp_path_factory):
   return root
 
 
-# First: pytest-xdist reads the groups in its own pytest_collection_modifyitems.
-@pytest.hookimpl(tryfirst=True)
 SERVING_MODULES = ('tests/test_serving.py', 'tests/test_serving_grpc.py',
                    'tests/test_serving_rest_conformance.py')
 
 
+# First: pytest-xdist reads the groups in its own pytest_collection_modifyitems.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
   """`make test` runs on two pytest-xdist workers with `--dist loadgroup`. The shared pipeline
   runs are built once, by the first worker that needs them (`_once_for_all_workers`); the tests
