@@ -20,13 +20,16 @@ run: $(INSTALLED)
 # Two pytest-xdist workers (tests/conftest.py groups them); TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 
+# --no-loadscope-reorder: the workers take the groups in tests/conftest.py's order.
+XDIST := --numprocesses $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
 test: $(INSTALLED)
-	$(VENV)/bin/python -m pytest tests --numprocesses $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 # The quick tier for the edit-and-run loop: every test that starts no process, and one small
 # end-to-end run and its cached rerun (tests/conftest.py).
 test-quick: $(INSTALLED)
-	$(VENV)/bin/python -m pytest tests -m quick --numprocesses $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest tests -m quick $(XDIST) $(PYTEST_ARGS)
 
 clean:
 	rm -rf outputs data/busi_synthetic

@@ -281,5 +281,11 @@ def pytest_collection_modifyitems(items):
       # worker, beside the tests that add runs to the shared output directory.
       group = 'served_models' if module in SERVING_MODULES else 'pipeline_runs'
     item.add_marker(pytest.mark.xdist_group(group if shared else module))
+    item.user_properties.append(('group', group if shared else module))
     if 'python' not in item.fixturenames:
       item.add_marker(pytest.mark.quick)
+  # The order the workers take the groups in (the Makefile turns off pytest-xdist's reordering
+  # by size): the tests that build the shared runs first, so one worker starts on them at once;
+  # the serving tests last, so the other worker reaches them after its own, once the runs exist.
+  order = {'pipeline_runs': 0, 'served_models': 2}
+  items.sort(key=lambda item: order.get(dict(item.user_properties)['group'], 1))

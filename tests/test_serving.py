@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -376,11 +377,18 @@ def test_predict_cli_uses_the_version_the_server_serves(python, project_root, im
 
 
 def idle_keep_alive(address, port):
-  """A connection that asked one question over HTTP/1.1 keep-alive and then says nothing."""
+  """A connection that asked one question over HTTP/1.1 keep-alive, read the whole answer, and
+  then says nothing."""
   connection = socket.create_connection((address, port), timeout=30)
   connection.sendall(b'GET /v1/models/breast_ultrasound HTTP/1.1\r\nHost: x\r\n\r\n')
-  answer = connection.recv(65536)
-  assert answer.startswith(b'HTTP/1.1 200') and b'Connection: close' not in answer, answer
+  answer = b''
+  while b'\r\n\r\n' not in answer:
+    answer += connection.recv(65536)
+  head, body = answer.split(b'\r\n\r\n', 1)
+  length = int(re.search(rb'Content-Length: (\d+)', head).group(1))
+  while len(body) < length:
+    body += connection.recv(65536)
+  assert head.startswith(b'HTTP/1.1 200') and b'Connection: close' not in head, head
   return connection
 
 
