@@ -267,25 +267,35 @@ SERVING_MODULES = ('tests/test_serving.py', 'tests/test_serving_grpc.py',
 def pytest_collection_modifyitems(items):
   """`make test` runs on two pytest-xdist workers with `--dist loadgroup`. The shared pipeline
   runs are built once, by the first worker that needs them (`_once_for_all_workers`); the tests
-  that read them are in two groups, the serving tests and the rest, so both workers can take
-  them; every other test stays with its module, so module-scoped fixtures are built once too.
+  that read them are one group, but for the serving tests, which are spread over four so that
+  both workers can take them (the only cost: each group starts its module's servers); every other test stays with its module, so its module-scoped
+  fixtures are built once.
 
   The quick tier (`make test-quick`, `-m quick`) is every test that starts no process (none
   asks for the `python` fixture, which every subprocess-starting fixture and test uses) and the
   tests marked `quick` by hand: the end-to-end ones on `first_runs`."""
+  served_in_module = {}
   for item in items:
     module = item.nodeid.split('::')[0]
-    shared = 'pipeline_runs' in item.fixturenames or 'first_runs' in item.fixturenames
-    if shared:
-      # The servers and clients only read the pushed models, so they can run on the other
-      # worker, beside the tests that add runs to the shared output directory.
-      group = 'served_models' if module in SERVING_MODULES else 'pipeline_runs'
-    item.add_marker(pytest.mark.xdist_group(group if shared else module))
-    item.user_properties.append(('group', group if shared else module))
+    group = module
+    if 'pipeline_runs' in item.fixturenames or 'first_runs' in item.fixturenames:
+      group = 'pipeline_runs'
+      if module in SERVING_MODULES:
+        # The servers and clients only read the pushed models, so they run on whichever worker
+        # is free, a group per module (test_serving.py's tests in two), beside the tests that
+        # add runs to the shared output directory.
+        index = served_in_module[module] = served_in_module.get(module, -1) + 1
+        group = f'served_models:{module}' + (f':{index % 2}' if module == SERVING_MODULES[0]
+                                             else '')
+    item.add_marker(pytest.mark.xdist_group(group))
+    item.user_properties.append(('group', group))
     if 'python' not in item.fixturenames:
       item.add_marker(pytest.mark.quick)
   # The order the workers take the groups in (the Makefile turns off pytest-xdist's reordering
   # by size): the tests that build the shared runs first, so one worker starts on them at once;
   # the serving tests last, so the other worker reaches them after its own, once the runs exist.
-  order = {'pipeline_runs': 0, 'served_models': 2}
-  items.sort(key=lambda item: order.get(dict(item.user_properties)['group'], 1))
+  def order(item):
+    group = dict(item.user_properties)['group']
+    return 0 if group == 'pipeline_runs' else 2 if group.startswith('served_models') else 1
+
+  items.sort(key=order)
