@@ -27,6 +27,14 @@ from models import features
 _BATCH = 16
 
 
+def _in_batches(signature, rows: List[Dict[str, Any]]):
+  """(rows, the signature's outputs as arrays) for each batch of rows' encoded images."""
+  for start in range(0, len(rows), _BATCH):
+    batch = rows[start:start + _BATCH]
+    outputs = signature(image_bytes=tf.constant([row['image'] for row in batch]))
+    yield batch, {name: value.numpy() for name, value in outputs.items()}
+
+
 def explain_eval_images(saved_model_dir: str, eval_split_uri: str, most_wrong: int,
                         right_per_class: int) -> List[Dict[str, Any]]:
   """Rows of file, true, predicted, confidence, heat (the heat map) and pixels (the image as the
@@ -40,12 +48,8 @@ def explain_eval_images(saved_model_dir: str, eval_split_uri: str, most_wrong: i
     rows.append({'file': feature[features.FILENAME_KEY].bytes_list.value[0].decode(),
                  'true': feature[features.LABEL_NAME_KEY].bytes_list.value[0].decode(),
                  'image': feature[features.IMAGE_KEY].bytes_list.value[0]})
-  serve = loaded.signatures['serving_default']
-  for start in range(0, len(rows), _BATCH):
-    batch = rows[start:start + _BATCH]
-    outputs = serve(image_bytes=tf.constant([row['image'] for row in batch]))
-    for row, label, probabilities in zip(batch, outputs['label'].numpy(),
-                                         outputs['probabilities'].numpy()):
+  for batch, outputs in _in_batches(loaded.signatures['serving_default'], rows):
+    for row, label, probabilities in zip(batch, outputs['label'], outputs['probabilities']):
       row['predicted'] = label.decode()
       row['confidence'] = float(probabilities[features.LABEL_NAMES.index(row['predicted'])])
   wrong = sorted((row for row in rows if row['predicted'] != row['true']),
@@ -54,12 +58,8 @@ def explain_eval_images(saved_model_dir: str, eval_split_uri: str, most_wrong: i
            for row in [row for row in rows
                        if row['true'] == name and row['predicted'] == name][:right_per_class]]
   chosen = wrong + right
-  explain = loaded.signatures['explain']
-  for start in range(0, len(chosen), _BATCH):
-    batch = chosen[start:start + _BATCH]
-    outputs = explain(image_bytes=tf.constant([row['image'] for row in batch]))
-    for row, heat, pixels in zip(batch, outputs['heat_map'].numpy(),
-                                 outputs['image_pixels'].numpy()):
+  for batch, outputs in _in_batches(loaded.signatures['explain'], chosen):
+    for row, heat, pixels in zip(batch, outputs['heat_map'], outputs['image_pixels']):
       row.update(heat=heat, pixels=pixels)
       del row['image']
   return chosen
