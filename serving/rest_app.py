@@ -66,8 +66,8 @@ class RestApplication:
     self.max_request_bytes = max_request_bytes
     self.enable_cors = enable_cors
     self._workers = threading.BoundedSemaphore(max_workers)
-    self._admitted, self._max_admitted = 0, max_workers + max_queued
-    self._admission = threading.Lock()
+    # Predictions running or waiting for a worker.
+    self._admitted = threading.BoundedSemaphore(max_workers + max_queued)
 
   def __call__(self, environ: Dict[str, Any], start_response) -> Iterable[bytes]:
     method = environ['REQUEST_METHOD']
@@ -132,17 +132,14 @@ class RestApplication:
     signature_name, form, payload = rest_api.parse_request(body)
     function = find_signature(loaded, signature_name)
     inputs = rest_api.request_inputs(form, payload, signature_inputs(function))
-    with self._admission:
-      if self._admitted >= self._max_admitted:
-        raise HttpError(503, 'server busy: every worker is answering and the queue is full; '
-                        'try again', [('Retry-After', str(RETRY_AFTER_SECONDS))])
-      self._admitted += 1
+    if not self._admitted.acquire(blocking=False):
+      raise HttpError(503, 'server busy: every worker is answering and the queue is full; '
+                      'try again', [('Retry-After', str(RETRY_AFTER_SECONDS))])
     try:
       with self._workers:
         outputs = run_signature(function, inputs)
     finally:
-      with self._admission:
-        self._admitted -= 1
+      self._admitted.release()
     return rest_api.response_body(form, outputs)
 
   def _uncompressed(self, body: bytes, content_encoding: str) -> bytes:
