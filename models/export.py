@@ -21,8 +21,9 @@ The SavedModel carries TF Serving's warmup requests (models/serving_warmup.py) f
 speed.
 """
 
+import dataclasses
 import os
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -38,6 +39,16 @@ def calibrated(uncalibrated: tf.Tensor, temperature: tf.Tensor) -> tf.Tensor:
   return tf.nn.softmax(tf.math.log(tf.maximum(uncalibrated, 1e-7)) / temperature)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Networks:
+  """The Keras networks the signatures call. Not a trackable object, so the SavedModel keeps
+  their variables (ExportModule.member_variables) but not the networks themselves."""
+  members: Tuple[keras.Model, ...]
+  explainers: Tuple[keras.Model, ...]  # explanation.feature_model of each member
+  # training.predict_probabilities of the members, as one tf.function of Transform's pixels
+  probabilities: Callable[[tf.Tensor], tf.Tensor]
+
+
 class ExportModule(tf.Module):
   """The trained network (or ensemble: the mean of its members' probabilities) plus the
   Transform layer and the operating point, with the serving signatures. Probabilities are
@@ -47,21 +58,37 @@ class ExportModule(tf.Module):
   def __init__(self, members: Sequence[keras.Model], tf_transform_output: tft.TFTransformOutput,
                test_time_flips: bool, operating_point: calibration.OperatingPoint):
     super().__init__()
-    self.members = list(members)
+    # Saved as Keras objects, the members would bring every layer's traced call functions and
+    # their optimizer's slots: an ensemble of two EfficientNet-Lite0 saved 91 MB instead of 31
+    # and loaded in 16.6 s instead of 2.7 s, with the same signatures' outputs. The signatures
+    # need only the weights.
+    size = tf_transform_output.transformed_feature_spec()[features.TRANSFORMED_IMAGE_KEY].shape[0]
+    self._networks = _Networks(
+        members=tuple(members),
+        explainers=tuple(explanation.feature_model(member) for member in members),
+        # Traced once and called by every signature, rather than traced into each of them:
+        # the members' graphs are the bulk of both the export's time and the SavedModel.
+        probabilities=tf.function(
+            lambda pixels: training.predict_probabilities(members, pixels, test_time_flips),
+            input_signature=[tf.TensorSpec([None, size, size, features.IMAGE_CHANNELS],
+                                           tf.float32)]))
+    self.member_variables = [list(member.variables) for member in members]
     self._test_time_flips = test_time_flips
     self.transform_layer = tf_transform_output.transform_features_layer()
     self._raw_feature_spec = tf_transform_output.raw_feature_spec()
     self._class_names = tf.constant(features.LABEL_NAMES)
-    self._explainers = [explanation.feature_model(member) for member in self.members]
     self._temperature = tf.constant(operating_point.temperature, tf.float32)
     threshold = operating_point.malignant_threshold
     # Above 1, no probability reaches it: the arg-max decides.
     self._threshold = tf.constant(2.0 if threshold is None else threshold, tf.float32)
 
+  @property
+  def members(self) -> Tuple[keras.Model, ...]:
+    return self._networks.members
+
   def _uncalibrated(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
     transformed = self.transform_layer(raw_features)
-    return training.predict_probabilities(
-        self.members, transformed[features.TRANSFORMED_IMAGE_KEY], self._test_time_flips)
+    return self._networks.probabilities(transformed[features.TRANSFORMED_IMAGE_KEY])
 
   def _calibrated(self, uncalibrated: tf.Tensor) -> tf.Tensor:
     return calibrated(uncalibrated, self._temperature)
@@ -95,13 +122,12 @@ class ExportModule(tf.Module):
     on (models/explanation.py)."""
     transformed = self.transform_layer({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
     pixels = transformed[features.TRANSFORMED_IMAGE_KEY]
-    probabilities = self._calibrated(
-        training.predict_probabilities(self.members, pixels, self._test_time_flips))
+    probabilities = self._calibrated(self._networks.probabilities(pixels))
     decision = self._decision(probabilities)
     return {
         'probabilities': probabilities,
         'label': tf.gather(self._class_names, decision),
-        'heat_map': explanation.ensemble_grad_cam(self.members, self._explainers, pixels,
+        'heat_map': explanation.ensemble_grad_cam(self.members, self._networks.explainers, pixels,
                                                   decision),
         'image_pixels': pixels,
     }
@@ -121,14 +147,17 @@ class ExportModule(tf.Module):
   def pixels_signature(self, image_size: int, members: Optional[Sequence[keras.Model]] = None):
     """The `from_pixels` signature for pixels of `image_size` (Transform's output), on the
     module's members or on `members` (the on-device copies of them)."""
-    members = self.members if members is None else members
+    if members is None:
+      probabilities = self._networks.probabilities
+    else:
+      probabilities = lambda pixels: training.predict_probabilities(members, pixels,
+                                                                    self._test_time_flips)
 
     @tf.function(input_signature=[tf.TensorSpec(
         [None, image_size, image_size, features.IMAGE_CHANNELS], tf.float32,
         name=features.TRANSFORMED_IMAGE_KEY)])
     def from_pixels(image_pixels):
-      return {'probabilities': self._calibrated(training.predict_probabilities(
-          members, image_pixels, self._test_time_flips))}
+      return {'probabilities': self._calibrated(probabilities(image_pixels))}
 
     return from_pixels
 

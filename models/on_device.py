@@ -116,9 +116,12 @@ def export_tflite(pixels_function: Callable[[Sequence[keras.Model]], Any],
   returns the model file's path."""
   if weight_type not in WEIGHT_TYPES:
     raise ValueError(f'weight type {weight_type!r}: use one of {", ".join(WEIGHT_TYPES)}')
+  ready = [tflite_ready(member) for member in members]
+  # The converter saves what it converts first: only the variables, as export.ExportModule
+  # does, not the Keras networks with every layer's traced functions.
   holder = tf.Module()
-  holder.members = [tflite_ready(member) for member in members]
-  function = pixels_function(holder.members)
+  holder.member_variables = [list(member.variables) for member in ready]
+  function = pixels_function(ready)
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
       [function.get_concrete_function()], holder)
   if weight_type == 'float16':
