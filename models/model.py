@@ -105,7 +105,8 @@ def run_fn(fn_args) -> None:
   # Beside the SavedModel, in the Model artifact: the Trainer's executor records it in ML
   # Metadata (components/trainer/executor.py).
   model_dir = os.path.dirname(fn_args.serving_model_dir)
-  export_on_device(module, model_dir, image_size, operating_point, config[TFLITE_WEIGHTS_KEY])
+  if config[TFLITE_WEIGHTS_KEY] != on_device.NO_TFLITE:
+    export_on_device(module, model_dir, image_size, operating_point, config[TFLITE_WEIGHTS_KEY])
   with tf.io.gfile.GFile(os.path.join(model_dir, calibration.OPERATING_POINT_FILE), 'w') as handle:
     json.dump(dataclasses.asdict(operating_point), handle, indent=1)
   if hyperparameters:

@@ -31,6 +31,7 @@ TFLITE_METADATA_FILE = 'metadata.json'
 TFLITE_ERROR_FILE = 'conversion_error.txt'  # instead of the model, when conversion failed
 PIXELS_SIGNATURE = 'from_pixels'
 WEIGHT_TYPES = ('float16', 'float32')
+NO_TFLITE = 'none'  # `--tflite-weights none`: the Trainer makes no on-device model
 DEFAULT_WEIGHT_TYPE = 'float16'
 
 

@@ -155,9 +155,11 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       default=defaults.serving_latency_ceiling_ms,
                       help='serving check before the push: the median latency of a one-image '
                       'request to the candidate may be at most this (default: %(default)s)')
-  parser.add_argument('--tflite-weights', choices=('float16', 'float32'),
+  # models/on_device.py's WEIGHT_TYPES and NO_TFLITE (not imported: it imports TensorFlow).
+  parser.add_argument('--tflite-weights', choices=('float16', 'float32', 'none'),
                       default=defaults.tflite_weights,
-                      help='weights of the on-device TFLite model (default: %(default)s)')
+                      help='weights of the on-device TFLite model, or none to make no on-device '
+                      'model (default: %(default)s)')
   parser.add_argument('--min-tflite-agreement', type=_probability,
                       default=defaults.min_tflite_agreement,
                       help="the TFLite model is pushed beside the SavedModel when this share of "

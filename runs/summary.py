@@ -216,6 +216,8 @@ def format_tflite(report: Optional[Dict[str, Any]], size_bytes: Optional[int],
   tflite = (report or {}).get('tflite')
   if error:
     return f'no TFLite model: the conversion failed: {error}'
+  if not size_bytes and not tflite:
+    return 'none made (--tflite-weights none)'
   size = f'{size_bytes / 1024:,.0f} KiB' if size_bytes else 'size unknown'
   if not tflite:
     return f'TFLite, {size}; not compared (the serving check did not pass)'

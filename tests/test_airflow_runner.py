@@ -12,10 +12,11 @@ PIPELINE_TASKS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'Curat
                   'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer',
                   'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck', 'EvalExplainer',
                   'Pusher', 'ModelCardGenerator'}
-# The seed notebook's small CNN: the orchestration is under test here, not the network (the
-# default's is in test_pipeline_end_to_end.py).
+# The seed notebook's small CNN and no on-device model: the orchestration is under test here, not
+# the network (the default's is in test_pipeline_end_to_end.py).
 SMALL_RUN = ('--model', 'seed', '--epochs', '1', '--image-size', '48', '--ensemble-members', '1',
-             '--min-accuracy', '0', '--min-malignant-recall', '0', '--max-calibration-error', '1')
+             '--min-accuracy', '0', '--min-malignant-recall', '0', '--max-calibration-error', '1',
+             '--tflite-weights', 'none')
 
 # Prints each task and the tasks right after it, as Airflow's scheduler sees them.
 _LIST_DAG = """

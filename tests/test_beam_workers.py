@@ -38,9 +38,11 @@ def schema_features(output_dir):
 def test_two_beam_workers_make_the_same_examples_schema_and_blessing(
     tmp_path, python, project_root, run_pipeline, first_runs):
   output_dir = tmp_path / 'two_workers'
-  # The small seed CNN: the Beam components are under test, not the network.
+  # The small seed CNN and no on-device model: the Beam components are under test, not the
+  # network.
   completed = run_pipeline(python, project_root, first_runs['data_root'], output_dir,
-                           '--min-accuracy', '0', '--beam-workers', '2', '--model', 'seed')
+                           '--min-accuracy', '0', '--beam-workers', '2', '--model', 'seed',
+                           '--tflite-weights', 'none')
   # Beam's worker processes reported in: the run really was split across processes.
   assert 'sdk_worker_main' in completed.stderr + completed.stdout
 

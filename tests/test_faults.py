@@ -29,7 +29,7 @@ from pipeline import output_lock
 from runs import metadata_store
 
 SEED_RECIPE = ('--model', 'seed', '--image-size', '48', '--min-malignant-recall', '0',
-               '--max-calibration-error', '1')
+               '--max-calibration-error', '1', '--tflite-weights', 'none')
 MODEL_NAME = 'breast_ultrasound'
 
 

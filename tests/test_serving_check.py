@@ -1,7 +1,8 @@
 """The serving check before the push (components/serving_check/, serving/canary.py) and the
 on-device TFLite model it measures: in the shared pipeline runs (the first passes and pushes the
-TFLite model beside the SavedModel; the sixth, held to a latency ceiling of 0.01 ms, fails and
-is not pushed), and canaries sent to SavedModels that answer wrongly."""
+TFLite model beside the SavedModel; the fourth makes no TFLite model; the sixth, held to a
+latency ceiling of 0.01 ms, fails and is not pushed), and canaries sent to SavedModels that answer
+wrongly."""
 
 import json
 import os
@@ -70,6 +71,24 @@ def test_the_pushed_tflite_model_classifies_pixels_prepared_as_its_metadata_says
   np.testing.assert_allclose(lite, served['probabilities'].numpy(), atol=0.02)
   assert metadata['malignant_threshold'] == pytest.approx(
       float(served['malignant_threshold'].numpy()[0]), abs=1e-6)
+
+
+def test_no_on_device_model_is_made_or_pushed_when_none_is_asked_for(pipeline_runs):
+  """Run 4 asked for `--tflite-weights none`: the SavedModel is checked and pushed alone."""
+  model = run_output(pipeline_runs, 3, 'Model')
+  assert not os.path.exists(os.path.join(model.uri, 'tflite'))
+  assert metadata_store.artifact_property(model, contracts.TFLITE_MODEL_PROPERTY) is None
+  with open(os.path.join(run_output(pipeline_runs, 3, 'InfraBlessing').uri,
+                         contracts.SERVING_CHECK_FILE)) as handle:
+    report = json.load(handle)
+  assert report['loaded'] and report['failures'] == []
+  assert report['tflite'] is None and report['tflite_agrees'] is False
+  pushed = run_output(pipeline_runs, 3, 'PushedModel')
+  assert metadata_store.artifact_property(pushed, 'tflite_pushed') == 0
+  [version] = set(pipeline_runs['serving_after_fifth']) - set(pipeline_runs['serving_after_third'])
+  version_dir = pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound' / version
+  assert (version_dir / 'saved_model.pb').exists() and not (version_dir / 'tflite').exists()
+  assert 'on-device model: none made (--tflite-weights none)' in pipeline_runs['stdout'][3]
 
 
 def test_a_model_that_fails_a_canary_is_not_pushed_and_the_run_says_why(pipeline_runs, tmp_path):
