@@ -60,6 +60,17 @@ def test_training_batches_are_prefetched_without_autotuning():
       [0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
+def test_autograph_leaves_keras_as_written_and_converts_our_layers():
+  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  from tensorflow.python.autograph.core import config
+  from tensorflow.python.autograph.impl import conversion
+  training.leave_keras_to_run_as_written()  # again: no second rule
+  assert sum(rule.matches('tf_keras') for rule in config.CONVERSION_RULES) == 1
+  assert conversion.is_allowlisted(keras.layers.BatchNormalization.call)
+  assert conversion.is_allowlisted(keras.Model.train_step)
+  assert not conversion.is_allowlisted(augmentation.SpeckleNoise.call)
+
+
 def test_speckle_noise_only_while_training():
   layer = augmentation.SpeckleNoise(0.2)
   images = tf.fill([2, 8, 8, 3], 0.5)
