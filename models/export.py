@@ -59,9 +59,9 @@ class ExportModule(tf.Module):
                test_time_flips: bool, operating_point: calibration.OperatingPoint):
     super().__init__()
     # Saved as Keras objects, the members would bring every layer's traced call functions and
-    # their optimizer's slots: an ensemble of two EfficientNet-Lite0 saved 91 MB instead of 31
-    # and loaded in 16.6 s instead of 2.7 s, with the same signatures' outputs. The signatures
-    # need only the weights.
+    # their optimizer's slots: the BUSI model (two EfficientNet-Lite0 at 180 px) was 90.9 MB
+    # instead of 31.0 and loaded in 8.2 s instead of 2.3 (docs/performance.md), with the same
+    # signatures' outputs. The signatures need only the weights.
     size = tf_transform_output.transformed_feature_spec()[features.TRANSFORMED_IMAGE_KEY].shape[0]
     self._networks = _Networks(
         members=tuple(members),
