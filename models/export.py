@@ -39,6 +39,11 @@ def calibrated(uncalibrated: tf.Tensor, temperature: tf.Tensor) -> tf.Tensor:
   return tf.nn.softmax(tf.math.log(tf.maximum(uncalibrated, 1e-7)) / temperature)
 
 
+def _probabilities_of(members: Sequence[keras.Model],
+                      test_time_flips: bool) -> Callable[[tf.Tensor], tf.Tensor]:
+  return lambda pixels: training.predict_probabilities(members, pixels, test_time_flips)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Networks:
   """The Keras networks the signatures call. Not a trackable object, so the SavedModel keeps
@@ -69,7 +74,7 @@ class ExportModule(tf.Module):
         # Traced once and called by every signature, rather than traced into each of them:
         # the members' graphs are the bulk of both the export's time and the SavedModel.
         probabilities=tf.function(
-            lambda pixels: training.predict_probabilities(members, pixels, test_time_flips),
+            _probabilities_of(members, test_time_flips),
             input_signature=[tf.TensorSpec([None, size, size, features.IMAGE_CHANNELS],
                                            tf.float32)]))
     self.member_variables = [list(member.variables) for member in members]
@@ -147,11 +152,8 @@ class ExportModule(tf.Module):
   def pixels_signature(self, image_size: int, members: Optional[Sequence[keras.Model]] = None):
     """The `from_pixels` signature for pixels of `image_size` (Transform's output), on the
     module's members or on `members` (the on-device copies of them)."""
-    if members is None:
-      probabilities = self._networks.probabilities
-    else:
-      probabilities = lambda pixels: training.predict_probabilities(members, pixels,
-                                                                    self._test_time_flips)
+    probabilities = (self._networks.probabilities if members is None
+                     else _probabilities_of(members, self._test_time_flips))
 
     @tf.function(input_signature=[tf.TensorSpec(
         [None, image_size, image_size, features.IMAGE_CHANNELS], tf.float32,
