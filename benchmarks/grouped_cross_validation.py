@@ -3,21 +3,22 @@
     python -m benchmarks.grouped_cross_validation --data-root ../shared/data/busi
         [--folds 5] [--models sepconv_residual seed] [--image-size 180] [--epochs N]
         [--run-folds 0 1 ...] [--calibration-percent 15] [--target-malignant-sensitivity 0.9]
-        [--ensemble-sizes 1 3 5] [--hyperparameters '{"width": 1.25}'] [--json results.json]
+        [--members 1 2 3] [--hyperparameters '{"width": 1.25}'] [--json results.json]
     python -m benchmarks.grouped_cross_validation --compare base.json new.json [--baseline NAME]
 
 Folds are made as ImageExampleGen makes its split: images are grouped by perceptual hash
 (near-duplicates, transitively), label conflicts are left out, and whole groups are dealt to
 folds stratified by label. So no test image has a near-duplicate among its training images.
 Images are decoded and resized by the same function as Transform, and each fold is trained as
-the Trainer trains: a calibration set carved out of the fold's training part by group, the
-network fitted on the rest by `models.training.train_network` with its recipe, the temperature
-and the malignant threshold chosen on the calibration set. For each network it prints per-fold
-and mean ± standard deviation of accuracy, macro-F1, one-vs-rest macro AUC, per-class recall,
-malignant sensitivity and specificity at the operating point, expected calibration error before
-and after temperature scaling, and training seconds. With `--ensemble-sizes`, the largest deep
-ensemble is trained once per fold and every size is scored on its first members, so the sizes
-are compared on the same networks.
+the Trainer trains: the fold's training part dealt by group to one held-out fold per ensemble
+member (one network: a calibration set), each member fitted on the rest by
+`models.training.train_ensemble` with its recipe, the temperature and the malignant threshold
+chosen on the members' out-of-fold predictions. For each network it prints per-fold and mean ±
+standard deviation of accuracy, macro-F1, one-vs-rest macro AUC, per-class recall, malignant
+sensitivity and specificity at the shipped operating point, expected calibration error before
+and after temperature scaling, and training seconds; per fold also the threshold, the
+temperature and how many malignant images they were chosen on. `--members` trains ensembles of
+several sizes, each on its own deal.
 
 Paired comparison: every network is measured on the same folds, so two networks are compared
 fold by fold. With `--compare FILE ...` (files written by `--json`) nothing is trained: for each
@@ -103,6 +104,8 @@ def score(labels: np.ndarray, probabilities: np.ndarray, uncalibrated: np.ndarra
 
 
 def predict(members: List, pixels: np.ndarray, flips: bool) -> np.ndarray:
+  if len(pixels) == 0:
+    return np.zeros((0, len(features.LABEL_NAMES)))
   return np.concatenate([training.predict_probabilities(members, pixels[start:start + 64],
                                                         flips).numpy()
                          for start in range(0, len(pixels), 64)])
@@ -110,43 +113,40 @@ def predict(members: List, pixels: np.ndarray, flips: bool) -> np.ndarray:
 
 def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_size: int,
              epochs, seed: int, calibration_percent: float, target_sensitivity: float,
-             ensemble_sizes: Sequence[int],
-             hyperparameters: Optional[Dict] = None) -> Dict[int, Dict[str, float]]:
-  """Trains on the other folds as the Trainer does: a calibration set carved out of them by
-  group, the networks fitted on the rest, the operating point chosen on the calibration set.
-
-  max(ensemble_sizes) members are trained (member i from seed `seed + i`, as the Trainer does),
-  and each ensemble size n is scored as the ensemble of the first n: {n: scores}."""
+             members: int, hyperparameters: Optional[Dict] = None) -> Dict[str, float]:
+  """Trains on the other folds as the Trainer does: the training part dealt to one fold per
+  member by group (one network: a calibration set), member m (seed `seed + m`) fitted on all but
+  its fold, the operating point chosen on the members' out-of-fold predictions, and the
+  ensemble scored on the test fold."""
   train = np.flatnonzero(fold != test_fold)
-  in_calibration = np.array(group_split.calibration_mask(labels[train].tolist(),
-                                                         groups[train].tolist(),
-                                                         calibration_percent))
-  fitting, calibration_set = train[~in_calibration], train[in_calibration]
+  held_out = np.array(group_split.held_out_folds(labels[train].tolist(), groups[train].tolist(),
+                                                 members, calibration_percent))
   test = np.flatnonzero(fold == test_fold)
-  train_dataset = training.prefetched(
-      tf.data.Dataset.from_tensor_slices((pixels[fitting], labels[fitting]))
-      .shuffle(len(fitting), seed=seed, reshuffle_each_iteration=True).batch(BATCH_SIZE))
-  seconds = []
-  members: List = []
-  for member in range(max(ensemble_sizes)):
-    started = time.time()
-    trained, _ = training.train_ensemble(network, image_size, train_dataset, None, members=1,
-                                         epochs=epochs, seed=seed + member, verbose=0,
-                                         hyperparameters=hyperparameters)
-    seconds.append(time.time() - started)
-    members.extend(trained)
   flips = networks.RECIPES[network].test_time_flips
-  results = {}
-  for size in ensemble_sizes:
-    operating_point = calibration.choose_operating_point(
-        predict(members[:size], pixels[calibration_set], flips), labels[calibration_set],
-        target_sensitivity)
-    uncalibrated = predict(members[:size], pixels[test], flips)
-    probabilities = calibration.temperature_scale(uncalibrated, operating_point.temperature)
-    result = score(labels[test], probabilities, uncalibrated, operating_point)
-    result['train_seconds'] = sum(seconds[:size])
-    results[size] = result
-  return results
+  started = time.time()
+  trained: List = []
+  for member in range(members):
+    fitting = train[held_out != member]
+    train_dataset = training.prefetched(
+        tf.data.Dataset.from_tensor_slices((pixels[fitting], labels[fitting]))
+        .shuffle(len(fitting), seed=seed, reshuffle_each_iteration=True).batch(BATCH_SIZE))
+    trained.extend(training.train_ensemble(network, image_size, [train_dataset], None,
+                                           epochs=epochs, seed=seed + member, verbose=0,
+                                           hyperparameters=hyperparameters)[0])
+  seconds = time.time() - started
+  chosen = [(trained[member], train[held_out == member]) for member in range(members)
+            if np.any(held_out == member)]
+  operating_point = calibration.choose_operating_point(
+      np.concatenate([predict([model], pixels[indices], flips) for model, indices in chosen]),
+      np.concatenate([labels[indices] for _, indices in chosen]), target_sensitivity)
+  uncalibrated = predict(trained, pixels[test], flips)
+  probabilities = calibration.temperature_scale(uncalibrated, operating_point.temperature)
+  result = score(labels[test], probabilities, uncalibrated, operating_point)
+  result['train_seconds'] = seconds
+  result['threshold'] = operating_point.malignant_threshold
+  result['temperature'] = operating_point.temperature
+  result['chosen_on_malignant'] = operating_point.calibration_malignant
+  return result
 
 
 COLUMNS = ('accuracy', 'macro_f1', 'macro_auc', *(f'recall_{name}' for name in features.LABEL_NAMES),
@@ -253,13 +253,13 @@ def main(argv=None) -> int:
                       help='test only these folds (default: all)')
   parser.add_argument('--seed', type=int, default=42)
   parser.add_argument('--calibration-percent', type=float, default=15.0,
-                      help="share of each fold's training part set aside to choose the operating "
-                      'point (default: %(default)s, as the Trainer)')
+                      help="with one network: the share of each fold's training part set aside "
+                      'to choose the operating point (default: %(default)s, as the Trainer)')
   parser.add_argument('--target-malignant-sensitivity', type=float,
                       default=calibration.DEFAULT_TARGET_SENSITIVITY)
-  parser.add_argument('--ensemble-sizes', type=int, nargs='+',
-                      help='score deep ensembles of these sizes: the largest is trained per fold '
-                      "and each size n is its first n members (default: each recipe's)")
+  parser.add_argument('--members', type=int, nargs='+',
+                      help='score cross-fitted ensembles of these sizes, each trained on its own '
+                      "(default: each recipe's)")
   parser.add_argument('--hyperparameters', type=json.loads,
                       help='JSON object of hyperparameters to train with, e.g. the Tuner\'s best '
                       '(as `runs.inspect models --json` shows them): {"width": 1.25, ...}')
@@ -273,18 +273,18 @@ def main(argv=None) -> int:
   pixels, labels, fold, groups = load_images(args.data_root, args.image_size, args.folds)
   results = {}
   for network in args.models:
-    ensemble_sizes = sorted(set(args.ensemble_sizes or [networks.RECIPES[network].members]))
-    names = {size: network if size == 1 else f'{network} ×{size}' for size in ensemble_sizes}
-    for test_fold in args.run_folds or range(args.folds):
-      by_size = run_fold(network, pixels, labels, fold, groups, test_fold, args.image_size,
-                         args.epochs, args.seed, args.calibration_percent,
-                         args.target_malignant_sensitivity, ensemble_sizes,
-                         args.hyperparameters)
-      for size, row in by_size.items():
+    for size in sorted(set(args.members or [networks.RECIPES[network].members])):
+      name = network if size == 1 else f'{network} ×{size}'
+      for test_fold in args.run_folds or range(args.folds):
+        row = run_fold(network, pixels, labels, fold, groups, test_fold, args.image_size,
+                       args.epochs, args.seed, args.calibration_percent,
+                       args.target_malignant_sensitivity, size, args.hyperparameters)
         row['fold'] = test_fold
-        results.setdefault(names[size], []).append(row)
-        print(f'{names[size]} fold {test_fold}: ' + ', '.join(
-            f'{column} {row[column]:.3f}' for column in COLUMNS), flush=True)
+        results.setdefault(name, []).append(row)
+        print(f'{name} fold {test_fold}: ' + ', '.join(
+            f'{column} {row[column]:.3f}' for column in COLUMNS) +
+              f'; threshold {row["threshold"]}, temperature {row["temperature"]:.3f}, chosen on '
+              f'{row["chosen_on_malignant"]} malignant images', flush=True)
   print()
   for network, rows in results.items():
     print(format_table(network, rows))

@@ -1,13 +1,15 @@
-"""The clinical decisions a trained network needs before it is exported, chosen on a calibration set
-carved out of the training data (never on the eval split): a temperature that makes its
-confidence mean what it says, and a malignant threshold that reaches a target sensitivity.
+"""The clinical decisions a trained network needs before it is exported, chosen on out-of-sample
+predictions of the training split (never on the eval split): a temperature that makes its
+confidence mean what it says, and a malignant threshold that reaches a target sensitivity. The
+predictions are an ensemble's out-of-fold ones (each training image predicted by the member that
+never trained on it, models/group_split.py) or one network's on its calibration set.
 
 Plain NumPy, shared by the Trainer and the cross-validation benchmark:
 
 - `temperature_scale` / `fit_temperature`: one temperature T for all classes; probabilities
-  become softmax(log p / T), minimising the calibration set's negative log-likelihood.
-- `malignant_threshold`: the highest threshold on the malignant probability whose sensitivity on
-  the calibration set reaches the target.
+  become softmax(log p / T), minimising the predictions' negative log-likelihood.
+- `malignant_threshold`: a threshold on the malignant probability whose sensitivity on the
+  predictions reaches the target, midway between two of their scores.
 - `operating_point_labels`: malignant when its probability reaches the threshold, otherwise the
   more probable of the other classes.
 - `expected_calibration_error` (10 equal-width confidence bins) and `brier_score`.
@@ -27,6 +29,14 @@ DEFAULT_TARGET_SENSITIVITY = 0.90
 OPERATING_POINT_FILE = 'operating_point.json'
 CALIBRATION_BINS = 10
 _SMALLEST_PROBABILITY = 1e-7
+# A temperature below 1 sharpens. A network still underconfident after a short training can ask
+# for 0.1 (seen on the synthetic data: p ** 8.6), which saturates the probabilities at 0 and 1 and
+# leaves no room between scores for a threshold; 0.25 (p ** 4) is sharp enough for any network
+# here.
+TEMPERATURE_BOUNDS = (0.25, 20.0)
+# At p(malignant) >= 0.5 malignant is the most probable class whatever the others are: a higher
+# threshold would call benign what the most probable class calls malignant.
+HIGHEST_THRESHOLD = 0.5
 
 
 def temperature_scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -43,29 +53,38 @@ def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> fl
 
 
 def fit_temperature(probabilities: np.ndarray, labels: Sequence[int]) -> float:
-  """The temperature (0.05 to 20) that minimises the negative log-likelihood of `labels`."""
+  """The temperature (within TEMPERATURE_BOUNDS) that minimises the negative log-likelihood of
+  `labels`."""
   labels = np.asarray(labels, dtype=np.int64)
   if len(labels) == 0:
     return 1.0
   result = optimize.minimize_scalar(
       lambda log_temperature: negative_log_likelihood(
           temperature_scale(probabilities, math.exp(log_temperature)), labels),
-      bounds=(math.log(0.05), math.log(20.0)), method='bounded')
+      bounds=tuple(math.log(bound) for bound in TEMPERATURE_BOUNDS), method='bounded')
   return float(math.exp(result.x))
 
 
 def malignant_threshold(malignant_probabilities: Sequence[float], is_malignant: Sequence[bool],
                         target_sensitivity: float) -> float:
-  """The highest threshold t with sensitivity(p ≥ t) ≥ target on these examples.
+  """A threshold t with sensitivity(p >= t) >= target on these examples, never above 0.5.
 
-  That is the k-th highest malignant probability among the malignant examples, k = ⌈target ×
-  malignant examples⌉. With no malignant example there is nothing to reach: 0.5.
+  k = ceil(target x malignant examples); t lies midway between the k-th highest malignant
+  probability among the malignant examples and the next lower probability of any example, so it
+  makes the same decisions on these examples as the k-th score would and leaves new images that
+  fall between the two on the malignant side. Ties at the k-th score are all above t;
+  probabilities saturated at 1 leave t at 0.5. With no malignant example there is nothing to
+  reach: 0.5.
   """
-  positives = np.sort(np.asarray(malignant_probabilities)[np.asarray(is_malignant, bool)])[::-1]
+  scores = np.asarray(malignant_probabilities, dtype=np.float64)
+  positives = np.sort(scores[np.asarray(is_malignant, bool)])[::-1]
   if len(positives) == 0:
-    return 0.5
+    return HIGHEST_THRESHOLD
   needed = max(1, math.ceil(target_sensitivity * len(positives) - 1e-9))
-  return float(positives[min(needed, len(positives)) - 1])
+  kth = positives[min(needed, len(positives)) - 1]
+  lower = scores[scores < kth]
+  midway = (kth + (lower.max() if len(lower) else 0.0)) / 2
+  return float(min(midway, HIGHEST_THRESHOLD))
 
 
 def operating_point_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
@@ -133,25 +152,36 @@ def operating_point_summary(probabilities: np.ndarray, labels: Sequence[int],
   }
 
 
+OUT_OF_FOLD = 'out-of-fold'
+HELD_OUT = 'held-out'
+
+
 @dataclasses.dataclass
 class OperatingPoint:
-  """What the exported model applies, and how it was chosen on the calibration set."""
+  """What the exported model applies, and the predictions it was chosen on: `chosen_on` is
+  OUT_OF_FOLD (an ensemble's members' out-of-fold predictions of the training split) or HELD_OUT
+  (one network's calibration set)."""
   temperature: float = 1.0
-  # None when there was no calibration set (or no malignant example in it): the arg-max decides.
+  # None when there were no predictions (or no malignant image among them): the arg-max decides.
   malignant_threshold: Optional[float] = None
   target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
   calibration_examples: int = 0
+  calibration_malignant: int = 0
+  chosen_on: str = HELD_OUT
+  # Training images left out of the choice because the Tuner scored its trials on them.
+  left_out_for_tuning: int = 0
   calibration_sensitivity: Optional[float] = None
   calibration_ece_before: Optional[float] = None
   calibration_ece_after: Optional[float] = None
 
 
 def choose_operating_point(probabilities: np.ndarray, labels: Sequence[int],
-                           target_sensitivity: float) -> OperatingPoint:
+                           target_sensitivity: float, chosen_on: str = HELD_OUT
+                           ) -> OperatingPoint:
   """Fits the temperature, then the malignant threshold on the calibrated probabilities."""
   labels = np.asarray(labels, dtype=np.int64)
   if len(labels) == 0:
-    return OperatingPoint(target_sensitivity=target_sensitivity)
+    return OperatingPoint(target_sensitivity=target_sensitivity, chosen_on=chosen_on)
   temperature = fit_temperature(probabilities, labels)
   calibrated = temperature_scale(probabilities, temperature)
   is_malignant = labels == features.MALIGNANT_LABEL
@@ -162,6 +192,7 @@ def choose_operating_point(probabilities: np.ndarray, labels: Sequence[int],
   return OperatingPoint(
       temperature=temperature, malignant_threshold=threshold,
       target_sensitivity=target_sensitivity, calibration_examples=int(len(labels)),
+      calibration_malignant=int(is_malignant.sum()), chosen_on=chosen_on,
       calibration_sensitivity=sensitivity,
       calibration_ece_before=expected_calibration_error(probabilities, labels),
       calibration_ece_after=expected_calibration_error(calibrated, labels))

@@ -1,7 +1,7 @@
 """The Trainer's and the Tuner's datasets: transformed examples read once, batched, and the
-calibration set split off the training split by near-duplicate group."""
+training split dealt to the folds held out from each ensemble member (models/group_split.py)."""
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -32,20 +32,41 @@ def batches(examples: tf.data.Dataset, batch_size: int, shuffle_seed: Optional[i
   return training.prefetched(dataset.batch(batch_size))
 
 
-def split_for_calibration(examples: tf.data.Dataset, percent: float):
-  """(fitting examples, calibration examples): `percent` % of each label's training examples,
-  whole near-duplicate groups (models/group_split.py), set aside to choose the operating point."""
-  labels, groups = [], []
-  for _, label, group in examples:
-    labels.append(int(label))
-    groups.append(group.numpy().decode())
-  chosen = sorted({group for group, taken in zip(
-      groups, group_split.calibration_mask(labels, groups, percent)) if taken})
-  if not chosen:
-    return examples, examples.take(0)
-  table = tf.lookup.StaticHashTable(
-      tf.lookup.KeyValueTensorInitializer(tf.constant(chosen), tf.ones(len(chosen), tf.int64)),
-      default_value=0)
-  in_calibration = lambda pixels, label, group: tf.equal(table.lookup(group), 1)
-  return (examples.filter(lambda *example: tf.logical_not(in_calibration(*example))),
-          examples.filter(in_calibration))
+class HeldOutFolds:
+  """The training examples dealt by near-duplicate group to the folds held out from the ensemble's
+  members (`group_split.held_out_folds`): member m trains on `training(m)` and predicts
+  `held_out(m)`, out of sample. With one network, fold 0 is its calibration set."""
+
+  def __init__(self, examples: tf.data.Dataset, members: int, calibration_percent: float):
+    labels, groups = [], []
+    for _, label, group in examples:
+      labels.append(int(label))
+      groups.append(group.numpy().decode())
+    fold_of_group = dict(zip(groups, group_split.held_out_folds(labels, groups, members,
+                                                                calibration_percent)))
+    self.examples = examples
+    self.members = members
+    self.folds = max(fold_of_group.values(), default=-1) + 1
+    self.labels_of_fold = [[label for label, group in zip(labels, groups)
+                            if fold_of_group[group] == fold] for fold in range(self.folds)]
+    names = sorted(fold_of_group)
+    self._fold_of_group = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(names or [''], tf.string),
+            tf.constant([fold_of_group[name] for name in names] or [-1], tf.int64)),
+        default_value=-1)
+
+  def _fold(self, group: tf.Tensor) -> tf.Tensor:
+    return self._fold_of_group.lookup(group)
+
+  def training(self, member: int) -> tf.data.Dataset:
+    return self.examples.filter(lambda pixels, label, group: tf.not_equal(self._fold(group),
+                                                                          member))
+
+  def held_out(self, member: int) -> tf.data.Dataset:
+    return self.examples.filter(lambda pixels, label, group: tf.equal(self._fold(group), member))
+
+  def sizes(self) -> List[Tuple[int, int]]:
+    """(examples, malignant examples) per fold."""
+    return [(len(labels), labels.count(features.MALIGNANT_LABEL))
+            for labels in self.labels_of_fold]

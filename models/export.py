@@ -4,17 +4,20 @@ The exported SavedModel carries the Transform graph, so it takes what a user has
 bytes, or serialized raw tf.Examples) and applies the same preprocessing as training did:
 
 - `serving_default`: `image_bytes` (encoded PNG/JPEG/BMP, any size) → `probabilities`
-  (calibrated), `classes` (the class names, in probability order), `label` (malignant when its
-  probability reaches the threshold, else the more probable of the others) and
-  `malignant_threshold`;
+  (calibrated), `classes` (the class names, in probability order), `most_probable_class` and
+  `most_probable_probability` (its calibrated probability), `decision` (the decision at the
+  operating point: malignant when its probability reaches the threshold, else the more probable
+  of the others) and `malignant_threshold` (above 1 when there is none: then the decision is the
+  most probable class); models/answer.py says the two answers apart;
 - `from_examples`: serialized raw tf.Examples → `probabilities` (calibrated; what TFMA
-  evaluates), `uncalibrated_probabilities` and `operating_point` (the decision, one-hot);
+  evaluates), `uncalibrated_probabilities`, `operating_point` (the decision, one-hot) and
+  `malignant_threshold`;
 - `transform_features`: serialized raw tf.Examples → the transformed features;
 - `from_pixels`: `image_pixels` (decoded, resized and scaled as Transform does, [batch, size,
   size, 3]) → `probabilities` (calibrated): what the on-device TFLite model is converted from
   (models/on_device.py);
-- `explain`: `image_bytes` → `probabilities`, `label`, `heat_map` (Grad-CAM of the decided class,
-  [batch, size, size] in [0, 1]) and `image_pixels` (what the network saw).
+- `explain`: `image_bytes` → `probabilities`, `decision`, `heat_map` (Grad-CAM of the decided
+  class, [batch, size, size] in [0, 1]) and `image_pixels` (what the network saw).
 
 The SavedModel carries TF Serving's warmup requests (models/serving_warmup.py) for
 `serving_default`, `explain` and `from_pixels`, so a server answers its first clients at full
@@ -57,7 +60,7 @@ class _Networks:
 class ExportModule(tf.Module):
   """The trained network (or ensemble: the mean of its members' probabilities) plus the
   Transform layer and the operating point, with the serving signatures. Probabilities are
-  temperature-scaled; `label` follows the malignant threshold (models/calibration.py's rule), or
+  temperature-scaled; `decision` follows the malignant threshold (models/calibration.py's rule), or
   the arg-max when there is none."""
 
   def __init__(self, members: Sequence[keras.Model], tf_transform_output: tft.TFTransformOutput,
@@ -116,8 +119,10 @@ class ExportModule(tf.Module):
     return {
         'probabilities': probabilities,
         'classes': tf.tile(self._class_names[tf.newaxis, :], [batch, 1]),
-        'label': tf.gather(self._class_names, self._decision(probabilities)),
-        # A threshold above 1 means there is none: the label is the most probable class.
+        'most_probable_class': tf.gather(self._class_names, tf.argmax(probabilities, axis=1)),
+        'most_probable_probability': tf.reduce_max(probabilities, axis=1),
+        'decision': tf.gather(self._class_names, self._decision(probabilities)),
+        # A threshold above 1 means there is none: the decision is the most probable class.
         'malignant_threshold': tf.fill([batch], self._threshold),
     }
 
@@ -131,7 +136,7 @@ class ExportModule(tf.Module):
     decision = self._decision(probabilities)
     return {
         'probabilities': probabilities,
-        'label': tf.gather(self._class_names, decision),
+        'decision': tf.gather(self._class_names, decision),
         'heat_map': explanation.ensemble_grad_cam(self.members, self._networks.explainers, pixels,
                                                   decision),
         'image_pixels': pixels,
@@ -147,6 +152,7 @@ class ExportModule(tf.Module):
         'uncalibrated_probabilities': uncalibrated,
         # One-hot of the decision at the operating point, for TFMA's metrics at that point.
         'operating_point': tf.one_hot(self._decision(probabilities), len(features.LABEL_NAMES)),
+        'malignant_threshold': tf.fill([tf.shape(probabilities)[0]], self._threshold),
     }
 
   def pixels_signature(self, image_size: int, members: Optional[Sequence[keras.Model]] = None):

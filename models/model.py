@@ -1,12 +1,16 @@
 """The Trainer's run_fn: datasets from the transformed examples, training, the operating point,
 and the export.
 
-A calibration set, `calibration_percent` % of the training split by near-duplicate group and
-stratified by label, is set aside before training (models/datasets.py; the eval split is never
-used to choose anything). On it the trained network gets a temperature that calibrates its
-probabilities and a malignant threshold that reaches `target_malignant_sensitivity`
-(models/calibration.py), both built into the exported model (models/export.py says its
-signatures) and written to `operating_point.json` in the Model artifact.
+The operating point is chosen on out-of-sample predictions of the training split (the eval split
+is never used to choose anything). An ensemble is cross-fitted: the training split is dealt to
+one fold per member by near-duplicate group, stratified by label, and each member trains on the
+other folds, so each training image is predicted by the one member that never saw it. One network
+sets aside a calibration set instead, `calibration_percent` % of the training split. On those
+predictions the ensemble gets a temperature that calibrates its probabilities and a malignant
+threshold that reaches `target_malignant_sensitivity` (models/calibration.py), both built into
+the exported model (models/export.py says its signatures) and written to `operating_point.json`
+in the Model artifact. When the Tuner chose the hyperparameters, it scored its trials on member
+0's fold (models/tuning.py), so that fold's predictions are left out of the choice.
 
 The network and how it is trained come from `models.training` and the network's recipe; a
 recipe with test-time flips is exported averaging over the image and its mirror image, and an
@@ -28,7 +32,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from models import calibration, features, networks, on_device, training
-from models.datasets import batches, read_examples, split_for_calibration
+from models.datasets import HeldOutFolds, batches, read_examples
 from models.export import export_model, export_on_device
 from models.training_curves import plot_training_curves
 
@@ -72,30 +76,40 @@ def run_fn(fn_args) -> None:
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   training_examples = read_examples(fn_args.train_files, fn_args.data_accessor,
                                     tf_transform_output)
-  fitting, calibration_set = split_for_calibration(training_examples,
-                                                   config[CALIBRATION_PERCENT_KEY])
+  network = config[NETWORK_KEY]
+  test_time_flips = networks.RECIPES[network].test_time_flips
+  members = config[ENSEMBLE_MEMBERS_KEY] or networks.RECIPES[network].members
+  folds = HeldOutFolds(training_examples, members, config[CALIBRATION_PERCENT_KEY])
   eval_examples = read_examples(fn_args.eval_files, fn_args.data_accessor, tf_transform_output)
   batch_size = config[BATCH_SIZE_KEY]
   image_size = tf_transform_output.transformed_feature_spec()[
       features.TRANSFORMED_IMAGE_KEY].shape[0]
-
-  network = config[NETWORK_KEY]
-  test_time_flips = networks.RECIPES[network].test_time_flips
-  members = config[ENSEMBLE_MEMBERS_KEY] or networks.RECIPES[network].members
   # The Tuner's best (keras_tuner.HyperParameters config), when the pipeline tuned.
   hyperparameters = dict((fn_args.hyperparameters or {}).get('values', {}))
   trained, histories = training.train_ensemble(
-      network, image_size, batches(fitting, batch_size, shuffle_seed=config[SEED_KEY]),
-      batches(eval_examples, batch_size), members=members, epochs=config[EPOCHS_KEY],
+      network, image_size,
+      [batches(folds.training(member), batch_size, shuffle_seed=config[SEED_KEY])
+       for member in range(members)],
+      batches(eval_examples, batch_size), epochs=config[EPOCHS_KEY],
       seed=config[SEED_KEY], hyperparameters=hyperparameters,
       backbone_weights=config[BACKBONE_WEIGHTS_KEY],
       callbacks_of_member=lambda member: [keras.callbacks.TensorBoard(
           log_dir=(os.path.join(fn_args.model_run_dir, f'member_{member}') if members > 1
                    else fn_args.model_run_dir))])
-  # The eval split is only reported on; the operating point comes from the calibration set.
+  # The eval split is only reported on; the operating point comes from out-of-sample
+  # predictions of the training split, less the fold the Tuner scored its trials on.
+  scored = range(1 if hyperparameters else 0, folds.folds)
   operating_point = calibration.choose_operating_point(
-      *training.predict_dataset(trained, batches(calibration_set, batch_size), test_time_flips),
-      target_sensitivity=config[TARGET_SENSITIVITY_KEY])
+      *training.predict_held_out([trained[fold] for fold in scored],
+                                 [batches(folds.held_out(fold), batch_size) for fold in scored],
+                                 test_time_flips),
+      target_sensitivity=config[TARGET_SENSITIVITY_KEY],
+      chosen_on=calibration.OUT_OF_FOLD if members > 1 else calibration.HELD_OUT)
+  operating_point.left_out_for_tuning = sum(folds.sizes()[fold][0]
+                                            for fold in range(folds.folds) if fold not in scored)
+  print(f'operating point chosen on {operating_point.calibration_examples} out-of-sample '
+        f'predictions ({operating_point.calibration_malignant} malignant) of {members} '
+        f'member(s), {operating_point.left_out_for_tuning} left out for the Tuner', flush=True)
 
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), 'w') as handle:
     json.dump(histories, handle, indent=1)

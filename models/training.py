@@ -3,7 +3,9 @@
 `run_fn` (the Trainer) and the cross-validation benchmark both call `train_ensemble`, so the
 model the benchmark measures is trained exactly as the pipeline trains it. Each network comes
 with its recipe (networks.RECIPES): epochs, learning rate and schedule, class weighting, and how
-many members its ensemble has (member i is trained with seed `seed + i`).
+many members its ensemble has (member i is trained with seed `seed + i`, on the training split
+less the fold held out from it). `predict_held_out` gives the members' out-of-sample predictions
+the operating point is chosen on.
 `predict_probabilities` is how every caller turns trained members into probabilities: the mean
 of the members' probabilities, each averaged over the image and its mirror image when the recipe
 asks for it (test-time flips).
@@ -155,20 +157,21 @@ def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
   return model, history
 
 
-def train_ensemble(network: str, image_size: int, train_dataset: tf.data.Dataset,
-                   eval_dataset: Optional[tf.data.Dataset], members: Optional[int] = None,
-                   epochs: Optional[int] = None, seed: int = 42,
+def train_ensemble(network: str, image_size: int, train_datasets: Sequence[tf.data.Dataset],
+                   eval_dataset: Optional[tf.data.Dataset], epochs: Optional[int] = None,
+                   seed: int = 42,
                    callbacks_of_member: Callable[[int], Iterable[keras.callbacks.Callback]] = (
                        lambda member: ()),
                    verbose: int = 2, hyperparameters: Optional[Mapping[str, Any]] = None,
                    backbone_weights: Optional[str] = None
                    ) -> Tuple[List[keras.Model], List[Dict[str, List[float]]]]:
-  """Trains the recipe's ensemble (or `members` networks), member i with seed `seed + i`, and
-  returns (the members, their histories). A deep ensemble: the members differ only by their
-  initial weights and the order and augmentation of their batches."""
-  members = members or networks.RECIPES[network].members
+  """Trains one network per training dataset, member i with seed `seed + i`, and returns (the
+  members, their histories). A deep ensemble: the members differ by their initial weights, the
+  order and augmentation of their batches, and the fold each is not trained on
+  (models/group_split.py)."""
+  members = len(train_datasets)
   trained, histories = [], []
-  for member in range(members):
+  for member, train_dataset in enumerate(train_datasets):
     if verbose and members > 1:
       print(f'ensemble member {member + 1} of {members}', flush=True)
     model, history = train_network(network, image_size, train_dataset, eval_dataset,
@@ -209,3 +212,15 @@ def predict_dataset(members: Members, dataset: tf.data.Dataset,
   if not probabilities:
     return np.zeros((0, len(features.LABEL_NAMES))), np.zeros(0, dtype=np.int64)
   return np.concatenate(probabilities), np.concatenate(labels).astype(np.int64)
+
+
+def predict_held_out(members: Sequence[keras.Model], held_out: Sequence[tf.data.Dataset],
+                     test_time_flips: bool) -> Tuple[np.ndarray, np.ndarray]:
+  """(probabilities, labels): each member's predictions of the examples it was not trained on,
+  one after the other; every prediction is out of sample."""
+  predicted = [predict_dataset(member, dataset, test_time_flips)
+               for member, dataset in zip(members, held_out)]
+  if not predicted:
+    return np.zeros((0, len(features.LABEL_NAMES))), np.zeros(0, dtype=np.int64)
+  return (np.concatenate([probabilities for probabilities, _ in predicted]),
+          np.concatenate([labels for _, labels in predicted]))

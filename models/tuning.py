@@ -2,11 +2,12 @@
 
 `--tune` adds TFX's Tuner component before the Trainer. Each trial builds the network with the
 trial's hyperparameters (the search space is declared beside the network, in networks.py) and
-trains it by the recipe on the training split less the calibration set, exactly the examples the
-Trainer fits on; it is scored on the calibration set (whole near-duplicate groups, stratified by
-label: models/group_split.py), never on the eval split. The score is the calibration set's
-negative log-likelihood: a proper score, smooth on a few dozen images where accuracy moves in
-steps of one image. The first trial is the recipe's own values, so the best found is never worse
+trains it by the recipe on what the Trainer's first ensemble member trains on: the training
+split less the fold held out from that member (whole near-duplicate groups, stratified by label:
+models/group_split.py). It is scored on that fold, never on the eval split, and the Trainer
+leaves that fold out when it chooses the temperature and the threshold, so the trials are chosen
+on images the operating point is not fitted on. The score is the fold's negative
+log-likelihood: a proper score, smooth where accuracy moves in steps of one image. The first trial is the recipe's own values, so the best found is never worse
 on that set than the untuned recipe. The Trainer then trains with the best hyperparameters
 (`best_hyperparameters` artifact) and records them on the Model artifact.
 """
@@ -24,7 +25,7 @@ from models import calibration, datasets, features, model, networks, training
 MAX_TRIALS_KEY = 'max_trials'
 TRIAL_EPOCHS_KEY = 'trial_epochs'
 DEFAULT_MAX_TRIALS = 8
-OBJECTIVE = keras_tuner.Objective('calibration_loss', direction='min')
+OBJECTIVE = keras_tuner.Objective('held_out_loss', direction='min')
 
 
 class RandomSearchFromDefaults(keras_tuner.oracles.RandomSearchOracle):
@@ -63,7 +64,7 @@ class NetworkSearch(keras_tuner.engine.base_tuner.BaseTuner):
     probabilities, labels = training.predict_dataset(
         trained, validation, networks.RECIPES[self._network].test_time_flips)
     loss = calibration.negative_log_likelihood(probabilities, labels)
-    print(f'trial {trial.trial_id}: calibration-set loss {loss:.4f}', flush=True)
+    print(f'trial {trial.trial_id}: held-out loss {loss:.4f}', flush=True)
     return loss
 
   def save_model(self, trial_id, model, step=0) -> None:
@@ -89,12 +90,13 @@ def tuner_fn(fn_args) -> TunerFnResult:
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
   training_examples = datasets.read_examples(fn_args.train_files, fn_args.data_accessor,
                                              tf_transform_output)
-  fitting, validation = datasets.split_for_calibration(training_examples,
-                                                       config[model.CALIBRATION_PERCENT_KEY])
-  labels = [int(label) for _, label, _ in validation]
-  if not labels:
-    raise ValueError('tuning needs a calibration set to score the trials on: '
-                     '--calibration-percent must be above 0')
+  members = config[model.ENSEMBLE_MEMBERS_KEY] or networks.RECIPES[
+      config[model.NETWORK_KEY]].members
+  if members < 2:
+    raise ValueError('tuning needs an ensemble of at least 2 members: the trials are scored on '
+                     "the first member's held-out fold, the operating point on the others'")
+  folds = datasets.HeldOutFolds(training_examples, members, config[model.CALIBRATION_PERCENT_KEY])
+  labels = folds.labels_of_fold[0]
   image_size = tf_transform_output.transformed_feature_spec()[
       features.TRANSFORMED_IMAGE_KEY].shape[0]
   custom_config = fn_args.custom_config or {}
@@ -106,8 +108,10 @@ def tuner_fn(fn_args) -> TunerFnResult:
                         seed=config[model.SEED_KEY], directory=fn_args.working_dir,
                         project_name='network_search', overwrite=True)
   batch_size = config[model.BATCH_SIZE_KEY]
-  print(f'tuning {config[model.NETWORK_KEY]}: {oracle.max_trials} trials on '
-        f'{len(labels)} calibration images (classes {np.bincount(labels).tolist()})', flush=True)
+  print(f'tuning {config[model.NETWORK_KEY]}: {oracle.max_trials} trials scored on '
+        f'{len(labels)} held-out images of fold 0 (classes {np.bincount(labels).tolist()})',
+        flush=True)
   return TunerFnResult(tuner=tuner, fit_kwargs={
-      'fitting': datasets.batches(fitting, batch_size, shuffle_seed=config[model.SEED_KEY]),
-      'validation': datasets.batches(validation, batch_size)})
+      'fitting': datasets.batches(folds.training(0), batch_size,
+                                  shuffle_seed=config[model.SEED_KEY]),
+      'validation': datasets.batches(folds.held_out(0), batch_size)})

@@ -3,8 +3,11 @@ bootstrap intervals.
 
 From a confusion matrix (counts[true class][predicted class]): macro-F1, malignant recall, each
 class's precision and recall, and malignant against the rest (specificity, PPV, NPV). From the
-probabilities: macro AUC (one-vs-rest). `bootstrap_intervals` resamples eval images, or whole
-near-duplicate groups, for 95 % percentile intervals. pipeline/tfma_metrics.py wraps these as
+probabilities: macro AUC (one-vs-rest). Of two models' probabilities of the same images:
+`paired_statistics`, the candidate's accuracy less the baseline's. `bootstrap_intervals`
+resamples eval images, or whole near-duplicate groups, for 95 % percentile intervals; a paired
+statistic resamples both models' predictions of an image together, so the interval of the
+difference is as narrow as the models' agreement allows. pipeline/tfma_metrics.py wraps these as
 TFMA metrics; benchmarks/grouped_cross_validation.py computes them on its folds.
 """
 
@@ -13,8 +16,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 from sklearn import metrics as sklearn_metrics
 
-from models import features
-from pipeline.eval_config import ACCURACY, MACRO_AUC, MACRO_F1, MALIGNANT_SENSITIVITY
+from models import calibration, features
+from pipeline.eval_config import (ACCURACY, ACCURACY_VERSUS_BASELINE, EXPECTED_CALIBRATION_ERROR,
+                                  MACRO_AUC, MACRO_F1, MALIGNANT_SENSITIVITY)
 
 
 def macro_f1(counts: np.ndarray) -> float:
@@ -76,10 +80,22 @@ def macro_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def probability_statistics(labels: np.ndarray, probabilities: np.ndarray) -> Dict[str, float]:
-  """Accuracy, macro-F1 and macro AUC of the most probable class, as the Evaluator names them."""
+  """Accuracy, macro-F1 and macro AUC of the most probable class, and the expected calibration
+  error of the probabilities, as the Evaluator names them."""
   counts = confusion_counts_of(labels, probabilities.argmax(axis=1))
   return {ACCURACY: float(np.trace(counts) / counts.sum()), MACRO_F1: macro_f1(counts),
-          MACRO_AUC: macro_auc(labels, probabilities)}
+          MACRO_AUC: macro_auc(labels, probabilities),
+          EXPECTED_CALIBRATION_ERROR: calibration.expected_calibration_error(probabilities,
+                                                                            labels)}
+
+
+def paired_statistics(labels: np.ndarray, both: np.ndarray) -> Dict[str, float]:
+  """The candidate's accuracy less the baseline's on the same images; `both` holds each image's
+  candidate probabilities, then its baseline probabilities ([n, 2 × classes])."""
+  classes = both.shape[1] // 2
+  correct = lambda probabilities: np.mean(probabilities.argmax(axis=1) == labels)
+  return {ACCURACY_VERSUS_BASELINE: float(correct(both[:, :classes]) -
+                                          correct(both[:, classes:]))}
 
 
 def decision_statistics(labels: np.ndarray, decisions: np.ndarray) -> Dict[str, float]:
@@ -89,7 +105,8 @@ def decision_statistics(labels: np.ndarray, decisions: np.ndarray) -> Dict[str, 
           'malignant_specificity': malignant_versus_rest(counts)['malignant_specificity']}
 
 
-STATISTICS = {'probabilities': probability_statistics, 'decisions': decision_statistics}
+STATISTICS = {'probabilities': probability_statistics, 'decisions': decision_statistics,
+              'paired': paired_statistics}
 
 
 def bootstrap_intervals(statistics: Callable[[np.ndarray, np.ndarray], Dict[str, float]],

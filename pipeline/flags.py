@@ -104,12 +104,18 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       help="training epochs (default: the network's recipe: 12 for "
                       "efficientnet_lite0, 40 for sepconv_residual, 15 for seed)")
   parser.add_argument('--ensemble-members', type=_positive_int, default=defaults.ensemble_members,
-                      help="networks in the deep ensemble, trained alike from different seeds; "
-                      "the exported model averages their probabilities (default: the network's "
-                      "recipe: 2 for sepconv_residual, 1 for the others)")
+                      help="networks in the deep ensemble, each trained from its own seed on the "
+                      "training split less a fold held out from it; their out-of-fold "
+                      "predictions choose the operating point, and the exported model averages "
+                      "their probabilities (default: the network's recipe: 3 for "
+                      "efficientnet_lite0, 2 for sepconv_residual, 1 for the others)")
+  parser.add_argument('--seed', type=int, default=defaults.seed,
+                      help='random seed of the training (ensemble member i trains from seed + i) '
+                      '(default: %(default)s)')
   parser.add_argument('--tune', action='store_true',
                       help="search the network's hyperparameters with TFX's Tuner first (trials "
-                      'scored on the calibration set, never the eval split); the Trainer trains '
+                      "scored on the first ensemble member's held-out fold, which the operating "
+                      'point is then not chosen on; never the eval split); the Trainer trains '
                       'with the best')
   parser.add_argument('--tuning-trials', type=_positive_int, default=defaults.tuning_trials,
                       help='trials of the search, the first the recipe\'s own values '
@@ -129,13 +135,14 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       "backbones' ImageNet weights from Keras's cache, ~/.keras/models/)")
   parser.add_argument('--calibration-percent', type=_percent,
                       default=defaults.calibration_percent,
-                      help='share of the training split, whole near-duplicate groups, set aside '
-                      'to calibrate the confidence and choose the malignant threshold; 0 for '
-                      'none (default: %(default)s)')
+                      help='with one network (an ensemble is cross-fitted instead): the share '
+                      'of the training split, whole near-duplicate groups, set aside to calibrate '
+                      'the confidence and choose the malignant threshold; 0 for none (default: '
+                      '%(default)s)')
   parser.add_argument('--target-malignant-sensitivity', type=_probability,
                       default=defaults.target_malignant_sensitivity,
-                      help='the malignant threshold is the highest whose sensitivity on the '
-                      'calibration set reaches this (default: %(default)s)')
+                      help='the malignant threshold reaches this sensitivity on the out-of-sample '
+                      'predictions of the training split (default: %(default)s)')
   parser.add_argument('--min-accuracy', type=_fraction, default=defaults.min_accuracy,
                       help='blessing gate on overall eval accuracy (default: %(default)s)')
   parser.add_argument('--min-malignant-recall', type=_fraction,
@@ -147,10 +154,16 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       default=defaults.max_calibration_error,
                       help='blessing gate on the expected calibration error (10 bins) of the '
                       'calibrated probabilities on the eval split (default: %(default)s)')
-  parser.add_argument('--max-accuracy-drop', type=_fraction,
-                      default=defaults.max_accuracy_drop,
-                      help='blessing gate against the latest blessed model: how much lower the '
-                      "candidate's eval accuracy may be (default: %(default)s, no regression)")
+  parser.add_argument('--non-inferiority-margin', type=_fraction,
+                      default=defaults.non_inferiority_margin,
+                      help='blessing gate against the latest blessed model, both scoring the '
+                      'same eval images: the lower end of the 95 %% bootstrap interval of '
+                      "(candidate accuracy - baseline accuracy) must be at least minus this "
+                      '(default: %(default)s)')
+  parser.add_argument('--gate-on-bounds', action='store_true',
+                      help='the absolute gates read the end of the 95 %% bootstrap interval '
+                      'that favours the model least (accuracy and malignant sensitivity: the '
+                      'lower end; calibration error: the upper end) instead of the estimate')
   parser.add_argument('--serving-latency-ceiling-ms', type=_positive_float,
                       default=defaults.serving_latency_ceiling_ms,
                       help='serving check before the push: the median latency of a one-image '
@@ -205,7 +218,9 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       network=args.model,
       min_accuracy=args.min_accuracy,
       min_malignant_recall=args.min_malignant_recall,
-      max_accuracy_drop=args.max_accuracy_drop,
+      non_inferiority_margin=args.non_inferiority_margin,
+      seed=args.seed,
+      gate_on_bounds=args.gate_on_bounds,
       max_calibration_error=args.max_calibration_error,
       serving_latency_ceiling_ms=args.serving_latency_ceiling_ms,
       tflite_weights=args.tflite_weights,
@@ -265,7 +280,8 @@ def parse_flags(parser: argparse.ArgumentParser,
   if args.tune and networks.RECIPES[args.model].search_space is None:
     parser.error(f'argument --tune: network {args.model!r} has no search space (tunable: '
                  f'{", ".join(networks.tunable_networks())})')
-  if args.tune and args.calibration_percent <= 0:
-    parser.error('argument --tune: the trials are scored on the calibration set, so '
-                 '--calibration-percent must be above 0')
+  if args.tune and (args.ensemble_members or networks.RECIPES[args.model].members) < 2:
+    parser.error('argument --tune: the trials are scored on the first ensemble member\'s '
+                 'held-out fold and the operating point on the others\', so '
+                 '--ensemble-members must be at least 2')
   return args

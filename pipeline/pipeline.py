@@ -135,8 +135,9 @@ def training_components(config: PipelineConfig, transform, schema_gen) -> list:
   }
   tuner = None
   if config.tune:
-    # Trials fit on the training split less its calibration set and are scored on that set
-    # (models/tuning.py): the eval split is never seen.
+    # Trials fit on what the first ensemble member fits on and are scored on the fold held out
+    # from it, which the Trainer then leaves out of the operating point (models/tuning.py): the
+    # eval split is never seen.
     tuner = Tuner(
         tuner_fn='models.tuning.tuner_fn',
         examples=transform.outputs['transformed_examples'],
@@ -188,8 +189,8 @@ def release_components(config: PipelineConfig, example_gen, data_quality_check, 
       baseline_model=baseline_resolver.outputs['model'],
       example_splits=[contracts.EVAL_SPLIT],
       eval_config=build_eval_config(
-          config.min_accuracy, config.min_malignant_recall, config.max_accuracy_drop,
-          config.max_calibration_error,
+          config.min_accuracy, config.min_malignant_recall, config.non_inferiority_margin,
+          config.max_calibration_error, config.gate_on_bounds,
           metrics_code_version=code_version(CUSTOM_METRICS_MODULE)))
 
   eval_explainer = EvalExplainer(

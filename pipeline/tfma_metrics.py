@@ -19,10 +19,17 @@ images, mean confidence, accuracy) and `MalignantRoc` (malignant against the res
 false-positive rate, true-positive rate at every distinct probability).
 
 And their uncertainty: `BootstrapIntervals`, 95 % percentile intervals from 1,000 seeded
-resamples of the eval images (pipeline/classification_statistics.py computes the statistics and
-the intervals; this module is their TFMA plumbing) (of whole near-duplicate groups when a group has several eval
-images): of accuracy, macro-F1 and macro AUC on the probabilities, of malignant sensitivity and
-specificity on the decision at the operating point (`<metric>_lower`, `<metric>_upper`).
+resamples of the eval images (of whole near-duplicate groups when a group has several eval
+images; pipeline/classification_statistics.py computes the statistics and the intervals, this
+module is their TFMA plumbing): of accuracy, macro-F1, macro AUC and calibration error on the
+probabilities, of malignant sensitivity and specificity on the decision at the operating point
+(`<metric>_lower`, `<metric>_upper`). `BootstrapBound` is one end of one of those intervals as a
+metric of its own, for a gate on the bound.
+
+Against the baseline model: `AccuracyVersusBaseline`, the candidate's accuracy less the
+baseline's on the same images with its paired bootstrap interval, keyed as TFMA's differences
+from the baseline (it reads both models' predictions of each example, as TFMA's
+ModelCosineSimilarity does).
 
 Both are derived from TFMA's own multi-class confusion matrix (the one behind
 MultiClassConfusionMatrixPlot), and both are keyed without a sub-key, so a blessing threshold
@@ -42,13 +49,15 @@ import numpy as np
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tensorflow_model_analysis.metrics import multi_class_confusion_matrix_metrics as matrices
+from tensorflow_model_analysis.utils import model_util
 
 from models import calibration, features
 from pipeline.classification_statistics import (STATISTICS, bootstrap_intervals,
                                                  class_precision_recall, macro_f1,
                                                  malignant_recall, malignant_versus_rest)
-from pipeline.eval_config import (ACCURACY, BRIER_SCORE, EXPECTED_CALIBRATION_ERROR, MACRO_AUC,
-                                  MACRO_F1, MALIGNANT_RECALL, MALIGNANT_SENSITIVITY)
+from pipeline.eval_config import (ACCURACY, ACCURACY_VERSUS_BASELINE, BRIER_SCORE,
+                                  EXPECTED_CALIBRATION_ERROR, LOWER, MACRO_AUC, MACRO_F1,
+                                  MALIGNANT_RECALL, MALIGNANT_SENSITIVITY, UPPER)
 
 _MATRIX_NAME = '_argmax_confusion_matrix'
 
@@ -115,13 +124,16 @@ def _malignant_versus_rest_computations(name: str, eval_config=None, model_names
 
 class _ProbabilitiesCombiner(beam.CombineFn):
   """Gathers (label, probabilities, near-duplicate group) of every example, for the calibration
-  metrics and the bootstrap. An eval split is at most tens of thousands of images: three floats
-  and a short name each."""
+  metrics and the bootstrap; with several models, each example's probabilities of every model
+  side by side. An eval split is at most tens of thousands of images: a few floats and a short
+  name each."""
 
-  def __init__(self, key, eval_config, example_weighted: bool):
+  def __init__(self, key, eval_config, example_weighted: bool,
+               model_names: Optional[List[str]] = None):
     self._key = key
     self._eval_config = eval_config
     self._example_weighted = example_weighted
+    self._model_names = model_names or [key.model_name]
 
   def create_accumulator(self):
     return [], [], []
@@ -131,12 +143,15 @@ class _ProbabilitiesCombiner(beam.CombineFn):
     group = features_of_example.get(features.DUPLICATE_GROUP_KEY)
     group = (np.ravel(group)[0] if group is not None and np.size(group)
              else str(len(accumulator[0])).encode())  # no group: each image on its own
-    for label, probabilities, _ in metric_util.to_label_prediction_example_weight(
-        element, eval_config=self._eval_config, model_name=self._key.model_name,
+    by_model = [metric_util.to_label_prediction_example_weight(
+        element, eval_config=self._eval_config, model_name=model_name,
         output_name=self._key.output_name, example_weighted=self._example_weighted,
-        flatten=False, require_single_example_weight=True):
+        flatten=False, require_single_example_weight=True) for model_name in self._model_names]
+    for predictions in zip(*by_model):
+      label = predictions[0][0]
       accumulator[0].append(int(np.argmax(label)) if np.size(label) > 1 else int(label))
-      accumulator[1].append(np.asarray(probabilities, dtype=np.float64))
+      accumulator[1].append(np.concatenate([np.ravel(np.asarray(probabilities, np.float64))
+                                            for _, probabilities, _ in predictions]))
       accumulator[2].append(group.decode() if isinstance(group, bytes) else str(group))
     return accumulator
 
@@ -154,24 +169,33 @@ class _ProbabilitiesCombiner(beam.CombineFn):
 
 def _from_probabilities(name: str, statistic, eval_config=None, model_names=None,
                         output_names=None, example_weighted: bool = False,
-                        result_names: Optional[List[str]] = None):
+                        result_names: Optional[List[str]] = None, paired: bool = False):
   """`statistic(probabilities [n, classes], labels [n], groups [n])` keyed as `name`, or, for a
-  statistic that returns a dict, keyed by its `result_names`."""
+  statistic that returns a dict, keyed by its `result_names`. `paired`: each candidate model
+  against the baseline, their probabilities side by side ([n, 2 × classes]), keyed as TFMA's
+  differences from the baseline; nothing when there is no baseline."""
+  baseline_spec = model_util.get_baseline_model_spec(eval_config) if eval_config else None
+  if paired and baseline_spec is None:
+    return []
   computations = []
   for model_name in model_names or ['']:
+    if paired and model_name == baseline_spec.name:
+      continue
     for output_name in output_names or ['']:
       gathered = metric_types.MetricKey(name='_gathered_' + name, model_name=model_name,
                                         output_name=output_name,
-                                        example_weighted=example_weighted)
+                                        example_weighted=example_weighted, is_diff=paired)
       keys = {entry: metric_types.MetricKey(name=entry, model_name=model_name,
                                             output_name=output_name,
-                                            example_weighted=example_weighted)
+                                            example_weighted=example_weighted, is_diff=paired)
               for entry in result_names or [name]}
       computations.append(metric_types.MetricComputation(
           keys=[gathered],
           preprocessors=[metric_types.FeaturePreprocessor(
               feature_keys=[features.DUPLICATE_GROUP_KEY])],
-          combiner=_ProbabilitiesCombiner(gathered, eval_config, example_weighted)))
+          combiner=_ProbabilitiesCombiner(
+              gathered, eval_config, example_weighted,
+              [model_name, baseline_spec.name] if paired else None)))
 
       def result(metrics, keys=keys, gathered=gathered):
         labels, probabilities, groups = metrics[gathered]
@@ -267,24 +291,81 @@ class BootstrapIntervals(tfma.metrics.Metric):
                      seed=seed, confidence=confidence)
 
 
+_INTERVAL_STATISTICS = {
+    'probabilities': (ACCURACY, MACRO_F1, MACRO_AUC, EXPECTED_CALIBRATION_ERROR),
+    'decisions': (MALIGNANT_SENSITIVITY, 'malignant_specificity'),
+    'paired': (ACCURACY_VERSUS_BASELINE,),
+}
+
+
+def _interval_ends(statistics: str, draws: int, seed: int, confidence: float):
+  """statistic(probabilities, labels, groups) → {'<statistic>_lower': ..., '_upper': ...}; for
+  'paired', the estimate too."""
+
+  def ends(probabilities, labels, groups):
+    found = bootstrap_intervals(STATISTICS[statistics], labels, probabilities, groups, draws,
+                                seed, confidence)
+    values = (dict(STATISTICS[statistics](labels, probabilities)) if statistics == 'paired'
+              else {})
+    for statistic, (lower, upper) in found.items():
+      values[statistic + LOWER], values[statistic + UPPER] = lower, upper
+    return values
+
+  return ends
+
+
 def _bootstrap_computations(name: str, statistics: str = 'probabilities', draws: int = 1000,
                             seed: int = 0, confidence: float = 0.95, eval_config=None,
                             model_names=None, output_names=None, example_weighted: bool = False):
+  return _from_probabilities(name, _interval_ends(statistics, draws, seed, confidence),
+                             eval_config, model_names, output_names, example_weighted,
+                             result_names=[entry + end for entry in _INTERVAL_STATISTICS[statistics]
+                                           for end in (LOWER, UPPER)])
 
-  def intervals(probabilities, labels, groups):
-    found = bootstrap_intervals(STATISTICS[statistics], labels, probabilities, groups, draws,
-                                seed, confidence)
-    values = {}
-    for statistic, (lower, upper) in found.items():
-      values[f'{statistic}_lower'], values[f'{statistic}_upper'] = lower, upper
-    return values
 
-  names = {'probabilities': (ACCURACY, MACRO_F1, MACRO_AUC),
-           'decisions': (MALIGNANT_SENSITIVITY, 'malignant_specificity')}[statistics]
-  return _from_probabilities(name, intervals, eval_config, model_names, output_names,
-                             example_weighted,
-                             result_names=[f'{entry}_{end}' for entry in names
-                                           for end in ('lower', 'upper')])
+class BootstrapBound(tfma.metrics.Metric):
+  """One end of a 95 % bootstrap interval, as a metric of its own so that a gate can read it:
+  `name` is the statistic and the end ('sparse_categorical_accuracy_lower',
+  'expected_calibration_error_upper', 'malignant_sensitivity_lower'), `statistics` as
+  BootstrapIntervals'. The same seeded draws give the same ends as BootstrapIntervals."""
+
+  def __init__(self, name: str, statistics: str = 'probabilities', draws: int = 1000,
+               seed: int = 0, confidence: float = 0.95, code_version: str = ''):
+    del code_version  # see the module docstring
+    super().__init__(_bound_computations, name=name, statistics=statistics, draws=draws,
+                     seed=seed, confidence=confidence)
+
+
+def _bound_computations(name: str, statistics: str = 'probabilities', draws: int = 1000,
+                        seed: int = 0, confidence: float = 0.95, eval_config=None,
+                        model_names=None, output_names=None, example_weighted: bool = False):
+  ends = _interval_ends(statistics, draws, seed, confidence)
+  return _from_probabilities(
+      name, lambda probabilities, labels, groups: ends(probabilities, labels, groups)[name],
+      eval_config, model_names, output_names, example_weighted)
+
+
+class AccuracyVersusBaseline(tfma.metrics.Metric):
+  """The candidate's accuracy less the baseline's on the same eval images, with its 95 % paired
+  bootstrap interval (each image's two predictions resampled together, whole near-duplicate
+  groups): TFMA differences from the baseline ('accuracy_versus_baseline', '_lower', '_upper'),
+  computed only when the Evaluator has a baseline. The non-inferiority gate reads '_lower', the
+  metric's name."""
+
+  def __init__(self, name: str = ACCURACY_VERSUS_BASELINE + LOWER, draws: int = 1000,
+               seed: int = 0, confidence: float = 0.95, code_version: str = ''):
+    del code_version  # see the module docstring
+    super().__init__(_versus_baseline_computations, name=name, draws=draws, seed=seed,
+                     confidence=confidence)
+
+
+def _versus_baseline_computations(name: str, draws: int = 1000, seed: int = 0,
+                                  confidence: float = 0.95, eval_config=None, model_names=None,
+                                  output_names=None, example_weighted: bool = False):
+  return _from_probabilities(
+      name, _interval_ends('paired', draws, seed, confidence), eval_config, model_names,
+      output_names, example_weighted,
+      result_names=[ACCURACY_VERSUS_BASELINE + end for end in ('', LOWER, UPPER)], paired=True)
 
 
 class ReliabilityDiagram(tfma.metrics.Metric):

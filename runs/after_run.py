@@ -10,11 +10,7 @@ def print_summary_and_report(config, prog: str) -> None:
   """After a successful run: the summary from ML Metadata, then the report."""
   from runs import summary  # pylint: disable=g-import-not-at-top  # seconds to import
   print()
-  print(summary.format_summary(summary.summarize_run(config.metadata_path),
-                               min_accuracy=config.min_accuracy,
-                               min_malignant_recall=config.min_malignant_recall,
-                               max_accuracy_drop=config.max_accuracy_drop,
-                               max_calibration_error=config.max_calibration_error))
+  print(summary.format_summary(summary.summarize_run(config.metadata_path)))
   write_run_report(config, prog)
 
 

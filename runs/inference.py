@@ -45,7 +45,7 @@ def inference_runs(store: mlmd.MetadataStore) -> List[Dict[str, Any]]:
     components = metadata_store.component_runs(store, context.id)
     row = {'run': context.name, 'state': 'complete', 'images': None, 'skipped': [],
            'model_id': None, 'model_run': None, 'model_version': None, 'predictions': None,
-           'label_counts': None, 'input': None}
+           'decision_counts': None, 'input': None}
     for component in components:
       if component.state not in ('complete', 'cached'):
         row['state'] = component.state
@@ -64,8 +64,8 @@ def inference_runs(store: mlmd.MetadataStore) -> List[Dict[str, Any]]:
           row['skipped'] = artifact_property(artifact, contracts.SKIPPED_FILES_PROPERTY) or []
         elif type_name == Predictions.TYPE_NAME:
           row['predictions'] = os.path.join(artifact.uri, contracts.PREDICTIONS_CSV_FILE)
-          counts = artifact_property(artifact, 'label_counts') or {}
-          row['label_counts'] = {name: int(counts[name]) for name in features.LABEL_NAMES
+          counts = artifact_property(artifact, 'decision_counts') or {}
+          row['decision_counts'] = {name: int(counts[name]) for name in features.LABEL_NAMES
                                  if name in counts}
     rows.append(row)
   return rows
@@ -79,9 +79,9 @@ def format_inference_run(row: Dict[str, Any]) -> str:
            f'  images classified: {row["images"]}'
            + (f'; skipped {len(row["skipped"])}:' if row['skipped'] else '')]
   lines += [f'    {skipped["file"]}: {skipped["reason"]}' for skipped in row['skipped']]
-  if row['label_counts']:
-    lines.append('  labels: ' + ', '.join(f'{name} {count}'
-                                          for name, count in row['label_counts'].items()))
+  if row['decision_counts']:
+    lines.append('  decisions at the operating point: ' + ', '.join(
+        f'{name} {count}' for name, count in row['decision_counts'].items()))
   if row['predictions']:
     lines.append(f'  predictions: {row["predictions"]}')
     lines.append('               ' + os.path.join(os.path.dirname(row['predictions']),

@@ -14,7 +14,8 @@
   and what each of those executions also wrote (the evaluation);
 - `models`: each trained model with its network, its operating point (the malignant threshold),
   its latest evaluation (accuracy, macro-F1, macro AUC, sensitivity and specificity at the
-  operating point, calibration error), whether any evaluation blessed it (as TFX's
+  operating point, calibration error) and which gates it failed or passed (and the paired
+  difference from the baseline), whether any evaluation blessed it (as TFX's
   latest-blessed-model resolver counts) and the version it was pushed as;
 - `inferences`: each batch inference run (`local_runner.py --infer-dir`): its input folder, the
   images it classified and skipped, the model that served it (artifact, training run, pushed
@@ -25,6 +26,7 @@ read-only, so it can be inspected while a run is going.
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -124,7 +126,7 @@ def lineage(store, artifact, shown=None) -> Dict[str, Any]:
 
 def list_models(store) -> List[Dict[str, Any]]:
   # Imported here: TFMA is slow to import and only this command reads evaluations.
-  from runs import summary  # pylint: disable=g-import-not-at-top
+  from runs import blessing, summary  # pylint: disable=g-import-not-at-top
   evaluations, blessings = {}, {}
   for execution in sorted(store.get_executions(), key=lambda execution: execution.id):
     if metadata_store.node_id_of(store, execution.id) != 'Evaluator':
@@ -147,9 +149,11 @@ def list_models(store) -> List[Dict[str, Any]]:
     producer = metadata_store.producer_of(store, model.id)
     custom_config = (producer and metadata_store.execution_json_property(
         producer, 'custom_config')) or {}
-    metrics = {}
+    metrics, checks = {}, []
     if model.id in evaluations:
       all_metrics, _ = summary.read_overall_evaluation(evaluations[model.id].uri)
+      checks = [dataclasses.asdict(check) for check in blessing.checks_of_evaluation(
+          evaluations[model.id].uri, all_metrics)]
       metrics = {name: all_metrics.get(name) for name in MODEL_METRICS}
       # The 95 % bootstrap intervals where the Evaluator computed them.
       metrics.update({f'{name}_{end}': all_metrics[f'{name}_{end}'] for name in MODEL_METRICS
@@ -161,7 +165,8 @@ def list_models(store) -> List[Dict[str, Any]]:
                  'operating_point': metadata_store.artifact_property(model, 'operating_point'),
                  'hyperparameters': metadata_store.artifact_property(model, 'hyperparameters'),
                  'epochs': custom_config.get('epochs'), 'metrics': metrics,
-                 'blessed': blessings.get(model.id), 'pushed_version': pushes.get(model.id),
+                 'blessed': blessings.get(model.id), 'blessing_checks': checks,
+                 'pushed_version': pushes.get(model.id),
                  'uri': model.uri})
   return rows
 
@@ -209,17 +214,31 @@ def format_lineage(node: Dict[str, Any], depth: int = 0) -> str:
   return '\n'.join(lines)
 
 
+def _decided_by(checks: List[Dict[str, Any]]) -> str:
+  """The gates a model's latest evaluation failed, or that all passed, and the paired difference
+  from the baseline where one was measured."""
+  if not checks:
+    return ''
+  failed = [check['check'] for check in checks if not check['passed']]
+  versus = [check for check in checks
+            if check['evidence'] == 'paired difference' and check['value'] is not None]
+  text = 'failed ' + '; '.join(failed) if failed else 'every gate passed'
+  return text + (f' (vs baseline: lower end {versus[0]["value"]:+.3f})' if versus else '')
+
+
 def format_models(rows) -> str:
   def metric(row, name):
     value = row['metrics'].get(name)
     return '' if value is None else f'{value:.3f}'
   return format_table(
       ['id', 'run', 'network', 'malignant threshold', 'accuracy', 'macro-F1', 'macro AUC',
-       'sensitivity', 'specificity', 'calibration error', 'blessed', 'pushed version'],
+       'sensitivity', 'specificity', 'calibration error', 'blessed', 'latest evaluation',
+       'pushed version'],
       [[row['id'], row['run'], row['network'],
         '' if row['malignant_threshold'] is None else f'{row["malignant_threshold"]:.4f}',
         *(metric(row, name) for name in MODEL_METRICS),
         {True: 'yes', False: 'no', None: 'not evaluated'}[row['blessed']],
+        _decided_by(row['blessing_checks']),
         row['pushed_version'] or '']
        for row in rows]) if rows else 'no models trained'
 

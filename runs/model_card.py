@@ -17,12 +17,10 @@ from typing import Any, Dict, List, Optional
 
 import jinja2
 import tensorflow as tf
-import tensorflow_model_analysis as tfma
-from google.protobuf import json_format
 
 from components import contracts
 from models import features
-from runs import report_facts, summary
+from runs import blessing, summary
 
 SPLIT_ORDER = (contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT)
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
@@ -54,12 +52,6 @@ CAVEATS = [
 
 def _number(value: Any) -> Optional[float]:
   return None if value is None else float(value)
-
-
-def evaluation_thresholds(evaluation_uri: str) -> Dict[str, Any]:
-  """The Evaluator's configuration as recorded in its artifact, with proto field names."""
-  config = tfma.writers.eval_config_writer.load_eval_run(evaluation_uri)[0]
-  return json_format.MessageToDict(config, preserving_proto_field_name=True)
 
 
 def metric_rows(metrics: Dict[str, float]) -> List[Dict[str, Any]]:
@@ -94,8 +86,7 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
                      created: str) -> Dict[str, Any]:
   """The card as a JSON-ready dict (the module docstring says where each part comes from)."""
   metrics, matrices = summary.read_overall_evaluation(evaluation_uri)
-  checks = report_facts.blessing_checks(evaluation_thresholds(evaluation_uri), metrics,
-                                        report_facts.failed_metrics(evaluation_uri))
+  checks = blessing.checks_of_evaluation(evaluation_uri, metrics)
   return {
       'model': {
           'name': model_name,

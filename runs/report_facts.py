@@ -8,11 +8,9 @@ draws and `report.py` renders.
 import dataclasses
 import json
 import os
-import re
 from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
-import tensorflow_model_analysis as tfma
 
 from components import contracts
 from components.artifact_types import EvalExplanations
@@ -20,18 +18,9 @@ from components.data_quality.report import format_report_line, read_examples
 from components.data_validation_gate.anomalies import read_anomalies
 from components.eval_explanations.component import read_explanations
 from models import backbones, features, model as trainer_module, networks, preprocessing
-from runs import metadata_store, summary
+from runs import blessing, metadata_store, summary
 
 SAMPLES_PER_CLASS = 6
-
-
-@dataclasses.dataclass
-class BlessingCheck:
-  """One threshold of the Evaluator's gate, the value measured and whether it held."""
-  check: str
-  value: Optional[float]
-  passed: bool
-  note: str = ''
 
 
 @dataclasses.dataclass
@@ -52,7 +41,7 @@ class ReportFacts:
   contact_sheet_path: Optional[str] = None
   gate_passed: Optional[bool] = None  # DataValidationGate; None when it did not run
   training_curves_path: Optional[str] = None
-  blessing_checks: Optional[List[BlessingCheck]] = None  # None when nothing was evaluated
+  blessing_checks: Optional[List[blessing.BlessingCheck]] = None  # None when nothing was evaluated
   # The Evaluator's arrays: reliability diagrams before and after calibration, the ROC curve.
   evaluation_arrays: Dict[str, Any] = dataclasses.field(default_factory=dict)
   # Eval images the model got wrong, and a few it got right per class, with Grad-CAM, as the
@@ -91,54 +80,6 @@ def sample_images(split_uri: str, per_class: int) -> Dict[str, List[Tuple[str, b
     if all(len(found) >= per_class for found in samples.values()):
       break
   return samples
-
-
-def metric_key(class_name: str) -> str:
-  """TFMA metric class name → the key it is reported under ('SparseCategoricalAccuracy' →
-  'sparse_categorical_accuracy', 'MalignantRecall' → 'malignant_recall')."""
-  return re.sub(r'(?<!^)(?=[A-Z])', '_', class_name).lower()
-
-
-def blessing_checks(eval_config: Dict[str, Any], metrics: Dict[str, float],
-                    failed: List[str]) -> List[BlessingCheck]:
-  """Each threshold of the Evaluator's configuration, the measured value and whether it held."""
-  checks = []
-  for spec in eval_config.get('metrics_specs', []):
-    for metric in spec.get('metrics', []):
-      configured = json.loads(metric.get('config') or '{}')
-      key = configured.get('name') or metric_key(metric['class_name'])
-      thresholds = [entry['threshold'] for entry in metric.get('per_slice_thresholds', [])]
-      thresholds += [metric['threshold']] if 'threshold' in metric else []
-      for threshold in thresholds:
-        value_threshold = threshold.get('value_threshold', {})
-        for bound_name, sign in (('lower_bound', '≥'), ('upper_bound', '≤')):
-          bound = value_threshold.get(bound_name)
-          if bound is not None:
-            checks.append(BlessingCheck(f'{key} {sign} {float(bound):g}', metrics.get(key),
-                                        key not in failed))
-        change = threshold.get('change_threshold')
-        if change is not None:
-          # eval_config.py gives the allowed drop as a negative absolute change, less a tiny
-          # epsilon that makes TFMA's strict comparison an inclusive one.
-          drop = max(0.0, -float(change.get('absolute', 0.0)) - 1e-9)
-          allowed = 'not below' if drop < 1e-6 else f'at most {drop:g} below'
-          diff = metrics.get(f'{key}_diff')
-          checks.append(BlessingCheck(
-              f"{key} {allowed} the baseline model's", diff, f'{key}_diff' not in failed,
-              'difference to the baseline' if diff is not None else
-              'no baseline yet: the first blessed model'))
-  return checks
-
-
-def failed_metrics(evaluation_uri: str) -> List[str]:
-  """Names of the metrics whose threshold TFMA found not met ('<name>_diff' for a change)."""
-  result = tfma.load_validation_result(evaluation_uri)
-  names = []
-  for per_slice in result.metric_validations_per_slice:
-    for failure in per_slice.failures:
-      key = failure.metric_key
-      names.append(key.name + ('_diff' if key.is_diff else ''))
-  return names
 
 
 def _existing(path: Optional[str]) -> Optional[str]:
@@ -196,9 +137,7 @@ def gather_report_facts(metadata_path: str, run_id: Optional[str] = None,
         os.path.join(model_run.uri, trainer_module.TRAINING_CURVES_FILE))
   evaluation = outputs.get(('Evaluator', 'ModelEvaluation'))
   if evaluation is not None and 'Evaluator' in executions:
-    eval_config = metadata_store.execution_json_property(executions['Evaluator'], 'eval_config')
-    facts.blessing_checks = blessing_checks(eval_config or {}, run.metrics,
-                                            failed_metrics(evaluation.uri))
+    facts.blessing_checks = run.blessing_checks
     facts.evaluation_arrays = summary.read_overall_arrays(evaluation.uri)
   explanations = outputs.get(('EvalExplainer', EvalExplanations.TYPE_NAME))
   if explanations is not None:

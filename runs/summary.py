@@ -20,8 +20,9 @@ import tensorflow_model_analysis as tfma
 from components import contracts
 from components.artifact_types import DataQualityReport, ModelCard
 from components.data_quality.report import format_report_line
-from models import features
+from models import calibration, features
 from pipeline import eval_config, output_lock
+from runs import blessing
 from runs.metadata_store import (ComponentRun, artifact_property, component_runs, open_store,
                                      run_contexts, run_outputs)
 
@@ -45,6 +46,8 @@ class RunSummary:
   confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
   operating_point_confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
   blessed: Optional[bool] = None
+  # Each gate of the Evaluator, what it read and whether it held (runs/blessing.py).
+  blessing_checks: List[blessing.BlessingCheck] = dataclasses.field(default_factory=list)
   # ServingCheck's verdict and report (components/serving_check/), the TFLite model's size.
   serving_check_passed: Optional[bool] = None
   serving_check: Optional[Dict[str, Any]] = None
@@ -166,6 +169,7 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
       summary.tflite_error = artifact_property(artifact, contracts.TFLITE_ERROR_PROPERTY)
     elif type_name == 'ModelEvaluation':
       summary.metrics, matrices = read_overall_evaluation(artifact.uri)
+      summary.blessing_checks = blessing.checks_of_evaluation(artifact.uri, summary.metrics)
       summary.confusion_matrix = matrices.get(eval_config.PROBABILITIES_OUTPUT, [])
       summary.operating_point_confusion_matrix = matrices.get(
           eval_config.OPERATING_POINT_OUTPUT, [])
@@ -184,20 +188,29 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
   return summary
 
 
+def operating_point_evidence(point: Dict[str, Any]) -> str:
+  """What the operating point was chosen on, in words."""
+  examples = int(point.get('calibration_examples') or 0)
+  malignant = point.get('calibration_malignant')
+  images = f'{examples} images' + (f' ({int(malignant)} malignant)' if malignant else '')
+  if point.get('chosen_on') == calibration.OUT_OF_FOLD:
+    return f"the ensemble members' out-of-fold predictions of {images} of the training split"
+  return f'a calibration set of {images} held out of the training split'
+
+
 def format_operating_point(point: Dict[str, Any]) -> str:
   """The operating point in one line, as the summary, the report and the inspector say it."""
   temperature = f'temperature {point["temperature"]:.3g}'
   if point.get('malignant_threshold') is None:
-    return (f'no calibration set with malignant images: the most probable class decides; '
-            f'{temperature}')
+    return (f'no out-of-sample predictions of malignant images to choose a threshold on: the '
+            f'most probable class decides; {temperature}')
   ece = ''
   if point.get('calibration_ece_before') is not None:
     ece = (f'; calibration error {point["calibration_ece_before"]:.3f} → '
-           f'{point["calibration_ece_after"]:.3f} on that set')
+           f'{point["calibration_ece_after"]:.3f} on them')
   return (f'malignant when p(malignant) ≥ {point["malignant_threshold"]:.4f}, chosen for '
-          f'sensitivity ≥ {point["target_sensitivity"]:g} on {int(point["calibration_examples"])} '
-          f'calibration images (reached {point["calibration_sensitivity"]:.2f}); '
-          f'{temperature}{ece}')
+          f'sensitivity ≥ {point["target_sensitivity"]:g} on {operating_point_evidence(point)} '
+          f'(reached {point["calibration_sensitivity"]:.2f}); {temperature}{ece}')
 
 
 def format_serving_check(report: Dict[str, Any], passed: bool) -> str:
@@ -229,10 +242,7 @@ def format_tflite(report: Optional[Dict[str, Any]], size_bytes: Optional[int],
           f'{tflite["max_probability_difference"]:.2g}; {verdict}')
 
 
-def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
-                   min_malignant_recall: Optional[float] = None,
-                   max_accuracy_drop: float = 0.0,
-                   max_calibration_error: Optional[float] = None) -> str:
+def format_summary(summary: RunSummary) -> str:
   lines = [f'Pipeline run {summary.run_id}', '']
   lines.append(f'  {"component":<32} {"status":<10} {"seconds":>8}')
   for component in summary.components:
@@ -274,10 +284,13 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
     lines.append('  evaluation (eval split, overall; [95 % bootstrap interval]):')
     metrics = summary.metrics
     for name in sorted(metrics):
-      if name.startswith('example_count') or name.endswith(('_lower', '_upper')):
+      if name.startswith('example_count') or name.endswith(('_lower', '_upper', '_lower_diff',
+                                                            '_upper_diff')):
         continue
-      interval = (f'  [{metrics[name + "_lower"]:.3f}, {metrics[name + "_upper"]:.3f}]'
-                  if name + '_lower' in metrics else '')
+      # A difference from the baseline has its interval as differences too.
+      stem, diff = (name[:-len('_diff')], '_diff') if name.endswith('_diff') else (name, '')
+      lower, upper = metrics.get(f'{stem}_lower{diff}'), metrics.get(f'{stem}_upper{diff}')
+      interval = f'  [{lower:.3f}, {upper:.3f}]' if lower is not None else ''
       lines.append(f'    {name:<40} {metrics[name]:.4f}{interval}')
   for title, matrix in (('most probable class', summary.confusion_matrix),
                         ('the model\'s decision at its operating point',
@@ -292,16 +305,8 @@ def format_summary(summary: RunSummary, min_accuracy: Optional[float] = None,
   if summary.blessed is None:
     lines.append('  not evaluated')
   else:
-    gate = ''
-    if min_accuracy is not None:
-      recall = (f', malignant sensitivity at the operating point >= {min_malignant_recall:g}'
-                if min_malignant_recall is not None else '')
-      if max_calibration_error is not None:
-        recall += f', calibration error <= {max_calibration_error:g}'
-      regression = ('no regression' if not max_accuracy_drop else
-                    f'accuracy at most {max_accuracy_drop:g} below the baseline')
-      gate = f' (gate: accuracy >= {min_accuracy:g}{recall}, {regression})'
-    lines.append(f'  blessed: {"yes" if summary.blessed else "no"}{gate}')
+    lines.append(f'  blessed: {"yes" if summary.blessed else "no"}')
+    lines.extend(f'    {line}' for line in blessing.format_checks(summary.blessing_checks))
   if summary.serving_check_passed is not None:
     check = format_serving_check(summary.serving_check or {}, summary.serving_check_passed)
     lines.append(f'  serving check: {check}')

@@ -133,10 +133,10 @@ def check_canaries(signatures, canaries: Sequence[bytes], image_feature: str,
     if wrong:
       failures.append(f'{SERVING_SIGNATURE}: classes {_text(wrong[0])}, expected the vocabulary '
                       f'{list(classes)}')
-  if 'label' in served:
-    unknown = sorted(set(_text(served['label'])) - set(classes))
+  for name in ('most_probable_class', 'decision'):
+    unknown = sorted(set(_text(served[name])) - set(classes)) if name in served else []
     if unknown:
-      failures.append(f'{SERVING_SIGNATURE}: label {unknown[0]!r} is not in the vocabulary '
+      failures.append(f'{SERVING_SIGNATURE}: {name} {unknown[0]!r} is not in the vocabulary '
                       f'{list(classes)}')
   if not failures:
     difference = float(np.abs(served['probabilities'] - from_examples['probabilities']).max())

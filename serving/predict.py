@@ -13,11 +13,12 @@ it posts the same images as `{"b64": ...}` instances to a TensorFlow Serving RES
 (`POST /v1/models/<name>[/versions/<N>]:predict`) instead, and
 with `--server grpc://host:port` it calls TF Serving's gRPC `PredictionService/Predict`.
 
-Each line is `{"path", "label", "confidence", "scores": {class: probability}}`, or
-`{"path", "error"}` for an image that could not be classified; the others go on. The label is
-the model's: with an operating point, malignant when the malignant probability reaches the
-model's threshold (printed once on stderr; each line then says `crossed_malignant_threshold`),
-else the more probable other class; `confidence` is the (calibrated) probability of that label.
+Each line is `{"path", "most_probable_class", "most_probable_probability", "decision",
+"malignant_probability", "malignant_threshold", "scores": {class: probability}}` (models/answer.py
+says the two answers apart: the most probable class with its calibrated probability, and the
+decision at the model's operating point, malignant when the malignant probability reaches the
+threshold, printed once on stderr too), or `{"path", "error"}` for an image that could not be
+classified; the others go on.
 The exit code is 0 when every image was classified, 1 when any failed, 2 for a usage error.
 """
 
@@ -35,6 +36,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # google-api-core, imported by TensorFlow, warns on every import that Python 3.10 support ends.
 warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 
+from models.answer import answer_of  # pylint: disable=g-import-not-at-top
 from serving import command_line, messages, model_directory, overlay  # pylint: disable=g-import-not-at-top
 
 EXIT_FAILED_IMAGES = 1
@@ -82,15 +84,24 @@ def _text(value) -> str:
   return value.decode() if isinstance(value, bytes) else value
 
 
-def prediction(probabilities: Sequence[float], classes: Sequence, label=None,
+def prediction(probabilities: Sequence[float], classes: Sequence, decision=None,
                threshold: Optional[float] = None) -> Dict:
-  """One image's answer: scores by class name, the model's label (the operating point's, or the
-  most probable class for a model that has none) and its malignant threshold (None if none)."""
+  """One image's answer (models/answer.py) from a model's outputs: the calibrated probabilities
+  by class, its decision (a model exported before the two answers were told apart calls it
+  `label`; None: the most probable class) and its malignant threshold (None, or above 1, for
+  none)."""
   scores = {_text(name): float(probability) for name, probability in zip(classes, probabilities)}
-  has_threshold = threshold is not None and float(threshold) <= 1.0
-  return {'scores': scores,
-          'label': _text(label) if label is not None else max(scores, key=scores.get),
-          'malignant_threshold': float(threshold) if has_threshold else None}
+  return answer_of(scores, _text(decision) if decision is not None else None,
+                   None if threshold is None else float(threshold))
+
+
+def _decisions(outputs, count: int):
+  """The decision output, by its name or by its name before the answers were told apart."""
+  for name in ('decision', 'label'):
+    if name in outputs:
+      found = outputs[name]
+      return found.numpy() if hasattr(found, 'numpy') else found
+  return [None] * count
 
 
 class LocalModel:
@@ -112,11 +123,11 @@ class LocalModel:
     except self._tf.errors.InvalidArgumentError as error:
       raise PredictionError(messages.tensorflow_error_line(error.message)) from None
     count = len(encoded_images)
-    labels = outputs['label'].numpy() if 'label' in outputs else [None] * count
+    decisions = _decisions(outputs, count)
     thresholds = (outputs['malignant_threshold'].numpy() if 'malignant_threshold' in outputs
                   else [None] * count)
     return [prediction(*row) for row in zip(outputs['probabilities'].numpy(),
-                                            outputs['classes'].numpy(), labels, thresholds)]
+                                            outputs['classes'].numpy(), decisions, thresholds)]
 
 
   def explain(self, encoded_images: List[bytes]) -> List[Tuple[Any, Any]]:
@@ -140,7 +151,7 @@ class ServerModel:
 
   def classify(self, encoded_images: List[bytes]) -> List[Dict[str, float]]:
     answer = self._post(encoded_images)
-    return [prediction(row['probabilities'], row['classes'], row.get('label'),
+    return [prediction(row['probabilities'], row['classes'], row.get('decision', row.get('label')),
                        row.get('malignant_threshold')) for row in answer['predictions']]
 
   def explain(self, encoded_images: List[bytes]) -> List[Tuple[Any, Any]]:
@@ -193,7 +204,7 @@ class GrpcServerModel:
     outputs = self._predict(encoded_images, 'serving_default')
     count = len(encoded_images)
     return [prediction(*row) for row in zip(
-        outputs['probabilities'], outputs['classes'], outputs.get('label', [None] * count),
+        outputs['probabilities'], outputs['classes'], _decisions(outputs, count),
         outputs.get('malignant_threshold', [None] * count))]
 
   def explain(self, encoded_images: List[bytes]) -> List[Tuple[Any, Any]]:
@@ -276,15 +287,9 @@ def classify_files(model, files: List[str], explain_dir: Optional[str] = None
       yield results[file]
 
 
-def result_line(path: str, answer: Dict) -> Dict:
-  """The JSON line of one image: its label, the (calibrated) probability of that label as the
-  confidence, every class's score, and whether it crossed the malignant threshold."""
-  scores, label = answer['scores'], answer['label']
-  line = {'path': path, 'label': label, 'confidence': round(scores[label], 6),
-          'scores': {name: round(value, 6) for name, value in scores.items()}}
-  if answer['malignant_threshold'] is not None:
-    line['crossed_malignant_threshold'] = scores['malignant'] >= answer['malignant_threshold']
-  return line
+def result_line(path: str, found: Dict) -> Dict:
+  """The JSON line of one image: its path, then the answer (models/answer.py)."""
+  return {'path': path, **found}
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

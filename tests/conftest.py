@@ -122,17 +122,17 @@ def pipeline_runs(first_runs, tmp_path_factory, worker_id, python, project_root)
     # best hyperparameters (test_ensemble.py, test_tuning.py); no on-device model
     # (test_serving_check.py).
     fourth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
-                          '--epochs', '1', '--ensemble-members', '2', '--max-accuracy-drop', '1',
+                          '--epochs', '1', '--ensemble-members', '2', '--non-inferiority-margin', '1',
                           '--tune', '--tuning-trials', '2', '--tuning-epochs', '1',
                           '--tflite-weights', 'none')
     # Every gate passable but the calibration error's, which no model meets (it is never 0).
     fifth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
-                          '--max-accuracy-drop', '1', '--max-calibration-error', '0')
+                          '--non-inferiority-margin', '1', '--max-calibration-error', '0')
     serving_after_fifth = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
     # The first run's model, blessed, and a latency ceiling no model meets: the serving check
     # fails it (test_serving_check.py).
     sixth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
-                          '--max-accuracy-drop', '1', '--serving-latency-ceiling-ms', '0.01')
+                          '--non-inferiority-margin', '1', '--serving-latency-ceiling-ms', '0.01')
     serving_after_sixth = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
     # Batch inference with the newest pushed model (run 4's) over a folder of unlabelled images
     # (test_batch_inference.py).

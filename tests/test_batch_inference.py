@@ -54,14 +54,23 @@ def test_predictions_match_the_pushed_model_in_csv_and_json_lines(pipeline_runs,
   encoded = [(pipeline_runs['infer_dir'] / path).read_bytes() for path in NESTED]
   served = tf.saved_model.load(version_dir).signatures['serving_default'](
       image_bytes=tf.constant(encoded))
-  for row, line, probabilities, label in zip(table, lines, served['probabilities'].numpy(),
-                                             served['label'].numpy()):
+  for row, line, probabilities, decision, threshold in zip(
+      table, lines, served['probabilities'].numpy(), served['decision'].numpy(),
+      served['malignant_threshold'].numpy()):
     scores = [line['scores'][name] for name in features.LABEL_NAMES]
     np.testing.assert_allclose(scores, probabilities, atol=1e-5)
     assert [float(row[name]) for name in features.LABEL_NAMES] == scores
-    assert line['label'] == row['label'] == label.decode()  # the operating point's decision
-    assert line['confidence'] == pytest.approx(line['scores'][line['label']], abs=1e-6)
-  assert sum(run['label_counts'].values()) == 3
+    # The two answers apart: the decision at the operating point, as the server gives it, and
+    # the most probable class with its probability.
+    assert line['decision'] == row['decision'] == decision.decode()
+    most_probable = features.LABEL_NAMES[int(np.argmax(scores))]
+    assert line['most_probable_class'] == row['most_probable_class'] == most_probable
+    assert line['most_probable_probability'] == max(scores)
+    assert float(row['most_probable_probability']) == max(scores)
+    assert line['malignant_probability'] == line['scores']['malignant']
+    assert line['malignant_threshold'] == pytest.approx(threshold, abs=1e-6)
+    assert float(row['malignant_threshold']) == line['malignant_threshold']
+  assert sum(run['decision_counts'].values()) == 3
 
 
 def test_the_inference_result_leads_back_to_the_trained_model(inference_run):

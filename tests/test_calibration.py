@@ -1,5 +1,6 @@
-"""The clinical decisions made on the calibration set: the split by group, the malignant threshold,
-temperature scaling, and the calibration metrics, on data whose answers are known."""
+"""The clinical decisions made on out-of-sample predictions: the folds held out by group, the
+malignant threshold, temperature scaling, and the calibration metrics, on data whose answers are
+known."""
 
 import collections
 import types
@@ -43,17 +44,80 @@ def test_calibration_split_keeps_groups_whole_and_takes_its_share_of_each_label(
   assert not any(group_split.calibration_mask(labels, groups, 0))
 
 
+def test_held_out_folds_give_each_member_its_own_fold_and_every_example_one_held_out_member():
+  rng = np.random.default_rng(1)
+  labels, groups = [], []
+  for number in range(400):
+    size = int(rng.choice([1, 1, 2, 4]))
+    labels += [int(rng.choice(3, p=[0.55, 0.28, 0.17]))] * size
+    groups += [f'group {number}'] * size
+  for members in (2, 3, 5):
+    folds = group_split.held_out_folds(labels, groups, members, 15)
+    assert sorted(set(folds)) == list(range(members))  # every example is held out from one
+    fold_of_group = {}
+    for group, fold in zip(groups, folds):
+      assert fold_of_group.setdefault(group, fold) == fold  # whole groups
+    for label in range(3):
+      shares = np.bincount([fold for fold, found in zip(folds, labels) if found == label],
+                           minlength=members) / labels.count(label)
+      assert np.all(np.abs(shares - 1 / members) < 0.04), (members, label, shares)
+    assert folds == group_split.held_out_folds(labels, groups, members, 15)  # deterministic
+  # One network: its calibration set is fold 0, and it trains on everything else.
+  assert group_split.held_out_folds(labels, groups, 1, 15) == [
+      0 if taken else -1 for taken in group_split.calibration_mask(labels, groups, 15)]
+
+
 @pytest.mark.parametrize('seed', range(5))
-def test_threshold_reaches_the_target_sensitivity_on_its_own_set(seed):
+def test_threshold_reaches_the_target_sensitivity_midway_between_two_scores(seed):
   probabilities, labels = over_confident(200, seed)
+  scores = probabilities[:, MALIGNANT]
   for target in (0.8, 0.9, 0.95, 1.0):
-    threshold = calibration.malignant_threshold(probabilities[:, MALIGNANT], labels == MALIGNANT,
-                                                target)
+    threshold = calibration.malignant_threshold(scores, labels == MALIGNANT, target)
     found = calibration.operating_point_summary(probabilities, labels, threshold)
     assert found['sensitivity'] >= target
-    # The highest such threshold: a hair above it misses the target.
-    above = calibration.operating_point_summary(probabilities, labels, threshold + 1e-9)
-    assert above['sensitivity'] < target
+    assert threshold not in scores
+    # Midway between the lowest score it calls malignant that the target needs and the next.
+    kth = np.sort(scores[labels == MALIGNANT])[::-1][int(np.ceil(target * np.sum(
+        labels == MALIGNANT))) - 1]
+    assert threshold == pytest.approx(min((kth + scores[scores < kth].max()) / 2, 0.5))
+
+
+def test_threshold_is_never_above_what_the_most_probable_class_calls_malignant():
+  # Separable and saturated: every malignant image at 1.0, every other at 0.0.
+  labels = np.array([MALIGNANT] * 30 + [0] * 50)
+  saturated = np.eye(3)[labels]
+  threshold = calibration.malignant_threshold(saturated[:, MALIGNANT], labels == MALIGNANT, 0.9)
+  assert threshold == calibration.HIGHEST_THRESHOLD
+  decided = calibration.operating_point_labels(saturated, threshold)
+  assert (decided == saturated.argmax(axis=1)).all()
+  # Separable, not saturated, few scores in between: the k-th malignant score is 0.95 and the
+  # next lower 0.8, yet the threshold stays at 0.5, where malignant is the most probable class.
+  graded = np.array([[0.025, 0.95, 0.025]] * 27 + [[0.1, 0.8, 0.1]] * 3 +
+                    [[0.15, 0.8, 0.05]] * 2 + [[0.9, 0.05, 0.05]] * 48)
+  graded_labels = np.array([MALIGNANT] * 30 + [0] * 50)
+  threshold = calibration.malignant_threshold(graded[:, MALIGNANT], graded_labels == MALIGNANT,
+                                              0.9)
+  assert threshold == 0.5
+  assert (calibration.operating_point_labels(graded, threshold) == graded.argmax(axis=1)).all()
+  # Ties at the k-th score: all of them are called malignant.
+  tied = np.array([0.3] * 10 + [0.6] * 10 + [0.3] * 5 + [0.1] * 5)
+  is_malignant = np.array([True] * 20 + [False] * 10)
+  threshold = calibration.malignant_threshold(tied, is_malignant, 0.9)
+  assert threshold == pytest.approx(0.2)
+  assert np.all(tied[is_malignant] >= threshold)
+
+
+def test_the_temperature_never_saturates_an_underconfident_network():
+  # An underconfident network (the synthetic data's first epochs): the NLL asks for T near 0.1.
+  labels = np.arange(300) % 3
+  probabilities = np.full((300, 3), 0.3)
+  probabilities[np.arange(300), labels] = 0.4
+  temperature = calibration.fit_temperature(probabilities, labels)
+  assert temperature == pytest.approx(calibration.TEMPERATURE_BOUNDS[0], rel=1e-3)
+  point = calibration.choose_operating_point(probabilities, labels, 0.9)
+  scaled = calibration.temperature_scale(probabilities, point.temperature)
+  assert scaled.max() < 0.9  # (0.4 / 0.3) ** 4: sharper, not saturated
+  assert point.malignant_threshold < scaled[labels == MALIGNANT, MALIGNANT].min()
 
 
 def test_operating_point_labels_follow_the_threshold():
@@ -104,14 +168,22 @@ def test_the_exported_label_follows_the_threshold():
   assert exported.numpy().tolist() == probabilities.argmax(axis=1).tolist()
 
 
-def test_calibration_set_shares_no_group_with_what_the_network_is_fitted_on():
+def test_each_member_trains_on_everything_but_its_held_out_fold():
   groups = [f'group {number // 3}' for number in range(300)]  # groups of three
   labels = [(number // 3) % 3 for number in range(300)]
   examples = tf.data.Dataset.from_tensor_slices(
       (tf.zeros([300, 2, 2, 3]), tf.constant(labels, tf.int64), tf.constant(groups)))
-  fitting, calibration_set = datasets.split_for_calibration(examples, 15)
-  fitting_groups = {group.numpy() for _, _, group in fitting}
-  calibration_groups = {group.numpy() for _, _, group in calibration_set}
-  assert fitting_groups and calibration_groups and not fitting_groups & calibration_groups
-  assert len(fitting_groups) + len(calibration_groups) == 100
-  assert 12 <= len(calibration_groups) <= 18
+  groups_of = lambda dataset: {group.numpy() for _, _, group in dataset}
+  folds = datasets.HeldOutFolds(examples, 3, 15)
+  held_out = [groups_of(folds.held_out(member)) for member in range(3)]
+  for member in range(3):
+    training = groups_of(folds.training(member))
+    assert training and held_out[member] and not training & held_out[member]
+    assert len(training) + len(held_out[member]) == 100
+  assert set().union(*held_out) == groups_of(examples)  # every example held out once
+  assert sum(size for size, _ in folds.sizes()) == 300
+  # One network: a calibration set of about 15 % of the groups, held out from it.
+  single = datasets.HeldOutFolds(examples, 1, 15)
+  assert single.folds == 1
+  assert 12 <= len(groups_of(single.held_out(0))) <= 18
+  assert not groups_of(single.held_out(0)) & groups_of(single.training(0))

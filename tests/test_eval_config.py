@@ -48,8 +48,28 @@ def test_the_gate_finds_its_metrics():
   assert keys[eval_config.MALIGNANT_SENSITIVITY].sub_key is None
   assert keys[eval_config.MALIGNANT_SENSITIVITY].output_name == 'operating_point'
   assert keys[eval_config.EXPECTED_CALIBRATION_ERROR].output_name == 'probabilities'
+  # The non-inferiority gate reads the difference from the baseline, TFMA's diff key.
+  versus_baseline = eval_config.ACCURACY_VERSUS_BASELINE + '_lower'
+  assert keys[versus_baseline].is_diff
   assert set(keys) == {eval_config.MALIGNANT_SENSITIVITY, eval_config.ACCURACY,
-                       eval_config.EXPECTED_CALIBRATION_ERROR}
+                       eval_config.EXPECTED_CALIBRATION_ERROR, versus_baseline}
+  # Without a baseline (the first run) TFMA drops change thresholds: only the absolute gates.
+  first_run = tfma.utils.update_eval_config_with_defaults(config, has_baseline=False,
+                                                        rubber_stamp=True)
+  assert versus_baseline not in {key.name for key in tfma.metrics.metric_thresholds_from_metrics_specs(
+      first_run.metrics_specs)}
+
+
+def test_the_gates_on_bounds_read_the_interval_ends_instead_of_the_estimates():
+  config = eval_config.build_eval_config(min_accuracy=0.5, min_malignant_recall=0.9,
+                                         max_calibration_error=0.1, gate_on_bounds=True)
+  thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(config.metrics_specs)
+  bounds = {key.name: threshold[0][1] for key, threshold in thresholds.items()
+            if not key.is_diff}
+  assert set(bounds) == {eval_config.ACCURACY + '_lower', eval_config.MALIGNANT_SENSITIVITY + '_lower',
+                         eval_config.EXPECTED_CALIBRATION_ERROR + '_upper'}
+  assert bounds[eval_config.ACCURACY + '_lower'].lower_bound.value == 0.5
+  assert bounds[eval_config.EXPECTED_CALIBRATION_ERROR + '_upper'].upper_bound.value == 0.1
 
 
 def test_macro_f1_malignant_recall_and_macro_auc():

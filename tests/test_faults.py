@@ -5,7 +5,8 @@ B. `kill -9` while the Trainer runs; meanwhile a second `local_runner.py` on the
    directory refuses at once, naming B.
 C. A complete run: a good model (accuracy 1.0 on a separable set), blessed and pushed; a server
    starts on the serving directory.
-D. A worse model (one epoch): neither blessed nor pushed; the server keeps the good one.
+D. A worse model (one epoch), every absolute gate passable: refused by the comparison with the
+   good one alone, so neither blessed nor pushed; the server keeps the good one.
 E. `kill -9` during the push: the copy is held on a named pipe planted in the model, so the kill
    lands while the version is half copied.
 F. The same command again: it completes, and the new version takes over in the server.
@@ -26,7 +27,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import output_lock
-from runs import metadata_store
+from runs import blessing, metadata_store
 
 SEED_RECIPE = ('--model', 'seed', '--image-size', '48', '--min-malignant-recall', '0',
                '--max-calibration-error', '1', '--tflite-weights', 'none')
@@ -152,8 +153,8 @@ def fault_runs(tmp_path_factory, python, project_root, separable_data_root, star
   image = (separable_data_root / 'malignant' / 'malignant (2).png').read_bytes()
   facts['served_after_good'] = status_and_scores(server, image)
 
-  # D: a worse model.
-  worse = run('--epochs', '1')
+  # D: a worse model, with every absolute gate passable.
+  worse = run('--epochs', '1', '--min-accuracy', '0')
   assert worse.finish() == 0, worse.text[-3000:]
   facts['worse_stdout'] = worse.text
   facts['versions_after_worse'] = versions(serving_dir)
@@ -243,6 +244,14 @@ def test_a_worse_model_is_neither_blessed_nor_pushed_and_the_good_one_keeps_serv
                      .split()[0])
   assert difference < 0
   assert 'blessed: no' in fault_runs['worse_stdout']
+  # Refused by the paired comparison with the good model alone.
+  store = metadata_store.open_store(fault_runs['metadata_path'])
+  worse_run = metadata_store.component_runs(store, metadata_store.run_contexts(store)[3].id)
+  evaluation = [artifact for _, type_name, artifact in metadata_store.run_outputs(
+      store, worse_run) if type_name == 'ModelEvaluation'][0]
+  assert blessing.failed_metrics(evaluation.uri) == ['accuracy_versus_baseline_lower_diff']
+  assert ("FAILED  accuracy against the baseline model's on the same eval images"
+          in fault_runs['worse_stdout'])
   assert 'pushed to: nothing pushed' in fault_runs['worse_stdout']
   assert fault_runs['versions_after_worse'] == fault_runs['good_versions']
   good_status, good_scores = fault_runs['served_after_good']

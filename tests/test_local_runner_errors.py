@@ -80,7 +80,7 @@ def test_data_root_missing_a_class(capsys, tmp_path):
     (('--model', 'resnet9000'), '--model'),
     (('--ensemble-members', '0'), '--ensemble-members'),
     (('--tune', '--model', 'seed'), "--tune: network 'seed' has no search space"),
-    (('--tune', '--calibration-percent', '0'), '--calibration-percent must be above 0'),
+    (('--tune', '--ensemble-members', '1'), '--ensemble-members must be at least 2'),
     (('--tuning-trials', '0'), '--tuning-trials'),
     (('--model', 'mobilenet_v3_small', '--backbone-weights', '/no/such.h5'), 'no such file'),
     (('--model', 'sepconv_residual', '--backbone-weights', 'random'),

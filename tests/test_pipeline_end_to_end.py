@@ -7,10 +7,11 @@ quick tier).
 2. The same command again: every component is taken from the cache.
 3. With `--min-accuracy 1.01`: the Evaluator runs again and refuses the blessing, and the
    serving directory still holds only the version pushed by the first run.
-4. With `--epochs 1 --ensemble-members 2 --max-accuracy-drop 1` and a two-trial `--tune`: a new
-   model (test_ensemble.py and test_tuning.py look at how it was made), evaluated against the first (the latest
-   blessed) as baseline, with a gate it cannot fail (any drop up to 1 is allowed): blessed and
-   pushed as a second version. (A gate it must fail is run 3's.)
+   The accuracy gate alone refuses it: there is no other blessed model to compare with.
+4. With `--epochs 1 --ensemble-members 2 --non-inferiority-margin 1` and a two-trial `--tune`: a
+   new model (test_ensemble.py and test_tuning.py look at how it was made), evaluated against
+   the first (the latest blessed) as baseline on the same eval images, with a comparison it
+   cannot fail (a margin of 1): blessed and pushed as a second version.
 5. With every gate passable but `--max-calibration-error 0`, which no model meets: the
    Evaluator refuses the blessing on the calibration error alone, and nothing is pushed.
 6. The first run's model again, blessed (any drop allowed), with a serving latency ceiling of
@@ -25,7 +26,7 @@ import tensorflow as tf
 
 from components.eval_explanations import component as eval_explanations
 from models import calibration, features
-from runs import metadata_store, report_facts, summary
+from runs import blessing, metadata_store, report_facts, summary
 
 COMPONENTS = ('ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen',
               'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer', 'Evaluator',
@@ -128,11 +129,15 @@ def test_pushed_model_classifies_a_png_from_disk(first_runs):
   probabilities = outputs['probabilities'].numpy()
   assert probabilities.shape == (1, len(features.LABEL_NAMES))
   assert abs(probabilities.sum() - 1.0) < 1e-4
-  label = outputs['label'].numpy()[0].decode()
+  decision = outputs['decision'].numpy()[0].decode()
   threshold = float(outputs['malignant_threshold'].numpy()[0])
-  assert 0 < threshold <= 1  # the calibration set had malignant images
+  assert 0 < threshold <= calibration.HIGHEST_THRESHOLD  # the calibration set had malignant images
   expected = calibration.operating_point_labels(probabilities, threshold)[0]
-  assert label == features.LABEL_NAMES[expected]
+  assert decision == features.LABEL_NAMES[expected]
+  # Apart from the decision: the most probable class and its calibrated probability.
+  assert outputs['most_probable_class'].numpy()[0].decode() == features.LABEL_NAMES[
+      probabilities.argmax()]
+  assert outputs['most_probable_probability'].numpy()[0] == pytest.approx(probabilities.max())
   assert [name.decode() for name in outputs['classes'].numpy()[0]] == list(features.LABEL_NAMES)
   # The same threshold is on the Model artifact in ML Metadata.
   store = metadata_store.open_store(first_runs['metadata_path'])
@@ -161,6 +166,12 @@ def test_impossible_gate_blocks_the_push(pipeline_runs):
   assert result.pushed_destination is None
   assert pipeline_runs['serving_after_third'] == pipeline_runs['serving_after_first']
   assert 'blessed: no' in pipeline_runs['stdout'][2]
+  # The accuracy gate alone: the others pass, and there is no other blessed model to compare.
+  assert [check.check for check in result.blessing_checks if not check.passed] == [
+      'sparse_categorical_accuracy ≥ 1.01']
+  evaluation = [artifact for component, type_name, artifact in metadata_store.run_outputs(
+      store, pipeline_runs['runs'][2]) if type_name == 'ModelEvaluation'][0]
+  assert blessing.failed_metrics(evaluation.uri) == ['sparse_categorical_accuracy']
 
 
 def test_new_model_is_compared_with_the_latest_blessed_one(pipeline_runs):
@@ -192,7 +203,12 @@ def test_new_model_is_compared_with_the_latest_blessed_one(pipeline_runs):
   versions = sorted(os.listdir(serving_dir))
   assert len(versions) == 2 and versions[0] == pipeline_runs['serving_after_first'][0]
   assert fourth.pushed_destination == str(serving_dir / versions[1])
-  assert 'accuracy at most 1 below the baseline' in pipeline_runs['stdout'][3]
+  # Paired on the same nine eval images: the difference of the accuracies, with its interval.
+  assert fourth.metrics['accuracy_versus_baseline_diff'] == pytest.approx(difference)
+  assert (fourth.metrics['accuracy_versus_baseline_lower_diff'] <= difference
+          <= fourth.metrics['accuracy_versus_baseline_upper_diff'])
+  assert ("passed  accuracy against the baseline model's on the same eval images: lower end of "
+          'the 95 % interval of the difference ≥ −1') in pipeline_runs['stdout'][3]
 
 
 def test_training_curves_are_written(pipeline_runs):
@@ -213,7 +229,9 @@ def test_a_model_missing_the_calibration_gate_is_not_blessed(pipeline_runs):
   assert fifth.metrics['expected_calibration_error'] > 0
   evaluation = [artifact for component, type_name, artifact in metadata_store.run_outputs(
       store, pipeline_runs['runs'][4]) if type_name == 'ModelEvaluation'][0]
-  assert report_facts.failed_metrics(evaluation.uri) == ['expected_calibration_error']
+  assert blessing.failed_metrics(evaluation.uri) == ['expected_calibration_error']
+  assert [check.check for check in fifth.blessing_checks if not check.passed] == [
+      'expected_calibration_error ≤ 0']
   assert pipeline_runs['serving_after_fifth'] == sorted(
       os.listdir(pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound'))
   assert len(pipeline_runs['serving_after_fifth']) == 2  # the versions of runs 1 and 4

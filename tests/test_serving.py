@@ -106,10 +106,12 @@ def test_predict_cli_classifies_a_folder_and_reports_bad_images(python, project_
     line = by_path[str(path)]
     assert list(line['scores']) == list(features.LABEL_NAMES)
     assert abs(sum(line['scores'].values()) - 1) < 1e-4
-    crossed = line['crossed_malignant_threshold']
+    # The decision at the operating point, apart from the most probable class.
+    crossed = line['malignant_probability'] >= line['malignant_threshold']
     others = {name: score for name, score in line['scores'].items() if name != 'malignant'}
-    assert line['label'] == ('malignant' if crossed else max(others, key=others.get))
-    assert line['confidence'] == line['scores'][line['label']]
+    assert line['decision'] == ('malignant' if crossed else max(others, key=others.get))
+    assert line['most_probable_class'] == max(line['scores'], key=line['scores'].get)
+    assert line['most_probable_probability'] == line['scores'][line['most_probable_class']]
     expected = model_probabilities(pushed_model_dir, newest, path)
     assert [line['scores'][name] for name in features.LABEL_NAMES] == pytest.approx(
         expected.tolist(), abs=1e-5)
@@ -126,7 +128,7 @@ def test_predict_cli_exit_codes(python, project_root, images, pushed_model_dir):
   oldest = sorted(os.listdir(pushed_model_dir))[0]
   completed, lines = predict_cli(python, project_root, '--model-dir', pushed_model_dir,
                                  '--version', oldest, images['good'][0])
-  assert completed.returncode == 0 and lines[0]['label'] in features.LABEL_NAMES
+  assert completed.returncode == 0 and lines[0]['decision'] in features.LABEL_NAMES
   completed, lines = predict_cli(python, project_root, '--model-dir', pushed_model_dir,
                                  '--version', '7', images['good'][0])
   assert completed.returncode == 2 and not lines
@@ -162,7 +164,8 @@ def test_predict_cli_through_the_server_matches_local(python, project_root, imag
       assert local_line['error'] == remote_line['error']
       assert 'Image header is truncated' in local_line['error']
     else:
-      assert remote_line['label'] == local_line['label']
+      assert remote_line['decision'] == local_line['decision']
+      assert remote_line['most_probable_class'] == local_line['most_probable_class']
       assert remote_line['scores'] == pytest.approx(local_line['scores'], abs=1e-5)
   unreachable, _ = predict_cli(python, project_root, '--server', 'http://127.0.0.1:9',
                                '--model-name', 'x', images['good'][0])
@@ -182,7 +185,9 @@ def test_server_status_metadata_and_both_predict_forms(images, pushed_model_dir,
   assert status == 200 and body['model_spec']['version'] == newest
   signature = body['metadata']['signature_def']['signature_def']['serving_default']
   assert signature['inputs']['image_bytes']['dtype'] == 'DT_STRING'
-  assert set(signature['outputs']) == {'probabilities', 'classes', 'label', 'malignant_threshold'}
+  assert set(signature['outputs']) == {
+      'probabilities', 'classes', 'most_probable_class', 'most_probable_probability', 'decision',
+      'malignant_threshold'}
 
   good = [b64(path) for path in images['good']]
   status, rows = http(server.model_url + ':predict',
@@ -199,7 +204,9 @@ def test_server_status_metadata_and_both_predict_forms(images, pushed_model_dir,
     assert rows['predictions'][row]['probabilities'] == pytest.approx(expected.tolist(), abs=1e-5)
     assert columns['outputs']['probabilities'][row] == pytest.approx(expected.tolist(), abs=1e-5)
     assert rows['predictions'][row]['classes'] == list(features.LABEL_NAMES)
-    assert columns['outputs']['label'][row] == rows['predictions'][row]['label']
+    for name in ('decision', 'most_probable_class', 'most_probable_probability',
+                 'malignant_threshold'):
+      assert columns['outputs'][name][row] == rows['predictions'][row][name]
 
 
 def test_server_answers_bad_requests_with_400(images, server):

@@ -119,7 +119,7 @@ class WrongScores(tf.Module):
     batch = tf.shape(image_bytes)[0]
     return {'probabilities': tf.fill([batch, 3], 0.5),
             'classes': tf.tile(tf.constant([CLASSES]), [batch, 1]),
-            'label': tf.fill([batch], 'cyst')}
+            'decision': tf.fill([batch], 'cyst')}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def from_examples(self, examples):
@@ -143,7 +143,7 @@ def test_canaries_name_what_a_wrong_model_answers(tmp_path):
   assert report['failures'] == [
       'serving_default: probabilities of canary 1 sum to 1.5000, not 1',
       'from_examples: 9 probabilities are not finite',
-      "serving_default: label 'cyst' is not in the vocabulary ['benign', 'malignant', 'normal']",
+      "serving_default: decision 'cyst' is not in the vocabulary ['benign', 'malignant', 'normal']",
   ]
 
 

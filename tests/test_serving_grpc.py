@@ -58,7 +58,9 @@ def test_grpc_rest_and_in_process_give_the_same_scores(stubs, server, encoded_im
   assert response.model_spec.name == MODEL and response.model_spec.version.value == version
   assert response.model_spec.signature_name == 'serving_default'
   over_grpc = tf.make_ndarray(response.outputs['probabilities'])
-  assert set(response.outputs) == {'probabilities', 'classes', 'label', 'malignant_threshold'}
+  assert set(response.outputs) == {
+      'probabilities', 'classes', 'most_probable_class', 'most_probable_probability', 'decision',
+      'malignant_threshold'}
 
   body = json.dumps({'instances': [{'b64': base64.b64encode(image).decode()}
                                    for image in encoded_images]}).encode()

@@ -71,11 +71,14 @@ def test_the_pipeline_tunes_then_trains_with_the_best(pipeline_runs):
   assert recorded == best
   with open(os.path.join(outputs['Model'].uri, model.HYPERPARAMETERS_FILE)) as handle:
     assert json.load(handle) == best
-  # Trials were scored on the Trainer's calibration set (the eval split is never seen).
+  # Trials were scored on the fold held out from the first member (the eval split is never
+  # seen), and the operating point was chosen on the other member's fold, not on that one.
   stdout = pipeline_runs['stdout'][3]
-  scored_on = int(re.search(r'trials on (\d+) calibration images', stdout).group(1))
+  scored_on = int(re.search(r'trials scored on (\d+) held-out images of fold 0', stdout).group(1))
   operating_point = metadata_store.artifact_property(outputs['Model'], 'operating_point')
-  assert scored_on == operating_point['calibration_examples'] > 0
+  assert operating_point['chosen_on'] == 'out-of-fold'
+  assert operating_point['left_out_for_tuning'] == scored_on > 0
+  assert operating_point['calibration_examples'] > 0
   assert "tuned hyperparameters (the Tuner's best, trained with): " in stdout
   # The first run did not tune: nothing recorded.
   first_model = [artifact for _, type_name, artifact in metadata_store.run_outputs(

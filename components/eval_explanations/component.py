@@ -37,8 +37,10 @@ def _in_batches(signature, rows: List[Dict[str, Any]]):
 
 def explain_eval_images(saved_model_dir: str, eval_split_uri: str, most_wrong: int,
                         right_per_class: int) -> List[Dict[str, Any]]:
-  """Rows of file, true, predicted, confidence, heat (the heat map) and pixels (the image as the
-  model saw it): the eval images the model got wrong, then those it got right, per class."""
+  """Rows of file, true, predicted (the decision at the operating point), most_probable (the most
+  probable class) and confidence (its calibrated probability), heat (the heat map) and pixels
+  (the image as the model saw it): the eval images the model got wrong, then those it got right,
+  per class."""
   loaded = tf.saved_model.load(saved_model_dir)
   if 'explain' not in loaded.signatures:
     return []
@@ -49,9 +51,12 @@ def explain_eval_images(saved_model_dir: str, eval_split_uri: str, most_wrong: i
                  'true': feature[features.LABEL_NAME_KEY].bytes_list.value[0].decode(),
                  'image': feature[features.IMAGE_KEY].bytes_list.value[0]})
   for batch, outputs in _in_batches(loaded.signatures['serving_default'], rows):
-    for row, label, probabilities in zip(batch, outputs['label'], outputs['probabilities']):
-      row['predicted'] = label.decode()
-      row['confidence'] = float(probabilities[features.LABEL_NAMES.index(row['predicted'])])
+    # A model exported before the answers were told apart calls its decision `label`.
+    decisions = outputs['decision'] if 'decision' in outputs else outputs['label']
+    for row, decision, probabilities in zip(batch, decisions, outputs['probabilities']):
+      row['predicted'] = decision.decode()
+      row['most_probable'] = features.LABEL_NAMES[int(np.argmax(probabilities))]
+      row['confidence'] = float(np.max(probabilities))
   wrong = sorted((row for row in rows if row['predicted'] != row['true']),
                  key=lambda row: -row['confidence'])[:most_wrong]
   right = [row for name in features.LABEL_NAMES
@@ -72,6 +77,7 @@ def write_explanations(rows: List[Dict[str, Any]], path: str) -> None:
       buffer, file_name=np.array([row['file'] for row in rows], dtype=str),
       true=np.array([row['true'] for row in rows], dtype=str),
       predicted=np.array([row['predicted'] for row in rows], dtype=str),
+      most_probable=np.array([row['most_probable'] for row in rows], dtype=str),
       confidence=np.array([row['confidence'] for row in rows], dtype=np.float32),
       heat=np.array([row['heat'] for row in rows], dtype=np.float32),
       pixels=np.array([row['pixels'] for row in rows], dtype=np.float32))

@@ -2,12 +2,13 @@
 
 TFX's BulkInferrer writes `PredictionLog` protos (the request and the model's outputs per
 example). This component reads them back and writes, in its Predictions artifact,
-`predictions.csv` (path, label, confidence, a score per class) and `predictions.jsonl` (one line
-per image, as `python -m serving.predict` prints them: path, label, confidence, scores). The
-rows follow the model's `from_examples` signature: the scores are its calibrated
-`probabilities`, the label its decision at the operating point (`operating_point`, one-hot; the
-most probable class for a model without one) and the confidence the score of that label.
-Its custom properties give `row_count` and `label_counts` ({label: images}).
+`predictions.csv` (path, the answer's fields, a score per class) and `predictions.jsonl` (one
+line per image, as `python -m serving.predict` prints them). The answer (models/answer.py) keeps
+the most probable class with its calibrated probability apart from the decision at the
+operating point; the rows follow the model's `from_examples` signature: the scores are its
+calibrated `probabilities`, the decision its `operating_point` (one-hot; the most probable class
+for a model without one), the threshold its `malignant_threshold`.
+Its custom properties give `row_count` and `decision_counts` ({class: images decided so}).
 """
 
 import csv
@@ -25,6 +26,7 @@ from tfx.types import standard_artifacts
 from components import contracts
 from components.artifact_types import Predictions
 from models import features
+from models.answer import FIELDS, answer_of
 
 
 def read_prediction_logs(inference_result_uri: str) -> Iterator[prediction_log_pb2.PredictionLog]:
@@ -41,15 +43,16 @@ def prediction_rows(log: prediction_log_pb2.PredictionLog) -> List[Dict]:
   probabilities = tf.make_ndarray(response.outputs['probabilities']).reshape([-1, classes])
   decisions = (tf.make_ndarray(response.outputs['operating_point']).reshape([-1, classes])
                if 'operating_point' in response.outputs else probabilities)
+  thresholds = (tf.make_ndarray(response.outputs['malignant_threshold']).reshape([-1])
+                if 'malignant_threshold' in response.outputs else [None] * len(probabilities))
   rows = []
-  for example, scores, decision in zip(serialized, probabilities, decisions):
+  for example, scores, decision, threshold in zip(serialized, probabilities, decisions,
+                                                  thresholds):
     path = tf.train.Example.FromString(example).features.feature[
         features.FILENAME_KEY].bytes_list.value[0].decode()
-    label = int(np.argmax(decision))
-    rows.append({'path': path, 'label': features.LABEL_NAMES[label],
-                 'confidence': round(float(scores[label]), 6),
-                 'scores': {name: round(float(score), 6)
-                            for name, score in zip(features.LABEL_NAMES, scores)}})
+    rows.append({'path': path, **answer_of(
+        dict(zip(features.LABEL_NAMES, scores)), features.LABEL_NAMES[int(np.argmax(decision))],
+        threshold)})
   return rows
 
 
@@ -68,10 +71,11 @@ def InferenceExport(inference_result: InputArtifact[standard_artifacts.Inference
   with tf.io.gfile.GFile(os.path.join(predictions.uri, contracts.PREDICTIONS_CSV_FILE),
                          'w') as handle:
     writer = csv.writer(handle)
-    writer.writerow(['path', 'label', 'confidence', *features.LABEL_NAMES])
+    writer.writerow(['path', *FIELDS, *features.LABEL_NAMES])
     for row in rows:
-      writer.writerow([row['path'], row['label'], row['confidence'],
+      writer.writerow([row['path'], *('' if row[field] is None else row[field]
+                                      for field in FIELDS),
                        *(row['scores'][name] for name in features.LABEL_NAMES)])
   predictions.set_int_custom_property('row_count', len(rows))
-  counts = {name: sum(row['label'] == name for row in rows) for name in features.LABEL_NAMES}
-  predictions.set_json_value_custom_property('label_counts', counts)
+  counts = {name: sum(row['decision'] == name for row in rows) for name in features.LABEL_NAMES}
+  predictions.set_json_value_custom_property('decision_counts', counts)

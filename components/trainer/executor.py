@@ -2,9 +2,9 @@
 run_fn chose recorded on the Model artifact, so ML Metadata, the summary, the inspector and the
 report see it without loading the model.
 
-Custom properties of the Model artifact: `malignant_threshold` (absent when there was no
-calibration set: the arg-max decides), `temperature`, `target_malignant_sensitivity`, and
-`operating_point` (all of `models/calibration.py`'s OperatingPoint, as JSON); and, when the
+Custom properties of the Model artifact: `malignant_threshold` (absent when there were no
+out-of-sample malignant predictions: the arg-max decides), `temperature`,
+`target_malignant_sensitivity`, and `operating_point` (all of `models/calibration.py`'s OperatingPoint, as JSON); and, when the
 Tuner chose them (`--tune`), `hyperparameters` (the values trained with, as JSON); and
 `tflite_model` (the on-device model's path inside the artifact) with `tflite_bytes`.
 """
