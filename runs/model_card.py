@@ -96,7 +96,11 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
           'task': f'classify a breast-ultrasound image as {", ".join(features.LABEL_NAMES)}',
           'inputs': 'an encoded PNG, JPEG or BMP image of any size (serving_default), or a '
                     f'tf.Example with it under "{features.IMAGE_KEY}" (from_examples)',
-          'outputs': 'calibrated probabilities per class, the label at the operating point',
+          'outputs': ('two answers, kept apart: the most probable class with its calibrated '
+                      'probability, and the decision at the operating point (malignant when the '
+                      'malignant probability reaches the threshold, otherwise the more probable '
+                      'other class), which can be malignant while benign is the most probable; '
+                      'and the calibrated probability of every class'),
           'training': training,
           'hyperparameters': hyperparameters,
           'operating_point': operating_point,

@@ -350,8 +350,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise UsageError(f'cannot create {args.explain}: {error.strerror}') from None
     for line, threshold in classify_files(model, files, args.explain):
       if threshold is not None and not threshold_said:
-        print(f'operating point: an image is called malignant when its malignant probability '
-              f'reaches {threshold:.4f} (crossed_malignant_threshold in each line)',
+        print(f'operating point: the decision is malignant when the malignant probability '
+              f'reaches {threshold:.4f}, else the more probable other class; '
+              f'most_probable_class is the answer without the threshold',
               file=sys.stderr, flush=True)
         threshold_said = True
       print(json.dumps(line), flush=True)

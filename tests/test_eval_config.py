@@ -7,11 +7,13 @@ import tensorflow_model_analysis as tfma
 
 from models import calibration, features
 from pipeline import eval_config
-from pipeline.classification_statistics import bootstrap_intervals, probability_statistics
+from pipeline.classification_statistics import (bootstrap_intervals, paired_statistics,
+                                                 probability_statistics)
 from runs import summary
 
 
-def overall_metrics(labels, probabilities, decisions=None, uncalibrated=None) -> dict:
+def overall_metrics(labels, probabilities, decisions=None, uncalibrated=None,
+                    gate_on_bounds=False) -> dict:
   """The pipeline's metrics of each model output, on data frames instead of a model (TFMA's
   raw-data analysis takes one output at a time) and without the gate (its "no regression"
   part needs a baseline model). `decisions` default to the most probable class."""
@@ -22,7 +24,7 @@ def overall_metrics(labels, probabilities, decisions=None, uncalibrated=None) ->
                                                else uncalibrated)}
   found = {}
   for output, predictions in outputs.items():
-    config = eval_config.build_eval_config(min_accuracy=0.0)
+    config = eval_config.build_eval_config(min_accuracy=0.0, gate_on_bounds=gate_on_bounds)
     specs = [spec for spec in config.metrics_specs if list(spec.output_names) == [output]]
     del config.metrics_specs[:]
     for spec in specs:
@@ -158,3 +160,45 @@ def test_bootstrap_resamples_whole_groups_when_a_group_has_several_images():
       ['copies'] * 20 + [f'image {index}' for index in range(20)], draws=300)
   width = lambda found: found[eval_config.ACCURACY][1] - found[eval_config.ACCURACY][0]
   assert width(by_group) > width(by_image)
+
+
+def test_the_paired_interval_of_the_difference_is_narrower_than_the_two_intervals_apart():
+  # Two models that disagree on 12 of 120 images: the baseline right on 8 of them.
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, 3, size=120)
+  candidate = np.eye(3)[labels] * 0.8 + 0.1 / 1.5
+  wrong = np.eye(3)[(labels + 1) % 3] * 0.8 + 0.1 / 1.5
+  candidate[:20] = wrong[:20]  # both wrong on the first 20
+  baseline = candidate.copy()
+  candidate[20:28], baseline[28:32] = wrong[20:28], wrong[28:32]
+  groups = [f'image {index}' for index in range(120)]
+  both = np.concatenate([candidate, baseline], axis=1)
+  estimate = paired_statistics(labels, both)[eval_config.ACCURACY_VERSUS_BASELINE]
+  assert estimate == pytest.approx((92 - 96) / 120)
+  lower, upper = bootstrap_intervals(paired_statistics, labels, both, groups, draws=500,
+                                     seed=2)[eval_config.ACCURACY_VERSUS_BASELINE]
+  assert lower < estimate < upper
+  apart = [bootstrap_intervals(probability_statistics, labels, probabilities, groups, draws=500,
+                               seed=2)[eval_config.ACCURACY] for probabilities in (candidate,
+                                                                                   baseline)]
+  # Unpaired (two independent estimates), the difference's interval would be about
+  # √(w₁² + w₂²) wide.
+  unpaired = np.hypot(apart[0][1] - apart[0][0], apart[1][1] - apart[1][0])
+  assert upper - lower < 0.7 * unpaired
+
+
+def test_a_gate_on_a_bound_reads_the_end_of_the_interval_the_report_shows():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 3, size=60)
+  probabilities = rng.dirichlet([1, 1, 1], size=60)
+  probabilities[np.arange(60), labels] += 0.5
+  probabilities /= probabilities.sum(axis=1, keepdims=True)
+  metrics = overall_metrics(labels, probabilities, gate_on_bounds=True)
+  for name in (eval_config.ACCURACY + '_lower', eval_config.EXPECTED_CALIBRATION_ERROR + '_upper'):
+    assert 0 < metrics[name] < 1
+  # BootstrapBound draws as BootstrapIntervals does: the same end.
+  intervals = bootstrap_intervals(probability_statistics, labels, probabilities,
+                                  [str(index) for index in range(60)])
+  assert metrics[eval_config.ACCURACY + '_lower'] == pytest.approx(
+      intervals[eval_config.ACCURACY][0])
+  assert metrics[eval_config.ACCURACY + '_lower'] < metrics[eval_config.ACCURACY]
