@@ -113,7 +113,8 @@ def predict(members: List, pixels: np.ndarray, flips: bool) -> np.ndarray:
 
 def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_size: int,
              epochs, seed: int, calibration_percent: float, target_sensitivity: float,
-             members: int, hyperparameters: Optional[Dict] = None) -> Dict[str, float]:
+             members: int, hyperparameters: Optional[Dict] = None,
+             refit: bool = False) -> Dict[str, float]:
   """Trains on the other folds as the Trainer does: the training part dealt to one fold per
   member by group (one network: a calibration set), member m (seed `seed + m`) fitted on all but
   its fold, the operating point chosen on the members' out-of-fold predictions, and the
@@ -139,6 +140,16 @@ def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_s
   operating_point = calibration.choose_operating_point(
       np.concatenate([predict([model], pixels[indices], flips) for model, indices in chosen]),
       np.concatenate([labels[indices] for _, indices in chosen]), target_sensitivity)
+  if refit:
+    # The operating point stays the cross-fitted members'; the ensemble scored is refitted on the
+    # whole training part, from the same seeds.
+    whole = training.prefetched(
+        tf.data.Dataset.from_tensor_slices((pixels[train], labels[train]))
+        .shuffle(len(train), seed=seed, reshuffle_each_iteration=True).batch(BATCH_SIZE))
+    trained = training.train_ensemble(network, image_size, [whole] * members, None,
+                                      epochs=epochs, seed=seed, verbose=0,
+                                      hyperparameters=hyperparameters)[0]
+    seconds = time.time() - started
   uncalibrated = predict(trained, pixels[test], flips)
   probabilities = calibration.temperature_scale(uncalibrated, operating_point.temperature)
   result = score(labels[test], probabilities, uncalibrated, operating_point)
@@ -263,6 +274,9 @@ def main(argv=None) -> int:
   parser.add_argument('--hyperparameters', type=json.loads,
                       help='JSON object of hyperparameters to train with, e.g. the Tuner\'s best '
                       '(as `runs.inspect models --json` shows them): {"width": 1.25, ...}')
+  parser.add_argument('--refit', action='store_true',
+                      help='after choosing the operating point on the cross-fitted members, '
+                      'score an ensemble of as many members refitted on the whole training part')
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
   if args.compare:
@@ -274,11 +288,12 @@ def main(argv=None) -> int:
   results = {}
   for network in args.models:
     for size in sorted(set(args.members or [networks.RECIPES[network].members])):
-      name = network if size == 1 else f'{network} ×{size}'
+      name = (network if size == 1 else f'{network} ×{size}') + (' refit' if args.refit else '')
       for test_fold in args.run_folds or range(args.folds):
         row = run_fold(network, pixels, labels, fold, groups, test_fold, args.image_size,
                        args.epochs, args.seed, args.calibration_percent,
-                       args.target_malignant_sensitivity, size, args.hyperparameters)
+                       args.target_malignant_sensitivity, size, args.hyperparameters,
+                       args.refit)
         row['fold'] = test_fold
         results.setdefault(name, []).append(row)
         print(f'{name} fold {test_fold}: ' + ', '.join(

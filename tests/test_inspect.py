@@ -118,8 +118,15 @@ def test_models_lists_metrics_blessing_and_pushed_version(python, project_root, 
     lower, upper = (fourth['metrics'][f'{name}_lower'], fourth['metrics'][f'{name}_upper'])
     assert lower <= fourth['metrics'][name] <= upper
   assert 0 < fourth['malignant_threshold'] <= 1
+  # Which evidence decided: run 1's model was last evaluated in run 6, against run 4's model
+  # on the same eval images, and every gate passed.
+  assert all(check['passed'] for check in first['blessing_checks'])
+  versus = [check for check in first['blessing_checks']
+            if check['evidence'] == 'paired difference']
+  assert versus and versus[0]['value'] is not None and 'difference' in versus[0]['note']
   table = inspect(python, project_root, pipeline_runs, 'models', as_json=False)
   assert 'malignant threshold' in table.splitlines()[0] and 'sensitivity' in table.splitlines()[0]
+  assert 'every gate passed (vs baseline: lower end ' in table
   assert pipeline_runs['serving_after_first'][0] in table
 
 

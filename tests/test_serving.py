@@ -482,9 +482,9 @@ def test_predict_cli_says_the_operating_point_and_explains_where_the_model_looke
   assert completed.returncode == 0, completed.stderr
   said = [line for line in completed.stderr.splitlines() if line.startswith('operating point')]
   assert len(said) == 1  # once, not per image
-  threshold = float(said[0].split('reaches ')[1].split()[0])
+  threshold = float(said[0].split('reaches ')[1].split(',')[0])
   for line in lines:
-    assert line['crossed_malignant_threshold'] == (line['scores']['malignant'] >= threshold - 1e-4)
+    assert line['malignant_threshold'] == pytest.approx(threshold, abs=1e-4)
     with Image.open(line['explanation']) as overlay:
       assert overlay.format == 'PNG' and overlay.size == (96, 96)  # 48-px input, shown twice
   assert sorted(os.listdir(tmp_path / 'explained')) == ['benign (1).explained.png',
