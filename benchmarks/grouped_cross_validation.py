@@ -114,7 +114,7 @@ def predict(members: List, pixels: np.ndarray, flips: bool) -> np.ndarray:
 def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_size: int,
              epochs, seed: int, calibration_percent: float, target_sensitivity: float,
              members: int, hyperparameters: Optional[Dict] = None,
-             refit: bool = False) -> Dict[str, float]:
+             refit: bool = False, calibrate_members: bool = False) -> Dict[str, float]:
   """Trains on the other folds as the Trainer does: the training part dealt to one fold per
   member by group (one network: a calibration set), member m (seed `seed + m`) fitted on all but
   its fold, the operating point chosen on the members' out-of-fold predictions, and the
@@ -152,6 +152,12 @@ def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_s
     seconds = time.time() - started
   uncalibrated = predict(trained, pixels[test], flips)
   probabilities = calibration.temperature_scale(uncalibrated, operating_point.temperature)
+  if calibrate_members:
+    # The temperature was fitted on single members' predictions: scale each member's, then
+    # average.
+    probabilities = np.mean([calibration.temperature_scale(
+        predict([model], pixels[test], flips), operating_point.temperature) for model in trained],
+                            axis=0)
   result = score(labels[test], probabilities, uncalibrated, operating_point)
   result['train_seconds'] = seconds
   result['threshold'] = operating_point.malignant_threshold
@@ -277,6 +283,9 @@ def main(argv=None) -> int:
   parser.add_argument('--refit', action='store_true',
                       help='after choosing the operating point on the cross-fitted members, '
                       'score an ensemble of as many members refitted on the whole training part')
+  parser.add_argument('--calibrate-members', action='store_true',
+                      help="apply the temperature to each member's probabilities before "
+                      'averaging them, instead of to their average')
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
   if args.compare:
@@ -288,12 +297,13 @@ def main(argv=None) -> int:
   results = {}
   for network in args.models:
     for size in sorted(set(args.members or [networks.RECIPES[network].members])):
-      name = (network if size == 1 else f'{network} ×{size}') + (' refit' if args.refit else '')
+      name = (network if size == 1 else f'{network} ×{size}') + (' refit' if args.refit else '') + (
+          ' members calibrated' if args.calibrate_members else '')
       for test_fold in args.run_folds or range(args.folds):
         row = run_fold(network, pixels, labels, fold, groups, test_fold, args.image_size,
                        args.epochs, args.seed, args.calibration_percent,
                        args.target_malignant_sensitivity, size, args.hyperparameters,
-                       args.refit)
+                       args.refit, args.calibrate_members)
         row['fold'] = test_fold
         results.setdefault(name, []).append(row)
         print(f'{name} fold {test_fold}: ' + ', '.join(

@@ -34,6 +34,10 @@ def test_the_pushed_version_has_its_model_card_outside_the_published_folder(pipe
       'batch_size': 32,
       'pretrained_weights': backbones.weights_description(networks.DEFAULT_NETWORK, None)}
   assert 'malignant when p(malignant) ≥' in card['model']['operating_point_line']
+  assert 'a calibration set of ' in card['model']['operating_point_line']  # one network
+  # The two answers, kept apart.
+  assert ('the most probable class with its calibrated probability, and the decision at the '
+          'operating point') in card['model']['outputs']
   assert card['data']['class_counts'] == {
       'train': {name: 12 for name in features.LABEL_NAMES},
       'eval': {name: 3 for name in features.LABEL_NAMES}}

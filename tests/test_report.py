@@ -40,6 +40,9 @@ def test_each_run_writes_the_report_with_every_section(pipeline_runs, tmp_path):
   for picture in pictures:
     with Image.open(index.parent / picture) as image:
       assert image.format == 'PNG' and image.width > 300 and image.height > 200
+  # What the served model answers: the two answers, kept apart.
+  assert ('<code>most_probable_class</code> with its calibrated probability '
+          '(<code>most_probable_probability</code>), and <code>decision</code>') in page
   # Counts per class and split, as ExampleGen recorded them.
   first = pipeline_runs['stdout'][0]
   assert '<td>train</td><td>12</td><td>12</td><td>12</td><td>36</td>' in page, first
