@@ -107,8 +107,8 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       help="networks in the deep ensemble, each trained from its own seed on the "
                       "training split less a fold held out from it; their out-of-fold "
                       "predictions choose the operating point, and the exported model averages "
-                      "their probabilities (default: the network's recipe: 3 for "
-                      "efficientnet_lite0, 2 for sepconv_residual, 1 for the others)")
+                      "their probabilities (default: the network's recipe: 2 for "
+                      "efficientnet_lite0 and sepconv_residual, 1 for the others)")
   parser.add_argument('--seed', type=int, default=defaults.seed,
                       help='random seed of the training (ensemble member i trains from seed + i) '
                       '(default: %(default)s)')
