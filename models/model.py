@@ -2,11 +2,12 @@
 and the export.
 
 The operating point is chosen on out-of-sample predictions of the training split (the eval split
-is never used to choose anything). An ensemble is cross-fitted: the training split is dealt to
-one fold per member by near-duplicate group, stratified by label, and each member trains on the
-other folds, so each training image is predicted by the one member that never saw it. One network
-sets aside a calibration set instead, `calibration_percent` % of the training split. On those
-predictions the ensemble gets a temperature that calibrates its probabilities and a malignant
+is never used to choose anything). An ensemble is cross-fitted first: the training split is dealt
+to one fold per member by near-duplicate group, stratified by label, and each member trains on
+the other folds, so each training image is predicted by the one member that never saw it; then
+the members that ship are refitted on the whole training split from the same seeds. One network
+sets aside a calibration set instead, `calibration_percent` % of the training split, and ships
+as trained without it. On those predictions the model gets a temperature that calibrates its probabilities and a malignant
 threshold that reaches `target_malignant_sensitivity` (models/calibration.py), both built into
 the exported model (models/export.py says its signatures) and written to `operating_point.json`
 in the Model artifact. When the Tuner chose the hyperparameters, it scored its trials on member
@@ -19,7 +20,7 @@ members' probabilities before calibration.
 The Model artifact also gets the TFLite model (`tflite/model.tflite` and `tflite/metadata.json`).
 Next to TensorBoard logs (one folder per member of an ensemble), the model-run directory gets
 `training_curves.png` (accuracy and loss per epoch, training and validation, every member) and
-`history.json` (a list: one history per member).
+`history.json` (a list: one history per member), all of the members that ship.
 """
 
 import dataclasses
@@ -86,21 +87,30 @@ def run_fn(fn_args) -> None:
       features.TRANSFORMED_IMAGE_KEY].shape[0]
   # The Tuner's best (keras_tuner.HyperParameters config), when the pipeline tuned.
   hyperparameters = dict((fn_args.hyperparameters or {}).get('values', {}))
-  trained, histories = training.train_ensemble(
-      network, image_size,
-      [batches(folds.training(member), batch_size, shuffle_seed=config[SEED_KEY])
-       for member in range(members)],
-      batches(eval_examples, batch_size), epochs=config[EPOCHS_KEY],
-      seed=config[SEED_KEY], hyperparameters=hyperparameters,
-      backbone_weights=config[BACKBONE_WEIGHTS_KEY],
-      callbacks_of_member=lambda member: [keras.callbacks.TensorBoard(
-          log_dir=(os.path.join(fn_args.model_run_dir, f'member_{member}') if members > 1
-                   else fn_args.model_run_dir))])
+  logs_of_member = lambda member: [keras.callbacks.TensorBoard(
+      log_dir=(os.path.join(fn_args.model_run_dir, f'member_{member}') if members > 1
+               else fn_args.model_run_dir))]
+
+  def train(datasets, shipped: bool):
+    return training.train_ensemble(
+        network, image_size, datasets, batches(eval_examples, batch_size),
+        epochs=config[EPOCHS_KEY], seed=config[SEED_KEY], hyperparameters=hyperparameters,
+        backbone_weights=config[BACKBONE_WEIGHTS_KEY],
+        callbacks_of_member=logs_of_member if shipped else lambda member: ())
+
+  # An ensemble is cross-fitted to choose the operating point, then refitted to ship; one
+  # network is trained once, without its calibration set.
+  if members > 1:
+    print(f'cross-fitting {members} members, each without the fold held out from it, to choose '
+          'the operating point on their out-of-fold predictions', flush=True)
+  choosers, histories = train([batches(folds.training(member), batch_size,
+                                       shuffle_seed=config[SEED_KEY])
+                               for member in range(members)], shipped=members == 1)
   # The eval split is only reported on; the operating point comes from out-of-sample
   # predictions of the training split, less the fold the Tuner scored its trials on.
   scored = range(1 if hyperparameters else 0, folds.folds)
   operating_point = calibration.choose_operating_point(
-      *training.predict_held_out([trained[fold] for fold in scored],
+      *training.predict_held_out([choosers[fold] for fold in scored],
                                  [batches(folds.held_out(fold), batch_size) for fold in scored],
                                  test_time_flips),
       target_sensitivity=config[TARGET_SENSITIVITY_KEY],
@@ -110,6 +120,13 @@ def run_fn(fn_args) -> None:
   print(f'operating point chosen on {operating_point.calibration_examples} out-of-sample '
         f'predictions ({operating_point.calibration_malignant} malignant) of {members} '
         f'member(s), {operating_point.left_out_for_tuning} left out for the Tuner', flush=True)
+  trained = choosers
+  if members > 1:
+    # The ensemble that ships: the members refitted on the whole training split, from the same
+    # seeds (docs/experiments.md compares it with shipping the cross-fitted members).
+    print(f'refitting the {members} members on the whole training split', flush=True)
+    trained, histories = train([batches(training_examples, batch_size,
+                                        shuffle_seed=config[SEED_KEY])] * members, shipped=True)
 
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), 'w') as handle:
     json.dump(histories, handle, indent=1)
