@@ -287,9 +287,12 @@ def format_summary(summary: RunSummary) -> str:
       if name.startswith('example_count') or name.endswith(('_lower', '_upper', '_lower_diff',
                                                             '_upper_diff')):
         continue
-      # A difference from the baseline has its interval as differences too.
-      stem, diff = (name[:-len('_diff')], '_diff') if name.endswith('_diff') else (name, '')
-      lower, upper = metrics.get(f'{stem}_lower{diff}'), metrics.get(f'{stem}_upper{diff}')
+      # Of the differences from the baseline, only the paired one has an interval: TFMA's other
+      # differences subtract the baseline's interval ends, which is no interval of a difference.
+      paired = name == eval_config.ACCURACY_VERSUS_BASELINE + '_diff'
+      lower, upper = ((metrics.get(f'{eval_config.ACCURACY_VERSUS_BASELINE}_lower_diff'),
+                       metrics.get(f'{eval_config.ACCURACY_VERSUS_BASELINE}_upper_diff'))
+                      if paired else (metrics.get(name + '_lower'), metrics.get(name + '_upper')))
       interval = f'  [{lower:.3f}, {upper:.3f}]' if lower is not None else ''
       lines.append(f'    {name:<40} {metrics[name]:.4f}{interval}')
   for title, matrix in (('most probable class', summary.confusion_matrix),
