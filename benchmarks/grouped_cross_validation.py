@@ -3,7 +3,8 @@
     python -m benchmarks.grouped_cross_validation --data-root ../shared/data/busi
         [--folds 5] [--models sepconv_residual seed] [--image-size 180] [--epochs N]
         [--run-folds 0 1 ...] [--calibration-percent 15] [--target-malignant-sensitivity 0.9]
-        [--members 1 2 3] [--hyperparameters '{"width": 1.25}'] [--json results.json]
+        [--members 1 2 3] [--ship-cross-fitted] [--hyperparameters '{"width": 1.25}']
+        [--json results.json]
     python -m benchmarks.grouped_cross_validation --compare base.json new.json [--baseline NAME]
 
 Folds are made as ImageExampleGen makes its split: images are grouped by perceptual hash
@@ -13,7 +14,8 @@ Images are decoded and resized by the same function as Transform, and each fold 
 the Trainer trains: the fold's training part dealt by group to one held-out fold per ensemble
 member (one network: a calibration set), each member fitted on the rest by
 `models.training.train_ensemble` with its recipe, the temperature and the malignant threshold
-chosen on the members' out-of-fold predictions. For each network it prints per-fold and mean ±
+chosen on the members' out-of-fold predictions, then the members refitted on the whole training
+part to be scored. For each network it prints per-fold and mean ±
 standard deviation of accuracy, macro-F1, one-vs-rest macro AUC, per-class recall, malignant
 sensitivity and specificity at the shipped operating point, expected calibration error before
 and after temperature scaling, and training seconds; per fold also the threshold, the
@@ -114,50 +116,38 @@ def predict(members: List, pixels: np.ndarray, flips: bool) -> np.ndarray:
 def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_size: int,
              epochs, seed: int, calibration_percent: float, target_sensitivity: float,
              members: int, hyperparameters: Optional[Dict] = None,
-             refit: bool = False, calibrate_members: bool = False) -> Dict[str, float]:
+             ship_cross_fitted: bool = False) -> Dict[str, float]:
   """Trains on the other folds as the Trainer does: the training part dealt to one fold per
   member by group (one network: a calibration set), member m (seed `seed + m`) fitted on all but
-  its fold, the operating point chosen on the members' out-of-fold predictions, and the
-  ensemble scored on the test fold."""
+  its fold, the operating point chosen on the members' out-of-fold predictions; then an
+  ensemble refitted on the whole training part from the same seeds (`ship_cross_fitted`: the
+  cross-fitted members instead) is scored on the test fold."""
   train = np.flatnonzero(fold != test_fold)
   held_out = np.array(group_split.held_out_folds(labels[train].tolist(), groups[train].tolist(),
                                                  members, calibration_percent))
   test = np.flatnonzero(fold == test_fold)
   flips = networks.RECIPES[network].test_time_flips
+
+  def train_members(member_indices):
+    return training.train_ensemble(
+        network, image_size,
+        [training.prefetched(tf.data.Dataset.from_tensor_slices((pixels[indices], labels[indices]))
+                             .shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+                             .batch(BATCH_SIZE)) for indices in member_indices],
+        None, epochs=epochs, seed=seed, verbose=0, hyperparameters=hyperparameters)[0]
+
   started = time.time()
-  trained: List = []
-  for member in range(members):
-    fitting = train[held_out != member]
-    train_dataset = training.prefetched(
-        tf.data.Dataset.from_tensor_slices((pixels[fitting], labels[fitting]))
-        .shuffle(len(fitting), seed=seed, reshuffle_each_iteration=True).batch(BATCH_SIZE))
-    trained.extend(training.train_ensemble(network, image_size, [train_dataset], None,
-                                           epochs=epochs, seed=seed + member, verbose=0,
-                                           hyperparameters=hyperparameters)[0])
-  seconds = time.time() - started
+  trained = train_members([train[held_out != member] for member in range(members)])
   chosen = [(trained[member], train[held_out == member]) for member in range(members)
             if np.any(held_out == member)]
   operating_point = calibration.choose_operating_point(
       np.concatenate([predict([model], pixels[indices], flips) for model, indices in chosen]),
       np.concatenate([labels[indices] for _, indices in chosen]), target_sensitivity)
-  if refit:
-    # The operating point stays the cross-fitted members'; the ensemble scored is refitted on the
-    # whole training part, from the same seeds.
-    whole = training.prefetched(
-        tf.data.Dataset.from_tensor_slices((pixels[train], labels[train]))
-        .shuffle(len(train), seed=seed, reshuffle_each_iteration=True).batch(BATCH_SIZE))
-    trained = training.train_ensemble(network, image_size, [whole] * members, None,
-                                      epochs=epochs, seed=seed, verbose=0,
-                                      hyperparameters=hyperparameters)[0]
-    seconds = time.time() - started
+  if members > 1 and not ship_cross_fitted:
+    trained = train_members([train] * members)
+  seconds = time.time() - started
   uncalibrated = predict(trained, pixels[test], flips)
   probabilities = calibration.temperature_scale(uncalibrated, operating_point.temperature)
-  if calibrate_members:
-    # The temperature was fitted on single members' predictions: scale each member's, then
-    # average.
-    probabilities = np.mean([calibration.temperature_scale(
-        predict([model], pixels[test], flips), operating_point.temperature) for model in trained],
-                            axis=0)
   result = score(labels[test], probabilities, uncalibrated, operating_point)
   result['train_seconds'] = seconds
   result['threshold'] = operating_point.malignant_threshold
@@ -280,12 +270,9 @@ def main(argv=None) -> int:
   parser.add_argument('--hyperparameters', type=json.loads,
                       help='JSON object of hyperparameters to train with, e.g. the Tuner\'s best '
                       '(as `runs.inspect models --json` shows them): {"width": 1.25, ...}')
-  parser.add_argument('--refit', action='store_true',
-                      help='after choosing the operating point on the cross-fitted members, '
-                      'score an ensemble of as many members refitted on the whole training part')
-  parser.add_argument('--calibrate-members', action='store_true',
-                      help="apply the temperature to each member's probabilities before "
-                      'averaging them, instead of to their average')
+  parser.add_argument('--ship-cross-fitted', action='store_true',
+                      help='score the cross-fitted members themselves instead of an ensemble '
+                      'refitted on the whole training part (as the Trainer ships it)')
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
   if args.compare:
@@ -297,13 +284,13 @@ def main(argv=None) -> int:
   results = {}
   for network in args.models:
     for size in sorted(set(args.members or [networks.RECIPES[network].members])):
-      name = (network if size == 1 else f'{network} ×{size}') + (' refit' if args.refit else '') + (
-          ' members calibrated' if args.calibrate_members else '')
+      name = (network if size == 1 else f'{network} ×{size}') + (
+          ' cross-fitted' if args.ship_cross_fitted and size > 1 else '')
       for test_fold in args.run_folds or range(args.folds):
         row = run_fold(network, pixels, labels, fold, groups, test_fold, args.image_size,
                        args.epochs, args.seed, args.calibration_percent,
                        args.target_malignant_sensitivity, size, args.hyperparameters,
-                       args.refit, args.calibrate_members)
+                       args.ship_cross_fitted)
         row['fold'] = test_fold
         results.setdefault(name, []).append(row)
         print(f'{name} fold {test_fold}: ' + ', '.join(
