@@ -107,8 +107,9 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       help="networks in the deep ensemble, each from its own seed: cross-fitted "
                       "(each without a fold held out from it) so that their out-of-fold "
                       "predictions choose the operating point, then refitted on the whole "
-                      "training split; the exported model averages their probabilities (default: the network's recipe: 2 for "
-                      "efficientnet_lite0 and sepconv_residual, 1 for the others)")
+                      "training split; the exported model averages their probabilities "
+                      "(default: the network's recipe: 2 for efficientnet_lite0 and "
+                      "sepconv_residual, 1 for the others)")
   parser.add_argument('--seed', type=int, default=defaults.seed,
                       help='random seed of the training (ensemble member i trains from seed + i) '
                       '(default: %(default)s)')
