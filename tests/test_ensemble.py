@@ -3,6 +3,7 @@ their probabilities, with the same signatures as one network."""
 
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -89,3 +90,11 @@ def test_the_trainer_trains_each_member_of_the_ensemble(pipeline_runs):
   execution = store.get_executions_by_id([trainer.execution_id])[0]
   custom_config = metadata_store.execution_json_property(execution, 'custom_config')
   assert custom_config[model.ENSEMBLE_MEMBERS_KEY] == 2
+  # Cross-fitted on half the 36 training images each (one batch an epoch) to choose the
+  # operating point, then refitted on all of them (two batches) to ship.
+  stdout = pipeline_runs['stdout'][3]
+  cross_fitting = stdout.index('cross-fitting 2 members')
+  refitting = stdout.index('refitting the 2 members on the whole training split')
+  steps = lambda text: re.findall(r'^(\d+)/\d+ - ', text, re.MULTILINE)
+  assert set(steps(stdout[cross_fitting:refitting])) == {'1'}
+  assert set(steps(stdout[refitting:])) == {'2'}
