@@ -1,7 +1,7 @@
 """The Trainer's and the Tuner's datasets: transformed examples read once, batched, and the
 training split dealt to the folds held out from each ensemble member (models/group_split.py)."""
 
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -45,7 +45,6 @@ class HeldOutFolds:
     fold_of_group = dict(zip(groups, group_split.held_out_folds(labels, groups, members,
                                                                 calibration_percent)))
     self.examples = examples
-    self.members = members
     self.folds = max(fold_of_group.values(), default=-1) + 1
     self.labels_of_fold = [[label for label, group in zip(labels, groups)
                             if fold_of_group[group] == fold] for fold in range(self.folds)]
@@ -65,8 +64,3 @@ class HeldOutFolds:
 
   def held_out(self, member: int) -> tf.data.Dataset:
     return self.examples.filter(lambda pixels, label, group: tf.equal(self._fold(group), member))
-
-  def sizes(self) -> List[Tuple[int, int]]:
-    """(examples, malignant examples) per fold."""
-    return [(len(labels), labels.count(features.MALIGNANT_LABEL))
-            for labels in self.labels_of_fold]

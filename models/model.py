@@ -115,7 +115,7 @@ def run_fn(fn_args) -> None:
                                  test_time_flips),
       target_sensitivity=config[TARGET_SENSITIVITY_KEY],
       chosen_on=calibration.OUT_OF_FOLD if members > 1 else calibration.HELD_OUT)
-  operating_point.left_out_for_tuning = sum(folds.sizes()[fold][0]
+  operating_point.left_out_for_tuning = sum(len(folds.labels_of_fold[fold])
                                             for fold in range(folds.folds) if fold not in scored)
   print(f'operating point chosen on {operating_point.calibration_examples} out-of-sample '
         f'predictions ({operating_point.calibration_malignant} malignant) of {members} '

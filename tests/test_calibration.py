@@ -181,7 +181,7 @@ def test_each_member_trains_on_everything_but_its_held_out_fold():
     assert training and held_out[member] and not training & held_out[member]
     assert len(training) + len(held_out[member]) == 100
   assert set().union(*held_out) == groups_of(examples)  # every example held out once
-  assert sum(size for size, _ in folds.sizes()) == 300
+  assert sum(map(len, folds.labels_of_fold)) == 300
   # One network: a calibration set of about 15 % of the groups, held out from it.
   single = datasets.HeldOutFolds(examples, 1, 15)
   assert single.folds == 1
