@@ -1,17 +1,18 @@
 """The Trainer's run_fn: datasets from the transformed examples, training, the operating point,
 and the export.
 
-The operating point is chosen on out-of-sample predictions of the training split (the eval split
-is never used to choose anything). An ensemble is cross-fitted first: the training split is dealt
-to one fold per member by near-duplicate group, stratified by label, and each member trains on
-the other folds, so each training image is predicted by the one member that never saw it; then
-the members that ship are refitted on the whole training split from the same seeds. One network
-sets aside a calibration set instead, `calibration_percent` % of the training split, and ships
-as trained without it. On those predictions the model gets a temperature that calibrates its probabilities and a malignant
-threshold that reaches `target_malignant_sensitivity` (models/calibration.py), both built into
-the exported model (models/export.py says its signatures) and written to `operating_point.json`
-in the Model artifact. When the Tuner chose the hyperparameters, it scored its trials on member
-0's fold (models/tuning.py), so that fold's predictions are left out of the choice.
+The operating point is chosen on out-of-sample predictions of the training split (the eval split is
+never used to choose anything). An ensemble is cross-fitted first: the training split is dealt to
+one fold per member by near-duplicate group, stratified by label, and each member trains on the
+other folds, so each training image is predicted by the one member that never saw it; then the
+members that ship are refitted on the whole training split from the same seeds. One network sets
+aside a calibration set instead, `calibration_percent` % of the training split, and ships as trained
+without it. On those predictions the model gets a temperature that calibrates its probabilities and
+a malignant threshold that reaches `target_malignant_sensitivity` (models/calibration.py), both
+built into the exported model (models/export.py says its signatures) and written to
+`operating_point.json` in the Model artifact. When the Tuner chose the hyperparameters, it scored
+its trials on member 0's fold (models/tuning.py), so that fold's predictions are left out of the
+choice.
 
 The network and how it is trained come from `models.training` and the network's recipe; a
 recipe with test-time flips is exported averaging over the image and its mirror image, and an

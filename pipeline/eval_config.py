@@ -20,12 +20,12 @@ calibration error) instead of the estimate. The thresholds are attached to the o
 only: TFMA applies a plain `threshold` to every slice, so a weak class slice would otherwise veto
 the blessing on its own.
 
-The default margin (pipeline/configs.py), 0.10: on BUSI's eval split (122 images) two equally
-good models that disagree on one image in ten have a paired difference with a standard error of
-about 0.029, so the lower end of its interval sits about 0.056 below the difference. With a margin of 0.10 such
-a retrain is blessed with P ≈ 0.94 (0.05 would bless it less than half the time), and a
-candidate 0.10 worse (disagreeing on more images) passes with P ≈ 0.03. docs/pipeline.md shows
-the arithmetic; a larger eval split affords a smaller margin.
+The default margin (pipeline/configs.py), 0.10: on BUSI's eval split (122 images) two equally good
+models that disagree on one image in ten have a paired difference with a standard error of about
+0.029, so the lower end of its interval sits about 0.056 below the difference. With a margin of 0.10
+such a retrain is blessed with P ≈ 0.94 (0.05 would bless it less than half the time), and a
+candidate 0.10 worse (disagreeing on more images) passes with P ≈ 0.03. docs/pipeline.md shows the
+arithmetic; a larger eval split affords a smaller margin.
 """
 
 import json

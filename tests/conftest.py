@@ -117,12 +117,14 @@ def pipeline_runs(first_runs, tmp_path_factory, worker_id, python, project_root)
     output_dir = first_runs['output_dir']
     third = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '1.01')
     serving_after_third = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
-    # A drop of at most 1 is always allowed: compared with the baseline, and certainly blessed.
+    # A non-inferiority margin of 1: compared with the baseline on the same images, and
+    # certainly blessed.
     # Tuned by a two-trial search, then an ensemble of two one-epoch networks trained with the
     # best hyperparameters (test_ensemble.py, test_tuning.py); no on-device model
     # (test_serving_check.py).
     fourth = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
-                          '--epochs', '1', '--ensemble-members', '2', '--non-inferiority-margin', '1',
+                          '--epochs', '1', '--ensemble-members', '2',
+                          '--non-inferiority-margin', '1',
                           '--tune', '--tuning-trials', '2', '--tuning-epochs', '1',
                           '--tflite-weights', 'none')
     # Every gate passable but the calibration error's, which no model meets (it is never 0).

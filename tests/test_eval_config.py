@@ -58,8 +58,8 @@ def test_the_gate_finds_its_metrics():
   # Without a baseline (the first run) TFMA drops change thresholds: only the absolute gates.
   first_run = tfma.utils.update_eval_config_with_defaults(config, has_baseline=False,
                                                         rubber_stamp=True)
-  assert versus_baseline not in {key.name for key in tfma.metrics.metric_thresholds_from_metrics_specs(
-      first_run.metrics_specs)}
+  first_run_keys = tfma.metrics.metric_thresholds_from_metrics_specs(first_run.metrics_specs)
+  assert versus_baseline not in {key.name for key in first_run_keys}
 
 
 def test_the_gates_on_bounds_read_the_interval_ends_instead_of_the_estimates():
@@ -68,7 +68,8 @@ def test_the_gates_on_bounds_read_the_interval_ends_instead_of_the_estimates():
   thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(config.metrics_specs)
   bounds = {key.name: threshold[0][1] for key, threshold in thresholds.items()
             if not key.is_diff}
-  assert set(bounds) == {eval_config.ACCURACY + '_lower', eval_config.MALIGNANT_SENSITIVITY + '_lower',
+  assert set(bounds) == {eval_config.ACCURACY + '_lower',
+                         eval_config.MALIGNANT_SENSITIVITY + '_lower',
                          eval_config.EXPECTED_CALIBRATION_ERROR + '_upper'}
   assert bounds[eval_config.ACCURACY + '_lower'].lower_bound.value == 0.5
   assert bounds[eval_config.EXPECTED_CALIBRATION_ERROR + '_upper'].upper_bound.value == 0.1

@@ -14,7 +14,7 @@ quick tier).
    cannot fail (a margin of 1): blessed and pushed as a second version.
 5. With every gate passable but `--max-calibration-error 0`, which no model meets: the
    Evaluator refuses the blessing on the calibration error alone, and nothing is pushed.
-6. The first run's model again, blessed (any drop allowed), with a serving latency ceiling of
+6. The first run's model again, blessed (a margin of 1), with a serving latency ceiling of
    0.01 ms that no model meets: ServingCheck fails it and nothing is pushed (test_serving_check.py).
 Everything is asserted from ML Metadata and the files it points to.
 """
