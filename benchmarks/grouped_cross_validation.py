@@ -66,9 +66,9 @@ def load_images(data_root: str, image_size: int, folds: int):
       with Image.open(os.path.join(folder, name)) as image:
         records.append({'file': relative, 'label': class_name,
                         'hash': near_duplicates.perceptual_hash(image)})
-  plan = dict(split_plan.plan_splits(records, list(range(1, folds + 1)),
+  plan, _ = split_plan.plan_splits(records, list(range(1, folds + 1)),
                                    near_duplicates.DEFAULT_MAX_DISTANCE, 'exclude',
-                                   excluded_index=folds))
+                                   excluded_index=folds)
   kept = [record for record in records if plan[record['file']][0] < folds]
   encoded = tf.constant([tf.io.read_file(os.path.join(data_root, record['file'])).numpy()
                          for record in kept])

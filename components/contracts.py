@@ -66,6 +66,8 @@ SKIPPED_FILES_FILE = 'skipped_files.jsonl'
 IGNORED_FILES_FILE = 'ignored_files.jsonl'
 NORMALISED_FILES_FILE = 'normalised_files.jsonl'
 CLASS_COUNTS_FILE = 'class_counts.jsonl'
+# Older spans' images sharing a near-duplicate group with one of the newest span's.
+OLDER_SPAN_COMPANIONS_FILE = 'older_span_companions.jsonl'
 
 # Custom properties of DataQualityCheck's DataQualityReport artifact: the headline counts, and
 # the violations that DataValidationGate stops the run on.

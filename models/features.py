@@ -18,6 +18,15 @@ IMAGE_HASH_KEY = 'image_hash'  # 128-bit perceptual hash of the pixels, 32 hex d
 # groups of one. A group never spans two splits.
 DUPLICATE_GROUP_KEY = 'duplicate_group'
 
+# What the image looks like, in numbers TFDV can compare between spans and with served requests
+# (drift and skew): grey levels scaled to [0, 1], their mean and standard deviation, and the
+# share of pixels darker than DARK_GREY_LEVEL.
+MEAN_INTENSITY_KEY = 'mean_intensity'
+CONTRAST_KEY = 'contrast'
+DARK_FRACTION_KEY = 'dark_fraction'
+CONTENT_KEYS = (MEAN_INTENSITY_KEY, CONTRAST_KEY, DARK_FRACTION_KEY)
+DARK_GREY_LEVEL = 32  # of 255
+
 # The class vocabulary: the data root's folder names, in this order. The order fixes the
 # integer labels, so it must never change under a trained model.
 LABEL_NAMES = ('benign', 'malignant', 'normal')

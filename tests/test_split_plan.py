@@ -44,8 +44,8 @@ def records_with_groups(seed: int = 0):
 
 
 def plan(records, policy='exclude'):
-  return dict(split_plan.plan_splits(records, BUCKETS, near_duplicates.DEFAULT_MAX_DISTANCE,
-                                     policy, excluded_index=EXCLUDED))
+  return split_plan.plan_splits(records, BUCKETS, near_duplicates.DEFAULT_MAX_DISTANCE,
+                                policy, excluded_index=EXCLUDED)[0]
 
 
 def test_every_record_gets_a_split_and_copies_share_one_group_and_split():

@@ -59,7 +59,8 @@ def DataQualityCheck(examples: InputArtifact[standard_artifacts.Examples],
   max_hash_distance = examples.get_int_custom_property(contracts.MAX_HASH_DISTANCE_PROPERTY)
   policy = examples.get_string_custom_property(contracts.LABEL_CONFLICT_POLICY_PROPERTY)
   rows = report.read_image_rows(split_uris)
-  data_quality_report = report.build_report(rows, max_hash_distance, policy)
+  data_quality_report = report.build_report(rows + report.read_older_span_rows(examples.uri),
+                                            max_hash_distance, policy)
 
   shown = data_quality_report['duplicate_groups'][:contact_sheet.MAX_ROWS]
   wanted = {member['file'] for group in shown for member in group['files']}

@@ -9,13 +9,14 @@ hashes lie within the distance ExampleGen used.
 
 import collections
 import dataclasses
+import json
 import os
 from typing import Dict, Iterable, List, Set
 
 import tensorflow as tf
 
 from components import near_duplicates
-from components.contracts import EXCLUDED_SPLIT
+from components.contracts import EXCLUDED_SPLIT, OLDER_SPAN_COMPANIONS_FILE
 from models import features
 
 _ROW_KEYS = (features.FILENAME_KEY, features.LABEL_NAME_KEY, features.IMAGE_HASH_KEY,
@@ -29,6 +30,8 @@ class ImageRow:
   split: str
   image_hash: str
   group: str
+  # An older span's image in a group with one of this span's: checked against, not counted.
+  older_span: bool = False
 
 
 def _text(example: tf.train.Example, key: str) -> str:
@@ -43,6 +46,17 @@ def read_examples(split_uri: str) -> Iterable[tf.train.Example]:
     return
   for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
     yield tf.train.Example.FromString(record.numpy())
+
+
+def read_older_span_rows(examples_uri: str) -> List[ImageRow]:
+  """The older spans' images ImageExampleGen found in a group with one of this span's."""
+  path = os.path.join(examples_uri, OLDER_SPAN_COMPANIONS_FILE)
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as handle:
+    found = [json.loads(line) for line in handle if line.strip()]
+  return [ImageRow(row['file'], row['label'], row['split'], row['hash'], row['group'],
+                   older_span=True) for row in found]
 
 
 def read_image_rows(split_uris: Dict[str, str]) -> List[ImageRow]:
@@ -73,7 +87,8 @@ def _group_summary(name: str, members: List[ImageRow]) -> dict:
       'labels': dict(sorted(labels.items())),
       'label_conflict': len(labels) > 1,
       'splits': sorted({row.split for row in members}),
-      'files': [{'file': row.file, 'label': row.label, 'split': row.split} for row in members],
+      'files': [{'file': row.file, 'label': row.label, 'split': row.split,
+                 **({'older_span': True} if row.older_span else {})} for row in members],
   }
 
 
@@ -118,7 +133,11 @@ def _violations(report: dict, groups: List[dict]) -> List[str]:
     violations.append(f'{len(conflicts)} label conflict(s) (the same image under different '
                       f'labels) and the label-conflict policy is fail: {named}')
   if policy == 'exclude':
-    kept = [group['group'] for group in conflicts if group['splits'] != [EXCLUDED_SPLIT]]
+    # An older span's image was trained on when its span was ingested: only this span's
+    # images can still be excluded.
+    kept = [group['group'] for group in conflicts
+            if any(member['split'] != EXCLUDED_SPLIT for member in group['files']
+                   if not member.get('older_span'))]
     if kept:
       violations.append(f'{len(kept)} label conflict(s) were to be excluded but are in the '
                         f'training or evaluation data: {", ".join(kept[:5])}')
@@ -127,10 +146,15 @@ def _violations(report: dict, groups: List[dict]) -> List[str]:
 
 def build_report(rows: List[ImageRow], max_hash_distance: int,
                  label_conflict_policy: str) -> dict:
-  """Every figure of the data-quality artifact, plus the violations that stop the run."""
+  """Every figure of the data-quality artifact, plus the violations that stop the run.
+
+  `rows` may hold older spans' images that share a group with this span's (`older_span`): they
+  take part in the groups, conflicts and leaks, and are not counted as this span's images."""
   members = collections.defaultdict(list)
   for row in rows:
     members[row.group].append(row)
+  older_rows = [row for row in rows if row.older_span]
+  rows = [row for row in rows if not row.older_span]
   duplicate_groups = [_group_summary(name, group) for name, group in members.items()
                       if len(group) > 1]
   # Conflicts first, then the largest groups: the order of the contact sheet.
@@ -145,14 +169,15 @@ def build_report(rows: List[ImageRow], max_hash_distance: int,
       'max_hash_distance': max_hash_distance,
       'label_conflict_policy': label_conflict_policy,
       'image_count': len(rows),
-      'group_count': len(members),
+      'group_count': len({row.group for row in rows}),
+      'older_span_companion_count': len(older_rows),
       'duplicate_group_count': len(duplicate_groups),
       'images_in_duplicate_groups': sum(group['size'] for group in duplicate_groups),
       'label_conflict_count': len(conflicts),
       'images_in_label_conflicts': sum(group['size'] for group in conflicts),
       'excluded_image_count': sum(1 for row in rows if row.split == EXCLUDED_SPLIT),
       'class_counts': dict(class_counts),
-      'cross_split_leaks': find_cross_split_leaks(rows, max_hash_distance),
+      'cross_split_leaks': find_cross_split_leaks(rows + older_rows, max_hash_distance),
   }
   report['cross_split_leak_count'] = len(report['cross_split_leaks'])
   report['violations'] = _violations(report, duplicate_groups)

@@ -4,7 +4,9 @@ TFX's file-based driver fingerprints the files an input pattern matches through 
 filesystem layer, which sees neither nested folders nor files outside the pattern and fails on a
 file name that is not valid UTF-8. This one fingerprints exactly what the executor lists
 (`image_files.fingerprint_data_root`), so the cache reruns ImageExampleGen when any file under
-the data root changes, and never on a file name.
+the data root changes, and never on a file name. A data root of span folders (`span-1`,
+`span-2`, ...) is read a span at a time, the newest first, as TFX's `{SPAN}` patterns are: the
+span is recorded on the Examples artifact and the input pattern names its folder.
 """
 
 from typing import Iterable, Optional, Tuple
@@ -16,11 +18,19 @@ from components.image_example_gen import image_files
 
 
 class ImageFolderInputProcessor(input_processor.FileBasedInputProcessor):
-  """One span, version none; the fingerprint of the whole data root."""
+  """The newest span folder (`span-<N>`), or span 0 for a data root without spans; version
+  none; the fingerprint of the whole data root (an older span's files decide the newest one's
+  split too)."""
 
   def resolve_span_and_version(self) -> Tuple[int, Optional[int]]:
     self._fingerprint = image_files.fingerprint_data_root(self._input_base_uri)
-    return 0, None
+    return image_files.newest_span(self._input_base_uri), None
+
+  def get_pattern_for_span_version(self, pattern: str, span: int,
+                                   version: Optional[int]) -> str:
+    del version
+    folder = image_files.span_folders(self._input_base_uri).get(span)
+    return image_files.span_prefix(folder) + pattern if folder else pattern
 
 
 class ImageFolderDriver(driver.FileBasedDriver):

@@ -63,22 +63,25 @@ def _skip(entry: Dict[str, Any], reason: str) -> beam.pvalue.TaggedOutput:
                                             'counted': True})
 
 
-def hash_images(keyed_entries: Tuple[str, Iterable[Dict[str, Any]]]):
-  """(grouping key, entries) → {'file', 'label', 'hash'} per readable image.
+def hash_images(keyed_entries: Tuple[str, Iterable[Dict[str, Any]]], newest_span: int):
+  """(grouping key, entries) → {'file', 'label', 'hash', 'span'} per readable image.
 
-  Unreadable images go to the SKIPPED output with the reason (and so are left out of the plan).
+  Unreadable images of the newest span go to the SKIPPED output with the reason (and so are left
+  out of the plan); an older span's were reported when it was ingested.
   """
   key, entries = keyed_entries
   for entry in entries:
     if entry['kind'] != 'image':
       continue
+    span = image_files.span_of_file(entry['file'])
     try:
       _, image = image_files.read_image(entry['path'])
     except (image_files.UnusableFile, OSError, tf.errors.OpError) as error:
-      yield _skip(entry, getattr(error, 'message', None) or str(error))
+      if span == newest_span:
+        yield _skip(entry, getattr(error, 'message', None) or str(error))
       continue
     yield {'file': entry['file'], 'label': image_files.label_of_key(key),
-           'hash': near_duplicates.perceptual_hash(image)}
+           'hash': near_duplicates.perceptual_hash(image), 'span': span}
 
 
 class BuildImageExample(beam.DoFn):
@@ -128,9 +131,12 @@ class BuildImageExample(beam.DoFn):
           group)
 
 
-def _list_class_folder(class_name: str, input_base: str) -> List[Dict[str, Any]]:
+def _list_class_folder(span_and_class: Tuple[str, str], input_base: str) -> List[Dict[str, Any]]:
   # A module-level function, not a lambda: Beam pickles it by reference, with no closure.
-  return image_files.list_class_folder(input_base, class_name)
+  span_folder, class_name = span_and_class
+  return image_files.with_prefix(
+      image_files.list_class_folder(os.path.join(input_base, span_folder), class_name),
+      image_files.span_prefix(span_folder))
 
 
 def _key_by_image(entry: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
@@ -150,26 +156,48 @@ def _report_row(entry: Dict[str, Any]) -> Dict[str, Any]:
 
 
 @beam.ptransform_fn
-def ListImageFiles(pipeline: beam.Pipeline, input_base: str):
+def ListImageFiles(pipeline: beam.Pipeline, input_base: str, span_folders: List[str]):
   """Lists the data root by image_files' rules, reading no image.
 
-  The top of the data root is listed here, each class folder by a worker. Returns (images and
-  their masks: (grouping key, [entry...]), skipped files, ignored files), the last two as
-  {'file', 'reason'[, 'counted']} rows.
+  `span_folders` are the span folders to list, oldest first, the newest last ([''] for a data
+  root without spans). The top of each is listed here, each class folder by a worker. Returns
+  (images and their masks, of every span listed: (grouping key, [entry...]), skipped files,
+  ignored files), the last two of the newest span only, as {'file', 'reason'[, 'counted']}
+  rows: an older span's were reported when it was ingested.
   """
-  class_folders, top_entries = image_files.list_data_root(input_base)
+  class_folders, top_entries = [], []
+  for span_folder in span_folders:
+    classes, entries = image_files.list_data_root(os.path.join(input_base, span_folder))
+    class_folders += [(span_folder, name) for name in classes]
+    if span_folder == span_folders[-1]:
+      top_entries += image_files.with_prefix(entries, image_files.span_prefix(span_folder))
   entries = (
       (pipeline | 'ClassFolders' >> beam.Create(class_folders)
        | 'ListClassFolders' >> beam.FlatMap(_list_class_folder, input_base),
        pipeline | 'TopOfDataRoot' >> beam.Create(top_entries))
       | 'AllEntries' >> beam.Flatten())
+  newest_prefix = image_files.span_prefix(span_folders[-1])
   by_kind = entries | 'ByKind' >> beam.Partition(_partition_by_kind, 3)
   grouped = (by_kind[0]
              | 'KeyByImage' >> beam.Map(_key_by_image)
              | 'GroupImageWithMasks' >> beam.GroupByKey())
-  skipped = by_kind[1] | 'SkippedRows' >> beam.Map(_report_row)
-  ignored = by_kind[2] | 'IgnoredRows' >> beam.Map(_report_row)
+  skipped = (by_kind[1]
+             | 'NewestSpanSkipped' >> beam.Filter(
+                 lambda entry: entry['file'].startswith(newest_prefix))
+             | 'SkippedRows' >> beam.Map(_report_row))
+  ignored = (by_kind[2]
+             | 'NewestSpanIgnored' >> beam.Filter(
+                 lambda entry: entry['file'].startswith(newest_prefix))
+             | 'IgnoredRows' >> beam.Map(_report_row))
   return grouped, skipped, ignored
+
+
+def ingested_span(exec_properties: Dict[str, Any]) -> int:
+  """The span this execution ingests: the driver's, or (run without a driver) the newest."""
+  span = exec_properties.get(utils.SPAN_PROPERTY_NAME)
+  if span is not None:
+    return int(span)
+  return image_files.newest_span(exec_properties[standard_component_specs.INPUT_BASE_KEY])
 
 
 def _write_json_lines(collection, directory: str, file_name: str, label: str):
@@ -214,24 +242,35 @@ class Executor(BaseExampleGenExecutor):
     if len(input_config.splits) != 1 or not output_config.split_config.splits:
       raise ValueError('ImageExampleGen splits the images itself: give it one input split and '
                        'an output split_config (the component does by default)')
-    listed, not_usable, ignored = pipeline | 'ListFiles' >> ListImageFiles(input_base)
+    folders = image_files.span_folders_up_to(input_base, ingested_span(exec_properties))
+    listed, not_usable, ignored = pipeline | 'ListFiles' >> ListImageFiles(input_base, folders)
     cumulative, total = [], 0
     for split in output_config.split_config.splits:
       total += split.hash_buckets
       cumulative.append(total)
     settings = read_settings(exec_properties)
-    hashed = listed | 'HashImages' >> beam.FlatMap(hash_images).with_outputs(
-        SKIPPED, main='records')
-    plan = (hashed.records
-            | 'GatherHashes' >> beam.combiners.ToList()
-            | 'PlanSplits' >> beam.FlatMap(
-                split_plan.plan_splits, cumulative, settings[MAX_HASH_DISTANCE_KEY],
-                settings[LABEL_CONFLICT_POLICY_KEY], split_names.index(contracts.EXCLUDED_SPLIT)))
+    hashed = listed | 'HashImages' >> beam.FlatMap(
+        hash_images, image_files.span_of_file(image_files.span_prefix(folders[-1]))
+    ).with_outputs(SKIPPED, main='records')
+    planned = (hashed.records
+               | 'GatherHashes' >> beam.combiners.ToList()
+               | 'PlanSplits' >> beam.Map(
+                   split_plan.plan_splits, cumulative, settings[MAX_HASH_DISTANCE_KEY],
+                   settings[LABEL_CONFLICT_POLICY_KEY],
+                   split_names.index(contracts.EXCLUDED_SPLIT)))
+    plan = planned | 'NewestSpanPlan' >> beam.FlatMap(lambda plan_and_older: plan_and_older[0].items())
+    older = (planned
+             | 'OlderSpanCompanions' >> beam.FlatMap(lambda plan_and_older: plan_and_older[1])
+             | 'SplitNames' >> beam.Map(lambda row: {**row, 'split': split_names[row['split']]}))
+    _write_json_lines(older, report_dir, contracts.OLDER_SPAN_COMPANIONS_FILE, 'Older')
 
     # From here to the files, one fused stage: image bytes are never gathered.
-    built = listed | 'BuildExamples' >> beam.ParDo(
-        BuildImageExample(), plan=beam.pvalue.AsDict(plan)
-    ).with_outputs(SKIPPED, NORMALISED, main='examples')
+    newest_prefix = image_files.span_prefix(folders[-1])
+    built = (listed
+             | 'NewestSpan' >> beam.Filter(lambda keyed: keyed[0].startswith(newest_prefix))
+             | 'BuildExamples' >> beam.ParDo(
+                 BuildImageExample(), plan=beam.pvalue.AsDict(plan)
+             ).with_outputs(SKIPPED, NORMALISED, main='examples'))
     partitions = built.examples | 'BySplit' >> beam.Partition(
         lambda split_label_example, _: split_label_example[0], len(split_names))
     for name, examples in zip(split_names, partitions):
@@ -287,6 +326,9 @@ class Executor(BaseExampleGenExecutor):
     for row in count_rows:
       class_counts.setdefault(row['split'], {})[row['label']] = row['count']
     example_count = sum(row['count'] for row in count_rows)
+    # TFX's driver records the span too; run without one (run_executor_directly), this does.
+    examples_artifact.set_int_custom_property(utils.SPAN_PROPERTY_NAME,
+                                              ingested_span(exec_properties))
     examples_artifact.set_json_value_custom_property(contracts.CLASS_NAMES_PROPERTY,
                                                      list(features.LABEL_NAMES))
     examples_artifact.set_json_value_custom_property(contracts.CLASS_COUNTS_PROPERTY,

@@ -39,6 +39,8 @@ from PIL import Image, UnidentifiedImageError
 from components import contracts
 from models import features, image_decoding
 
+# A span of new data: `<data root>/span-<N>/<class>/<image>` (TFX's {SPAN} in a folder name).
+_SPAN_FOLDER = re.compile(r'^span-(\d+)$')
 _MASK_STEM = re.compile(r'^(?P<image_stem>.+)' + contracts.MASK_SUFFIX + r'(?:_\d+)?$')
 # Formats TensorFlow decodes itself (see models/image_decoding.py); others are re-encoded.
 _TENSORFLOW_FORMATS = {'PNG', 'JPEG', 'BMP'}
@@ -56,8 +58,72 @@ def relative_path(path: str, input_base: str) -> str:
 
 
 def label_of_key(key: str) -> str:
-  """The class name of a grouping key such as 'benign/benign (1)'."""
-  return key.split('/', 1)[0]
+  """The class name of a grouping key such as 'benign/benign (1)' or
+  'span-2/benign/benign (1)'."""
+  return key.rsplit('/', 1)[0].rsplit('/', 1)[-1]
+
+
+class SpanLayoutError(ValueError):
+  """The data root mixes span folders with class folders."""
+
+
+def span_folders(input_base: str) -> Dict[int, str]:
+  """{span number: folder name} of the data root's span folders (`span-1`, `span-2`, ...), or
+  {} for a data root without spans, whose class folders sit at its top.
+
+  Raises SpanLayoutError when class folders sit beside span folders: which images belong to
+  which span would be a guess."""
+  spans, class_folders = {}, []
+  for name in _listdir(input_base):
+    match = _SPAN_FOLDER.match(name)
+    if match and _isdir(os.path.join(input_base, name)):
+      spans[int(match.group(1))] = name
+    elif name in features.LABEL_NAMES:
+      class_folders.append(name)
+  if spans and class_folders:
+    raise SpanLayoutError(
+        f'{input_base} holds span folders ({", ".join(spans[span] for span in sorted(spans))}) '
+        f'and class folders ({", ".join(class_folders)}) side by side: move the class folders '
+        f'into a span folder')
+  return spans
+
+
+def newest_span(input_base: str) -> int:
+  """The newest span of the data root; 0 for a data root without spans."""
+  return max(span_folders(input_base), default=0)
+
+
+def span_folders_up_to(input_base: str, span: int) -> List[str]:
+  """The folders of the spans up to `span`, oldest first: what ingesting `span` reads (its
+  images, and the older ones' hashes). [''] for a data root without spans."""
+  spans = span_folders(input_base)
+  if not spans:
+    return ['']
+  if span not in spans:
+    raise SpanLayoutError(f'span {span} is not under {input_base} (found: '
+                          f'{", ".join(spans[number] for number in sorted(spans))})')
+  return [spans[number] for number in sorted(spans) if number <= span]
+
+
+def span_prefix(span_folder: str) -> str:
+  """What a file's name relative to the data root starts with: 'span-2/', or '' without
+  spans."""
+  return span_folder + '/' if span_folder else ''
+
+
+def with_prefix(entries: List[Entry], prefix: str) -> List[Entry]:
+  """Entries listed below a span folder, their names made relative to the data root."""
+  if not prefix:
+    return entries
+  return [{**entry, 'file': prefix + entry['file'],
+           **({'key': prefix + entry['key']} if 'key' in entry else {})} for entry in entries]
+
+
+def span_of_file(relative: str) -> int:
+  """The span number a relative file name such as 'span-2/benign/x.png' lies in; 0 without
+  spans."""
+  match = _SPAN_FOLDER.match(relative.split('/', 1)[0])
+  return int(match.group(1)) if match else 0
 
 
 def _printable(name: str) -> Optional[str]:
@@ -109,7 +175,7 @@ def _listdir(folder: str) -> List[str]:
 
 
 def _isdir(path: str) -> bool:
-  return os.path.isdir(path) if _is_local(path) else _isdir(path)
+  return os.path.isdir(path) if _is_local(path) else tf.io.gfile.isdir(path)
 
 
 def _inside(path: str, folders: List[str]) -> bool:
@@ -377,6 +443,18 @@ def _int_feature(value: int) -> tf.train.Feature:
   return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
+def _float_feature(value: float) -> tf.train.Feature:
+  return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+
+
+def content_features(image: Image.Image) -> Dict[str, float]:
+  """`features.CONTENT_KEYS` of an image: what drift and skew checks compare."""
+  grey = rgb_pixels(image).mean(axis=2)
+  return {features.MEAN_INTENSITY_KEY: float(grey.mean() / 255),
+          features.CONTRAST_KEY: float(grey.std() / 255),
+          features.DARK_FRACTION_KEY: float((grey < features.DARK_GREY_LEVEL).mean())}
+
+
 def build_unlabelled_example(image_bytes: bytes, image: Image.Image,
                              relative: str) -> tf.train.Example:
   """The raw features of an image to classify: what `from_examples` reads, and its path."""
@@ -386,6 +464,7 @@ def build_unlabelled_example(image_bytes: bytes, image: Image.Image,
       features.FILENAME_KEY: _bytes_feature(relative.encode()),
       features.HEIGHT_KEY: _int_feature(height),
       features.WIDTH_KEY: _int_feature(width),
+      **{key: _float_feature(value) for key, value in content_features(image).items()},
   }))
 
 
@@ -404,4 +483,5 @@ def build_example(image_bytes: bytes, image: Image.Image, label_name: str,
       features.MASK_COUNT_KEY: _int_feature(mask_count),
       features.IMAGE_HASH_KEY: _bytes_feature(image_hash.encode()),
       features.DUPLICATE_GROUP_KEY: _bytes_feature(duplicate_group.encode()),
+      **{key: _float_feature(value) for key, value in content_features(image).items()},
   }))

@@ -1,13 +1,14 @@
 """Planning the train/eval split from hashed images: pure, no Beam, no files.
 
-From `{'file', 'label', 'hash'}` records (one per readable image) to a split per image: images
+From `{'file', 'label', 'hash', 'span'}` records (one per readable image of the newest span and
+of the older spans before it) to a split per image of the newest span: images
 whose perceptual hashes lie within `max_hash_distance` bits form near-duplicate groups
 (transitively), and whole groups are dealt to the splits, stratified by label and
 deterministically. Groups whose members carry different labels are label conflicts, which the
 `exclude` policy sends to a split of their own.
 """
 
-from typing import Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 from components import near_duplicates
 from models import features
@@ -21,31 +22,72 @@ def majority_label(labels: Iterable[str]) -> str:
                                                      -features.LABEL_NAMES.index(name)))
 
 
-def plan_splits(records: List[Dict[str, str]], cumulative_buckets: List[int],
-                max_hash_distance: int, label_conflict_policy: str,
-                excluded_index: int) -> Iterable[Tuple[str, Tuple[int, str, str]]]:
-  """Groups the hashed images and gives each (relative path, (split index, group, hash)).
+def _span(record: Dict[str, Any]) -> int:
+  return record.get('span', 0)  # a data root without spans is span 0
 
-  `records` are hash_images outputs. A group is named after its first member in sort order.
-  Label conflicts go to `excluded_index` under the `exclude` policy, else are split like any
+
+def plan_splits(records: List[Dict[str, Any]], cumulative_buckets: List[int],
+                max_hash_distance: int, label_conflict_policy: str,
+                excluded_index: int) -> Tuple[Dict[str, Tuple[int, str, str]], List[dict]]:
+  """Groups the hashed images and plans the newest span's split.
+
+  `records` are hash_images outputs, `{'file', 'label', 'hash'[, 'span']}`, of the newest span and
+  of every older one. Returns ({relative path: (split index, group, hash)} of the newest span's
+  images, the older spans' images that share a group with one of them as {'file', 'label',
+  'split', 'hash', 'group'} rows, the split an index).
+
+  Spans are planned in order, each with the older ones' splits fixed, so an older span's images
+  get the split they got when that span was ingested (the plan is a function of the files). An
+  image near-duplicating an older span's image joins that image's group and split: no copy
+  crosses train and eval between spans. It goes to `excluded_index` instead when the group's
+  labels conflict under the `exclude` policy (the older image, already trained on, stays), or
+  when it bridges older groups that lie in different splits. A group is named after its first
+  member in sort order (its oldest member for a group that reaches back). Label conflicts
+  within a span go to `excluded_index` under the `exclude` policy, else are split like any
   group (by their majority label).
   """
   records = sorted(records, key=lambda record: record['file'])
-  group_numbers = near_duplicates.group_near_duplicates(
-      near_duplicates.hashes_to_words([record['hash'] for record in records]), max_hash_distance)
-  members: Dict[int, List[Dict[str, str]]] = {}
-  for number, record in zip(group_numbers, records):
-    members.setdefault(number, []).append(record)
-  name_of = {number: group[0]['file'] for number, group in members.items()}
-  conflicting = {number for number, group in members.items()
-                 if len({record['label'] for record in group}) > 1}
-  splittable = [(name_of[number], majority_label(record['label'] for record in group), len(group))
-                for number, group in members.items()
-                if not (number in conflicting and label_conflict_policy == 'exclude')]
-  split_of_group = assign_group_splits(splittable, cumulative_buckets)
-  for number, group in members.items():
-    split_index = split_of_group.get(name_of[number], excluded_index)
-    for record in group:
-      yield record['file'], (split_index, name_of[number], record['hash'])
+  assigned: Dict[str, Tuple[int, str]] = {}
+  members: Dict[int, List[Dict[str, Any]]] = {}
+  spans = sorted({_span(record) for record in records})
+  for span in spans:
+    seen = [record for record in records if _span(record) <= span]
+    group_numbers = near_duplicates.group_near_duplicates(
+        near_duplicates.hashes_to_words([record['hash'] for record in seen]), max_hash_distance)
+    members = {}
+    for number, record in zip(group_numbers, seen):
+      members.setdefault(number, []).append(record)
+    new_groups = {}
+    for number, group in members.items():
+      new = [record for record in group if _span(record) == span]
+      older = [record for record in group if _span(record) < span]
+      conflicting = len({record['label'] for record in group}) > 1
+      if not new:
+        continue
+      if not older:
+        new_groups[group[0]['file']] = group
+        continue
+      older_splits = {assigned[record['file']][0] for record in older}
+      split_index = (excluded_index if len(older_splits) > 1 or (
+          conflicting and label_conflict_policy == 'exclude') else older_splits.pop())
+      for record in new:
+        assigned[record['file']] = (split_index, assigned[older[0]['file']][1])
+    splittable = [(name, majority_label(record['label'] for record in group), len(group))
+                  for name, group in new_groups.items()
+                  if not (len({record['label'] for record in group}) > 1
+                          and label_conflict_policy == 'exclude')]
+    split_of_group = assign_group_splits(splittable, cumulative_buckets)
+    for name, group in new_groups.items():
+      for record in group:
+        assigned[record['file']] = (split_of_group.get(name, excluded_index), name)
 
-
+  newest = spans[-1] if spans else 0
+  plan = {record['file']: (*assigned[record['file']], record['hash'])
+          for record in records if _span(record) == newest}
+  companions = [{'file': record['file'], 'label': record['label'],
+                 'split': assigned[record['file']][0], 'hash': record['hash'],
+                 'group': assigned[record['file']][1]}
+                for group in members.values()
+                if any(_span(record) == newest for record in group)
+                for record in group if _span(record) < newest]
+  return plan, companions
