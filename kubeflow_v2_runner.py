@@ -37,7 +37,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
 
   # Vertex compiles only TFX's built-in resolver strategies.
-  config = flags.config_from_flags(args, baseline_excludes_candidate=False)
+  config = flags.config_from_flags(args, custom_resolver_strategies=False)
   runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
       config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=args.image),
       output_dir=os.path.dirname(os.path.abspath(args.output_file)),

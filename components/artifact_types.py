@@ -38,3 +38,12 @@ class Predictions(types.Artifact):
   Written by InferenceExport from BulkInferrer's InferenceResult; see components/inference_export/.
   """
   TYPE_NAME = 'breast_ultrasound.Predictions'
+
+
+class DriftReport(types.Artifact):
+  """How far the newest span's statistics lie from the previous span's, feature by feature.
+
+  Written by DriftCheck, read by DataValidationGate (which stops a run on drift, or only warns)
+  and by runs/; see components/drift_check/.
+  """
+  TYPE_NAME = 'breast_ultrasound.DriftReport'

@@ -6,6 +6,11 @@ so each is spelled here once. Feature keys and the class names are the model's c
 in `models/features.py`. This module imports nothing heavy: the runners read it before TFX loads.
 """
 
+import re
+
+# A span of new data: `<data root>/span-<N>/<class>/<image>` (TFX's {SPAN}, in a folder name).
+SPAN_FOLDER = re.compile(r'^span-(\d+)$')
+
 # Splits of ImageExampleGen's Examples artifact. Label conflicts the policy leaves out go to
 # EXCLUDED_SPLIT: written, so nothing is lost, but read by no trainer or evaluator.
 TRAIN_SPLIT = 'train'
@@ -48,6 +53,8 @@ DEFAULT_LABEL_CONFLICT_POLICY = 'exclude'
 
 # Custom properties of ImageExampleGen's Examples artifact.
 CLASS_NAMES_PROPERTY = 'class_names'
+# The data root an Examples artifact was read from: its spans belong together.
+DATA_ROOT_PROPERTY = 'data_root'
 CLASS_COUNTS_PROPERTY = 'class_counts'  # {split: {class name: images}}
 SKIPPED_FILES_PROPERTY = 'skipped_files'  # [{'file', 'reason'}]
 EXAMPLE_COUNT_PROPERTY = 'example_count'

@@ -22,7 +22,7 @@ import argparse
 import io
 import os
 import sys
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -208,23 +208,30 @@ def plant_near_duplicates(output_dir: str, images_per_class: int) -> List[str]:
 
 def generate_dataset(output_dir: str, images_per_class: int = DEFAULT_IMAGES_PER_CLASS,
                      image_size: int = DEFAULT_IMAGE_SIZE, seed: int = DEFAULT_SEED,
-                     with_near_duplicates: bool = False) -> int:
+                     with_near_duplicates: bool = False,
+                     class_counts: Optional[Dict[str, int]] = None, gain: float = 1.0) -> int:
   """Writes the data set under `output_dir` in the BUSI layout; returns the number of images.
 
   With `with_near_duplicates`, also plants the copies of `plant_near_duplicates` (their lesion
-  masks are not copied: BUSI's duplicates do not always have them either).
+  masks are not copied: BUSI's duplicates do not always have them either). `class_counts`
+  gives some classes another number of images than `images_per_class`, and `gain` scales every
+  grey level (a scanner set darker or brighter): what a span that drifted looks like.
   """
+  counts = {name: images_per_class for name in LABEL_NAMES}
+  counts.update(class_counts or {})
   for class_index, class_name in enumerate(LABEL_NAMES):
     class_dir = os.path.join(output_dir, class_name)
     os.makedirs(class_dir, exist_ok=True)
-    for number in range(1, images_per_class + 1):
+    for number in range(1, counts[class_name] + 1):
       rng = np.random.default_rng([seed, class_index, number])
       image, mask = synthesize_image(class_name, rng, image_size)
+      if gain != 1.0:
+        image = np.clip(image.astype(np.float32) * gain, 0, 255).astype(np.uint8)
       stem = os.path.join(class_dir, f'{class_name} ({number})')
       Image.fromarray(image).save(stem + '.png')
       Image.fromarray(mask).save(stem + MASK_SUFFIX + '.png')
   planted = plant_near_duplicates(output_dir, images_per_class) if with_near_duplicates else []
-  return images_per_class * len(LABEL_NAMES) + len(planted)
+  return sum(counts.values()) + len(planted)
 
 
 def main(argv=None) -> int:

@@ -41,6 +41,24 @@ class PipelineConfig:
   # groups never straddle the split. Label conflicts: exclude, keep or fail.
   max_hash_distance: int = near_duplicates.DEFAULT_MAX_DISTANCE
   label_conflict_policy: str = contracts.DEFAULT_LABEL_CONFLICT_POLICY
+  # Spans (a data root of span-1/, span-2/, ...): each run ingests the newest span; the Trainer
+  # trains on the newest `train_spans` spans (0: all) and the Evaluator evaluates on their eval
+  # splits.
+  train_spans: int = 0
+  span: Optional[int] = None  # ingest this span instead of the newest (a backlog, or a rerun)
+  # The schema: the first run's curated schema is pinned and later spans are validated against
+  # it; `reinfer_schema` infers it again from this run's statistics (pinned from then on);
+  # `schema_file` imports a schema instead (TFX's ImportSchemaGen).
+  reinfer_schema: bool = False
+  schema_file: Optional[str] = None
+  # Drift of the newest span from the previous one (components/drift_check/), on the training
+  # split: the label distribution by L-infinity distance, the image-content features, width and
+  # height by Jensen-Shannon divergence. Beyond a threshold the run stops before training
+  # ('stop') or only warns ('warn'). The defaults stand well above what two random halves of
+  # BUSI measure (docs/continuous-training.md).
+  drift_policy: str = 'stop'
+  max_label_drift: float = 0.15
+  max_feature_drift: float = 0.15
   # Transform and Trainer
   image_size: int = features.DEFAULT_IMAGE_SIZE
   network: str = networks.DEFAULT_NETWORK
@@ -79,10 +97,14 @@ class PipelineConfig:
   beam_pipeline_args: List[str] = dataclasses.field(
       default_factory=lambda: direct_runner_args(1))
   enable_cache: bool = True
-  # The Evaluator's baseline is the latest blessed model other than the candidate, so an
-  # unchanged rerun is fully cached. Kubeflow V2 / Vertex compile only TFX's built-in resolver
-  # strategies; their runner turns this off and uses LatestBlessedModelStrategy.
-  baseline_excludes_candidate: bool = True
+  # The project's resolver strategies (components/baseline_model_strategy.py,
+  # components/history_strategies.py): the Evaluator's baseline is the latest blessed model
+  # other than the candidate, so an unchanged rerun is fully cached; the spans trained on, the
+  # previous span's statistics and the pinned schema come from earlier runs. Kubeflow V2 and
+  # Vertex compile only TFX's built-in strategies; their runner turns this off: the baseline
+  # is LatestBlessedModelStrategy's, each run trains on its own span, drift is not measured
+  # and the schema is inferred each run unless `schema_file` is given.
+  custom_resolver_strategies: bool = True
 
   @property
   def inference_pipeline_name(self) -> str:

@@ -33,6 +33,19 @@ def _positive_int(text: str) -> int:
   return value
 
 
+def _non_negative_int(text: str) -> int:
+  value = _whole_number(text)
+  if value < 0:
+    raise argparse.ArgumentTypeError(f'must be 0 or more, got {value}')
+  return value
+
+
+def _existing_file(text: str) -> str:
+  if not os.path.isfile(text):
+    raise argparse.ArgumentTypeError(f'{text} does not exist or is not a file')
+  return text
+
+
 def _image_size(text: str) -> int:
   value = _positive_int(text)
   if not 16 <= value <= 1024:
@@ -194,6 +207,32 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       help='images whose 128-bit perceptual hashes differ in at most this many '
                       'bits are near-duplicates, kept on one side of the split '
                       '(default: %(default)s)')
+  parser.add_argument('--span', type=_positive_int, default=defaults.span, metavar='N',
+                      help='with a data root of span folders, ingest span-N instead of the '
+                      'newest (spans before it must exist; a backlog is ingested a span a run)')
+  parser.add_argument('--train-spans', type=_non_negative_int, default=defaults.train_spans,
+                      metavar='K',
+                      help='with a data root of span folders (span-1/, span-2/, ...), train on '
+                      'the newest K spans and evaluate on their eval splits; 0 for all '
+                      '(default: %(default)s)')
+  parser.add_argument('--reinfer-schema', action='store_true',
+                      help='infer the schema again from this run\'s statistics instead of '
+                      'validating against the pinned one (the first run\'s); the new schema is '
+                      'pinned from then on')
+  parser.add_argument('--schema-file', type=_existing_file, default=defaults.schema_file,
+                      help='validate and transform against this schema (schema.pbtxt, TFDV\'s '
+                      'text format) instead of the pinned one')
+  parser.add_argument('--drift', choices=('stop', 'warn'), default=defaults.drift_policy,
+                      help='when the newest span drifted from the previous one beyond a '
+                      'threshold: stop the run before training, or only warn '
+                      '(default: %(default)s)')
+  parser.add_argument('--max-label-drift', type=_fraction, default=defaults.max_label_drift,
+                      help='the largest change of a class\'s share between spans '
+                      '(L-infinity distance of the label distributions; default: %(default)s)')
+  parser.add_argument('--max-feature-drift', type=_fraction,
+                      default=defaults.max_feature_drift,
+                      help='the largest Jensen-Shannon divergence of an image-content feature, '
+                      'width or height between spans (default: %(default)s)')
   parser.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
                       help='an argument for Apache Beam, given as --beam-arg=ARG, e.g. '
                       '--beam-arg=--runner=DataflowRunner; repeat it for each argument')
@@ -232,6 +271,13 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       max_unreadable_fraction=args.max_unreadable_fraction,
       label_conflict_policy=args.label_conflicts,
       max_hash_distance=args.max_hash_distance,
+      train_spans=args.train_spans,
+      span=args.span,
+      reinfer_schema=args.reinfer_schema,
+      schema_file=args.schema_file and os.path.abspath(args.schema_file),
+      drift_policy=args.drift,
+      max_label_drift=args.max_label_drift,
+      max_feature_drift=args.max_feature_drift,
       # The user's Beam arguments after the defaults: Beam takes the last value of a flag.
       beam_pipeline_args=configs.direct_runner_args(args.beam_workers) + list(args.beam_arg))
   settings.update(overrides)
@@ -240,12 +286,22 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
 
 def check_data_root(data_root: str) -> Optional[str]:
   """A one-line problem with a local data root, or None when it looks usable. Folders that
-  operating systems and archivers leave behind (`__MACOSX`, ...) are not classes but allowed."""
+  operating systems and archivers leave behind (`__MACOSX`, ...) are not classes but allowed.
+  A data root of span folders (`span-1`, `span-2`, ...) is checked by its newest span, which
+  the run ingests."""
   if not os.path.isdir(data_root):
     return f'data root {data_root} does not exist or is not a folder'
   folders = sorted(entry for entry in os.listdir(data_root)
                    if os.path.isdir(os.path.join(data_root, entry))
                    and not contracts.is_os_clutter(entry))
+  spans = {int(contracts.SPAN_FOLDER.match(folder).group(1)): folder for folder in folders
+           if contracts.SPAN_FOLDER.match(folder)}
+  if spans:
+    others = [folder for folder in folders if folder not in spans.values()]
+    if others:
+      return (f'data root {data_root} has span folders and other folders side by side: '
+              f'{", ".join(others)} (put every class folder in a span folder, span-1/benign/...)')
+    return check_data_root(os.path.join(data_root, spans[max(spans)]))
   unknown = [folder for folder in folders if folder not in features.LABEL_NAMES]
   if unknown:
     return (f'data root {data_root} has folders that are not classes: {", ".join(unknown)} '

@@ -1,8 +1,10 @@
 """`create_pipeline(config)`: the components of the breast-ultrasound pipeline and their wiring.
 
-- `data_components`: ImageExampleGen (near-duplicate-aware split) → DataQualityCheck, and
-  StatisticsGen → SchemaGen (curated) → ExampleValidator; DataValidationGate stops the run on an
-  anomaly, a cross-split leak or a forbidden label conflict → Transform.
+- `data_components`: ImageExampleGen (the newest span; near-duplicate-aware split) →
+  DataQualityCheck, and StatisticsGen → SchemaGen (curated on the first run, pinned from then
+  on) → ExampleValidator, and DriftCheck (against the previous span's statistics);
+  DataValidationGate stops the run on an anomaly, a cross-split leak, a forbidden label conflict
+  or drift → Transform (of the newest `--train-spans` spans).
 - `training_components`: (Tuner, with `--tune`) → Trainer.
 - `release_components`: Evaluator (baseline: the latest other blessed model), ServingCheck
   (canary requests to the candidate in a fresh process: TFX's InfraValidator without Docker) and
@@ -16,13 +18,16 @@ component whose output depends on the project's code carries a fingerprint of th
 configuration (`pipeline/code_version.py`), so editing the code reruns exactly those.
 """
 
+import dataclasses
 import json
+from typing import Any
 
 import tensorflow_data_validation as tfdv
 # TFX's public API from the modules `tfx.v1` re-exports: importing `tfx.v1` also loads the Google
 # Cloud extensions, about 5 s of every run's start-up.
-from tfx.components import Evaluator, ExampleValidator, Pusher, StatisticsGen, Trainer, Transform
-from tfx.components import Tuner
+from tfx.components import Evaluator, ExampleValidator, Pusher, StatisticsGen
+from tfx.components import Trainer, Transform, Tuner
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
@@ -40,6 +45,9 @@ from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
 from components.curated_schema_gen.component import CuratedSchemaGen
 from components.data_quality.component import DataQualityCheck
 from components.data_validation_gate.component import DataValidationGate
+from components.drift_check.component import DriftCheck
+from components.history_strategies import (LatestSpansStrategy, PinnedSchemaStrategy,
+                                           PreviousSpanStatisticsStrategy)
 from components.eval_explanations.component import EvalExplainer
 from components.model_card.component import ModelCardGenerator
 from components.image_example_gen.component import ImageExampleGen
@@ -69,7 +77,42 @@ def statistics_options() -> tfdv.StatsOptions:
   return tfdv.StatsOptions(enable_semantic_domain_stats=True, schema=declared)
 
 
-def data_components(config: PipelineConfig) -> list:
+@dataclasses.dataclass
+class DataPart:
+  """The data part's components, in pipeline order, and what the later parts read from it."""
+  components: list
+  example_gen: ImageExampleGen
+  data_quality_check: Any
+  schema_gen: Any
+  transform: Transform
+  # The examples trained and evaluated on: the newest `train_spans` spans' (this run's alone
+  # without the project's resolver strategies).
+  training_examples: Any
+
+
+def schema_components(config: PipelineConfig, statistics_gen) -> list:
+  """The schema: imported from `schema_file`, or curated from the training split's statistics
+  on the first run and pinned from then on (`reinfer_schema` infers it again)."""
+  if config.schema_file:
+    return [ImportSchemaGen(schema_file=config.schema_file)]
+  pinned_resolver = None
+  if config.custom_resolver_strategies:
+    pinned_resolver = Resolver(
+        strategy_class=PinnedSchemaStrategy,
+        schema=Channel(type=standard_artifacts.Schema, producer_component_id='CuratedSchemaGen'),
+        newest=statistics_gen.outputs['statistics'],
+    ).with_id('pinned_schema_resolver')
+  # Inferred from the training split only, so the eval split is validated against it.
+  schema_gen = CuratedSchemaGen(
+      statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True,
+      exclude_splits=[contracts.EVAL_SPLIT],
+      pinned_schema=pinned_resolver.outputs['schema'] if pinned_resolver else None,
+      reinfer=config.reinfer_schema,
+      code_version=code_version('components.curated_schema_gen.component'))
+  return [*([pinned_resolver] if pinned_resolver else []), schema_gen]
+
+
+def data_components(config: PipelineConfig) -> DataPart:
   """ImageExampleGen to Transform: the examples, their checks, and the gate before training,
   in the order the docstring draws them."""
   example_gen = ImageExampleGen(
@@ -78,6 +121,7 @@ def data_components(config: PipelineConfig) -> list:
       max_unreadable_fraction=config.max_unreadable_fraction,
       max_hash_distance=config.max_hash_distance,
       label_conflict_policy=config.label_conflict_policy,
+      span=config.span,
       code_version=code_version('components.image_example_gen.executor'))
 
   data_quality_check = DataQualityCheck(
@@ -89,24 +133,52 @@ def data_components(config: PipelineConfig) -> list:
       stats_options=statistics_options(),
       exclude_splits=[contracts.EXCLUDED_SPLIT])
 
-  # Inferred from the training split only, so the eval split is validated against it.
-  schema_gen = CuratedSchemaGen(
-      statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True,
-      exclude_splits=[contracts.EVAL_SPLIT],
-      code_version=code_version('components.curated_schema_gen.component'))
+  schema_nodes = schema_components(config, statistics_gen)
+  schema = schema_nodes[-1].outputs['schema']
 
   example_validator = ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
-      schema=schema_gen.outputs['schema'])
+      schema=schema)
+
+  previous_statistics = None
+  if config.custom_resolver_strategies:
+    previous_statistics = Resolver(
+        strategy_class=PreviousSpanStatisticsStrategy,
+        statistics=Channel(type=standard_artifacts.ExampleStatistics,
+                           producer_component_id=statistics_gen.id),
+        newest=statistics_gen.outputs['statistics'],
+    ).with_id('previous_span_statistics_resolver')
+  drift_check = DriftCheck(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema,
+      baseline_statistics=(previous_statistics.outputs['statistics'] if previous_statistics
+                           else None),
+      max_label_distance=config.max_label_drift,
+      max_feature_divergence=config.max_feature_drift,
+      code_version=code_version('components.drift_check.component'))
 
   data_validation_gate = DataValidationGate(
       anomalies=example_validator.outputs['anomalies'],
       data_quality=data_quality_check.outputs['data_quality'],
+      drift=drift_check.outputs['drift'],
+      drift_policy=config.drift_policy,
       code_version=code_version('components.data_validation_gate.component'))
 
+  training_examples = example_gen.outputs['examples']
+  spans_resolver = None
+  if config.custom_resolver_strategies:
+    spans_resolver = Resolver(
+        strategy_class=LatestSpansStrategy,
+        config={'num_spans': config.train_spans},
+        examples=Channel(type=standard_artifacts.Examples,
+                         producer_component_id=example_gen.id),
+        newest=example_gen.outputs['examples'],
+    ).with_id('training_spans_resolver')
+    training_examples = spans_resolver.outputs['examples']
+
   transform = Transform(
-      examples=example_gen.outputs['examples'],
-      schema=schema_gen.outputs['schema'],
+      examples=training_examples,
+      schema=schema,
       preprocessing_fn='models.preprocessing.preprocessing_fn',
       # StatisticsGen and ExampleValidator have checked the raw data; statistics of 97,200
       # pixel values per image say nothing more and cost a third of the data part's time.
@@ -116,8 +188,12 @@ def data_components(config: PipelineConfig) -> list:
       custom_config={preprocessing.IMAGE_SIZE_CONFIG_KEY: config.image_size,
                      'code_version': code_version('models.preprocessing')})
   transform.add_upstream_node(data_validation_gate)
-  return [example_gen, data_quality_check, statistics_gen, schema_gen, example_validator,
-          data_validation_gate, transform]
+  components = [example_gen, data_quality_check, statistics_gen, *schema_nodes,
+                example_validator, *([previous_statistics] if previous_statistics else []),
+                drift_check, data_validation_gate, *([spans_resolver] if spans_resolver else []),
+                transform]
+  return DataPart(components, example_gen, data_quality_check, schema_nodes[-1], transform,
+                  training_examples)
 
 
 def training_components(config: PipelineConfig, transform, schema_gen) -> list:
@@ -168,10 +244,12 @@ def training_components(config: PipelineConfig, transform, schema_gen) -> list:
   return [*([tuner] if tuner else []), trainer]
 
 
-def release_components(config: PipelineConfig, example_gen, data_quality_check, trainer) -> list:
-  """What decides and publishes: the baseline resolver, Evaluator, ServingCheck, EvalExplainer,
-  Pusher and ModelCardGenerator."""
-  if config.baseline_excludes_candidate:
+def release_components(config: PipelineConfig, data: DataPart, trainer) -> list:
+  """What decides and publishes: the baseline resolver, Evaluator (on the eval splits of the
+  spans trained on), ServingCheck and EvalExplainer (on the newest span), Pusher and
+  ModelCardGenerator."""
+  example_gen, data_quality_check = data.example_gen, data.data_quality_check
+  if config.custom_resolver_strategies:
     baseline_strategy = LatestBlessedOtherModelStrategy
     strategy_inputs = {'candidate': trainer.outputs['model']}
   else:
@@ -184,7 +262,7 @@ def release_components(config: PipelineConfig, example_gen, data_quality_check, 
   ).with_id('latest_blessed_model_resolver')
 
   evaluator = Evaluator(
-      examples=example_gen.outputs['examples'],
+      examples=data.training_examples,
       model=trainer.outputs['model'],
       baseline_model=baseline_resolver.outputs['model'],
       example_splits=[contracts.EVAL_SPLIT],
@@ -252,12 +330,11 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
   Kubeflow and Vertex bring their own. `data_part_only` stops after Transform (what
   benchmarks/data_scaling.py measures).
   """
-  components = data_components(config)
+  data = data_components(config)
+  components = list(data.components)
   if not data_part_only:
-    example_gen, data_quality_check, _, schema_gen, _, _, transform = components
-    training = training_components(config, transform, schema_gen)
-    components += training + release_components(config, example_gen, data_quality_check,
-                                                 training[-1])
+    training = training_components(config, data.transform, data.schema_gen)
+    components += training + release_components(config, data, training[-1])
   return Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,

@@ -12,7 +12,14 @@ SchemaGen's own inference this executor:
   mask count, height, width) and gives those numbers their real lower bounds.
 
 Other inferred domains stay, such as the image domain TFDV's semantic statistics find for the
-mask feature when masks are present.
+mask feature when masks are present. The image-content features (mean intensity, contrast, share
+of dark pixels) get their domain, [0, 1].
+
+The schema is pinned: given `pinned_schema` (the schema an earlier run inferred, from
+`components/history_strategies.PinnedSchemaStrategy`), the
+executor writes that schema unchanged instead of inferring one, so every later span is validated
+against the schema curated on the first; `reinfer` infers afresh (and the new schema is pinned
+from then on).
 """
 
 import os
@@ -23,9 +30,10 @@ from tfx import types
 from tfx.components.schema_gen import executor as schema_gen_executor
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
-from tfx.types.component_spec import ExecutionParameter
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, json_utils
 
+from components.history_strategies import INFERRED_FROM_PROPERTY
 from models import features
 
 
@@ -52,42 +60,68 @@ def curate_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
       feature.domain = features.LABEL_NAME_KEY
     elif feature.name in lower_bounds:
       feature.int_domain.CopyFrom(schema_pb2.IntDomain(min=lower_bounds[feature.name]))
+    elif feature.name in features.CONTENT_KEYS:
+      feature.float_domain.CopyFrom(schema_pb2.FloatDomain(min=0.0, max=1.0))
   return curated
 
 
+PINNED_SCHEMA_KEY = 'pinned_schema'
+REINFER_KEY = 'reinfer'
+CODE_VERSION_KEY = 'code_version'
+# On the Schema artifact: 'pinned' (the previous run's, kept) or 'inferred'.
+SCHEMA_ORIGIN_PROPERTY = 'schema_origin'
+
+
 class Executor(schema_gen_executor.Executor):
-  """Runs SchemaGen's inference, then rewrites its schema.pbtxt curated."""
+  """Keeps the pinned schema, or runs SchemaGen's inference and rewrites its schema.pbtxt
+  curated."""
 
   def Do(self, input_dict, output_dict, exec_properties) -> None:
+    schema_artifact = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.SCHEMA_KEY])
+    schema_path = os.path.join(schema_artifact.uri, schema_gen_executor.DEFAULT_FILE_NAME)
+    pinned = input_dict.get(PINNED_SCHEMA_KEY) or []
+    if pinned and not exec_properties.get(REINFER_KEY):
+      schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(pinned[0].uri))
+      io_utils.write_pbtxt_file(schema_path, schema)
+      schema_artifact.set_string_custom_property(SCHEMA_ORIGIN_PROPERTY, 'pinned')
+      return
     super().Do(input_dict, output_dict, exec_properties)
-    schema_path = os.path.join(
-        artifact_utils.get_single_uri(output_dict[standard_component_specs.SCHEMA_KEY]),
-        schema_gen_executor.DEFAULT_FILE_NAME)
     schema = io_utils.parse_pbtxt_file(schema_path, schema_pb2.Schema())
     io_utils.write_pbtxt_file(schema_path, curate_schema(schema))
+    schema_artifact.set_string_custom_property(SCHEMA_ORIGIN_PROPERTY, 'inferred')
+    statistics = artifact_utils.get_single_instance(
+        input_dict[standard_component_specs.STATISTICS_KEY])
+    schema_artifact.set_int_custom_property(INFERRED_FROM_PROPERTY, statistics.id)
 
-
-CODE_VERSION_KEY = 'code_version'
 
 
 class CuratedSchemaGenSpec(standard_component_specs.SchemaGenSpec):
   """SchemaGen's spec, plus `code_version`: a fingerprint of this module's code, unused by the
   executor, there only so that TFX's cache reruns the component when the code changes."""
+  INPUTS = {
+      **standard_component_specs.SchemaGenSpec.INPUTS,
+      PINNED_SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
+  }
   PARAMETERS = {
       **standard_component_specs.SchemaGenSpec.PARAMETERS,
+      REINFER_KEY: ExecutionParameter(type=int, optional=True),
       CODE_VERSION_KEY: ExecutionParameter(type=str, optional=True),
   }
 
 
 class CuratedSchemaGen(base_component.BaseComponent):
-  """SchemaGen's inputs, outputs and arguments, and `code_version`."""
+  """SchemaGen's inputs, outputs and arguments, the schema to keep, and `code_version`."""
 
   SPEC_CLASS = CuratedSchemaGenSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
   def __init__(self, statistics: types.BaseChannel, infer_feature_shape: bool = True,
-               exclude_splits: Optional[List[str]] = None, code_version: str = ''):
+               exclude_splits: Optional[List[str]] = None,
+               pinned_schema: Optional[types.BaseChannel] = None, reinfer: bool = False,
+               code_version: str = ''):
     super().__init__(spec=CuratedSchemaGenSpec(
         statistics=statistics, infer_feature_shape=int(infer_feature_shape),
-        exclude_splits=json_utils.dumps(exclude_splits or []), code_version=code_version,
+        exclude_splits=json_utils.dumps(exclude_splits or []), pinned_schema=pinned_schema,
+        reinfer=int(reinfer), code_version=code_version,
         schema=types.Channel(type=standard_artifacts.Schema)))

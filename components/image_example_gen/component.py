@@ -1,6 +1,8 @@
 """ImageExampleGen: a FileBasedExampleGen whose Beam executor reads image folders.
 
-Use it like any file-based ExampleGen: `ImageExampleGen(input_base=data_root)`. What it reads
+Use it like any file-based ExampleGen: `ImageExampleGen(input_base=data_root)`. A data root of
+span folders (`span-1/`, `span-2/`, ... each in the class-folder layout) is read one span per
+run: the newest, or `span`. What it reads
 follows the input policy of `image_files.py` (class folders, links and nested folders, clutter);
 the input config keeps one split named `images`, its pattern documenting the layout. Its driver
 fingerprints the whole data root (`driver.py`). The output is an 80/20 train/eval split that the
@@ -16,7 +18,7 @@ from typing import Optional
 from google.protobuf import any_pb2, struct_pb2
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 
 from components import contracts, near_duplicates
@@ -47,6 +49,7 @@ class ImageExampleGen(FileBasedExampleGen):
                max_hash_distance: int = near_duplicates.DEFAULT_MAX_DISTANCE,
                label_conflict_policy: str = contracts.DEFAULT_LABEL_CONFLICT_POLICY,
                code_version: str = '',
+               span: Optional[int] = None,
                input_config: Optional[example_gen_pb2.Input] = None,
                output_config: Optional[example_gen_pb2.Output] = None):
     if label_conflict_policy not in contracts.LABEL_CONFLICT_POLICIES:
@@ -65,6 +68,10 @@ class ImageExampleGen(FileBasedExampleGen):
             example_gen_pb2.Input.Split(name='images', pattern=DEFAULT_INPUT_PATTERN)
         ]),
         output_config=output_config or split_output_config(eval_percent),
+        # A span of the data root to ingest instead of the newest (TFX's static range).
+        range_config=None if span is None else range_config_pb2.RangeConfig(
+            static_range=range_config_pb2.StaticRange(start_span_number=span,
+                                                      end_span_number=span)),
         custom_config=example_gen_pb2.CustomConfig(custom_config=packed))
 
 

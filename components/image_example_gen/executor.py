@@ -33,7 +33,7 @@ from absl import logging
 from google.protobuf import json_format, struct_pb2
 from tfx.components.example_gen import utils, write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.components.util import examples_utils
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
@@ -197,6 +197,11 @@ def ingested_span(exec_properties: Dict[str, Any]) -> int:
   span = exec_properties.get(utils.SPAN_PROPERTY_NAME)
   if span is not None:
     return int(span)
+  if exec_properties.get(standard_component_specs.RANGE_CONFIG_KEY):
+    range_config = range_config_pb2.RangeConfig()
+    proto_utils.json_to_proto(exec_properties[standard_component_specs.RANGE_CONFIG_KEY],
+                              range_config)
+    return range_config.static_range.start_span_number
   return image_files.newest_span(exec_properties[standard_component_specs.INPUT_BASE_KEY])
 
 
@@ -326,9 +331,13 @@ class Executor(BaseExampleGenExecutor):
     for row in count_rows:
       class_counts.setdefault(row['split'], {})[row['label']] = row['count']
     example_count = sum(row['count'] for row in count_rows)
-    # TFX's driver records the span too; run without one (run_executor_directly), this does.
-    examples_artifact.set_int_custom_property(utils.SPAN_PROPERTY_NAME,
-                                              ingested_span(exec_properties))
+    # TFX's driver records the span as a custom property (what TFX's span resolvers read); the
+    # typed one is what StatisticsGen copies onto the statistics.
+    span = ingested_span(exec_properties)
+    examples_artifact.set_int_custom_property(utils.SPAN_PROPERTY_NAME, span)
+    examples_artifact.span = span
+    examples_artifact.set_string_custom_property(
+        contracts.DATA_ROOT_PROPERTY, exec_properties[standard_component_specs.INPUT_BASE_KEY])
     examples_artifact.set_json_value_custom_property(contracts.CLASS_NAMES_PROPERTY,
                                                      list(features.LABEL_NAMES))
     examples_artifact.set_json_value_custom_property(contracts.CLASS_COUNTS_PROPERTY,

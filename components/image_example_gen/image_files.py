@@ -39,8 +39,6 @@ from PIL import Image, UnidentifiedImageError
 from components import contracts
 from models import features, image_decoding
 
-# A span of new data: `<data root>/span-<N>/<class>/<image>` (TFX's {SPAN} in a folder name).
-_SPAN_FOLDER = re.compile(r'^span-(\d+)$')
 _MASK_STEM = re.compile(r'^(?P<image_stem>.+)' + contracts.MASK_SUFFIX + r'(?:_\d+)?$')
 # Formats TensorFlow decodes itself (see models/image_decoding.py); others are re-encoded.
 _TENSORFLOW_FORMATS = {'PNG', 'JPEG', 'BMP'}
@@ -75,7 +73,7 @@ def span_folders(input_base: str) -> Dict[int, str]:
   which span would be a guess."""
   spans, class_folders = {}, []
   for name in _listdir(input_base):
-    match = _SPAN_FOLDER.match(name)
+    match = contracts.SPAN_FOLDER.match(name)
     if match and _isdir(os.path.join(input_base, name)):
       spans[int(match.group(1))] = name
     elif name in features.LABEL_NAMES:
@@ -122,7 +120,7 @@ def with_prefix(entries: List[Entry], prefix: str) -> List[Entry]:
 def span_of_file(relative: str) -> int:
   """The span number a relative file name such as 'span-2/benign/x.png' lies in; 0 without
   spans."""
-  match = _SPAN_FOLDER.match(relative.split('/', 1)[0])
+  match = contracts.SPAN_FOLDER.match(relative.split('/', 1)[0])
   return int(match.group(1)) if match else 0
 
 
