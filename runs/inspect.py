@@ -4,6 +4,7 @@
     python -m runs.inspect --output-dir DIR [--json] artifacts [--type TYPE]
     python -m runs.inspect --output-dir DIR [--json] lineage [ARTIFACT_ID | pushed]
     python -m runs.inspect --output-dir DIR [--json] models
+    python -m runs.inspect --output-dir DIR [--json] spans
     python -m runs.inspect --output-dir DIR [--json] inferences
 
 - `runs`: each pipeline run with every component's start, status, duration and whether it was
@@ -16,7 +17,11 @@
   its latest evaluation (accuracy, macro-F1, macro AUC, sensitivity and specificity at the
   operating point, calibration error) and which gates it failed or passed (and the paired
   difference from the baseline), whether any evaluation blessed it (as TFX's
-  latest-blessed-model resolver counts) and the version it was pushed as;
+  latest-blessed-model resolver counts), the version it was pushed as and the spans it was
+  trained and evaluated on;
+- `spans`: each ingestion of a span (a data root of span folders): the run, its images per
+  split and class, and its drift from the previous span (each measurement, and the features
+  beyond their thresholds);
 - `inferences`: each batch inference run (`local_runner.py --infer-dir`): its input folder, the
   images it classified and skipped, the model that served it (artifact, training run, pushed
   version), the labels it gave and where its predictions are.
@@ -127,7 +132,7 @@ def lineage(store, artifact, shown=None) -> Dict[str, Any]:
 def list_models(store) -> List[Dict[str, Any]]:
   # Imported here: TFMA is slow to import and only this command reads evaluations.
   from runs import blessing, summary  # pylint: disable=g-import-not-at-top
-  evaluations, blessings = {}, {}
+  evaluations, blessings, evaluated_spans = {}, {}, {}
   for execution in sorted(store.get_executions(), key=lambda execution: execution.id):
     if metadata_store.node_id_of(store, execution.id) != 'Evaluator':
       continue
@@ -138,6 +143,7 @@ def list_models(store) -> List[Dict[str, Any]]:
       for model_id in model_ids:
         if kind == 'ModelEvaluation':
           evaluations[model_id] = output  # the latest evaluation's metrics are shown
+          evaluated_spans[model_id] = metadata_store.spans_read_by(store, execution.id)
         elif kind == 'ModelBlessing':
           # Blessed once is blessed, as TFX's latest-blessed-model resolver sees it.
           blessings[model_id] = (blessings.get(model_id, False)
@@ -160,6 +166,8 @@ def list_models(store) -> List[Dict[str, Any]]:
                       for end in ('lower', 'upper') if f'{name}_{end}' in all_metrics})
     rows.append({'id': model.id, 'run': metadata_store.run_of(store, producer.id) if producer
                  else '', 'network': custom_config.get('network'),
+                 'trained_spans': metadata_store.spans_of_model(store, model.id),
+                 'evaluated_spans': evaluated_spans.get(model.id, []),
                  'malignant_threshold': metadata_store.artifact_property(model,
                                                                          'malignant_threshold'),
                  'operating_point': metadata_store.artifact_property(model, 'operating_point'),
@@ -169,6 +177,52 @@ def list_models(store) -> List[Dict[str, Any]]:
                  'pushed_version': pushes.get(model.id),
                  'uri': model.uri})
   return rows
+
+
+def list_spans(store) -> List[Dict[str, Any]]:
+  """Each ingestion of a span by ImageExampleGen, oldest first, with DriftCheck's verdict on
+  it."""
+  # pylint: disable=g-import-not-at-top
+  from components.artifact_types import DriftReport
+  from components.drift_check.component import read_drift_report
+  drift_of_span = {}
+  for drift in sorted(store.get_artifacts_by_type(DriftReport.TYPE_NAME),
+                      key=lambda found: found.id):
+    report = read_drift_report(drift.uri) or {}
+    drift_of_span[report.get('span')] = report
+  rows = []
+  for examples in sorted(store.get_artifacts_by_type('Examples'), key=lambda found: found.id):
+    producer = metadata_store.producer_of(store, examples.id)
+    if producer is None or not metadata_store.node_id_of(store, producer.id).endswith(
+        'ImageExampleGen'):
+      continue
+    span = metadata_store.artifact_property(examples, 'span') or 0
+    drift = drift_of_span.get(span, {})
+    rows.append({'span': span, 'examples_id': examples.id,
+                 'run': metadata_store.run_of(store, producer.id),
+                 'data_root': metadata_store.artifact_property(examples, 'data_root'),
+                 'class_counts': metadata_store.artifact_property(examples, 'class_counts'),
+                 'compared_with_span': drift.get('baseline_span'),
+                 'drift_measurements': drift.get('measurements', []),
+                 'drifted': drift.get('drifted', [])})
+  return rows
+
+
+def format_spans(rows) -> str:
+  def images(counts):
+    return ', '.join(f'{split} {sum((counts or {}).get(split, {}).values())}'
+                     for split in ('train', 'eval', 'excluded') if (counts or {}).get(split))
+
+  def drift(row):
+    if row['compared_with_span'] is None:
+      return 'nothing to compare with'
+    beyond = [f'{measure["feature"]} {measure["distance"]:.3f}'
+              for measure in row['drift_measurements'] if measure['beyond']]
+    return (f'vs span {row["compared_with_span"]}: '
+            + ('DRIFTED ' + ', '.join(beyond) if beyond else 'within thresholds'))
+  return format_table(['span', 'examples', 'run', 'images', 'drift'],
+                      [[row['span'], row['examples_id'], row['run'], images(row['class_counts']),
+                        drift(row)] for row in rows]) if rows else 'no spans ingested'
 
 
 def format_table(headers: List[str], rows: List[List[Any]]) -> str:
@@ -230,11 +284,16 @@ def format_models(rows) -> str:
   def metric(row, name):
     value = row['metrics'].get(name)
     return '' if value is None else f'{value:.3f}'
+  def spans(row):
+    if not any(row['trained_spans']) and not any(row['evaluated_spans']):
+      return ''
+    return (','.join(map(str, row['trained_spans'])) + ' / '
+            + ','.join(map(str, row['evaluated_spans'])))
   return format_table(
-      ['id', 'run', 'network', 'malignant threshold', 'accuracy', 'macro-F1', 'macro AUC',
-       'sensitivity', 'specificity', 'calibration error', 'blessed', 'latest evaluation',
-       'pushed version'],
-      [[row['id'], row['run'], row['network'],
+      ['id', 'run', 'network', 'spans (train / eval)', 'malignant threshold', 'accuracy',
+       'macro-F1', 'macro AUC', 'sensitivity', 'specificity', 'calibration error', 'blessed',
+       'latest evaluation', 'pushed version'],
+      [[row['id'], row['run'], row['network'], spans(row),
         '' if row['malignant_threshold'] is None else f'{row["malignant_threshold"]:.4f}',
         *(metric(row, name) for name in MODEL_METRICS),
         {True: 'yes', False: 'no', None: 'not evaluated'}[row['blessed']],
@@ -272,6 +331,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                               '(default)')
   commands.add_parser('models', parents=[json_flag],
                       help='trained models, metrics, blessing, pushed version')
+  commands.add_parser('spans', parents=[json_flag],
+                      help='ingested spans, their images and their drift from the span before')
   commands.add_parser('inferences', parents=[json_flag],
                       help='batch inference runs and the model that served each')
   args = parser.parse_args(argv)
@@ -312,6 +373,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USAGE
       artifact = found[0]
     result, text = lineage(store, artifact), format_lineage
+  elif args.command == 'spans':
+    result, text = list_spans(store), format_spans
   elif args.command == 'inferences':
     from runs import inference  # pylint: disable=g-import-not-at-top
     result, text = inference.inference_runs(store), format_inferences

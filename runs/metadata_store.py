@@ -157,6 +157,26 @@ def run_outputs(store: mlmd.MetadataStore, components: List[ComponentRun]
           for artifact in outputs_of(store, component.execution_id)]
 
 
+def spans_read_by(store: mlmd.MetadataStore, execution_id: int) -> List[int]:
+  """The spans of the Examples an execution read (its `examples` input), oldest first; [0]
+  for a data root without spans."""
+  return sorted({artifact_property(artifact, 'span') or 0
+                 for key, artifact in inputs_of(store, execution_id) if key == 'examples'})
+
+
+def spans_of_model(store: mlmd.MetadataStore, model_id: int) -> List[int]:
+  """The spans a model was trained on: the Trainer's transformed examples come from Transform,
+  whose raw examples carry their span."""
+  trainer = producer_of(store, model_id)
+  if trainer is None:
+    return []
+  for key, transformed in inputs_of(store, trainer.id):
+    transform = producer_of(store, transformed.id) if key == 'examples' else None
+    if transform is not None:
+      return spans_read_by(store, transform.id)
+  return []
+
+
 def execution_json_property(execution: metadata_store_pb2.Execution, name: str) -> Any:
   """An execution property that TFX stores as JSON text (custom_config, eval_config), decoded:
   a custom property, or a property of the component's execution type under AirflowDagRunner."""

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from components import contracts
+from components.curated_schema_gen.component import SCHEMA_ORIGIN_PROPERTY
 from components.artifact_types import EvalExplanations
 from components.data_quality.report import format_report_line, read_examples
 from components.data_validation_gate.anomalies import read_anomalies
@@ -40,6 +41,9 @@ class ReportFacts:
   data_quality_line: Optional[str] = None
   contact_sheet_path: Optional[str] = None
   gate_passed: Optional[bool] = None  # DataValidationGate; None when it did not run
+  # What the examples were validated against: the schema this run inferred, an earlier run's
+  # (pinned) or an imported file.
+  schema_origin: Optional[str] = None
   training_curves_path: Optional[str] = None
   blessing_checks: Optional[List[blessing.BlessingCheck]] = None  # None when nothing was evaluated
   # The Evaluator's arrays: reliability diagrams before and after calibration, the ROC curve.
@@ -128,6 +132,16 @@ def gather_report_facts(metadata_path: str, run_id: Optional[str] = None,
     facts.data_quality_line = format_report_line(run.data_quality)
     facts.contact_sheet_path = _existing(
         os.path.join(run.data_quality_uri, contracts.CONTACT_SHEET_FILE))
+  schema = outputs.get(('CuratedSchemaGen', 'Schema'))
+  if schema is not None:
+    facts.schema_origin = ('the schema pinned by an earlier run' if metadata_store.artifact_property(
+        schema, SCHEMA_ORIGIN_PROPERTY) == 'pinned' else
+        'the schema inferred from this run\'s training split')
+  elif 'ImportSchemaGen' in executions:
+    imported = executions['ImportSchemaGen']
+    path = (imported.custom_properties.get('schema_file')
+            or imported.properties.get('schema_file'))
+    facts.schema_origin = 'the imported schema file ' + (path.string_value if path else '')
   gate = executions.get('DataValidationGate')
   if gate is not None:
     facts.gate_passed = gate.last_known_state in (gate.COMPLETE, gate.CACHED)

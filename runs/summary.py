@@ -18,13 +18,14 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
 from components import contracts
-from components.artifact_types import DataQualityReport, ModelCard
+from components.artifact_types import DataQualityReport, DriftReport, ModelCard
 from components.data_quality.report import format_report_line
+from components.drift_check.component import read_drift_report
 from models import calibration, features
 from pipeline import eval_config, output_lock
 from runs import blessing
 from runs.metadata_store import (ComponentRun, artifact_property, component_runs, open_store,
-                                     run_contexts, run_outputs)
+                                 run_contexts, run_outputs, spans_of_model, spans_read_by)
 
 
 @dataclasses.dataclass
@@ -56,6 +57,13 @@ class RunSummary:
   pushed_destination: Optional[str] = None
   tflite_pushed: bool = False
   model_card: Optional[str] = None  # model_card.html: the pushed version's copy, when pushed
+  # Spans (a data root of span folders; 0 without): the one this run ingested, those the
+  # model was trained and evaluated on, and DriftCheck's report (drift.json) against the
+  # previous span.
+  span: int = 0
+  trained_spans: List[int] = dataclasses.field(default_factory=list)
+  evaluated_spans: List[int] = dataclasses.field(default_factory=list)
+  drift: Optional[Dict[str, Any]] = None
 
 
 def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float],
@@ -153,21 +161,26 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
                        components=component_runs(store, context.id, in_progress))
   for component, type_name, artifact in run_outputs(store, summary.components):
     if type_name == 'Examples' and component.node_id.endswith('ExampleGen'):
+      summary.span = artifact_property(artifact, 'span') or 0
       summary.class_counts = artifact_property(artifact, contracts.CLASS_COUNTS_PROPERTY) or {}
       summary.skipped_files = artifact_property(artifact, contracts.SKIPPED_FILES_PROPERTY) or []
       summary.ignored_files = artifact_property(artifact, contracts.IGNORED_FILES_PROPERTY) or []
       summary.normalised_files = artifact_property(
           artifact, contracts.NORMALISED_FILES_PROPERTY) or []
+    elif type_name == DriftReport.TYPE_NAME:
+      summary.drift = read_drift_report(artifact.uri)
     elif type_name == DataQualityReport.TYPE_NAME:
       summary.data_quality = {name: artifact_property(artifact, name) for name in (
           *contracts.DATA_QUALITY_COUNT_PROPERTIES, contracts.LABEL_CONFLICT_POLICY_PROPERTY)}
       summary.data_quality_uri = artifact.uri
     elif type_name == 'Model':
+      summary.trained_spans = spans_of_model(store, artifact.id)
       summary.operating_point = artifact_property(artifact, 'operating_point')
       summary.hyperparameters = artifact_property(artifact, 'hyperparameters')
       summary.tflite_bytes = artifact_property(artifact, contracts.TFLITE_BYTES_PROPERTY)
       summary.tflite_error = artifact_property(artifact, contracts.TFLITE_ERROR_PROPERTY)
     elif type_name == 'ModelEvaluation':
+      summary.evaluated_spans = spans_read_by(store, component.execution_id)
       summary.metrics, matrices = read_overall_evaluation(artifact.uri)
       summary.blessing_checks = blessing.checks_of_evaluation(artifact.uri, summary.metrics)
       summary.confusion_matrix = matrices.get(eval_config.PROBABILITIES_OUTPUT, [])
@@ -242,6 +255,33 @@ def format_tflite(report: Optional[Dict[str, Any]], size_bytes: Optional[int],
           f'{tflite["max_probability_difference"]:.2g}; {verdict}')
 
 
+def format_spans(spans: List[int]) -> str:
+  return ', '.join(str(span) for span in spans) if spans else 'none'
+
+
+def format_span_lines(summary: RunSummary) -> List[str]:
+  """Which span the run ingested, which the model was trained and evaluated on, and the drift
+  from the previous span; nothing for a data root without spans."""
+  if not summary.span:
+    return []
+  lines = [f'span {summary.span} ingested'
+           + (f'; trained on span(s) {format_spans(summary.trained_spans)}'
+              if summary.trained_spans else '')
+           + (f'; evaluated on the eval split of span(s) {format_spans(summary.evaluated_spans)}'
+              if summary.evaluated_spans else '')]
+  drift = summary.drift or {}
+  if 'baseline_span' not in drift:
+    lines.append('drift: nothing to compare with (no earlier span ingested)')
+    return lines
+  lines.append(f'drift of span {drift["span"]} from span {drift["baseline_span"]} '
+               f'({drift["split"]} split):')
+  for row in drift['measurements']:
+    verdict = 'DRIFTED' if row['beyond'] else 'within'
+    lines.append(f'  {row["feature"]:<16} {row["measure"]:<26} {row["distance"]:>7.3f}  '
+                 f'{verdict} (threshold {row["threshold"]:g})')
+  return lines
+
+
 def format_summary(summary: RunSummary) -> str:
   lines = [f'Pipeline run {summary.run_id}', '']
   lines.append(f'  {"component":<32} {"status":<10} {"seconds":>8}')
@@ -255,6 +295,10 @@ def format_summary(summary: RunSummary) -> str:
     for split, counts in sorted(summary.class_counts.items(), reverse=True):
       lines.append(f'  {split:<10} ' + ' '.join(f'{int(counts.get(name, 0)):>10}'
                                                 for name in features.LABEL_NAMES))
+  span_lines = format_span_lines(summary)
+  if span_lines:
+    lines.append('')
+    lines.extend(f'  {line}' for line in span_lines)
   if summary.data_quality:
     lines.append('')
     lines.append(f'  data quality: {format_report_line(summary.data_quality)}')

@@ -30,10 +30,11 @@ class DataDriftError(RuntimeError):
   """The newest span drifted from the previous one beyond a threshold."""
 
 
-def check_no_anomalies(anomalies: standard_artifacts.ExampleAnomalies, span: int) -> None:
-  """Raises DataAnomaliesError listing every anomaly ExampleValidator found in span `span`."""
+def check_no_anomalies(anomalies: standard_artifacts.ExampleAnomalies) -> None:
+  """Raises DataAnomaliesError listing every anomaly ExampleValidator found, naming the span
+  (for a data root of span folders)."""
   found = read_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
-  where = f'span {span} ' if span else ''
+  where = f'span {anomalies.span} ' if anomalies.span else ''
   lines = [f'{where}{split}: {line}' for split, split_lines in found.items()
            for line in split_lines]
   if lines:
@@ -73,6 +74,6 @@ def DataValidationGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomal
     raise ValueError(f'drift_policy must be one of {", ".join(DRIFT_POLICIES)}, '
                      f'got {drift_policy!r}')
   check_data_quality(data_quality)
-  check_no_anomalies(anomalies, anomalies.span or 0)
+  check_no_anomalies(anomalies)
   if drift is not None:
     check_drift(drift, drift_policy)

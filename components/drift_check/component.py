@@ -143,9 +143,9 @@ def DriftCheck(statistics: InputArtifact[standard_artifacts.ExampleStatistics],
     logging.warning('DriftCheck: %s', line)
 
 
-def read_drift_report(drift: DriftReport) -> Optional[dict]:
-  """The drift.json of a DriftReport artifact, or None when it has none."""
-  path = os.path.join(drift.uri, DRIFT_FILE)
+def read_drift_report(drift_uri: str) -> Optional[dict]:
+  """The drift.json of a DriftReport artifact (by its URI), or None when it has none."""
+  path = os.path.join(drift_uri, DRIFT_FILE)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as handle:
