@@ -103,3 +103,53 @@ def test_assign_group_splits_places_each_group_by_its_midpoint():
                                             BUCKETS)
   assert set(lopsided) == {'big', 'small'}
   assert sorted(lopsided.values()) in ([TRAIN, TRAIN], [TRAIN, EVAL])
+
+
+def in_span(records, span):
+  return [{**record, 'file': f'span-{span}/{record["file"]}', 'span': span}
+          for record in records]
+
+
+def test_an_older_span_keeps_its_split_and_a_copy_of_its_image_joins_that_split():
+  rng = np.random.default_rng(7)
+  older = in_span(records_with_groups(seed=1), 1)
+  planned_then = plan(older)
+  newer = in_span([{'file': f'{label}/new {number}.png', 'label': label,
+                    'hash': random_hash(rng)}
+                   for label in ('benign', 'malignant', 'normal') for number in range(20)], 2)
+  copied = [record for record in older if record['label'] == 'benign'][:6]
+  copies = [{'file': f'span-2/benign/copy of {number}.png', 'label': 'benign',
+             'hash': near_copy(record['hash'], 2, rng), 'span': 2}
+            for number, record in enumerate(copied)]
+  planned_now, companions = split_plan.plan_splits(
+      older + newer + copies, BUCKETS, near_duplicates.DEFAULT_MAX_DISTANCE, 'exclude',
+      excluded_index=EXCLUDED)
+
+  assert set(planned_now) == {record['file'] for record in newer + copies}  # the newest only
+  for number, record in enumerate(copied):
+    split, group, _ = planned_now[f'span-2/benign/copy of {number}.png']
+    assert (split, group) == planned_then[record['file']][:2]
+  assert {EVAL, TRAIN} <= {planned_then[record['file']][0] for record in copied}
+  # The older images a copy joined are handed on for the data-quality report, with the split
+  # they were given when their span was ingested.
+  assert {row['file']: row['split'] for row in companions} == {
+      record['file']: planned_then[record['file']][0] for record in copied}
+
+
+def test_a_copy_across_spans_under_another_label_is_excluded_and_the_older_image_stays():
+  rng = np.random.default_rng(8)
+  older = in_span(records_with_groups(seed=2), 1)
+  source = next(record for record in older if record['file'] == 'span-1/normal/normal (3).png')
+  conflict = {'file': 'span-2/malignant/relabelled.png', 'label': 'malignant',
+              'hash': near_copy(source['hash'], 1, rng), 'span': 2}
+  planned_now, companions = split_plan.plan_splits(
+      older + [conflict], BUCKETS, near_duplicates.DEFAULT_MAX_DISTANCE, 'exclude',
+      excluded_index=EXCLUDED)
+  assert planned_now[conflict['file']][:2] == (EXCLUDED, source['file'])
+  assert companions == [{'file': source['file'], 'label': 'normal',
+                         'split': plan(older)[source['file']][0], 'hash': source['hash'],
+                         'group': source['file']}]
+  kept, _ = split_plan.plan_splits(older + [conflict], BUCKETS,
+                                   near_duplicates.DEFAULT_MAX_DISTANCE, 'keep',
+                                   excluded_index=EXCLUDED)
+  assert kept[conflict['file']][0] == plan(older)[source['file']][0]
