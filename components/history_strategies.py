@@ -17,6 +17,11 @@ produced (`newest`) and return exactly one artifact per span:
 schema was inferred from this run's statistics (inferring again gives it back): an unchanged
 rerun then sees the inputs of the run before it, and stays cached.
 
+`WarmStartModelStrategy` gives the Trainer the newest blessed model that was not trained on this
+run's newest examples: a warm-started rerun on the same span starts from what the run before it
+started from, and stays cached (TFX's LatestBlessedModelStrategy would hand it the model that
+run produced).
+
 Kubeflow V2 and Vertex compile only TFX's own strategies; their runner leaves these out
 (`PipelineConfig.custom_resolver_strategies`).
 """
@@ -99,3 +104,40 @@ class PinnedSchemaStrategy(resolver.ResolverStrategy):
     if pinned and pinned.get_int_custom_property(INFERRED_FROM_PROPERTY) in current:
       pinned = None  # inferred from these very statistics: inferring again gives it back
     return {SCHEMA_KEY: [pinned] if pinned else [], NEWEST_KEY: input_dict.get(NEWEST_KEY, [])}
+
+
+MODEL_KEY = 'model'
+MODEL_BLESSING_KEY = 'model_blessing'
+# Hops up from a model to the raw examples it was trained on: Model ← Trainer ← transformed
+# examples ← Transform ← Examples.
+_HOPS_TO_EXAMPLES = 2
+
+
+def _ancestor_ids(store, artifact_id: int, hops: int) -> set:
+  """Ids of the artifacts the executions that wrote `artifact_id` read, `hops` executions up."""
+  found, frontier = set(), {artifact_id}
+  for _ in range(hops):
+    writers = {event.execution_id for event in store.get_events_by_artifact_ids(list(frontier))
+               if event.artifact_id in frontier and event.type == event.OUTPUT}
+    frontier = {event.artifact_id for event in store.get_events_by_execution_ids(list(writers))
+                if event.type == event.INPUT} if writers else set()
+    found |= frontier
+  return found
+
+
+class WarmStartModelStrategy(resolver.ResolverStrategy):
+  """Inputs: `model` and `model_blessing` (all of them) and `newest` (this run's examples)."""
+
+  def resolve_artifacts(
+      self, store, input_dict: Dict[str, List[types.Artifact]]
+  ) -> Optional[Dict[str, List[types.Artifact]]]:
+    newest = {artifact.id for artifact in input_dict.get(NEWEST_KEY, [])}
+    blessed = {blessing.get_int_custom_property('current_model_id'): blessing
+               for blessing in input_dict.get(MODEL_BLESSING_KEY, [])
+               if blessing.get_int_custom_property('blessed') == 1}
+    result = {MODEL_KEY: [], MODEL_BLESSING_KEY: [], NEWEST_KEY: input_dict.get(NEWEST_KEY, [])}
+    for model in sorted(input_dict.get(MODEL_KEY, []), key=lambda found: -found.id):
+      if model.id in blessed and not _ancestor_ids(store, model.id, _HOPS_TO_EXAMPLES) & newest:
+        result[MODEL_KEY], result[MODEL_BLESSING_KEY] = [model], [blessed[model.id]]
+        break
+    return result

@@ -170,6 +170,8 @@ class OperatingPoint:
   chosen_on: str = HELD_OUT
   # Training images left out of the choice because the Tuner scored its trials on them.
   left_out_for_tuning: int = 0
+  # Training images left out of the choice because a warm start's base model trained on them.
+  seen_by_base_model: int = 0
   calibration_sensitivity: Optional[float] = None
   calibration_ece_before: Optional[float] = None
   calibration_ece_after: Optional[float] = None

@@ -1,7 +1,7 @@
 """The Trainer's and the Tuner's datasets: transformed examples read once, batched, and the
 training split dealt to the folds held out from each ensemble member (models/group_split.py)."""
 
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -35,9 +35,12 @@ def batches(examples: tf.data.Dataset, batch_size: int, shuffle_seed: Optional[i
 class HeldOutFolds:
   """The training examples dealt by near-duplicate group to the folds held out from the ensemble's
   members (`group_split.held_out_folds`): member m trains on `training(m)` and predicts
-  `held_out(m)`, out of sample. With one network, fold 0 is its calibration set."""
+  `held_out(m)`, out of sample. With one network, fold 0 is its calibration set. Groups in
+  `seen_groups` (a warm start's base model trained on them) are trained on but never held out
+  for prediction: no prediction of them is out of sample."""
 
-  def __init__(self, examples: tf.data.Dataset, members: int, calibration_percent: float):
+  def __init__(self, examples: tf.data.Dataset, members: int, calibration_percent: float,
+               seen_groups: Iterable[str] = ()):
     labels, groups = [], []
     for _, label, group in examples:
       labels.append(int(label))
@@ -45,7 +48,12 @@ class HeldOutFolds:
     fold_of_group = dict(zip(groups, group_split.held_out_folds(labels, groups, members,
                                                                 calibration_percent)))
     self.examples = examples
+    self.groups = sorted(set(groups))
+    seen = set(seen_groups) & set(groups)
+    self.seen_held_out = sum(1 for group in groups if group in seen and fold_of_group[group] >= 0)
     self.folds = max(fold_of_group.values(), default=-1) + 1
+    # Trained on by every member: a fold number no member has.
+    fold_of_group.update({group: self.folds for group in seen})
     self.labels_of_fold = [[label for label, group in zip(labels, groups)
                             if fold_of_group[group] == fold] for fold in range(self.folds)]
     names = sorted(fold_of_group)

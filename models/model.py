@@ -14,6 +14,12 @@ built into the exported model (models/export.py says its signatures) and written
 its trials on member 0's fold (models/tuning.py), so that fold's predictions are left out of the
 choice.
 
+Given a base model (the Trainer's `base_model`: the newest blessed model, with `--warm-start`),
+every member, choosers and shipped ones alike, starts from the base model's members and trains
+`warm_start_epochs` epochs (models/warm_start.py); the groups the base model trained on are then
+left out of the operating point, as their predictions are not out of sample. Every model keeps
+its members' weights for a later warm start.
+
 The network and how it is trained come from `models.training` and the network's recipe; a
 recipe with test-time flips is exported averaging over the image and its mirror image, and an
 ensemble (`ensemble_members` > 1, or the recipe's) is exported as one SavedModel averaging its
@@ -33,7 +39,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from models import calibration, features, networks, on_device, training
+from models import calibration, features, networks, on_device, training, warm_start
 from models.datasets import HeldOutFolds, batches, read_examples
 from models.export import export_model, export_on_device
 from models.training_curves import plot_training_curves
@@ -48,6 +54,8 @@ TARGET_SENSITIVITY_KEY = 'target_malignant_sensitivity'
 ENSEMBLE_MEMBERS_KEY = 'ensemble_members'
 BACKBONE_WEIGHTS_KEY = 'backbone_weights'
 TFLITE_WEIGHTS_KEY = 'tflite_weights'
+# Epochs of a warm start from the base model (fn_args.base_model; models/warm_start.py).
+WARM_START_EPOCHS_KEY = 'warm_start_epochs'
 
 DEFAULTS = {
     EPOCHS_KEY: None,  # the network's recipe decides
@@ -59,6 +67,7 @@ DEFAULTS = {
     ENSEMBLE_MEMBERS_KEY: None,  # the network's recipe decides
     BACKBONE_WEIGHTS_KEY: None,  # a pretrained backbone's weights (models/backbones.py)
     TFLITE_WEIGHTS_KEY: on_device.DEFAULT_WEIGHT_TYPE,
+    WARM_START_EPOCHS_KEY: 3,
 }
 TRAINING_CURVES_FILE = 'training_curves.png'
 HISTORY_FILE = 'history.json'
@@ -81,11 +90,21 @@ def run_fn(fn_args) -> None:
   network = config[NETWORK_KEY]
   test_time_flips = networks.RECIPES[network].test_time_flips
   members = config[ENSEMBLE_MEMBERS_KEY] or networks.RECIPES[network].members
-  folds = HeldOutFolds(training_examples, members, config[CALIBRATION_PERCENT_KEY])
-  eval_examples = read_examples(fn_args.eval_files, fn_args.data_accessor, tf_transform_output)
-  batch_size = config[BATCH_SIZE_KEY]
   image_size = tf_transform_output.transformed_feature_spec()[
       features.TRANSFORMED_IMAGE_KEY].shape[0]
+  base, cold_reason = warm_start.read_base_model(getattr(fn_args, 'base_model', None), network,
+                                                 image_size)
+  folds = HeldOutFolds(training_examples, members, config[CALIBRATION_PERCENT_KEY],
+                       seen_groups=base.training_groups if base else ())
+  eval_examples = read_examples(fn_args.eval_files, fn_args.data_accessor, tf_transform_output)
+  batch_size = config[BATCH_SIZE_KEY]
+  epochs = config[WARM_START_EPOCHS_KEY] if base else config[EPOCHS_KEY]
+  if base:
+    print(f'warm start: {members} member(s) from {base.model_dir}, {epochs} epochs; '
+          f'{folds.seen_held_out} training images it saw are left out of the operating point',
+          flush=True)
+  elif getattr(fn_args, 'base_model', None):
+    print(f'cold start: {cold_reason}', flush=True)
   # The Tuner's best (keras_tuner.HyperParameters config), when the pipeline tuned.
   hyperparameters = dict((fn_args.hyperparameters or {}).get('values', {}))
   logs_of_member = lambda member: [keras.callbacks.TensorBoard(
@@ -95,8 +114,9 @@ def run_fn(fn_args) -> None:
   def train(datasets, shipped: bool):
     return training.train_ensemble(
         network, image_size, datasets, batches(eval_examples, batch_size),
-        epochs=config[EPOCHS_KEY], seed=config[SEED_KEY], hyperparameters=hyperparameters,
+        epochs=epochs, seed=config[SEED_KEY], hyperparameters=hyperparameters,
         backbone_weights=config[BACKBONE_WEIGHTS_KEY],
+        initial_weights=base.weights if base else None,
         callbacks_of_member=logs_of_member if shipped else lambda member: ())
 
   # An ensemble is cross-fitted to choose the operating point, then refitted to ship; one
@@ -118,6 +138,7 @@ def run_fn(fn_args) -> None:
       chosen_on=calibration.OUT_OF_FOLD if members > 1 else calibration.HELD_OUT)
   operating_point.left_out_for_tuning = sum(len(folds.labels_of_fold[fold])
                                             for fold in range(folds.folds) if fold not in scored)
+  operating_point.seen_by_base_model = folds.seen_held_out
   print(f'operating point chosen on {operating_point.calibration_examples} out-of-sample '
         f'predictions ({operating_point.calibration_malignant} malignant) of {members} '
         f'member(s), {operating_point.left_out_for_tuning} left out for the Tuner', flush=True)
@@ -144,3 +165,6 @@ def run_fn(fn_args) -> None:
   if hyperparameters:
     with tf.io.gfile.GFile(os.path.join(model_dir, HYPERPARAMETERS_FILE), 'w') as handle:
       json.dump(hyperparameters, handle, indent=1)
+  warm_start.save_members(trained, model_dir, network, image_size, folds.groups)
+  if getattr(fn_args, 'base_model', None):
+    warm_start.write_warm_start(model_dir, base, epochs, cold_reason)

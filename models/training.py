@@ -88,11 +88,15 @@ def set_backbone_trainable(model: keras.Model, top_layers: int) -> None:
                        and not isinstance(layer, keras.layers.BatchNormalization))
 
 
-def training_phases(recipe: networks.Recipe, epochs: int) -> List[Tuple[int, int, float]]:
+def training_phases(recipe: networks.Recipe, epochs: int,
+                    warm: bool = False) -> List[Tuple[int, int, float]]:
   """(epochs, backbone layers trainable (-1: the whole network), learning-rate scale) per phase:
-  one phase, or for a pretrained backbone the head first, then the top of the backbone too."""
+  one phase, or for a pretrained backbone the head first, then the top of the backbone too. A
+  warm start (trained weights to start from) has only the last phase: its head is trained."""
   if not recipe.pretrained_backbone:
     return [(epochs, -1, 1.0)]
+  if warm:
+    return [(epochs, int(recipe.unfrozen_layers), recipe.fine_tune_scale)]
   # Hyperparameters read back from ML Metadata are JSON numbers: 5.0 for 5.
   frozen = min(int(recipe.frozen_epochs), epochs // 2)
   return [phase for phase in ((frozen, 0, 1.0),
@@ -105,12 +109,14 @@ def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
                   eval_dataset: Optional[tf.data.Dataset], epochs: Optional[int] = None,
                   seed: int = 42, callbacks: Iterable[keras.callbacks.Callback] = (),
                   verbose: int = 2, hyperparameters: Optional[Mapping[str, Any]] = None,
-                  backbone_weights: Optional[str] = None
+                  backbone_weights: Optional[str] = None, initial_weights: Optional[str] = None
                   ) -> Tuple[keras.Model, Dict[str, List[float]]]:
   """Builds `network`, trains it by its recipe and returns (model, history).
 
   `epochs` overrides the recipe's, `hyperparameters` (e.g. the Tuner's best) its values;
-  `backbone_weights` is where a pretrained backbone starts from (models/backbones.py). The
+  `backbone_weights` is where a pretrained backbone starts from (models/backbones.py), and
+  `initial_weights` a trained member of this network to start from instead (a warm start,
+  models/warm_start.py: no self-supervised pretraining, no frozen phase). The
   datasets yield batches of (pixels [b, s, s, 3] in [0, 1], label [b]); `eval_dataset` is only
   reported on, never used to choose weights.
   """
@@ -121,13 +127,15 @@ def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
   if recipe.pretrained_backbone:
     options['backbone_weights'] = backbone_weights
   model = recipe.build(image_size, len(features.LABEL_NAMES), **options)
+  if initial_weights:
+    model.load_weights(initial_weights).expect_partial()
   steps_per_epoch = int(train_dataset.cardinality().numpy())
   if steps_per_epoch < 1:  # Unknown cardinality: count once (the dataset is cached).
     steps_per_epoch = sum(1 for _ in train_dataset)
   class_weight = (balanced_class_weights(dataset_labels(train_dataset), len(features.LABEL_NAMES))
                   if recipe.balanced_class_weights else None)
   history: Dict[str, List[float]] = {}
-  if recipe.contrastive_epochs:
+  if recipe.contrastive_epochs and not initial_weights:
     history['contrastive_loss'] = self_supervised.pretrain(
         model, train_dataset, int(recipe.contrastive_epochs), verbose=verbose)
   loss = keras.losses.SparseCategoricalCrossentropy()
@@ -140,7 +148,8 @@ def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
     eval_dataset = eval_dataset.map(one_hot_labels) if eval_dataset is not None else None
     loss = keras.losses.CategoricalCrossentropy()
   done = 0
-  for phase_epochs, trainable_layers, scale in training_phases(recipe, epochs):
+  for phase_epochs, trainable_layers, scale in training_phases(recipe, epochs,
+                                                               warm=bool(initial_weights)):
     if trainable_layers >= 0:
       set_backbone_trainable(model, trainable_layers)
     schedule = learning_rate(recipe, steps_per_epoch, phase_epochs, scale)
@@ -163,12 +172,14 @@ def train_ensemble(network: str, image_size: int, train_datasets: Sequence[tf.da
                    callbacks_of_member: Callable[[int], Iterable[keras.callbacks.Callback]] = (
                        lambda member: ()),
                    verbose: int = 2, hyperparameters: Optional[Mapping[str, Any]] = None,
-                   backbone_weights: Optional[str] = None
+                   backbone_weights: Optional[str] = None,
+                   initial_weights: Optional[Sequence[str]] = None
                    ) -> Tuple[List[keras.Model], List[Dict[str, List[float]]]]:
   """Trains one network per training dataset, member i with seed `seed + i`, and returns (the
   members, their histories). A deep ensemble: the members differ by their initial weights, the
   order and augmentation of their batches, and the fold each is not trained on
-  (models/group_split.py)."""
+  (models/group_split.py). With `initial_weights` (a warm start), member i starts from the
+  weights of base member i modulo their number."""
   members = len(train_datasets)
   trained, histories = [], []
   for member, train_dataset in enumerate(train_datasets):
@@ -178,7 +189,9 @@ def train_ensemble(network: str, image_size: int, train_datasets: Sequence[tf.da
                                    epochs=epochs, seed=seed + member,
                                    callbacks=callbacks_of_member(member), verbose=verbose,
                                    hyperparameters=hyperparameters,
-                                   backbone_weights=backbone_weights)
+                                   backbone_weights=backbone_weights,
+                                   initial_weights=(initial_weights[member % len(initial_weights)]
+                                                    if initial_weights else None))
     trained.append(model)
     histories.append(history)
   return trained, histories

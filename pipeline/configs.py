@@ -72,6 +72,10 @@ class PipelineConfig:
   tuning_trials: int = 8
   tuning_epochs: Optional[int] = None
   batch_size: int = 32
+  # Warm start (`--warm-start`): every member starts from the newest blessed model trained
+  # before this run's span, for `warm_start_epochs` epochs (models/warm_start.py).
+  warm_start: bool = False
+  warm_start_epochs: int = 3
   seed: int = 42
   # One network's operating point: chosen on this share of the training split, set aside by
   # group (an ensemble's members are cross-fitted instead: models/model.py).

@@ -126,6 +126,13 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
   parser.add_argument('--seed', type=int, default=defaults.seed,
                       help='random seed of the training (ensemble member i trains from seed + i) '
                       '(default: %(default)s)')
+  parser.add_argument('--warm-start', action='store_true',
+                      help='start every network from the newest blessed model (trained before '
+                      'this span) and train it --warm-start-epochs epochs; cold when there is '
+                      'none, or it is another network or image size')
+  parser.add_argument('--warm-start-epochs', type=_positive_int,
+                      default=defaults.warm_start_epochs,
+                      help='epochs of a warm start (default: %(default)s)')
   parser.add_argument('--tune', action='store_true',
                       help="search the network's hyperparameters with TFX's Tuner first (trials "
                       "scored on the first ensemble member's held-out fold, which the operating "
@@ -252,6 +259,8 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       ensemble_members=args.ensemble_members,
       backbone_weights=args.backbone_weights,
       tune=args.tune,
+      warm_start=args.warm_start,
+      warm_start_epochs=args.warm_start_epochs,
       tuning_trials=args.tuning_trials,
       tuning_epochs=args.tuning_epochs,
       image_size=args.image_size,

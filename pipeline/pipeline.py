@@ -5,7 +5,8 @@
   on) → ExampleValidator, and DriftCheck (against the previous span's statistics);
   DataValidationGate stops the run on an anomaly, a cross-split leak, a forbidden label conflict
   or drift → Transform (of the newest `--train-spans` spans).
-- `training_components`: (Tuner, with `--tune`) → Trainer.
+- `training_components`: (Tuner, with `--tune`) → Trainer (from the newest blessed model's
+  weights, with `--warm-start`).
 - `release_components`: Evaluator (baseline: the latest other blessed model), ServingCheck
   (canary requests to the candidate in a fresh process: TFX's InfraValidator without Docker) and
   EvalExplainer (Grad-CAM of eval images, for the report) → Pusher (atomic: a version appears
@@ -47,7 +48,7 @@ from components.data_quality.component import DataQualityCheck
 from components.data_validation_gate.component import DataValidationGate
 from components.drift_check.component import DriftCheck
 from components.history_strategies import (LatestSpansStrategy, PinnedSchemaStrategy,
-                                           PreviousSpanStatisticsStrategy)
+                                           PreviousSpanStatisticsStrategy, WarmStartModelStrategy)
 from components.eval_explanations.component import EvalExplainer
 from components.model_card.component import ModelCardGenerator
 from components.image_example_gen.component import ImageExampleGen
@@ -196,8 +197,10 @@ def data_components(config: PipelineConfig) -> DataPart:
                   training_examples)
 
 
-def training_components(config: PipelineConfig, transform, schema_gen) -> list:
-  """(The Tuner, with `--tune`, and) the Trainer: its model ends the list."""
+def training_components(config: PipelineConfig, data: DataPart) -> list:
+  """(The Tuner, with `--tune`, the warm start's model resolver, with `--warm-start`, and) the
+  Trainer: its model ends the list."""
+  transform, schema_gen = data.transform, data.schema_gen
   trainer_config = {
       model.EPOCHS_KEY: config.epochs,
       model.ENSEMBLE_MEMBERS_KEY: config.ensemble_members,
@@ -208,6 +211,7 @@ def training_components(config: PipelineConfig, transform, schema_gen) -> list:
       model.CALIBRATION_PERCENT_KEY: config.calibration_percent,
       model.TARGET_SENSITIVITY_KEY: config.target_malignant_sensitivity,
       model.TFLITE_WEIGHTS_KEY: config.tflite_weights,
+      **({model.WARM_START_EPOCHS_KEY: config.warm_start_epochs} if config.warm_start else {}),
   }
   tuner = None
   if config.tune:
@@ -226,12 +230,25 @@ def training_components(config: PipelineConfig, transform, schema_gen) -> list:
                        tuning.TRIAL_EPOCHS_KEY: config.tuning_epochs,
                        'code_version': code_version('models.tuning')})
 
+  base_model = None
+  if config.warm_start:
+    base_model = (Resolver(strategy_class=WarmStartModelStrategy,
+                           model=Channel(type=standard_artifacts.Model),
+                           model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+                           newest=data.example_gen.outputs['examples'])
+                  if config.custom_resolver_strategies else
+                  Resolver(strategy_class=LatestBlessedModelStrategy,
+                           model=Channel(type=standard_artifacts.Model),
+                           model_blessing=Channel(type=standard_artifacts.ModelBlessing))
+                  ).with_id('warm_start_model_resolver')
+
   trainer = Trainer(
       run_fn='models.model.run_fn',
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
       hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
+      base_model=base_model.outputs['model'] if base_model else None,
       train_args=TrainArgs(splits=[contracts.TRAIN_SPLIT]),
       eval_args=EvalArgs(splits=[contracts.EVAL_SPLIT]),
       custom_config={
@@ -241,7 +258,7 @@ def training_components(config: PipelineConfig, transform, schema_gen) -> list:
       # TFX's executor, then the operating point recorded on the Model artifact.
       custom_executor_spec=executor_spec.ExecutorClassSpec(trainer_executor.Executor))
 
-  return [*([tuner] if tuner else []), trainer]
+  return [*([tuner] if tuner else []), *([base_model] if base_model else []), trainer]
 
 
 def release_components(config: PipelineConfig, data: DataPart, trainer) -> list:
@@ -333,7 +350,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
   data = data_components(config)
   components = list(data.components)
   if not data_part_only:
-    training = training_components(config, data.transform, data.schema_gen)
+    training = training_components(config, data)
     components += training + release_components(config, data, training[-1])
   return Pipeline(
       pipeline_name=config.pipeline_name,

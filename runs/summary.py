@@ -64,6 +64,8 @@ class RunSummary:
   trained_spans: List[int] = dataclasses.field(default_factory=list)
   evaluated_spans: List[int] = dataclasses.field(default_factory=list)
   drift: Optional[Dict[str, Any]] = None
+  # With --warm-start: {'base_model': its directory, 'epochs': n}, or {'cold_start': why}.
+  warm_start: Optional[Dict[str, Any]] = None
 
 
 def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float],
@@ -175,6 +177,7 @@ def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummar
       summary.data_quality_uri = artifact.uri
     elif type_name == 'Model':
       summary.trained_spans = spans_of_model(store, artifact.id)
+      summary.warm_start = artifact_property(artifact, 'warm_start')
       summary.operating_point = artifact_property(artifact, 'operating_point')
       summary.hyperparameters = artifact_property(artifact, 'hyperparameters')
       summary.tflite_bytes = artifact_property(artifact, contracts.TFLITE_BYTES_PROPERTY)
@@ -206,9 +209,12 @@ def operating_point_evidence(point: Dict[str, Any]) -> str:
   examples = int(point.get('calibration_examples') or 0)
   malignant = point.get('calibration_malignant')
   images = f'{examples} images' + (f' ({int(malignant)} malignant)' if malignant else '')
+  seen = int(point.get('seen_by_base_model') or 0)
+  unseen = f' (less {seen} the warm start\'s base model saw)' if seen else ''
   if point.get('chosen_on') == calibration.OUT_OF_FOLD:
-    return f"the ensemble members' out-of-fold predictions of {images} of the training split"
-  return f'a calibration set of {images} held out of the training split'
+    return (f"the ensemble members' out-of-fold predictions of {images} of the training split"
+            f'{unseen}')
+  return f'a calibration set of {images} held out of the training split{unseen}'
 
 
 def format_operating_point(point: Dict[str, Any]) -> str:
@@ -253,6 +259,12 @@ def format_tflite(report: Optional[Dict[str, Any]], size_bytes: Optional[int],
   return (f'TFLite, {size}: the SavedModel\'s label on {tflite["identical_labels"]:.1%} of '
           f'{int(tflite["examples"])} eval images, probabilities within '
           f'{tflite["max_probability_difference"]:.2g}; {verdict}')
+
+
+def format_warm_start(record: Dict[str, Any]) -> str:
+  if 'cold_start' in record:
+    return f'cold start (--warm-start): {record["cold_start"]}'
+  return (f'warm start: from {record["base_model"]}, {record["epochs"]} epoch(s)')
 
 
 def format_spans(spans: List[int]) -> str:
@@ -320,6 +332,9 @@ def format_summary(summary: RunSummary) -> str:
     lines.append('  tuned hyperparameters (the Tuner\'s best, trained with): ' + ', '.join(
         f'{name} {value:.3g}' if isinstance(value, float) else f'{name} {value}'
         for name, value in sorted(summary.hyperparameters.items())))
+  if summary.warm_start:
+    lines.append('')
+    lines.append(f'  {format_warm_start(summary.warm_start)}')
   if summary.operating_point:
     lines.append('')
     lines.append(f'  operating point: {format_operating_point(summary.operating_point)}')

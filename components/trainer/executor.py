@@ -6,7 +6,9 @@ Custom properties of the Model artifact: `malignant_threshold` (absent when ther
 out-of-sample malignant predictions: the arg-max decides), `temperature`,
 `target_malignant_sensitivity`, and `operating_point` (all of `models/calibration.py`'s OperatingPoint, as JSON); and, when the
 Tuner chose them (`--tune`), `hyperparameters` (the values trained with, as JSON); and
-`tflite_model` (the on-device model's path inside the artifact) with `tflite_bytes`.
+`tflite_model` (the on-device model's path inside the artifact) with `tflite_bytes`; and, when a
+warm start was asked for (`--warm-start`), `warm_start`: the base model and the epochs, or why
+the run started cold.
 """
 
 import json
@@ -17,7 +19,10 @@ from tfx.components.trainer import executor as tfx_trainer_executor
 from tfx.types import artifact_utils, standard_component_specs
 
 from components import contracts
-from models import calibration, model as trainer_module, on_device
+from models import calibration, model as trainer_module, on_device, warm_start
+
+# {'base_model': its directory, 'epochs': n}, or {'cold_start': why} when one was asked for.
+WARM_START_PROPERTY = 'warm_start'
 
 
 class Executor(tfx_trainer_executor.GenericExecutor):
@@ -34,6 +39,10 @@ class Executor(tfx_trainer_executor.GenericExecutor):
     elif tf.io.gfile.exists(tflite_error):
       with tf.io.gfile.GFile(tflite_error) as handle:
         model.set_string_custom_property(contracts.TFLITE_ERROR_PROPERTY, handle.read())
+    warm_start_path = os.path.join(model.uri, warm_start.WARM_START_FILE)
+    if tf.io.gfile.exists(warm_start_path):
+      with tf.io.gfile.GFile(warm_start_path) as handle:
+        model.set_json_value_custom_property(WARM_START_PROPERTY, json.load(handle))
     hyperparameters_path = os.path.join(model.uri, trainer_module.HYPERPARAMETERS_FILE)
     if tf.io.gfile.exists(hyperparameters_path):
       with tf.io.gfile.GFile(hyperparameters_path) as handle:
