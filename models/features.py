@@ -26,6 +26,9 @@ CONTRAST_KEY = 'contrast'
 DARK_FRACTION_KEY = 'dark_fraction'
 CONTENT_KEYS = (MEAN_INTENSITY_KEY, CONTRAST_KEY, DARK_FRACTION_KEY)
 DARK_GREY_LEVEL = 32  # of 255
+# What a served request has (the schema's SERVING environment): the image and what ImageExampleGen
+# computes from it. Labels, file names, masks, hashes and groups exist only in training data.
+SERVING_KEYS = (IMAGE_KEY, HEIGHT_KEY, WIDTH_KEY, *CONTENT_KEYS)
 
 # The class vocabulary: the data root's folder names, in this order. The order fixes the
 # integer labels, so it must never change under a trained model.

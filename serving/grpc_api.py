@@ -14,7 +14,7 @@ unchanged.
 """
 
 from concurrent import futures
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import grpc
 import numpy as np
@@ -24,6 +24,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, model_service_pb2_g
 
 from serving import model_versions
 from serving.model_versions import ModelVersions, ServingError
+from serving.request_log import RequestLogger
 
 _GRPC_CODES = {model_versions.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
                model_versions.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
@@ -76,17 +77,19 @@ def input_arrays(request: predict_pb2.PredictRequest,
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
-  def __init__(self, model_name: str, versions: ModelVersions):
+  def __init__(self, model_name: str, versions: ModelVersions,
+               request_logger: Optional[RequestLogger] = None):
     self._model_name = model_name
     self._versions = versions
+    self._request_logger = request_logger
 
   @_abort_on_error
   def Predict(self, request, context):  # pylint: disable=invalid-name
     loaded = _resolve(self._versions, self._model_name, request.model_spec)
     signature_name = request.model_spec.signature_name or 'serving_default'
     function = model_versions.find_signature(loaded, signature_name)
-    outputs = model_versions.run_signature(
-        function, input_arrays(request, model_versions.signature_inputs(function)))
+    inputs = input_arrays(request, model_versions.signature_inputs(function))
+    outputs = model_versions.run_signature(function, inputs)
     wanted = list(request.output_filter) or list(outputs)
     unknown = [name for name in wanted if name not in outputs]
     if unknown:
@@ -99,6 +102,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     response.model_spec.signature_name = signature_name
     for name in wanted:
       response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
+    if self._request_logger is not None:
+      self._request_logger.log(loaded.version, signature_name, inputs)
     return response
 
   @_abort_on_error
@@ -141,14 +146,16 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def start_grpc_server(address: str, model_name: str, versions: ModelVersions,
-                      max_workers: int, max_message_bytes: int) -> Tuple[grpc.Server, int]:
+                      max_workers: int, max_message_bytes: int,
+                      request_logger: Optional[RequestLogger] = None
+                      ) -> Tuple[grpc.Server, int]:
   """Starts the gRPC server on `address` ('host:port'; port 0 picks one); returns it and its
   port. Raises RuntimeError when it cannot listen there."""
   options = [('grpc.max_receive_message_length', max_message_bytes),
              ('grpc.max_send_message_length', max_message_bytes)]
   server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=options)
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-      PredictionService(model_name, versions), server)
+      PredictionService(model_name, versions, request_logger), server)
   model_service_pb2_grpc.add_ModelServiceServicer_to_server(
       ModelService(model_name, versions), server)
   try:

@@ -23,6 +23,7 @@ from serving import rest_api
 from serving.model_versions import (INVALID_ARGUMENT, ModelVersions, ServingError,
                                     find_signature, model_status, run_signature,
                                     signature_def_map, signature_inputs)
+from serving.request_log import RequestLogger
 
 # How TF Serving's HTTP server answers each canonical code (http_server.cc's ToHTTPStatusCode).
 _HTTP_STATUS = {'INVALID_ARGUMENT': 400, 'NOT_FOUND': 404, 'FAILED_PRECONDITION': 400,
@@ -60,8 +61,10 @@ class RestApplication:
   """The WSGI application of one served model."""
 
   def __init__(self, model_name: str, versions: ModelVersions, max_request_bytes: int,
-               max_workers: int, max_queued: int, enable_cors: bool = False):
+               max_workers: int, max_queued: int, enable_cors: bool = False,
+               request_logger: Optional[RequestLogger] = None):
     self.model_name = model_name
+    self.request_logger = request_logger
     self.versions = versions
     self.max_request_bytes = max_request_bytes
     self.enable_cors = enable_cors
@@ -140,6 +143,8 @@ class RestApplication:
         outputs = run_signature(function, inputs)
     finally:
       self._admitted.release()
+    if self.request_logger is not None:
+      self.request_logger.log(loaded.version, signature_name or 'serving_default', inputs)
     return rest_api.response_body(form, outputs)
 
   def _uncompressed(self, body: bytes, content_encoding: str) -> bytes:

@@ -4,7 +4,7 @@
         [--model-name NAME] [--port 8501] [--grpc-port 8500] [--host 127.0.0.1]
         [--poll-seconds 2] [--max-request-bytes 33554432] [--read-timeout-seconds 10]
         [--max-workers CPUS] [--max-queued-requests 2×CPUS] [--max-connections 512]
-        [--enable-cors]
+        [--enable-cors] [--request-log-dir DIR [--request-log-rate 0.1]]
     python -m serving.server --model-config-file models.config [...]
 
 It serves the subset of TF Serving's APIs that the pipeline's models need, with TF Serving's
@@ -36,6 +36,10 @@ the listen backlog (1024). At most `--max-workers` predictions run at once and a
 `Retry-After: 1` at once. A body over `--max-request-bytes` is
 answered 413 by waitress, as TF Serving's HTTP layer answers one over its limit. It listens on
 127.0.0.1 unless `--host` says otherwise.
+
+With `--request-log-dir`, a `--request-log-rate` share of the answered predict requests (REST
+and gRPC) is logged there as TF Serving's request logging writes them (serving/request_log.py);
+`python -m runs.skew` compares their images with the serving model's training data.
 """
 
 import argparse
@@ -50,12 +54,14 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # google-api-core, imported by TensorFlow, warns on every import that Python 3.10 support ends.
 warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import waitress  # pylint: disable=g-import-not-at-top
 from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
 from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=g-import-not-at-top
 
 from serving import command_line, grpc_api  # pylint: disable=g-import-not-at-top
 from serving.model_versions import ModelVersions  # pylint: disable=g-import-not-at-top
+from serving.request_log import RequestLogger  # pylint: disable=g-import-not-at-top
 from serving.rest_app import RestApplication  # pylint: disable=g-import-not-at-top
 
 EXIT_USAGE = command_line.EXIT_USAGE
@@ -120,6 +126,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   parser.add_argument('--max-queued-requests', type=int,
                       help='predictions that wait for a worker; one more is answered 503 with '
                       'Retry-After (default: twice --max-workers)')
+  parser.add_argument('--request-log-dir',
+                      help='log a sample of the answered predict requests here, as TF '
+                      "Serving's request logging does (PredictionLog TFRecords)")
+  parser.add_argument('--request-log-rate', type=float, default=0.1,
+                      help='the share of requests logged, from 0 to 1 (default: %(default)s)')
   parser.add_argument('--max-connections', type=int, default=DEFAULT_MAX_CONNECTIONS,
                       help='connections open at once; more wait in the listen backlog '
                       '(default: %(default)s)')
@@ -134,6 +145,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.error('--max-workers must be at least 1')
   if args.max_connections < 1:
     parser.error('--max-connections must be at least 1')
+  if not 0 <= args.request_log_rate <= 1:
+    parser.error('--request-log-rate must be between 0 and 1')
   if args.max_queued_requests is None:
     args.max_queued_requests = 2 * args.max_workers
   if args.max_queued_requests < 0:
@@ -185,8 +198,18 @@ def main(argv: Optional[List[str]] = None) -> int:
   versions.refresh()
   if versions.serving is None:
     log(f'no loadable version in {args.model_base_path} yet; waiting for one to be pushed')
+  request_logger = None
+  if args.request_log_dir:
+    try:
+      request_logger = RequestLogger(args.request_log_dir, args.request_log_rate, args.model_name)
+    except (OSError, tf.errors.OpError) as error:
+      print(f'serving.server: error: cannot write request logs to {args.request_log_dir}: '
+            f'{getattr(error, "message", None) or error}', file=sys.stderr)
+      return EXIT_USAGE
+    log(f'logging {args.request_log_rate:g} of the predict requests to {request_logger.path}')
   application = RestApplication(args.model_name, versions, args.max_request_bytes,
-                                args.max_workers, args.max_queued_requests, args.enable_cors)
+                                args.max_workers, args.max_queued_requests, args.enable_cors,
+                                request_logger)
   # waitress says "Task queue depth is N" whenever requests wait for a thread: under load, on
   # every request. The 503s and Retry-After already tell clients; its errors still show.
   logging.getLogger('waitress.queue').setLevel(logging.ERROR)
@@ -202,7 +225,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   try:
     grpc_server, grpc_port = grpc_api.start_grpc_server(
         f'{args.host}:{args.grpc_port}', args.model_name, versions, args.max_workers,
-        args.max_request_bytes)
+        args.max_request_bytes, request_logger)
   except RuntimeError:
     server.close()
     print(f'serving.server: error: cannot listen on {args.host}:{args.grpc_port} (gRPC)',
@@ -222,6 +245,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     stop.set()
     grpc_server.stop(grace=1)
     server.close()
+    if request_logger is not None:
+      request_logger.close()
   return 0
 
 

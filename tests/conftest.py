@@ -262,7 +262,7 @@ def separable_data_root(tmp_path_factory):
   return root
 
 
-SERVING_MODULES = ('tests/test_serving.py', 'tests/test_serving_grpc.py',
+SERVING_MODULES = ('tests/test_serving.py', 'tests/test_serving_grpc.py', 'tests/test_skew.py',
                    'tests/test_serving_rest_conformance.py')
 
 
@@ -271,7 +271,7 @@ SERVING_MODULES = ('tests/test_serving.py', 'tests/test_serving_grpc.py',
 def pytest_collection_modifyitems(items):
   """`make test` runs on two pytest-xdist workers with `--dist loadgroup`. The shared pipeline
   runs are built once, by the first worker that needs them (`_once_for_all_workers`); the tests
-  that read them are one group, but for the serving tests, which are spread over four so that
+  that read them are one group, but for the serving tests, which are spread over several so that
   both workers can take them (the only cost: each group starts its module's servers); every other test stays with its module, so its module-scoped
   fixtures are built once.
 

@@ -13,7 +13,9 @@ SchemaGen's own inference this executor:
 
 Other inferred domains stay, such as the image domain TFDV's semantic statistics find for the
 mask feature when masks are present. The image-content features (mean intensity, contrast, share
-of dark pixels) get their domain, [0, 1].
+of dark pixels) get their domain, [0, 1]. Two environments: TRAINING has every feature, SERVING
+only what a served request has (`features.SERVING_KEYS`: the image and what is computed from it),
+which `python -m runs.skew` compares.
 
 The schema is pinned: given `pinned_schema` (the schema an earlier run inferred, from
 `components/history_strategies.PinnedSchemaStrategy`), the
@@ -44,10 +46,14 @@ def curate_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
   """Returns a copy of `schema` with the domains described in the module docstring."""
   curated = schema_pb2.Schema()
   curated.CopyFrom(schema)
+  del curated.default_environment[:]
+  curated.default_environment.extend(['TRAINING', 'SERVING'])
   del curated.string_domain[:]
   curated.string_domain.add(name=features.LABEL_NAME_KEY, value=list(features.LABEL_NAMES))
   lower_bounds = {features.MASK_COUNT_KEY: 0, features.HEIGHT_KEY: 1, features.WIDTH_KEY: 1}
   for feature in curated.feature:
+    if feature.name not in features.SERVING_KEYS and 'SERVING' not in feature.not_in_environment:
+      feature.not_in_environment.append('SERVING')
     if feature.name in _IDENTIFIER_KEYS:
       feature.ClearField('domain_info')
     elif feature.name == features.IMAGE_KEY:

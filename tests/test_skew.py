@@ -1,0 +1,87 @@
+"""Training–serving skew: the server logs a sample of its requests as TF Serving does, and
+`python -m runs.skew` compares the logged images with the serving model's training data."""
+
+import base64
+import io
+import json
+import subprocess
+import urllib.request
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from models import features
+from serving import predict, request_log
+
+
+def png(pixels: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def test_the_logger_samples_at_its_rate_and_records_read_back_the_images(tmp_path):
+  images = [png(np.full((8, 8), level, np.uint8)) for level in (10, 200)]
+  logger = request_log.RequestLogger(str(tmp_path / 'all'), 1.0, 'breast_ultrasound', seed=0)
+  assert logger.log(7, 'serving_default', {'image_bytes': np.array(images, dtype=object)})
+  example = tf.train.Example(features=tf.train.Features(feature={
+      features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[images[1]]))}))
+  assert logger.log(8, 'from_examples',
+                    {'examples': np.array([example.SerializeToString()], dtype=object)})
+  assert logger.log(8, 'from_pixels', {'image_pixels': np.zeros([1, 2, 2, 3], np.float32)})
+  logger.close()
+  records = list(request_log.read_logs(str(tmp_path / 'all')))
+  assert [request_log.encoded_images(record) for record in records] == [
+      (7, images), (8, [images[1]]), (8, [])]
+  assert records[0].log_metadata.model_spec.name == 'breast_ultrasound'
+  assert records[0].log_metadata.sampling_config.sampling_rate == 1.0
+
+  none = request_log.RequestLogger(str(tmp_path / 'none'), 0.0, 'breast_ultrasound', seed=0)
+  assert not any(none.log(1, 'serving_default', {'image_bytes': np.array(images, dtype=object)})
+                 for _ in range(20))
+  some = request_log.RequestLogger(str(tmp_path / 'some'), 0.25, 'breast_ultrasound', seed=0)
+  logged = sum(some.log(1, 'serving_default', {'image_bytes': np.array(images, dtype=object)})
+               for _ in range(400))
+  assert 70 <= logged <= 130  # 100 expected; the standard deviation is about 9
+
+
+def test_logged_requests_yield_a_skew_report_feature_by_feature(
+    pipeline_runs, pushed_model_dir, start_server, python, project_root, tmp_path):
+  log_dir = tmp_path / 'requests'
+  server = start_server(pushed_model_dir, '--request-log-dir', str(log_dir),
+                        '--request-log-rate', '1')
+  data_root = pipeline_runs['data_root']
+  # A scanner with a third of the gain: every served image much darker than training's.
+  darker = []
+  for name in features.LABEL_NAMES:
+    for number in range(1, 6):
+      pixels = np.asarray(Image.open(data_root / name / f'{name} ({number}).png'))
+      darker.append(png((pixels.astype(np.float32) / 3).astype(np.uint8)))
+  body = json.dumps({'instances': [{'b64': base64.b64encode(image).decode()}
+                                   for image in darker[:10]]}).encode()
+  with urllib.request.urlopen(urllib.request.Request(server.model_url + ':predict', data=body),
+                              timeout=120) as response:
+    assert response.status == 200
+  predict.GrpcServerModel(server.grpc_address, 'breast_ultrasound', None).classify(darker[10:])
+  server.stop()
+
+  completed = subprocess.run(
+      [python, '-m', 'runs.skew', '--output-dir', str(pipeline_runs['output_dir']),
+       '--request-log-dir', str(log_dir), '--json'],
+      cwd=project_root, capture_output=True, text=True, timeout=600, check=False)
+  assert completed.returncode == 1, completed.stdout[-2000:] + completed.stderr[-2000:]
+  [entry] = json.loads(completed.stdout)
+  assert (entry['requests'], entry['images'], entry['decoded_images']) == (2, 15, 15)
+  assert entry['trained_on_spans'] == [0]
+  measured = {row['feature']: row for row in entry['measurements']}
+  assert set(measured) == {features.WIDTH_KEY, features.HEIGHT_KEY, *features.CONTENT_KEYS}
+  assert measured['mean_intensity']['beyond'] and measured['dark_fraction']['beyond']
+  assert not measured['width']['beyond'] and measured['width']['distance'] == 0
+  assert set(entry['skewed']) >= {'mean_intensity', 'dark_fraction'}
+  table = subprocess.run(
+      [python, '-m', 'runs.skew', '--output-dir', str(pipeline_runs['output_dir']),
+       '--request-log-dir', str(log_dir)],
+      cwd=project_root, capture_output=True, text=True, timeout=600, check=False)
+  assert 'mean_intensity   Jensen-Shannon divergence' in table.stdout
+  assert 'SKEWED' in table.stdout
