@@ -5,8 +5,12 @@ pipeline's flags to the scheduler and workers in an environment variable:
 
     BREAST_ULTRASOUND_PIPELINE_FLAGS="--data-root /data/busi --output-dir /srv/busi" airflow ...
 
-The DAG `breast-ultrasound` has one task per component, wired as the pipeline's components are,
-and no schedule: trigger it (`airflow dags trigger breast-ultrasound`) when the data change.
+The DAG `breast-ultrasound` has one task per component, wired as the pipeline's components are.
+It has no schedule unless BREAST_ULTRASOUND_SCHEDULE gives one (a cron expression or an Airflow
+preset such as `@daily`): each scheduled run ingests the data root's newest span, and a run with
+no new span is cached from end to end. Without one, trigger it (`airflow dags trigger
+breast-ultrasound`) when the data change. Runs never overlap (one active run at a time) and
+missed intervals are not caught up.
 
 Here, one run in Airflow's own single-process test mode (`DAG.test()`: every task in this
 process, in dependency order, no scheduler; Airflow's database is SQLite under
@@ -41,7 +45,8 @@ from runs import after_run  # pylint: disable=g-import-not-at-top
 PROG = 'airflow_runner.py'
 
 FLAGS_VARIABLE = 'BREAST_ULTRASOUND_PIPELINE_FLAGS'
-# Airflow wants a start date; the DAG has no schedule, so nothing runs because of it.
+SCHEDULE_VARIABLE = 'BREAST_ULTRASOUND_SCHEDULE'
+# Airflow wants a start date; without catch-up, a schedule starts from the latest interval.
 START_DATE = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 
 
@@ -59,14 +64,15 @@ def config_from_arguments(argv: List[str]) -> configs.PipelineConfig:
   return flags.config_from_flags(args, output_dir=os.path.abspath(args.output_dir))
 
 
-def create_dag(config: configs.PipelineConfig):
-  """The pipeline of `config` as an Airflow DAG, one task per component."""
+def create_dag(config: configs.PipelineConfig, schedule: Optional[str] = None):
+  """The pipeline of `config` as an Airflow DAG, one task per component, run on `schedule` (a
+  cron expression or preset; None: only when triggered)."""
   from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.airflow import airflow_dag_runner  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
 
   runner = airflow_dag_runner.AirflowDagRunner(airflow_dag_runner.AirflowPipelineConfig(
-      airflow_dag_config={'schedule': None, 'start_date': START_DATE, 'catchup': False,
+      airflow_dag_config={'schedule': schedule, 'start_date': START_DATE, 'catchup': False,
                           'max_active_runs': 1,
                           'description': 'breast-ultrasound TFX pipeline'}))
   return runner.run(create_pipeline(
@@ -80,7 +86,13 @@ def dag_from_environment():
     config = config_from_arguments(shlex.split(os.environ.get(FLAGS_VARIABLE, '')))
   except SystemExit as error:  # a bad flag: Airflow lists it as this file's import error
     raise ValueError(f'{FLAGS_VARIABLE}: bad pipeline flags (exit {error.code})') from None
-  return create_dag(config)
+  schedule = os.environ.get(SCHEDULE_VARIABLE) or None
+  if schedule and not schedule.startswith('@'):
+    from croniter import croniter  # pylint: disable=g-import-not-at-top  # Airflow's own
+    if not croniter.is_valid(schedule):
+      raise ValueError(f'{SCHEDULE_VARIABLE}: {schedule!r} is neither a cron expression nor an '
+                       'Airflow preset (@hourly, @daily, @weekly, ...)')
+  return create_dag(config, schedule)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

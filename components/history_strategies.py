@@ -6,7 +6,8 @@ its number on the Examples artifact; StatisticsGen copies it onto its statistics
 SpanRangeStrategy returns every artifact of the spans in range, so a span ingested twice (its
 files changed) would be trained on twice, and a rerun whose ExampleGen was cached could be
 handed a newer artifact than the one it produced. These strategies also receive what this run
-produced (`newest`) and return exactly one artifact per span:
+produced (`newest`: read, never passed on, as TFX's Airflow launcher records an artifact once
+per resolver execution) and return exactly one artifact per span:
 
 - `LatestSpansStrategy`: this run's examples, and the newest examples of each older span of the
   same data root, the newest `num_spans` spans (0: all), newest first;
@@ -69,7 +70,7 @@ class LatestSpansStrategy(resolver.ResolverStrategy):
     spans = sorted(by_span, reverse=True)
     if self._num_spans:
       spans = spans[:self._num_spans]
-    return {EXAMPLES_KEY: [by_span[span] for span in spans], NEWEST_KEY: newest}
+    return {EXAMPLES_KEY: [by_span[span] for span in spans], NEWEST_KEY: []}
 
 
 class PreviousSpanStatisticsStrategy(resolver.ResolverStrategy):
@@ -83,7 +84,7 @@ class PreviousSpanStatisticsStrategy(resolver.ResolverStrategy):
     older = [artifact for artifact in input_dict.get(STATISTICS_KEY, [])
              if span_of(artifact) < current]
     previous = max(older, key=lambda found: (span_of(found), found.id), default=None)
-    return {STATISTICS_KEY: [previous] if previous else [], NEWEST_KEY: newest}
+    return {STATISTICS_KEY: [previous] if previous else [], NEWEST_KEY: []}
 
 
 SCHEMA_KEY = 'schema'
@@ -103,7 +104,7 @@ class PinnedSchemaStrategy(resolver.ResolverStrategy):
     pinned = max(inferred, key=lambda found: found.id, default=None)
     if pinned and pinned.get_int_custom_property(INFERRED_FROM_PROPERTY) in current:
       pinned = None  # inferred from these very statistics: inferring again gives it back
-    return {SCHEMA_KEY: [pinned] if pinned else [], NEWEST_KEY: input_dict.get(NEWEST_KEY, [])}
+    return {SCHEMA_KEY: [pinned] if pinned else [], NEWEST_KEY: []}
 
 
 MODEL_KEY = 'model'
@@ -135,7 +136,7 @@ class WarmStartModelStrategy(resolver.ResolverStrategy):
     blessed = {blessing.get_int_custom_property('current_model_id'): blessing
                for blessing in input_dict.get(MODEL_BLESSING_KEY, [])
                if blessing.get_int_custom_property('blessed') == 1}
-    result = {MODEL_KEY: [], MODEL_BLESSING_KEY: [], NEWEST_KEY: input_dict.get(NEWEST_KEY, [])}
+    result = {MODEL_KEY: [], MODEL_BLESSING_KEY: [], NEWEST_KEY: []}
     for model in sorted(input_dict.get(MODEL_KEY, []), key=lambda found: -found.id):
       if model.id in blessed and not _ancestor_ids(store, model.id, _HOPS_TO_EXAMPLES) & newest:
         result[MODEL_KEY], result[MODEL_BLESSING_KEY] = [model], [blessed[model.id]]

@@ -8,8 +8,10 @@ import subprocess
 from data import synthetic
 from runs import metadata_store
 
-PIPELINE_TASKS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen',
-                  'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer',
+PIPELINE_TASKS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen',
+                  'pinned_schema_resolver', 'CuratedSchemaGen', 'ExampleValidator',
+                  'previous_span_statistics_resolver', 'DriftCheck', 'DataValidationGate',
+                  'training_spans_resolver', 'Transform', 'Trainer',
                   'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck', 'EvalExplainer',
                   'Pusher', 'ModelCardGenerator'}
 # The seed notebook's small CNN and no on-device model: the orchestration is under test here, not
@@ -26,6 +28,7 @@ bag = DagBag(dag_folder=sys.argv[1], include_examples=False)
 if bag.import_errors:
   sys.exit(repr(bag.import_errors))
 for dag in bag.dags.values():
+  print('SCHEDULE', dag.dag_id, dag.schedule_interval)
   for task in dag.tasks:
     print('TASK', dag.dag_id, task.task_id, ','.join(sorted(task.downstream_task_ids)))
 """
@@ -47,6 +50,7 @@ def test_airflow_imports_the_dag_with_one_task_per_component(tmp_path, python, p
   rows = [line.split(' ')[1:] for line in completed.stdout.splitlines()
           if line.startswith('TASK ')]
   assert {row[0] for row in rows} == {'breast-ultrasound'}
+  assert 'SCHEDULE breast-ultrasound None' in completed.stdout
   downstream = {row[1]: set(filter(None, row[2].split(','))) for row in rows}
   assert set(downstream) == PIPELINE_TASKS
   assert downstream['Transform'] == {'Trainer'}
@@ -55,6 +59,21 @@ def test_airflow_imports_the_dag_with_one_task_per_component(tmp_path, python, p
   assert downstream['Evaluator'] == {'Pusher', 'ModelCardGenerator'}
   assert downstream['ServingCheck'] == {'Pusher', 'ModelCardGenerator'}
   assert downstream['Pusher'] == {'ModelCardGenerator'}
+  assert downstream['DriftCheck'] == {'DataValidationGate'}
+  assert downstream['training_spans_resolver'] == {'Transform', 'Evaluator'}
+
+  # On a schedule, each run taking the newest span.
+  environment['BREAST_ULTRASOUND_SCHEDULE'] = '@daily'
+  daily = subprocess.run([python, '-c', _LIST_DAG, str(dags)], cwd=tmp_path, env=environment,
+                         capture_output=True, text=True, timeout=300, check=False)
+  assert 'SCHEDULE breast-ultrasound @daily' in daily.stdout, daily.stderr[-3000:]
+  environment['BREAST_ULTRASOUND_SCHEDULE'] = 'every day'
+  bad = subprocess.run([python, '-c', _LIST_DAG, str(dags)], cwd=tmp_path, env=environment,
+                       capture_output=True, text=True, timeout=300, check=False)
+  assert bad.returncode != 0
+  assert 'BREAST_ULTRASOUND_SCHEDULE: ' in bad.stderr and 'every day' in bad.stderr
+  assert 'is neither a cron expression nor an Airflow preset' in bad.stderr
+  del environment['BREAST_ULTRASOUND_SCHEDULE']
 
   environment['BREAST_ULTRASOUND_PIPELINE_FLAGS'] = '--epochs 0'
   bad = subprocess.run([python, '-c', _LIST_DAG, str(dags)], cwd=tmp_path, env=environment,
