@@ -101,7 +101,8 @@ def run_fn(fn_args) -> None:
   epochs = config[WARM_START_EPOCHS_KEY] if base else config[EPOCHS_KEY]
   if base:
     print(f'warm start: {members} member(s) from {base.model_dir}, {epochs} epochs; '
-          f'{folds.seen_held_out} training images it saw are left out of the operating point',
+          f'{folds.seen_held_out} training images in groups it trained on are left out of the '
+          'operating point',
           flush=True)
   elif getattr(fn_args, 'base_model', None):
     print(f'cold start: {cold_reason}', flush=True)

@@ -106,7 +106,8 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
   compiles for remote storage), --data-root and --output-dir have no local default."""
   defaults = configs.PipelineConfig()
   parser.add_argument('--data-root', required=paths_required,
-                      help='folder with benign/, malignant/, normal/ image folders' + (
+                      help='folder with benign/, malignant/, normal/ image folders, or with '
+                      'span folders (span-1/, span-2/, ...) each holding them' + (
                           '' if paths_required else
                           ' (default: the synthetic set under data/, generated if missing)'))
   parser.add_argument('--output-dir', required=paths_required,
@@ -216,7 +217,7 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       '(default: %(default)s)')
   parser.add_argument('--span', type=_positive_int, default=defaults.span, metavar='N',
                       help='with a data root of span folders, ingest span-N instead of the '
-                      'newest (spans before it must exist; a backlog is ingested a span a run)')
+                      'newest (a backlog is ingested a span a run)')
   parser.add_argument('--train-spans', type=_non_negative_int, default=defaults.train_spans,
                       metavar='K',
                       help='with a data root of span folders (span-1/, span-2/, ...), train on '

@@ -264,7 +264,7 @@ def format_tflite(report: Optional[Dict[str, Any]], size_bytes: Optional[int],
 def format_warm_start(record: Dict[str, Any]) -> str:
   if 'cold_start' in record:
     return f'cold start (--warm-start): {record["cold_start"]}'
-  return (f'warm start: from {record["base_model"]}, {record["epochs"]} epoch(s)')
+  return f'warm start: from {record["base_model"]}, {int(record["epochs"])} epoch(s)'
 
 
 def format_spans(spans: List[int]) -> str:
