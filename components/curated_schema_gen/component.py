@@ -5,14 +5,13 @@ are accidents of the sample: every file name as a string domain, a 0/1 bool doma
 count. And it cannot know that the image feature is image bytes or which labels exist. After
 SchemaGen's own inference this executor:
 
-- declares the image feature an image domain;
+- declares the image and mask features image domains (whatever the sample size);
 - fixes the label domain to the class vocabulary (`label` in [0, classes), `label_name` in the
   names);
 - drops domains inferred for identifiers and counts (file name, perceptual hash, duplicate group,
   mask count, height, width) and gives those numbers their real lower bounds.
 
-Other inferred domains stay, such as the image domain TFDV's semantic statistics find for the
-mask feature when masks are present. The image-content features (mean intensity, contrast, share
+Other inferred domains stay. The image-content features (mean intensity, contrast, share
 of dark pixels) get their domain, [0, 1]. Two environments: TRAINING has every feature, SERVING
 only what a served request has (`features.SERVING_KEYS`: the image and what is computed from it),
 which `python -m runs.skew` compares.
@@ -56,7 +55,7 @@ def curate_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
       feature.not_in_environment.append('SERVING')
     if feature.name in _IDENTIFIER_KEYS:
       feature.ClearField('domain_info')
-    elif feature.name == features.IMAGE_KEY:
+    elif feature.name in (features.IMAGE_KEY, features.MASK_KEY):
       feature.image_domain.SetInParent()
     elif feature.name == features.LABEL_KEY:
       feature.int_domain.CopyFrom(schema_pb2.IntDomain(
