@@ -10,7 +10,7 @@ property): their SavedModel lacks the outputs the Evaluator reads, so they canno
 beside the candidate.
 """
 
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from tfx import types
 from tfx.dsl.components.common import resolver
@@ -25,6 +25,22 @@ _CURRENT_MODEL_ID = 'current_model_id'
 _OPERATING_POINT = 'operating_point'
 
 
+def newest_blessed_model(input_dict: Dict[str, List[types.Artifact]],
+                         accept: Callable[[types.Artifact], bool]
+                         ) -> Dict[str, List[types.Artifact]]:
+  """{'model': [the newest blessed model `accept` takes], 'model_blessing': [its blessing]}, or
+  both empty; from a resolver's `model` and `model_blessing` inputs."""
+  blessing_of_model = {
+      blessing.get_int_custom_property(_CURRENT_MODEL_ID): blessing
+      for blessing in input_dict.get(MODEL_BLESSING_KEY, [])
+      if blessing.get_int_custom_property(_BLESSED) == 1
+  }
+  for model in sorted(input_dict.get(MODEL_KEY, []), key=lambda artifact: -artifact.id):
+    if model.id in blessing_of_model and accept(model):
+      return {MODEL_KEY: [model], MODEL_BLESSING_KEY: [blessing_of_model[model.id]]}
+  return {MODEL_KEY: [], MODEL_BLESSING_KEY: []}
+
+
 class LatestBlessedOtherModelStrategy(resolver.ResolverStrategy):
   """Inputs: `model` and `model_blessing` (all of them) and `candidate` (the Trainer's model)."""
 
@@ -32,19 +48,9 @@ class LatestBlessedOtherModelStrategy(resolver.ResolverStrategy):
       self, store, input_dict: Dict[str, List[types.Artifact]]
   ) -> Optional[Dict[str, List[types.Artifact]]]:
     candidate_ids = {artifact.id for artifact in input_dict.get(CANDIDATE_KEY, [])}
-    blessing_of_model = {
-        blessing.get_int_custom_property(_CURRENT_MODEL_ID): blessing
-        for blessing in input_dict.get(MODEL_BLESSING_KEY, [])
-        if blessing.get_int_custom_property(_BLESSED) == 1
-    }
-    result = {key: [] for key in input_dict}
-    result[CANDIDATE_KEY] = list(input_dict.get(CANDIDATE_KEY, []))
-    for model in sorted(input_dict.get(MODEL_KEY, []), key=lambda artifact: -artifact.id):
-      if (model.id in blessing_of_model and model.id not in candidate_ids
-          and model.has_custom_property(_OPERATING_POINT)):
-        result[MODEL_KEY] = [model]
-        result[MODEL_BLESSING_KEY] = [blessing_of_model[model.id]]
-        break
-    return result
+    return {**{key: [] for key in input_dict},
+            CANDIDATE_KEY: list(input_dict.get(CANDIDATE_KEY, [])),
+            **newest_blessed_model(input_dict, lambda model: (
+                model.id not in candidate_ids and model.has_custom_property(_OPERATING_POINT)))}
 
 

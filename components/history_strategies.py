@@ -33,6 +33,7 @@ from tfx import types
 from tfx.dsl.components.common import resolver
 
 from components import contracts
+from components.baseline_model_strategy import newest_blessed_model
 
 EXAMPLES_KEY = 'examples'
 STATISTICS_KEY = 'statistics'
@@ -107,8 +108,6 @@ class PinnedSchemaStrategy(resolver.ResolverStrategy):
     return {SCHEMA_KEY: [pinned] if pinned else [], NEWEST_KEY: []}
 
 
-MODEL_KEY = 'model'
-MODEL_BLESSING_KEY = 'model_blessing'
 # Hops up from a model to the raw examples it was trained on: Model ← Trainer ← transformed
 # examples ← Transform ← Examples.
 _HOPS_TO_EXAMPLES = 2
@@ -133,12 +132,5 @@ class WarmStartModelStrategy(resolver.ResolverStrategy):
       self, store, input_dict: Dict[str, List[types.Artifact]]
   ) -> Optional[Dict[str, List[types.Artifact]]]:
     newest = {artifact.id for artifact in input_dict.get(NEWEST_KEY, [])}
-    blessed = {blessing.get_int_custom_property('current_model_id'): blessing
-               for blessing in input_dict.get(MODEL_BLESSING_KEY, [])
-               if blessing.get_int_custom_property('blessed') == 1}
-    result = {MODEL_KEY: [], MODEL_BLESSING_KEY: [], NEWEST_KEY: []}
-    for model in sorted(input_dict.get(MODEL_KEY, []), key=lambda found: -found.id):
-      if model.id in blessed and not _ancestor_ids(store, model.id, _HOPS_TO_EXAMPLES) & newest:
-        result[MODEL_KEY], result[MODEL_BLESSING_KEY] = [model], [blessed[model.id]]
-        break
-    return result
+    return {NEWEST_KEY: [], **newest_blessed_model(input_dict, lambda model: not (
+        _ancestor_ids(store, model.id, _HOPS_TO_EXAMPLES) & newest))}
