@@ -210,7 +210,7 @@ def list_spans(store) -> List[Dict[str, Any]]:
 
 def format_spans(rows) -> str:
   def images(counts):
-    return ', '.join(f'{split} {sum((counts or {}).get(split, {}).values())}'
+    return ', '.join(f'{split} {int(sum((counts or {}).get(split, {}).values()))}'
                      for split in ('train', 'eval', 'excluded') if (counts or {}).get(split))
 
   def drift(row):
