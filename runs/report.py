@@ -112,9 +112,10 @@ def write_report(metadata_path: str, report_dir: str, run_id: Optional[str] = No
     pictures = draw_report_pictures(facts, report_dir)
     with open(os.path.join(report_dir, PICTURES_STAMP_FILE), 'w', encoding='utf-8') as handle:
       json.dump({'key': key, 'pictures': pictures}, handle)
+  page = render_report(facts, pictures)  # before opening: a failed render leaves the old page
   index = os.path.join(report_dir, INDEX_FILE)
   with open(index, 'w', encoding='utf-8') as handle:
-    handle.write(render_report(facts, pictures))
+    handle.write(page)
   return index
 
 

@@ -24,7 +24,7 @@ def test_fingerprint_covers_what_a_component_imports_and_nothing_else():
           'models/augmentation.py', 'models/backbones.py', 'models/self_supervised.py',
           'models/on_device.py', 'models/efficientnet_lite.py', 'models/torch_checkpoint.py',
           'models/serving_warmup.py', 'models/datasets.py', 'models/export.py',
-          'models/training_curves.py', 'models/__init__.py'} == trainer
+          'models/training_curves.py', 'models/warm_start.py', 'models/__init__.py'} == trainer
   # The Tuner's code is the Trainer's and its own.
   assert relative_modules('models.tuning') == trainer | {'models/tuning.py'}
   quality = relative_modules('components.data_quality.component')
@@ -61,8 +61,9 @@ def test_editing_a_metric_module_and_an_executor_reruns_only_what_uses_them(
            'ModelCardGenerator'}
   assert {node: state for node, state in second.items() if node in rerun} == {
       node: 'complete' for node in rerun}
+  # Resolvers read ML Metadata afresh every run: never cached.
   assert {node: state for node, state in second.items()
-          if node not in rerun and node != 'latest_blessed_model_resolver'} == {
+          if node not in rerun and not node.endswith('_resolver')} == {
               node: 'cached' for node in ('ImageExampleGen', 'StatisticsGen', 'CuratedSchemaGen',
-                                          'ExampleValidator', 'Transform', 'Trainer',
+                                          'ExampleValidator', 'DriftCheck', 'Transform', 'Trainer',
                                           'ServingCheck')}

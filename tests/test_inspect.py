@@ -10,8 +10,10 @@ import pytest
 from models import networks
 from runs import summary
 
-PIPELINE_COMPONENTS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen',
-                       'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer',
+PIPELINE_COMPONENTS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen',
+                       'pinned_schema_resolver', 'CuratedSchemaGen', 'ExampleValidator',
+                       'previous_span_statistics_resolver', 'DriftCheck', 'DataValidationGate',
+                       'training_spans_resolver', 'Transform', 'Trainer',
                        'latest_blessed_model_resolver', 'Evaluator', 'ServingCheck',
                        'EvalExplainer', 'Pusher', 'ModelCardGenerator'}
 

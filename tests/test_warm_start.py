@@ -106,6 +106,8 @@ def test_a_warm_start_begins_from_the_blessed_models_weights(warm_runs):
   assert point['seen_by_base_model'] > 0  # span 1's calibration images, which the base saw
   assert point['calibration_examples'] > 0  # span 2's
   assert 'warm start: 1 member(s) from' in warm_runs['warm'].stdout
+  page = (warm_runs['output_dir'] / 'report' / 'index.html').read_text()
+  assert f'every network started from the members of the blessed model <code>{cold.uri}' in page
 
 
 def test_an_unchanged_warm_rerun_starts_from_the_same_model_and_is_cached(warm_runs):
