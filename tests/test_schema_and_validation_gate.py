@@ -7,7 +7,8 @@ import pytest
 import tensorflow_data_validation as tfdv
 from tfx.types import standard_artifacts
 
-from components.curated_schema_gen.component import curate_schema
+from components.curated_schema_gen.component import (SCHEMA_ORIGIN_PROPERTY, Executor,
+                                                     curate_schema)
 from components.contracts import ANOMALIES_FILE
 from components.data_validation_gate.component import (DataAnomaliesError,
                                                        check_no_anomalies)
@@ -97,3 +98,39 @@ def test_statistics_show_image_format_sizes_and_class_counts_per_split(tmp_path)
   label_counts = {value.value: value.frequency
                   for value in by_name[features.LABEL_NAME_KEY].string_stats.top_values}
   assert label_counts == counts['train']
+
+
+def run_curated_schema_gen(tmp_path, name, rows, pinned=None, reinfer=False):
+  """CuratedSchemaGen's executor on TFDV statistics of `rows`, as the launcher runs it."""
+  statistics = standard_artifacts.ExampleStatistics()
+  statistics.uri = str(tmp_path / name / 'statistics')
+  statistics.id = len(name)
+  statistics.split_names = '["train"]'
+  os.makedirs(os.path.join(statistics.uri, 'Split-train'))
+  with open(os.path.join(statistics.uri, 'Split-train', 'FeatureStats.pb'), 'wb') as handle:
+    handle.write(statistics_of(rows).SerializeToString())
+  schema = standard_artifacts.Schema()
+  schema.uri = str(tmp_path / name / 'schema')
+  os.makedirs(schema.uri)
+  inputs = {'statistics': [statistics], **({'pinned_schema': [pinned]} if pinned else {})}
+  Executor().Do(inputs, {'schema': [schema]},
+                {'infer_feature_shape': 1, 'exclude_splits': '[]', 'reinfer': int(reinfer)})
+  return schema, tfdv.load_schema_text(os.path.join(schema.uri, 'schema.pbtxt'))
+
+
+def test_the_schema_is_kept_once_pinned_and_inferred_again_when_asked(tmp_path):
+  first, first_schema = run_curated_schema_gen(tmp_path, 'first', example_rows(12))
+  assert first.get_string_custom_property(SCHEMA_ORIGIN_PROPERTY) == 'inferred'
+  wider = [{**row, features.MASK_COUNT_KEY: 2, 'scanner': 'new'} for row in example_rows(12)]
+  kept, kept_schema = run_curated_schema_gen(tmp_path, 'kept', wider, pinned=first)
+  assert kept.get_string_custom_property(SCHEMA_ORIGIN_PROPERTY) == 'pinned'
+  assert kept_schema == first_schema
+  assert 'scanner' not in {feature.name for feature in kept_schema.feature}
+  again, again_schema = run_curated_schema_gen(tmp_path, 'again', wider, pinned=first,
+                                               reinfer=True)
+  assert again.get_string_custom_property(SCHEMA_ORIGIN_PROPERTY) == 'inferred'
+  assert 'scanner' in {feature.name for feature in again_schema.feature}
+  # Served requests have the image and what is computed from it, never the label.
+  label = tfdv.get_feature(again_schema, features.LABEL_KEY)
+  assert list(label.not_in_environment) == ['SERVING']
+  assert list(again_schema.default_environment) == ['TRAINING', 'SERVING']

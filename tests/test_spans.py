@@ -12,13 +12,14 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx import types
 from tfx.types import standard_artifacts
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.utils import io_utils
 
 from components import contracts
 from components.data_quality import report
 from components.history_strategies import (INFERRED_FROM_PROPERTY, LatestSpansStrategy,
                                            PinnedSchemaStrategy, PreviousSpanStatisticsStrategy)
-from components.image_example_gen import component, image_files
+from components.image_example_gen import component, driver, image_files
 from data import synthetic
 from models import features
 from pipeline import flags
@@ -267,3 +268,24 @@ def test_the_inspector_and_the_report_show_each_span_and_its_drift(span_runs, py
   page = (span_runs['output_dir'] / 'report' / 'index.html').read_text()
   assert 'Drift of span 2 from span 1' in page
   assert 'This run ingested <b>span 2</b>' in page
+
+
+def test_the_newest_span_is_ingested_unless_another_is_named(tmp_path):
+  make_span(tmp_path / 'data', 1)
+  make_span(tmp_path / 'data', 2, drifted=True)
+  splits = [example_gen_pb2.Input.Split(name='images', pattern=component.DEFAULT_INPUT_PATTERN)]
+
+  def processor(span=None):
+    ranges = None if span is None else range_config_pb2.RangeConfig(
+        static_range=range_config_pb2.StaticRange(start_span_number=span, end_span_number=span))
+    return driver.ImageFolderInputProcessor(str(tmp_path / 'data'), splits, ranges)
+
+  newest = processor()
+  assert newest.resolve_span_and_version() == (2, None)
+  assert newest.get_pattern_for_span_version('*/*', 2, None) == 'span-2/*/*'
+  assert processor(1).resolve_span_and_version() == (1, None)
+  with pytest.raises(image_files.SpanLayoutError, match='there is no folder span-5'):
+    processor(5).resolve_span_and_version()
+  older = component.run_executor_directly(str(tmp_path / 'data'), str(tmp_path / 'out'), span=1)
+  assert older.get_int_custom_property('span') == 1
+  assert all(file.startswith('span-1/') for file in split_of_files(older.uri))
