@@ -39,7 +39,8 @@ def image_rows(data_root: str, gain: float = 1.0) -> List[Dict]:
   for label in features.LABEL_NAMES:
     folder = os.path.join(data_root, label)
     for name in sorted(os.listdir(folder)):
-      if image_files.classify_name(f'{label}/{name}', os.path.join(folder, name))['kind'] != 'image':
+      entry = image_files.classify_name(f'{label}/{name}', os.path.join(folder, name))
+      if entry['kind'] != 'image':
         continue
       with Image.open(os.path.join(folder, name)) as image:
         pixels = image_files.rgb_pixels(image).astype(np.float32)

@@ -134,9 +134,9 @@ def gather_report_facts(metadata_path: str, run_id: Optional[str] = None,
         os.path.join(run.data_quality_uri, contracts.CONTACT_SHEET_FILE))
   schema = outputs.get(('CuratedSchemaGen', 'Schema'))
   if schema is not None:
-    facts.schema_origin = ('the schema pinned by an earlier run' if metadata_store.artifact_property(
-        schema, SCHEMA_ORIGIN_PROPERTY) == 'pinned' else
-        'the schema inferred from this run\'s training split')
+    pinned = metadata_store.artifact_property(schema, SCHEMA_ORIGIN_PROPERTY) == 'pinned'
+    facts.schema_origin = ('the schema pinned by an earlier run' if pinned
+                           else 'the schema inferred from this run\'s training split')
   elif 'ImportSchemaGen' in executions:
     imported = executions['ImportSchemaGen']
     path = (imported.custom_properties.get('schema_file')

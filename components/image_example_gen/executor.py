@@ -247,23 +247,24 @@ class Executor(BaseExampleGenExecutor):
     if len(input_config.splits) != 1 or not output_config.split_config.splits:
       raise ValueError('ImageExampleGen splits the images itself: give it one input split and '
                        'an output split_config (the component does by default)')
-    folders = image_files.span_folders_up_to(input_base, ingested_span(exec_properties))
+    span = ingested_span(exec_properties)
+    folders = image_files.span_folders_up_to(input_base, span)
     listed, not_usable, ignored = pipeline | 'ListFiles' >> ListImageFiles(input_base, folders)
     cumulative, total = [], 0
     for split in output_config.split_config.splits:
       total += split.hash_buckets
       cumulative.append(total)
     settings = read_settings(exec_properties)
-    hashed = listed | 'HashImages' >> beam.FlatMap(
-        hash_images, image_files.span_of_file(image_files.span_prefix(folders[-1]))
-    ).with_outputs(SKIPPED, main='records')
+    hashed = listed | 'HashImages' >> beam.FlatMap(hash_images, span).with_outputs(
+        SKIPPED, main='records')
     planned = (hashed.records
                | 'GatherHashes' >> beam.combiners.ToList()
                | 'PlanSplits' >> beam.Map(
                    split_plan.plan_splits, cumulative, settings[MAX_HASH_DISTANCE_KEY],
                    settings[LABEL_CONFLICT_POLICY_KEY],
                    split_names.index(contracts.EXCLUDED_SPLIT)))
-    plan = planned | 'NewestSpanPlan' >> beam.FlatMap(lambda plan_and_older: plan_and_older[0].items())
+    plan = planned | 'NewestSpanPlan' >> beam.FlatMap(
+        lambda plan_and_older: plan_and_older[0].items())
     older = (planned
              | 'OlderSpanCompanions' >> beam.FlatMap(lambda plan_and_older: plan_and_older[1])
              | 'SplitNames' >> beam.Map(lambda row: {**row, 'split': split_names[row['split']]}))
