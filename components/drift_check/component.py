@@ -29,7 +29,8 @@ from absl import logging
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
-from tfx.types import artifact_utils, standard_artifacts
+from tfx.components.statistics_gen import stats_artifact_utils
+from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
 from components import contracts
@@ -81,8 +82,7 @@ def measurements(anomalies: anomalies_pb2.Anomalies, kind: str = 'drift') -> Lis
 
 def load_split_statistics(statistics: standard_artifacts.ExampleStatistics,
                           split: str) -> statistics_pb2.DatasetFeatureStatisticsList:
-  return tfdv.load_stats_binary(os.path.join(
-      artifact_utils.get_split_uri([statistics], split), 'FeatureStats.pb'))
+  return stats_artifact_utils.load_statistics(statistics, split).proto()
 
 
 def measure_drift(current: statistics_pb2.DatasetFeatureStatisticsList,
