@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow.python.autograph.core import config as autograph_config  # pylint: disable=g-direct-tensorflow-import
 import tf_keras as keras
 
-from models import augmentation, backbones, features, networks, self_supervised
+from models import augmentation, backbones, features, networks, self_supervised, warm_start
 
 
 def leave_keras_to_run_as_written() -> None:
@@ -128,7 +128,7 @@ def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
     options['backbone_weights'] = backbone_weights
   model = recipe.build(image_size, len(features.LABEL_NAMES), **options)
   if initial_weights:
-    model.load_weights(initial_weights).expect_partial()
+    warm_start.load_member_weights(model, initial_weights)
   steps_per_epoch = int(train_dataset.cardinality().numpy())
   if steps_per_epoch < 1:  # Unknown cardinality: count once (the dataset is cached).
     steps_per_epoch = sum(1 for _ in train_dataset)

@@ -1,8 +1,9 @@
 """Warm start: a retrain that starts from the members of the newest blessed model.
 
 Every Model artifact keeps, beside its SavedModel, what a later run needs to start from it:
-each member's weights (`members/member_<i>/`, TensorFlow's checkpoint format, which any
-filesystem TensorFlow knows can hold), which network at which size they belong to
+each member's weights (`members/member_<i>.npz`, the arrays of `get_weights` in order, written
+through TensorFlow's filesystem layer so any storage it knows can hold them; the optimizer's
+state is not kept, a warm start compiles its own), which network at which size they belong to
 (`members/about.json`) and the near-duplicate groups the model was trained on
 (`training_groups.json`). The Trainer's `base_model` (`fn_args.base_model`, the base model's
 SavedModel directory) points at them.
@@ -14,10 +15,12 @@ chooser: the operating point is chosen on the groups the base model never saw.
 """
 
 import dataclasses
+import io
 import json
 import os
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -38,14 +41,26 @@ class BaseModel:
 
 
 def _member_weights(model_dir: str, member: int) -> str:
-  return os.path.join(model_dir, MEMBERS_DIR, f'member_{member}', 'weights')
+  return os.path.join(model_dir, MEMBERS_DIR, f'member_{member}.npz')
+
+
+def load_member_weights(model: keras.Model, path: str) -> None:
+  """Sets `model`'s weights to those `save_members` wrote at `path` (the same network and
+  size)."""
+  with tf.io.gfile.GFile(path, 'rb') as handle:
+    arrays = np.load(io.BytesIO(handle.read()))
+    model.set_weights([arrays[f'arr_{index}'] for index in range(len(arrays.files))])
 
 
 def save_members(members: Sequence[keras.Model], model_dir: str, network: str,
                  image_size: int, training_groups: Sequence[str]) -> None:
   """Writes what a later warm start reads into the Model artifact's directory."""
+  tf.io.gfile.makedirs(os.path.join(model_dir, MEMBERS_DIR))
   for member, model in enumerate(members):
-    model.save_weights(_member_weights(model_dir, member), save_format='tf')
+    buffer = io.BytesIO()
+    np.savez(buffer, *model.get_weights())
+    with tf.io.gfile.GFile(_member_weights(model_dir, member), 'wb') as handle:
+      handle.write(buffer.getvalue())
   with tf.io.gfile.GFile(os.path.join(model_dir, MEMBERS_DIR, ABOUT_FILE), 'w') as handle:
     json.dump({'network': network, 'image_size': image_size, 'members': len(members)}, handle)
   with tf.io.gfile.GFile(os.path.join(model_dir, TRAINING_GROUPS_FILE), 'w') as handle:
