@@ -164,17 +164,26 @@ def spans_read_by(store: mlmd.MetadataStore, execution_id: int) -> List[int]:
                  for key, artifact in inputs_of(store, execution_id) if key == 'examples'})
 
 
-def spans_of_model(store: mlmd.MetadataStore, model_id: int) -> List[int]:
-  """The spans a model was trained on: the Trainer's transformed examples come from Transform,
-  whose raw examples carry their span."""
+def trained_on(store: mlmd.MetadataStore,
+               model_id: int) -> Tuple[Optional[metadata_store_pb2.Execution],
+                                       Optional[metadata_store_pb2.Execution]]:
+  """(the Trainer execution that wrote the model, the Transform execution whose transformed
+  examples it trained on); None where ML Metadata has no record."""
   trainer = producer_of(store, model_id)
   if trainer is None:
-    return []
+    return None, None
   for key, transformed in inputs_of(store, trainer.id):
     transform = producer_of(store, transformed.id) if key == 'examples' else None
     if transform is not None:
-      return spans_read_by(store, transform.id)
-  return []
+      return trainer, transform
+  return trainer, None
+
+
+def spans_of_model(store: mlmd.MetadataStore, model_id: int) -> List[int]:
+  """The spans a model was trained on: the Trainer's transformed examples come from Transform,
+  whose raw examples carry their span."""
+  _, transform = trained_on(store, model_id)
+  return spans_read_by(store, transform.id) if transform is not None else []
 
 
 def execution_json_property(execution: metadata_store_pb2.Execution, name: str) -> Any:

@@ -89,15 +89,12 @@ def training_rows(examples_uris: List[str], keys: List[str]) -> List[Dict[str, f
 
 def model_data(store, model_id: int):
   """(the schema the model was trained with, the raw Examples artifacts it was trained on)."""
-  trainer = metadata_store.producer_of(store, model_id)
-  inputs = metadata_store.inputs_of(store, trainer.id)
-  schema_uri = next(artifact.uri for key, artifact in inputs if key == 'schema')
-  transformed = [artifact for key, artifact in inputs if key == 'examples']
-  transform = metadata_store.producer_of(store, transformed[0].id)
+  trainer, transform = metadata_store.trained_on(store, model_id)
+  schema_uri = next(artifact.uri for key, artifact in metadata_store.inputs_of(store, trainer.id)
+                    if key == 'schema')
   examples = [artifact for key, artifact in metadata_store.inputs_of(store, transform.id)
               if key == 'examples']
-  schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema_uri))
-  return schema, examples
+  return io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema_uri)), examples
 
 
 def compare(training: List[Dict[str, float]], served: List[Dict[str, float]],
