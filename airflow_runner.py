@@ -39,7 +39,7 @@ from pipeline import command_line  # pylint: disable=g-import-not-at-top
 
 command_line.prepare_environment()
 
-from pipeline import configs, flags, output_lock  # pylint: disable=g-import-not-at-top
+from pipeline import configs, flags, metadata_connection, output_lock  # pylint: disable=g-import-not-at-top
 from runs import after_run  # pylint: disable=g-import-not-at-top
 
 PROG = 'airflow_runner.py'
@@ -54,6 +54,7 @@ def flag_parser() -> command_line.OneLineArgumentParser:
   parser = command_line.OneLineArgumentParser(
       prog=PROG, description=__doc__.splitlines()[0])
   flags.add_pipeline_flags(parser)
+  flags.add_metadata_flags(parser)
   return parser
 
 
@@ -67,7 +68,6 @@ def config_from_arguments(argv: List[str]) -> configs.PipelineConfig:
 def create_dag(config: configs.PipelineConfig, schedule: Optional[str] = None):
   """The pipeline of `config` as an Airflow DAG, one task per component, run on `schedule` (a
   cron expression or preset; None: only when triggered)."""
-  from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.airflow import airflow_dag_runner  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
 
@@ -75,9 +75,7 @@ def create_dag(config: configs.PipelineConfig, schedule: Optional[str] = None):
       airflow_dag_config={'schedule': schedule, 'start_date': START_DATE, 'catchup': False,
                           'max_active_runs': 1,
                           'description': 'breast-ultrasound TFX pipeline'}))
-  return runner.run(create_pipeline(
-      config, metadata.sqlite_metadata_connection_config(
-          config.metadata_path)))
+  return runner.run(create_pipeline(config, metadata_connection.connection_config(config)))
 
 
 def dag_from_environment():
@@ -103,11 +101,16 @@ def main(argv: Optional[List[str]] = None) -> int:
   if problem:
     print(f'{PROG}: error: {problem}', file=sys.stderr)
     return command_line.EXIT_USAGE
+  problem = metadata_connection.store_problem(config)
+  if problem:
+    print(f'{PROG}: error: {problem}', file=sys.stderr)
+    return command_line.EXIT_METADATA_UNAVAILABLE
   os.makedirs(config.output_dir, exist_ok=True)
   os.environ.setdefault('AIRFLOW_HOME', os.path.join(config.output_dir, 'airflow'))
   os.environ.setdefault('AIRFLOW__CORE__LOAD_EXAMPLES', 'False')
   try:
-    with output_lock.exclusive_output_dir(config.output_dir, wait=False):
+    with output_lock.exclusive_output_dir(config.output_dir, wait=False), \
+        metadata_connection.exclusive_pipeline(config, wait=False):
       return run_dag_test(config)
   except output_lock.OutputDirectoryBusy as error:
     print(f'{PROG}: error: {error}', file=sys.stderr)

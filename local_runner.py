@@ -25,7 +25,7 @@ command_line.prepare_environment()
 # TFMA divides by zero for a class absent from a slice and reports NaN, which the summary shows.
 warnings.filterwarnings('ignore', category=RuntimeWarning, module='tensorflow_model_analysis')
 
-from pipeline import configs, flags, output_lock  # pylint: disable=g-import-not-at-top
+from pipeline import configs, flags, metadata_connection, output_lock  # pylint: disable=g-import-not-at-top
 from runs import after_run  # pylint: disable=g-import-not-at-top
 
 PROG = 'local_runner.py'
@@ -98,6 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser = command_line.OneLineArgumentParser(
       prog=PROG, description='Run the breast-ultrasound TFX pipeline locally.')
   flags.add_pipeline_flags(parser)
+  flags.add_metadata_flags(parser)
   parser.add_argument('--infer-dir', metavar='DIR',
                       help='instead of training: classify the images in DIR (any layout; lesion '
                       'masks and non-images are skipped and named) with the newest pushed model, '
@@ -117,10 +118,15 @@ def main(argv: Optional[List[str]] = None) -> int:
   if problem:
     print(f'local_runner.py: error: {problem}', file=sys.stderr)
     return EXIT_USAGE
+  problem = metadata_connection.store_problem(config)
+  if problem:
+    print(f'local_runner.py: error: {problem}', file=sys.stderr)
+    return command_line.EXIT_METADATA_UNAVAILABLE
 
   try:
     os.makedirs(config.output_dir, exist_ok=True)
-    with output_lock.exclusive_output_dir(config.output_dir, wait=args.wait_for_output_dir):
+    with output_lock.exclusive_output_dir(config.output_dir, wait=args.wait_for_output_dir), \
+        metadata_connection.exclusive_pipeline(config, wait=args.wait_for_output_dir):
       return run_locked(config)
   except output_lock.OutputDirectoryBusy as error:
     print(f'local_runner.py: error: {error}', file=sys.stderr)
@@ -149,18 +155,20 @@ def infer(args) -> int:
     print(f'local_runner.py: error: --infer-dir {args.infer_dir} has no PNG, JPEG or BMP image '
           f'to classify ({len(entries)} other files)', file=sys.stderr)
     return EXIT_USAGE
-  if not os.path.isfile(config.metadata_path):
-    print(f'local_runner.py: error: no ML Metadata at {config.metadata_path}: run the pipeline '
-          'with this --output-dir first, to train and push a model', file=sys.stderr)
+  problem = metadata_connection.reader_problem(config)
+  if problem:
+    print(f'local_runner.py: error: {problem}', file=sys.stderr)
     return EXIT_USAGE
   from runs import inference, metadata_store  # pylint: disable=g-import-not-at-top
-  pushed = inference.latest_pushed_model(metadata_store.open_store(config.metadata_path))
+  pushed = inference.latest_pushed_model(metadata_store.open_store(
+      metadata_connection.reader_location(config), config.pipeline_name))
   if pushed is None:
     print(f'local_runner.py: error: no model has been pushed in {config.output_dir} yet',
           file=sys.stderr)
     return EXIT_USAGE
   try:
-    with output_lock.exclusive_output_dir(config.output_dir, wait=args.wait_for_output_dir):
+    with output_lock.exclusive_output_dir(config.output_dir, wait=args.wait_for_output_dir), \
+        metadata_connection.exclusive_pipeline(config, wait=args.wait_for_output_dir):
       return run_inference_locked(config, infer_dir, pushed)
   except output_lock.OutputDirectoryBusy as error:
     print(f'local_runner.py: error: {error}', file=sys.stderr)
@@ -168,7 +176,6 @@ def infer(args) -> int:
 
 
 def run_inference_locked(config: configs.PipelineConfig, infer_dir: str, pushed) -> int:
-  from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
   from pipeline.inference_pipeline import create_inference_pipeline  # pylint: disable=g-import-not-at-top
   from runs import inference, metadata_store  # pylint: disable=g-import-not-at-top
@@ -179,7 +186,7 @@ def run_inference_locked(config: configs.PipelineConfig, infer_dir: str, pushed)
   try:
     LocalDagRunner().run(create_inference_pipeline(
         config, infer_dir, pushed.model_uri, pushed.model_blessing_uri,
-        metadata.sqlite_metadata_connection_config(config.metadata_path)))
+        metadata_connection.connection_config(config)))
   except KeyboardInterrupt:
     print('local_runner.py: interrupted', file=sys.stderr)
     return EXIT_INTERRUPTED
@@ -188,7 +195,8 @@ def run_inference_locked(config: configs.PipelineConfig, infer_dir: str, pushed)
     print(f'local_runner.py: inference failed: {cause.__class__.__name__}: {cause}',
           file=sys.stderr)
     return EXIT_PIPELINE_FAILED
-  runs = inference.inference_runs(metadata_store.open_store(config.metadata_path))
+  runs = inference.inference_runs(metadata_store.open_store(
+      metadata_connection.reader_location(config), config.pipeline_name))
   print()
   print(inference.format_inference_run(runs[-1]))
   return 0
@@ -210,17 +218,15 @@ def output_trouble(error: BaseException, output_dir: str) -> Optional[str]:
 def run_locked(config: configs.PipelineConfig) -> int:
   """Runs the pipeline while this process holds the output directory; prints the summary."""
   # Imported late: TFX takes seconds to import, and bad flags should fail fast.
-  from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
 
   show_progress_and_warnings()
   print(f'Running pipeline {config.pipeline_name} on {config.data_root}\n'
-        f'  output: {config.output_dir} (ML Metadata: {config.metadata_path})', flush=True)
+        f'  output: {config.output_dir} (ML Metadata: {metadata_connection.describe(config)})',
+        flush=True)
   try:
-    LocalDagRunner().run(create_pipeline(
-        config, metadata.sqlite_metadata_connection_config(
-            config.metadata_path)))
+    LocalDagRunner().run(create_pipeline(config, metadata_connection.connection_config(config)))
   except KeyboardInterrupt:
     print('local_runner.py: interrupted', file=sys.stderr)
     return EXIT_INTERRUPTED

@@ -7,7 +7,8 @@ import warnings
 
 EXIT_PIPELINE_FAILED = 1  # the pipeline stopped, or the output directory could not be written
 EXIT_USAGE = 2
-EXIT_OUTPUT_DIR_BUSY = 3
+EXIT_OUTPUT_DIR_BUSY = 3  # or, with a shared ML Metadata store, the pipeline is being run
+EXIT_METADATA_UNAVAILABLE = 4  # the ML Metadata server cannot be reached or used
 EXIT_INTERRUPTED = 130
 
 

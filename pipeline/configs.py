@@ -33,6 +33,11 @@ class PipelineConfig:
   data_root: str = DEFAULT_DATA_ROOT
   output_dir: str = DEFAULT_OUTPUT_DIR
   pipeline_name: str = PIPELINE_NAME
+  # ML Metadata: None for <output_dir>/metadata.sqlite, or a PostgreSQL or MySQL server's URL
+  # without its password, which comes from this file or the environment
+  # (pipeline/metadata_connection.py).
+  metadata_connection: Optional[str] = None
+  metadata_password_file: Optional[str] = None
   model_name: str = 'breast_ultrasound'
   # ExampleGen
   eval_percent: int = 20
@@ -121,6 +126,7 @@ class PipelineConfig:
 
   @property
   def metadata_path(self) -> str:
+    """The SQLite store, when no --metadata-connection names a server."""
     return os.path.join(self.output_dir, 'metadata.sqlite')
 
   @property

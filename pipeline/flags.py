@@ -12,11 +12,12 @@ from typing import List, Optional
 
 from components import contracts
 from models import backbones, features, networks
-from pipeline import command_line, configs
+from pipeline import command_line, configs, metadata_connection
 
 EXIT_USAGE = command_line.EXIT_USAGE
 MAX_HASH_DISTANCE = 34
 _MODEL_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
+_PIPELINE_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{0,62}$')  # what Vertex allows
 
 
 def _whole_number(text: str) -> int:
@@ -101,6 +102,38 @@ def _model_name(text: str) -> str:
   return text
 
 
+def _pipeline_name(text: str) -> str:
+  if not _PIPELINE_NAME.match(text):
+    raise argparse.ArgumentTypeError(
+        f'{text!r} is not a pipeline name (lowercase letters, digits and -, at most 63)')
+  return text
+
+
+def _metadata_connection(text: str) -> str:
+  try:
+    metadata_connection.parse_url(text)
+  except ValueError as error:
+    raise argparse.ArgumentTypeError(str(error)) from None
+  return text
+
+
+def add_pipeline_name_flag(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('--pipeline-name', type=_pipeline_name, default=configs.PIPELINE_NAME,
+                      help='the pipeline\'s name in ML Metadata; pipelines sharing one '
+                      'store (--metadata-connection) each need their own (default: %(default)s)')
+
+
+def add_metadata_flags(parser: argparse.ArgumentParser) -> None:
+  """Where ML Metadata is: the runners that write it and the commands that read it."""
+  parser.add_argument('--metadata-connection', type=_metadata_connection, metavar='URL',
+                      help='ML Metadata on a database server, postgresql://USER@HOST[:PORT]/DB '
+                      'or mysql://USER@HOST[:PORT]/DB, the password from '
+                      f'--metadata-password-file or ${metadata_connection.PASSWORD_VARIABLE} '
+                      '(default: SQLite, <output-dir>/metadata.sqlite)')
+  parser.add_argument('--metadata-password-file', type=_existing_file, metavar='FILE',
+                      help="a file whose first line is the database server's password")
+
+
 def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = False) -> None:
   """The pipeline's flags, with PipelineConfig's defaults. With `paths_required` (a runner that
   compiles for remote storage), --data-root and --output-dir have no local default."""
@@ -114,6 +147,7 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       default=None if paths_required else defaults.output_dir,
                       help='where ML Metadata, artifacts and the serving directory go' + (
                           '' if paths_required else ' (default: %(default)s)'))
+  add_pipeline_name_flag(parser)
   parser.add_argument('--epochs', type=_positive_int, default=defaults.epochs,
                       help="training epochs (default: the network's recipe: 12 for "
                       "efficientnet_lite0, 40 for sepconv_residual, 15 for seed)")
@@ -256,6 +290,8 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
   settings = dict(
       data_root=args.data_root or defaults.data_root,
       output_dir=args.output_dir,
+      pipeline_name=args.pipeline_name,
+      **store_settings(args),
       epochs=args.epochs,
       ensemble_members=args.ensemble_members,
       backbone_weights=args.backbone_weights,
@@ -292,6 +328,20 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       beam_pipeline_args=configs.direct_runner_args(args.beam_workers) + list(args.beam_arg))
   settings.update(overrides)
   return configs.PipelineConfig(**settings)
+
+
+def store_settings(args: argparse.Namespace) -> dict:
+  """The PipelineConfig fields of add_metadata_flags' flags (none where a parser lacks them)."""
+  password_file = getattr(args, 'metadata_password_file', None)
+  return dict(metadata_connection=getattr(args, 'metadata_connection', None),
+              metadata_password_file=password_file and os.path.abspath(password_file))
+
+
+def reader_config(args: argparse.Namespace) -> configs.PipelineConfig:
+  """The configuration a command that reads ML Metadata needs: where the store is, and which
+  pipeline in it."""
+  return configs.PipelineConfig(output_dir=os.path.abspath(args.output_dir),
+                                pipeline_name=args.pipeline_name, **store_settings(args))
 
 
 def check_data_root(data_root: str) -> Optional[str]:

@@ -3,14 +3,16 @@ and the run report (local_runner.py and airflow_runner.py alike)."""
 
 import sys
 
-from pipeline import command_line
+from pipeline import command_line, metadata_connection
 
 
 def print_summary_and_report(config, prog: str) -> None:
   """After a successful run: the summary from ML Metadata, then the report."""
   from runs import summary  # pylint: disable=g-import-not-at-top  # seconds to import
   print()
-  print(summary.format_summary(summary.summarize_run(config.metadata_path)))
+  print(summary.format_summary(summary.summarize_run(
+      metadata_connection.reader_location(config), pipeline_name=config.pipeline_name,
+      output_dir=config.output_dir)))
   write_run_report(config, prog)
 
 
@@ -19,7 +21,9 @@ def write_run_report(config, prog: str) -> None:
   command in a warning."""
   from runs import report  # pylint: disable=g-import-not-at-top
   try:
-    print(f'  report: {report.write_report(config.metadata_path, config.report_dir)}')
+    index = report.write_report(metadata_connection.reader_location(config), config.report_dir,
+                                pipeline_name=config.pipeline_name, output_dir=config.output_dir)
+    print(f'  report: {index}')
   except Exception as error:  # pylint: disable=broad-except
     # The run itself is over; a report that cannot be drawn must not hide its outcome.
     cause = command_line.root_cause(error)

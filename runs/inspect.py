@@ -35,7 +35,6 @@ import dataclasses
 import datetime
 import json
 import logging
-import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -43,7 +42,7 @@ from pipeline import command_line
 
 command_line.prepare_environment()
 
-from pipeline import configs, output_lock  # pylint: disable=g-import-not-at-top
+from pipeline import configs, flags, metadata_connection, output_lock  # pylint: disable=g-import-not-at-top
 from runs import metadata_store  # pylint: disable=g-import-not-at-top
 
 EXIT_USAGE = command_line.EXIT_USAGE
@@ -319,6 +318,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
       description='Inspect the ML Metadata of pipeline runs.')
   parser.add_argument('--output-dir', default=configs.DEFAULT_OUTPUT_DIR,
                       help="the pipeline's --output-dir (default: %(default)s)")
+  flags.add_pipeline_name_flag(parser)
+  flags.add_metadata_flags(parser)
   commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND',
                                    parser_class=command_line.OneLineArgumentParser)
   commands.add_parser('runs', parents=[json_flag], help='pipeline runs and their components')
@@ -345,12 +346,13 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
   args = parse_args(argv)
   logging.getLogger('tensorflow').setLevel(logging.ERROR)  # TFMA's deprecation notices
-  metadata_path = configs.PipelineConfig(output_dir=args.output_dir).metadata_path
-  if not os.path.isfile(metadata_path):
-    print(f'runs.inspect: error: no ML Metadata at {metadata_path}; is --output-dir the '
-          "pipeline's output dir?", file=sys.stderr)
+  config = flags.reader_config(args)
+  problem = metadata_connection.reader_problem(config)
+  if problem:
+    print(f'runs.inspect: error: {problem}', file=sys.stderr)
     return EXIT_USAGE
-  store = metadata_store.open_store(metadata_path)
+  store = metadata_store.open_store(metadata_connection.reader_location(config),
+                                    config.pipeline_name)
   if args.command == 'runs':
     result, text = list_runs(store, args.output_dir), format_runs
   elif args.command == 'artifacts':

@@ -5,12 +5,13 @@ run, a `node` context per component, an execution per component run (CACHED when
 reused) and INPUT/OUTPUT events tying executions to artifacts. TFX's launcher-based orchestrators
 (AirflowDagRunner: airflow_runner.py) record a `run` context per run instead, and the component in
 each execution's `component_id`; both are read alike. The end-of-run summary, the
-inspector and the run report all read the store through these functions, read-only.
+inspector and the run report all read the store through these functions, read-only. A store on
+a database server may hold several pipelines: readers see one through `PipelineView`.
 """
 
 import dataclasses
 import json
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, Union
 
 import ml_metadata as mlmd
 from google.protobuf import json_format
@@ -42,11 +43,73 @@ class ComponentRun:
   started: float  # seconds since the epoch
 
 
-def open_store(metadata_path: str) -> mlmd.MetadataStore:
-  config = metadata_store_pb2.ConnectionConfig()
-  config.sqlite.filename_uri = metadata_path
-  config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-  return mlmd.MetadataStore(config)
+def open_store(where: Union[str, metadata_store_pb2.ConnectionConfig],
+               pipeline_name: Optional[str] = None):
+  """The store at `where`: a SQLite file's path (opened read-only) or a server's
+  ConnectionConfig. With `pipeline_name`, what a reader sees is that pipeline's share of a store
+  that several pipelines write (`PipelineView`)."""
+  if isinstance(where, str):
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = where
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+  else:
+    config = where
+  store = mlmd.MetadataStore(config)
+  return store if pipeline_name is None else PipelineView(store, pipeline_name)
+
+
+def location_text(where: Union[str, metadata_store_pb2.ConnectionConfig]) -> str:
+  """Where a store is, for people: a SQLite path, or a server's URL without the password."""
+  if isinstance(where, str):
+    return where
+  if where.WhichOneof('config') == 'mysql':
+    server = where.mysql
+    return f'mysql://{server.user}@{server.host}:{server.port}/{server.database}'
+  return where.sqlite.filename_uri
+
+
+class PipelineView:
+  """A store as one pipeline sees it: its runs, executions and artifacts (and its batch
+  inference pipeline's, `<name>-inference`), none of another pipeline's that shares the store.
+  Every other call goes to the store itself, so every reader takes a view where it takes a
+  store."""
+
+  def __init__(self, store: mlmd.MetadataStore, pipeline_name: str):
+    self._store = store
+    self.pipeline_name = pipeline_name
+    self._contexts = [context for name in (pipeline_name,
+                                           pipeline_name + INFERENCE_PIPELINE_SUFFIX)
+                      for context in [store.get_context_by_type_and_name(PIPELINE_CONTEXT, name)]
+                      if context is not None]
+
+  def __getattr__(self, name):
+    return getattr(self._store, name)
+
+  def _artifact_ids(self) -> set:
+    return {artifact.id for context in self._contexts
+            for artifact in self._store.get_artifacts_by_context(context.id)}
+
+  def get_artifacts(self, *args, **kwargs):
+    ids = self._artifact_ids()
+    return [artifact for artifact in self._store.get_artifacts(*args, **kwargs)
+            if artifact.id in ids]
+
+  def get_artifacts_by_type(self, *args, **kwargs):
+    ids = self._artifact_ids()
+    return [artifact for artifact in self._store.get_artifacts_by_type(*args, **kwargs)
+            if artifact.id in ids]
+
+  def get_executions(self, *args, **kwargs):
+    return sorted((execution for context in self._contexts
+                   for execution in self._store.get_executions_by_context(context.id)),
+                  key=lambda execution: execution.id)
+
+  def get_contexts_by_type(self, type_name, *args, **kwargs):
+    contexts = self._store.get_contexts_by_type(type_name, *args, **kwargs)
+    if type_name not in RUN_CONTEXTS:
+      return contexts
+    names = {context.name for context in self._contexts}
+    return [context for context in contexts if pipeline_of_run(self._store, context) in names]
 
 
 def node_id_of(store: mlmd.MetadataStore, execution_id: int) -> str:

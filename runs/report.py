@@ -29,7 +29,7 @@ command_line.prepare_environment()
 import jinja2  # pylint: disable=g-import-not-at-top
 
 from models import features  # pylint: disable=g-import-not-at-top
-from pipeline import code_version, configs  # pylint: disable=g-import-not-at-top
+from pipeline import code_version, configs, flags, metadata_connection  # pylint: disable=g-import-not-at-top
 from runs import summary  # pylint: disable=g-import-not-at-top
 from runs.report_facts import ReportFacts, add_picture_sources, gather_report_facts  # pylint: disable=g-import-not-at-top
 from runs.report_pictures import draw_report_pictures  # pylint: disable=g-import-not-at-top
@@ -97,13 +97,15 @@ def pictures_drawn_before(report_dir: str, key: str) -> Optional[Dict[str, str]]
   return pictures
 
 
-def write_report(metadata_path: str, report_dir: str, run_id: Optional[str] = None) -> str:
+def write_report(metadata_path, report_dir: str, run_id: Optional[str] = None,
+                 pipeline_name: Optional[str] = None, output_dir: Optional[str] = None) -> str:
   """Writes index.html and its pictures for the run (default: the latest); returns its path.
 
   Pictures already drawn for the same artifacts (a cached rerun's) are kept, not redrawn: the
   sample images and the explained eval images are only read when the pictures are drawn.
   """
-  facts = gather_report_facts(metadata_path, run_id, with_picture_sources=False)
+  facts = gather_report_facts(metadata_path, run_id, with_picture_sources=False,
+                              pipeline_name=pipeline_name, output_dir=output_dir)
   os.makedirs(report_dir, exist_ok=True)
   key = pictures_key(facts)
   pictures = pictures_drawn_before(report_dir, key)
@@ -144,13 +146,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                       '`python -m runs.inspect runs`')
   parser.add_argument('--screenshot', metavar='PNG',
                       help='also render the page in headless Chromium to this PNG')
+  flags.add_pipeline_name_flag(parser)
+  flags.add_metadata_flags(parser)
   args = parser.parse_args(argv)
-  config = configs.PipelineConfig(output_dir=args.output_dir)
-  if not os.path.isfile(config.metadata_path):
-    print(f'runs.report: error: no ML Metadata at {config.metadata_path}', file=sys.stderr)
+  config = flags.reader_config(args)
+  problem = metadata_connection.reader_problem(config)
+  if problem:
+    print(f'runs.report: error: {problem}', file=sys.stderr)
     return EXIT_USAGE
   try:
-    index = write_report(config.metadata_path, config.report_dir, args.run)
+    index = write_report(metadata_connection.reader_location(config), config.report_dir,
+                         args.run, config.pipeline_name, config.output_dir)
   except ValueError as error:
     print(f'runs.report: error: {error}', file=sys.stderr)
     return EXIT_USAGE

@@ -27,7 +27,7 @@ SAMPLES_PER_CLASS = 6
 @dataclasses.dataclass
 class ReportFacts:
   run: summary.RunSummary
-  metadata_path: str
+  metadata_location: str  # a path or a URL, never a password
   image_size: int
   network: str
   epochs: int
@@ -90,12 +90,14 @@ def _existing(path: Optional[str]) -> Optional[str]:
   return path if path and tf.io.gfile.exists(path) else None
 
 
-def gather_report_facts(metadata_path: str, run_id: Optional[str] = None,
-                        with_picture_sources: bool = True) -> ReportFacts:
+def gather_report_facts(metadata_path, run_id: Optional[str] = None,
+                        with_picture_sources: bool = True,
+                        pipeline_name: Optional[str] = None,
+                        output_dir: Optional[str] = None) -> ReportFacts:
   """Everything the report of a run (default: the latest) shows, from ML Metadata; without
   `with_picture_sources`, all but the sample and explained images (`add_picture_sources`)."""
-  run = summary.summarize_run(metadata_path, run_id)
-  store = metadata_store.open_store(metadata_path)
+  run = summary.summarize_run(metadata_path, run_id, pipeline_name, output_dir)
+  store = metadata_store.open_store(metadata_path, pipeline_name)
   outputs = {(component.node_id, type_name): artifact for component, type_name, artifact
              in metadata_store.run_outputs(store, run.components)}
   executions = {component.node_id: store.get_executions_by_id([component.execution_id])[0]
@@ -108,7 +110,7 @@ def gather_report_facts(metadata_path: str, run_id: Optional[str] = None,
   trainer_config = trainer_module.train_config(custom_config('Trainer'))
   network = trainer_config[trainer_module.NETWORK_KEY]
   facts = ReportFacts(
-      run=run, metadata_path=metadata_path,
+      run=run, metadata_location=metadata_store.location_text(metadata_path),
       image_size=int(custom_config('Transform').get(preprocessing.IMAGE_SIZE_CONFIG_KEY,
                                                     features.DEFAULT_IMAGE_SIZE)),
       network=network,

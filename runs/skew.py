@@ -16,7 +16,6 @@ feature; with `--json`, the same as JSON. Exit code 0 when no feature is beyond 
 1 when one is (for a monitor to alert on), 2 on a usage error.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -37,7 +36,7 @@ from components import contracts
 from components.drift_check.component import measurements, with_comparators
 from components.image_example_gen import image_files
 from models import features
-from pipeline import configs
+from pipeline import configs, flags, metadata_connection
 from runs import metadata_store
 from serving import request_log
 # pylint: enable=g-import-not-at-top
@@ -110,9 +109,10 @@ def compare(training: List[Dict[str, float]], served: List[Dict[str, float]],
   return measurements(anomalies, kind='skew')
 
 
-def skew_report(metadata_path: str, log_dir: str, max_feature_skew: float) -> List[Dict[str, Any]]:
+def skew_report(metadata_path, log_dir: str, max_feature_skew: float,
+                pipeline_name: Optional[str] = None) -> List[Dict[str, Any]]:
   """One entry per model version that answered logged requests."""
-  store = metadata_store.open_store(metadata_path)
+  store = metadata_store.open_store(metadata_path, pipeline_name)
   model_of_version = {int(push.version): push.model for push in metadata_store.pushes(store)
                       if push.model is not None}
   images: Dict[int, List[bytes]] = {}
@@ -176,13 +176,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help='the largest Jensen-Shannon divergence of a served feature from '
                       'training (default: %(default)s, the drift threshold)')
   parser.add_argument('--json', action='store_true', help='print JSON instead of tables')
+  flags.add_pipeline_name_flag(parser)
+  flags.add_metadata_flags(parser)
   args = parser.parse_args(argv)
-  metadata_path = configs.PipelineConfig(output_dir=args.output_dir).metadata_path
-  if not os.path.isfile(metadata_path):
-    parser.error(f'no ML Metadata at {metadata_path}; is --output-dir the pipeline\'s output dir?')
+  config = flags.reader_config(args)
+  problem = metadata_connection.reader_problem(config)
+  if problem:
+    parser.error(problem)
   if not tf.io.gfile.isdir(args.request_log_dir):
     parser.error(f'--request-log-dir {args.request_log_dir} does not exist')
-  report = skew_report(metadata_path, args.request_log_dir, args.max_feature_skew)
+  report = skew_report(metadata_connection.reader_location(config), args.request_log_dir,
+                       args.max_feature_skew, config.pipeline_name)
   print(json.dumps(report, indent=1) if args.json else format_report(report))
   return EXIT_SKEW if any(entry.get('skewed') for entry in report) else 0
 

@@ -24,8 +24,8 @@ from components.drift_check.component import read_drift_report
 from models import calibration, features
 from pipeline import eval_config, output_lock
 from runs import blessing
-from runs.metadata_store import (ComponentRun, artifact_property, component_runs, open_store,
-                                 run_contexts, run_outputs, spans_of_model, spans_read_by)
+from runs.metadata_store import (ComponentRun, artifact_property, component_runs, location_text,
+                                 open_store, run_contexts, run_outputs, spans_of_model, spans_read_by)
 
 
 @dataclasses.dataclass
@@ -147,18 +147,23 @@ def overall_metrics(result) -> Dict[str, float]:
   return metrics
 
 
-def summarize_run(metadata_path: str, run_id: Optional[str] = None) -> RunSummary:
-  """The summary of the given run (default: the latest) recorded in `metadata_path`."""
-  store = open_store(metadata_path)
+def summarize_run(metadata_path, run_id: Optional[str] = None,
+                  pipeline_name: Optional[str] = None,
+                  output_dir: Optional[str] = None) -> RunSummary:
+  """The summary of the given run (default: the latest) recorded in `metadata_path` (a SQLite
+  file, or a server's ConnectionConfig with the `output_dir` it writes for), of the pipeline
+  `pipeline_name` where the store holds several."""
+  store = open_store(metadata_path, pipeline_name)
   every_run = run_contexts(store)
   contexts = every_run if run_id is None else [
       context for context in every_run if context.name == run_id]
   if not contexts:
-    raise ValueError(f'no pipeline run recorded in {metadata_path}')
+    raise ValueError(f'no pipeline run recorded in {location_text(metadata_path)}'
+                     + (f' for pipeline {pipeline_name!r}' if pipeline_name else ''))
   context = contexts[-1]
   # Only the newest run can be going on, and only while a run holds the output directory.
   in_progress = (context == every_run[-1] and output_lock.running_holder(
-      os.path.dirname(os.path.abspath(metadata_path))) is not None)
+      output_dir or os.path.dirname(os.path.abspath(metadata_path))) is not None)
   summary = RunSummary(run_id=context.name,
                        components=component_runs(store, context.id, in_progress))
   for component, type_name, artifact in run_outputs(store, summary.components):

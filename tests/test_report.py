@@ -131,7 +131,7 @@ def test_file_names_cannot_break_the_page():
   facts = report_facts.ReportFacts(
       run=summary.RunSummary(run_id='<b>run</b>', components=[],
                              skipped_files=[{'file': f'benign/{hostile}', 'reason': 'not "an" image'}]),
-      metadata_path='/tmp/<metadata>.sqlite', image_size=180, network='seed', epochs=15,
+      metadata_location='/tmp/<metadata>.sqlite', image_size=180, network='seed', epochs=15,
       batch_size=32)
   page = report.render_report(facts, pictures={})
   assert hostile not in page and '<b>run</b>' not in page
