@@ -104,8 +104,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                       'masks and non-images are skipped and named) with the newest pushed model, '
                       "through TFX's BulkInferrer, and write predictions.csv and .jsonl")
   parser.add_argument('--wait-for-output-dir', action='store_true',
-                      help='when another run is using the output dir, wait for it to finish '
-                      'instead of stopping at once')
+                      help='when another run is using the output dir (or, in a shared ML '
+                      'Metadata store, the pipeline), wait for it to finish instead of stopping '
+                      'at once')
   args = flags.parse_flags(parser, argv)
   if args.infer_dir is not None:
     return infer(args)
@@ -158,7 +159,7 @@ def infer(args) -> int:
   problem = metadata_connection.reader_problem(config)
   if problem:
     print(f'local_runner.py: error: {problem}', file=sys.stderr)
-    return EXIT_USAGE
+    return metadata_connection.exit_code_of_problem(config)
   from runs import inference, metadata_store  # pylint: disable=g-import-not-at-top
   pushed = inference.latest_pushed_model(metadata_store.open_store(
       metadata_connection.reader_location(config), config.pipeline_name))

@@ -3,15 +3,15 @@
 By default the store is `<output-dir>/metadata.sqlite`. `--metadata-connection URL` puts it on a
 database server instead (`mysql://user@host:3306/db`), as teams do once pipelines run on more
 than one machine (Kubeflow's own ML Metadata is MySQL); ML Metadata creates the database when it
-is missing.
+is missing. The password never goes on a command line, where every user of the machine can read
+it: it comes from `--metadata-password-file` (its first line) or the environment variable
+BREAST_ULTRASOUND_METADATA_PASSWORD (neither: no password).
 
 Not PostgreSQL: ml-metadata 1.16's PostgreSQL backend writes a string that holds a backslash as
 `'E'...'`, which PostgreSQL rejects as a syntax error, and TFX records such strings in every run
 (StatisticsGen's options, the Evaluator's metric configs). A postgresql:// URL is refused in one
-line saying so. Airflow's own database is another matter: PostgreSQL is the one Airflow
-recommends (docs/scaling-out.md). The password never goes on a command line, where every user of the machine can
-read it: it comes from `--metadata-password-file` (its first line) or the environment variable
-BREAST_ULTRASOUND_METADATA_PASSWORD (none: the server's own authentication, e.g. `trust`).
+line saying so. Airflow's own database is another matter: there PostgreSQL is what Airflow
+recommends (docs/scaling-out.md).
 
 A shared store holds several pipelines, each known by its name (`--pipeline-name`). Two rules
 keep them apart:
@@ -19,7 +19,8 @@ keep them apart:
   whose artifacts the store already keeps under another pipeline root (`claimed_elsewhere`).
 - One run of a pipeline at a time: besides the output directory's file lock (which needs
   storage whose locks every machine honours), a run holds a lock named after its pipeline in
-  the database server itself for its whole length (MySQL's GET_LOCK). The server drops it when the run's connection ends, however the run ends.
+  the database server itself for its whole length (MySQL's GET_LOCK). The server drops it when
+  the run's connection ends, however the run ends.
 """
 
 import contextlib
@@ -30,7 +31,7 @@ from typing import Iterator, Optional, Union
 
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import output_lock
+from pipeline import command_line, output_lock
 
 PASSWORD_VARIABLE = 'BREAST_ULTRASOUND_METADATA_PASSWORD'
 MYSQL_PORT = 3306
@@ -54,7 +55,7 @@ class ServerAddress:
 
   @property
   def url(self) -> str:
-    return f'mysql://{self.user}@{self.host}:{self.port}/{self.database}'
+    return f'mysql://{urllib.parse.quote(self.user)}@{self.host}:{self.port}/{self.database}'
 
 
 def parse_url(url: str) -> ServerAddress:
@@ -121,13 +122,21 @@ def reader_location(config) -> Union[str, metadata_store_pb2.ConnectionConfig]:
 
 
 def reader_problem(config) -> Optional[str]:
-  """One line when a command that reads the store has none to read, else None."""
+  """One line when a command that reads the store has none to read, else None (exit with
+  `exit_code_of_problem`)."""
   if server_of(config) is None:
     if not os.path.isfile(config.metadata_path):
       return (f'no ML Metadata at {config.metadata_path}; is --output-dir the pipeline\'s '
               'output dir?')
     return None
   return unreachable(config)
+
+
+def exit_code_of_problem(config) -> int:
+  """No SQLite store is a usage error (a wrong --output-dir); a server that cannot be used is
+  the environment's."""
+  return (command_line.EXIT_USAGE if server_of(config) is None
+          else command_line.EXIT_METADATA_UNAVAILABLE)
 
 
 def _client(server: ServerAddress, password: str, with_database: bool = True):

@@ -350,7 +350,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   problem = metadata_connection.reader_problem(config)
   if problem:
     print(f'runs.inspect: error: {problem}', file=sys.stderr)
-    return EXIT_USAGE
+    return metadata_connection.exit_code_of_problem(config)
   store = metadata_store.open_store(metadata_connection.reader_location(config),
                                     config.pipeline_name)
   if args.command == 'runs':

@@ -17,6 +17,8 @@ import ml_metadata as mlmd
 from google.protobuf import json_format
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline import metadata_connection
+
 PIPELINE_RUN_CONTEXT = 'pipeline_run'
 LAUNCHER_RUN_CONTEXT = 'run'  # AirflowDagRunner's
 RUN_CONTEXTS = (PIPELINE_RUN_CONTEXT, LAUNCHER_RUN_CONTEXT)
@@ -64,7 +66,8 @@ def location_text(where: Union[str, metadata_store_pb2.ConnectionConfig]) -> str
     return where
   if where.WhichOneof('config') == 'mysql':
     server = where.mysql
-    return f'mysql://{server.user}@{server.host}:{server.port}/{server.database}'
+    return metadata_connection.ServerAddress(server.host, server.port, server.database,
+                                             server.user).url
   return where.sqlite.filename_uri
 
 

@@ -153,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   problem = metadata_connection.reader_problem(config)
   if problem:
     print(f'runs.report: error: {problem}', file=sys.stderr)
-    return EXIT_USAGE
+    return metadata_connection.exit_code_of_problem(config)
   try:
     index = write_report(metadata_connection.reader_location(config), config.report_dir,
                          args.run, config.pipeline_name, config.output_dir)

@@ -182,7 +182,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   config = flags.reader_config(args)
   problem = metadata_connection.reader_problem(config)
   if problem:
-    parser.error(problem)
+    parser.exit(metadata_connection.exit_code_of_problem(config),
+                f'{parser.prog}: error: {problem}\n')
   if not tf.io.gfile.isdir(args.request_log_dir):
     parser.error(f'--request-log-dir {args.request_log_dir} does not exist')
   report = skew_report(metadata_connection.reader_location(config), args.request_log_dir,
