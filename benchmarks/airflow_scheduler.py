@@ -121,7 +121,7 @@ def main(argv=None) -> int:
   rows = [dag_test_seconds(os.path.abspath(data_root), workdir)]
   print(format_rows(rows), flush=True)
   with database_servers.mariadb_server(workdir) as metadata_server, \
-      database_servers.postgresql_server(workdir) as database_url:
+      database_servers.postgresql_server() as database_url:
     for workers in args.workers:
       rows += scheduler_rows(os.path.abspath(data_root), workdir, workers, metadata_server,
                              database_url)

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, Iterator, List, Optional
 
@@ -48,12 +49,19 @@ def _as_service_user(user: str, command: List[str]) -> List[str]:
   return ['runuser', '-u', user, '--', *command]
 
 
-def _service_folder(path: str, user: str) -> str:
-  os.makedirs(path, exist_ok=True)
-  if os.geteuid() == 0:
-    entry = pwd.getpwnam(user)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
-  return path
+@contextlib.contextmanager
+def _service_folder(name: str, user: str) -> Iterator[str]:
+  """A new folder for a server's data, log and socket, owned by the user it runs as, removed
+  at the end. Under the system's temporary folder: the service user cannot enter the caller's
+  private ones (pytest's are mode 700), and a socket's path must stay short."""
+  path = tempfile.mkdtemp(prefix=f'{name}-')
+  try:
+    if os.geteuid() == 0:
+      entry = pwd.getpwnam(user)
+      os.chown(path, entry.pw_uid, entry.pw_gid)
+    yield path
+  finally:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, log_path: str, timeout: float) -> None:
@@ -83,8 +91,12 @@ class MetadataServer:
 
 @contextlib.contextmanager
 def mariadb_server(workdir: str, password: str = 'ml-metadata-secret') -> Iterator[MetadataServer]:
-  """A MariaDB server in `workdir` for as long as the block runs."""
-  folder = _service_folder(os.path.join(workdir, 'mariadb'), 'mysql')
+  """A MariaDB server for as long as the block runs; the password file goes in `workdir`."""
+  with _service_folder('mariadb', 'mysql') as folder:
+    yield from _mariadb_server_in(folder, workdir, password)
+
+
+def _mariadb_server_in(folder: str, workdir: str, password: str) -> Iterator[MetadataServer]:
   data = os.path.join(folder, 'data')
   log_path = os.path.join(folder, 'server.log')
   subprocess.run(_as_service_user('mysql', [
@@ -119,10 +131,14 @@ def mariadb_server(workdir: str, password: str = 'ml-metadata-secret') -> Iterat
 
 
 @contextlib.contextmanager
-def postgresql_server(workdir: str) -> Iterator[str]:
-  """A PostgreSQL server in `workdir` with a database `airflow` for as long as the block runs;
-  yields the SQLAlchemy URL Airflow connects with (trust authentication on loopback only)."""
-  folder = _service_folder(os.path.join(workdir, 'postgresql'), 'postgres')
+def postgresql_server() -> Iterator[str]:
+  """A PostgreSQL server with a database `airflow` for as long as the block runs; yields the
+  SQLAlchemy URL Airflow connects with (trust authentication, on loopback only)."""
+  with _service_folder('postgresql', 'postgres') as folder:
+    yield from _postgresql_server_in(folder)
+
+
+def _postgresql_server_in(folder: str) -> Iterator[str]:
   data = os.path.join(folder, 'data')
   user = 'postgres' if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
   subprocess.run(_as_service_user('postgres', [

@@ -17,6 +17,9 @@ def prepare_environment() -> None:
   none of the libraries' import-time noise."""
   os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TensorFlow's C++ banner
+  # ML Metadata's C++ log (a line per database connection, and its own account of a server that
+  # cannot be reached, which the command says in one line instead); its errors still raise.
+  os.environ.setdefault('GLOG_minloglevel', '3')
   # Beam's worker processes (--beam-workers) import the components and model code by dotted
   # path, wherever the command was started from.
   project_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
