@@ -126,8 +126,8 @@ def add_pipeline_name_flag(parser: argparse.ArgumentParser) -> None:
 def add_metadata_flags(parser: argparse.ArgumentParser) -> None:
   """Where ML Metadata is: the runners that write it and the commands that read it."""
   parser.add_argument('--metadata-connection', type=_metadata_connection, metavar='URL',
-                      help='ML Metadata on a database server, postgresql://USER@HOST[:PORT]/DB '
-                      'or mysql://USER@HOST[:PORT]/DB, the password from '
+                      help='ML Metadata on a MySQL or MariaDB server, '
+                      'mysql://USER@HOST[:PORT]/DB, the password from '
                       f'--metadata-password-file or ${metadata_connection.PASSWORD_VARIABLE} '
                       '(default: SQLite, <output-dir>/metadata.sqlite)')
   parser.add_argument('--metadata-password-file', type=_existing_file, metavar='FILE',
