@@ -330,6 +330,15 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
   return configs.PipelineConfig(**settings)
 
 
+def add_reader_flags(parser: argparse.ArgumentParser) -> None:
+  """The flags of a command that reads a pipeline's runs: its output dir, its name and its
+  store; `reader_config` turns them into a configuration."""
+  parser.add_argument('--output-dir', default=configs.DEFAULT_OUTPUT_DIR,
+                      help="the pipeline's --output-dir (default: %(default)s)")
+  add_pipeline_name_flag(parser)
+  add_metadata_flags(parser)
+
+
 def store_settings(args: argparse.Namespace) -> dict:
   """The PipelineConfig fields of add_metadata_flags' flags (none where a parser lacks them)."""
   password_file = getattr(args, 'metadata_password_file', None)

@@ -42,7 +42,7 @@ from pipeline import command_line
 
 command_line.prepare_environment()
 
-from pipeline import configs, flags, metadata_connection, output_lock  # pylint: disable=g-import-not-at-top
+from pipeline import flags, metadata_connection, output_lock  # pylint: disable=g-import-not-at-top
 from runs import metadata_store  # pylint: disable=g-import-not-at-top
 
 EXIT_USAGE = command_line.EXIT_USAGE
@@ -316,10 +316,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   parser = command_line.OneLineArgumentParser(
       prog='python -m runs.inspect', parents=[json_flag],
       description='Inspect the ML Metadata of pipeline runs.')
-  parser.add_argument('--output-dir', default=configs.DEFAULT_OUTPUT_DIR,
-                      help="the pipeline's --output-dir (default: %(default)s)")
-  flags.add_pipeline_name_flag(parser)
-  flags.add_metadata_flags(parser)
+  flags.add_reader_flags(parser)
   commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND',
                                    parser_class=command_line.OneLineArgumentParser)
   commands.add_parser('runs', parents=[json_flag], help='pipeline runs and their components')

@@ -29,7 +29,7 @@ command_line.prepare_environment()
 import jinja2  # pylint: disable=g-import-not-at-top
 
 from models import features  # pylint: disable=g-import-not-at-top
-from pipeline import code_version, configs, flags, metadata_connection  # pylint: disable=g-import-not-at-top
+from pipeline import code_version, flags, metadata_connection  # pylint: disable=g-import-not-at-top
 from runs import summary  # pylint: disable=g-import-not-at-top
 from runs.report_facts import ReportFacts, add_picture_sources, gather_report_facts  # pylint: disable=g-import-not-at-top
 from runs.report_pictures import draw_report_pictures  # pylint: disable=g-import-not-at-top
@@ -140,14 +140,11 @@ def screenshot(index_path: str, png_path: str, width: int = 1200, height: int = 
 def main(argv: Optional[List[str]] = None) -> int:
   parser = command_line.OneLineArgumentParser(prog='python -m runs.report',
                                    description='Write the HTML report of a pipeline run.')
-  parser.add_argument('--output-dir', default=configs.DEFAULT_OUTPUT_DIR,
-                      help="the pipeline's --output-dir (default: %(default)s)")
   parser.add_argument('--run', help='run id (default: the latest run); see '
                       '`python -m runs.inspect runs`')
   parser.add_argument('--screenshot', metavar='PNG',
                       help='also render the page in headless Chromium to this PNG')
-  flags.add_pipeline_name_flag(parser)
-  flags.add_metadata_flags(parser)
+  flags.add_reader_flags(parser)
   args = parser.parse_args(argv)
   config = flags.reader_config(args)
   problem = metadata_connection.reader_problem(config)

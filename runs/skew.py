@@ -167,8 +167,6 @@ def format_report(report: List[Dict[str, Any]]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
   parser = command_line.OneLineArgumentParser(prog='python -m runs.skew',
                                               description=__doc__.splitlines()[0])
-  parser.add_argument('--output-dir', default=configs.DEFAULT_OUTPUT_DIR,
-                      help="the pipeline's --output-dir (default: %(default)s)")
   parser.add_argument('--request-log-dir', required=True,
                       help="the server's --request-log-dir")
   parser.add_argument('--max-feature-skew', type=float,
@@ -176,8 +174,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help='the largest Jensen-Shannon divergence of a served feature from '
                       'training (default: %(default)s, the drift threshold)')
   parser.add_argument('--json', action='store_true', help='print JSON instead of tables')
-  flags.add_pipeline_name_flag(parser)
-  flags.add_metadata_flags(parser)
+  flags.add_reader_flags(parser)
   args = parser.parse_args(argv)
   config = flags.reader_config(args)
   problem = metadata_connection.reader_problem(config)
