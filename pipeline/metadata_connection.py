@@ -219,6 +219,9 @@ def exclusive_pipeline(config, wait: bool = False) -> Iterator[None]:
   connection = _client(server, read_password(config.metadata_password_file))
   try:
     with connection.cursor() as cursor:
+      # The connection sits idle for the whole run; the server's default closes an idle one,
+      # and drops its lock, after 8 hours.
+      cursor.execute('SET SESSION wait_timeout = %s', (_YEAR_SECONDS,))
       cursor.execute('SELECT GET_LOCK(%s, %s)', (lock_name, _YEAR_SECONDS if wait else 0))
       if cursor.fetchone()[0] != 1:
         cursor.execute('SELECT ID, USER, HOST FROM information_schema.PROCESSLIST '
