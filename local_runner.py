@@ -161,8 +161,7 @@ def infer(args) -> int:
     print(f'local_runner.py: error: {problem}', file=sys.stderr)
     return metadata_connection.exit_code_of_problem(config)
   from runs import inference, metadata_store  # pylint: disable=g-import-not-at-top
-  pushed = inference.latest_pushed_model(metadata_store.open_store(
-      metadata_connection.reader_location(config), config.pipeline_name))
+  pushed = inference.latest_pushed_model(metadata_store.open_pipeline_store(config))
   if pushed is None:
     print(f'local_runner.py: error: no model has been pushed in {config.output_dir} yet',
           file=sys.stderr)
@@ -196,8 +195,7 @@ def run_inference_locked(config: configs.PipelineConfig, infer_dir: str, pushed)
     print(f'local_runner.py: inference failed: {cause.__class__.__name__}: {cause}',
           file=sys.stderr)
     return EXIT_PIPELINE_FAILED
-  runs = inference.inference_runs(metadata_store.open_store(
-      metadata_connection.reader_location(config), config.pipeline_name))
+  runs = inference.inference_runs(metadata_store.open_pipeline_store(config))
   print()
   print(inference.format_inference_run(runs[-1]))
   return 0

@@ -264,10 +264,14 @@ class AirflowScheduler:
     return rows[0][0] if rows else 'unknown'
 
   def run_and_wait(self, dag_id: str, run_id: str, timeout: float) -> float:
-    """Triggers a run and waits until it ends; returns its seconds from the scheduler's start
-    of the run to its end. Raises when it failed."""
-    started = time.monotonic()
+    """Triggers a run and waits until it ends (`wait_for_run`)."""
     self.trigger(dag_id, run_id)
+    return self.wait_for_run(dag_id, run_id, timeout)
+
+  def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> float:
+    """Waits until a triggered run ends; returns its seconds from the scheduler's start of the
+    run to its end. Raises when it failed."""
+    started = time.monotonic()
     while time.monotonic() - started < timeout:
       state = self.run_state(dag_id, run_id)
       if state == 'success':

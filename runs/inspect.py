@@ -348,8 +348,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   if problem:
     print(f'runs.inspect: error: {problem}', file=sys.stderr)
     return metadata_connection.exit_code_of_problem(config)
-  store = metadata_store.open_store(metadata_connection.reader_location(config),
-                                    config.pipeline_name)
+  store = metadata_store.open_pipeline_store(config)
   if args.command == 'runs':
     result, text = list_runs(store, args.output_dir), format_runs
   elif args.command == 'artifacts':

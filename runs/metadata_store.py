@@ -60,6 +60,11 @@ def open_store(where: Union[str, metadata_store_pb2.ConnectionConfig],
   return store if pipeline_name is None else PipelineView(store, pipeline_name)
 
 
+def open_pipeline_store(config):
+  """The store of a PipelineConfig, as its pipeline sees it."""
+  return open_store(metadata_connection.reader_location(config), config.pipeline_name)
+
+
 def location_text(where: Union[str, metadata_store_pb2.ConnectionConfig]) -> str:
   """Where a store is, for people: a SQLite path, or a server's URL without the password."""
   if isinstance(where, str):
@@ -102,7 +107,7 @@ class PipelineView:
     return [artifact for artifact in self._store.get_artifacts_by_type(*args, **kwargs)
             if artifact.id in ids]
 
-  def get_executions(self, *args, **kwargs):
+  def get_executions(self):
     return sorted((execution for context in self._contexts
                    for execution in self._store.get_executions_by_context(context.id)),
                   key=lambda execution: execution.id)

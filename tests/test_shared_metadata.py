@@ -8,21 +8,17 @@ import json
 import os
 import shlex
 import subprocess
-import time
 
 import pytest
 
-from benchmarks import database_servers
+from benchmarks import airflow_scheduler, database_servers
 from data import synthetic
 from pipeline import configs, metadata_connection
 from runs import metadata_store
 
 AIRFLOW_PIPELINE = configs.PIPELINE_NAME
 SECOND_PIPELINE = 'second-site'
-# As tests/test_airflow_runner.py's: the orchestration is under test, not the network.
-SMALL_RUN = ['--model', 'seed', '--epochs', '1', '--image-size', '48', '--ensemble-members', '1',
-             '--min-accuracy', '0', '--min-malignant-recall', '0', '--max-calibration-error', '1',
-             '--tflite-weights', 'none']
+SMALL_RUN = airflow_scheduler.SMALL_RUN  # the orchestration is under test, not the network
 PIPELINE_TASKS = 18  # tests/test_airflow_runner.py's PIPELINE_TASKS
 RESOLVERS = {'pinned_schema_resolver', 'previous_span_statistics_resolver',
              'training_spans_resolver', 'latest_blessed_model_resolver'}
@@ -72,7 +68,7 @@ def shared_runs(servers, tmp_path_factory, python, project_root):
     scheduler.trigger(AIRFLOW_PIPELINE, 'first')
     local = subprocess.run(local_command, cwd=project_root, env=local_environment,
                            capture_output=True, text=True, timeout=1200, check=False)
-    first_seconds = _wait(scheduler, 'first')
+    first_seconds = scheduler.wait_for_run(AIRFLOW_PIPELINE, 'first', timeout=1200)
     second_seconds = scheduler.run_and_wait(AIRFLOW_PIPELINE, 'second', timeout=1200)
     task_rows = scheduler.query(
         'SELECT run_id, task_id, state, pid, hostname FROM task_instance WHERE dag_id = %s',
@@ -88,19 +84,6 @@ def shared_runs(servers, tmp_path_factory, python, project_root):
           'serialized_dag': serialized_dag, 'task_logs': logs,
           'scheduler_log': (workdir / 'scheduler.log').read_text(errors='replace'),
           'data_root': data_root}
-
-
-def _wait(scheduler, run_id: str) -> float:
-  started = time.monotonic()
-  while time.monotonic() - started < 1200:
-    state = scheduler.run_state(AIRFLOW_PIPELINE, run_id)
-    if state in ('success', 'failed'):
-      assert state == 'success', f'DAG run {run_id} failed; see the task logs'
-      [(seconds,)] = scheduler.query('SELECT EXTRACT(EPOCH FROM end_date - start_date) FROM '
-                                     'dag_run WHERE run_id = %s', run_id)
-      return float(seconds)
-    time.sleep(2)
-  raise TimeoutError(run_id)
 
 
 def _store(servers, pipeline_name):
