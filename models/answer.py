@@ -12,6 +12,12 @@ Two answers, kept apart under names that say which is which:
   probability, the decision can be malignant while benign is the most probable class: that is
   what a screening threshold chosen for sensitivity does. A model without an operating point
   (`malignant_threshold` null) decides by the most probable class.
+
+And beside the decision, `review`: whether the image should go to a person first, because the
+decision is uncertain, with `review_reason` saying why ('near the threshold': the malignant
+probability lies in the review band around the threshold; 'members disagree': the ensemble's
+networks decide differently; or both; '' when not flagged). A model exported before the flag
+answers `review` null.
 """
 
 from typing import Dict, Mapping, Optional
@@ -21,14 +27,16 @@ from models import features
 MALIGNANT = features.LABEL_NAMES[features.MALIGNANT_LABEL]
 # Columns of a table of answers, before the class scores.
 FIELDS = ('most_probable_class', 'most_probable_probability', 'decision',
-          'malignant_probability', 'malignant_threshold')
+          'malignant_probability', 'malignant_threshold', 'review', 'review_reason')
 
 
 def answer_of(scores: Mapping[str, float], decision: Optional[str] = None,
-              threshold: Optional[float] = None) -> Dict:
+              threshold: Optional[float] = None, review: Optional[bool] = None,
+              review_reason: Optional[str] = None) -> Dict:
   """The answer (FIELDS and `scores`, rounded to 6 decimals) from the calibrated probability of
-  each class, the model's decision (None: the most probable class) and its malignant threshold
-  (None, or above 1, for none)."""
+  each class, the model's decision (None: the most probable class), its malignant threshold
+  (None, or above 1, for none) and its review flag with the reason (None: a model without
+  one)."""
   scores = {name: round(float(value), 6) for name, value in scores.items()}
   most_probable = max(scores, key=scores.get)
   has_threshold = threshold is not None and float(threshold) <= 1.0
@@ -37,4 +45,6 @@ def answer_of(scores: Mapping[str, float], decision: Optional[str] = None,
           'decision': decision or most_probable,
           'malignant_probability': scores.get(MALIGNANT),
           'malignant_threshold': round(float(threshold), 6) if has_threshold else None,
+          'review': None if review is None else bool(review),
+          'review_reason': None if review is None else (review_reason or ''),
           'scores': scores}

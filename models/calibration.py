@@ -12,12 +12,17 @@ Plain NumPy, shared by the Trainer and the cross-validation benchmark:
   predictions reaches the target, midway between two of their scores.
 - `operating_point_labels`: malignant when its probability reaches the threshold, otherwise the
   more probable of the other classes.
+- `review_half_width` / `review_reasons`: the review flag beside the decision. An image goes to
+  a person first when its calibrated malignant probability lies within a band around the
+  threshold, symmetric in log-odds, whose half-width puts `review_fraction` of the
+  out-of-sample predictions inside it; or when the ensemble's members, each calibrated alike,
+  decide differently.
 - `expected_calibration_error` (10 equal-width confidence bins) and `brier_score`.
 """
 
 import dataclasses
 import math
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from scipy import optimize
@@ -94,6 +99,62 @@ def operating_point_labels(probabilities: np.ndarray, threshold: float) -> np.nd
   others = probabilities.copy()
   others[:, malignant] = -1.0
   return np.where(probabilities[:, malignant] >= threshold, malignant, others.argmax(axis=1))
+
+
+# The review flag's reasons, as every output says them.
+NEAR_THRESHOLD = 'near the threshold'
+MEMBERS_DISAGREE = 'members disagree'
+# 10 % of the images to a person first: measured in docs/experiments.md (the review flag).
+DEFAULT_REVIEW_FRACTION = 0.10
+
+
+def log_odds(probabilities) -> np.ndarray:
+  clipped = np.clip(np.asarray(probabilities, np.float64), _SMALLEST_PROBABILITY,
+                    1 - _SMALLEST_PROBABILITY)
+  return np.log(clipped) - np.log1p(-clipped)
+
+
+def review_half_width(malignant_probabilities: Sequence[float], threshold: Optional[float],
+                      review_fraction: float) -> Optional[float]:
+  """The half-width, in log-odds, of the band around `threshold` that holds `review_fraction`
+  of these (calibrated, out-of-sample) malignant probabilities; None without a threshold or a
+  budget."""
+  scores = np.asarray(malignant_probabilities, np.float64)
+  if threshold is None or review_fraction <= 0 or len(scores) == 0:
+    return None
+  distances = np.abs(log_odds(scores) - log_odds(threshold))
+  return float(np.quantile(distances, min(review_fraction, 1.0), method='lower'))
+
+
+def review_band(threshold: Optional[float], half_width: Optional[float]):
+  """(low, high): the malignant probabilities the band flags, or None."""
+  if threshold is None or half_width is None:
+    return None
+  centre = float(log_odds(threshold))
+  return (float(1 / (1 + math.exp(-(centre - half_width)))),
+          float(1 / (1 + math.exp(-(centre + half_width)))))
+
+
+def review_reasons(probabilities: np.ndarray, member_probabilities: np.ndarray,
+                   threshold: Optional[float], half_width: Optional[float]) -> List[str]:
+  """Per image, why it should go to a person first ('' when it need not): `probabilities`
+  [images, classes] are the ensemble's calibrated probabilities (the temperature applied to the
+  members' mean), `member_probabilities` [members, images, classes] each member's, calibrated
+  alike. Near the threshold: the ensemble's malignant probability within the band; members
+  disagree: their decisions at the operating point differ (with no threshold, their most probable
+  classes)."""
+  members = np.asarray(member_probabilities, np.float64)
+  ensemble = np.asarray(probabilities, np.float64)
+  near = np.zeros(len(ensemble), bool)
+  if threshold is not None and half_width is not None:
+    near = np.abs(log_odds(ensemble[:, features.MALIGNANT_LABEL]) - log_odds(threshold)) <= (
+        half_width)
+  decisions = (members.argmax(axis=2) if threshold is None else
+               np.stack([operating_point_labels(member, threshold) for member in members]))
+  disagree = np.any(decisions != decisions[:1], axis=0)
+  return ['; '.join(reason for reason, found in ((NEAR_THRESHOLD, is_near),
+                                                  (MEMBERS_DISAGREE, does_disagree)) if found)
+          for is_near, does_disagree in zip(near, disagree)]
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: Sequence[int],
@@ -175,15 +236,21 @@ class OperatingPoint:
   calibration_sensitivity: Optional[float] = None
   calibration_ece_before: Optional[float] = None
   calibration_ece_after: Optional[float] = None
+  # The review flag's band: the budget it was chosen for, and its half-width in log-odds around
+  # the threshold (None: no band).
+  review_fraction: float = 0.0
+  review_half_width: Optional[float] = None
 
 
 def choose_operating_point(probabilities: np.ndarray, labels: Sequence[int],
-                           target_sensitivity: float, chosen_on: str = HELD_OUT
-                           ) -> OperatingPoint:
-  """Fits the temperature, then the malignant threshold on the calibrated probabilities."""
+                           target_sensitivity: float, chosen_on: str = HELD_OUT,
+                           review_fraction: float = 0.0) -> OperatingPoint:
+  """Fits the temperature, then the malignant threshold and the review band on the calibrated
+  probabilities."""
   labels = np.asarray(labels, dtype=np.int64)
   if len(labels) == 0:
-    return OperatingPoint(target_sensitivity=target_sensitivity, chosen_on=chosen_on)
+    return OperatingPoint(target_sensitivity=target_sensitivity, chosen_on=chosen_on,
+                          review_fraction=review_fraction)
   temperature = fit_temperature(probabilities, labels)
   calibrated = temperature_scale(probabilities, temperature)
   is_malignant = labels == features.MALIGNANT_LABEL
@@ -197,4 +264,7 @@ def choose_operating_point(probabilities: np.ndarray, labels: Sequence[int],
       calibration_malignant=int(is_malignant.sum()), chosen_on=chosen_on,
       calibration_sensitivity=sensitivity,
       calibration_ece_before=expected_calibration_error(probabilities, labels),
-      calibration_ece_after=expected_calibration_error(calibrated, labels))
+      calibration_ece_after=expected_calibration_error(calibrated, labels),
+      review_fraction=review_fraction,
+      review_half_width=review_half_width(calibrated[:, features.MALIGNANT_LABEL], threshold,
+                                          review_fraction))

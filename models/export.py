@@ -7,11 +7,13 @@ bytes, or serialized raw tf.Examples) and applies the same preprocessing as trai
   (calibrated), `classes` (the class names, in probability order), `most_probable_class` and
   `most_probable_probability` (its calibrated probability), `decision` (the decision at the
   operating point: malignant when its probability reaches the threshold, else the more probable
-  of the others) and `malignant_threshold` (above 1 when there is none: then the decision is the
-  most probable class); models/answer.py says the two answers apart;
+  of the others), `malignant_threshold` (above 1 when there is none: then the decision is the
+  most probable class), `review` (whether the image should go to a person first) and
+  `review_reason` ('' or why: near the threshold, members disagree, or both;
+  models/calibration.py's rule); models/answer.py says the answers apart;
 - `from_examples`: serialized raw tf.Examples → `probabilities` (calibrated; what TFMA
-  evaluates), `uncalibrated_probabilities`, `operating_point` (the decision, one-hot) and
-  `malignant_threshold`;
+  evaluates), `uncalibrated_probabilities`, `operating_point` (the decision, one-hot),
+  `malignant_threshold`, `review` (1.0 or 0.0) and `review_reason`;
 - `transform_features`: serialized raw tf.Examples → the transformed features;
 - `from_pixels`: `image_pixels` (decoded, resized and scaled as Transform does, [batch, size,
   size, 3]) → `probabilities` (calibrated): what the on-device TFLite model is converted from
@@ -47,14 +49,20 @@ def _probabilities_of(members: Sequence[keras.Model],
   return lambda pixels: training.predict_probabilities(members, pixels, test_time_flips)
 
 
+def _member_probabilities_of(members: Sequence[keras.Model],
+                             test_time_flips: bool) -> Callable[[tf.Tensor], tf.Tensor]:
+  return lambda pixels: training.member_probabilities(members, pixels, test_time_flips)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Networks:
   """The Keras networks the signatures call. Not a trackable object, so the SavedModel keeps
   their variables (ExportModule.member_variables) but not the networks themselves."""
   members: Tuple[keras.Model, ...]
   explainers: Tuple[keras.Model, ...]  # explanation.feature_model of each member
-  # training.predict_probabilities of the members, as one tf.function of Transform's pixels
-  probabilities: Callable[[tf.Tensor], tf.Tensor]
+  # training.member_probabilities of the members ([members, batch, classes]), as one
+  # tf.function of Transform's pixels
+  member_probabilities: Callable[[tf.Tensor], tf.Tensor]
 
 
 class ExportModule(tf.Module):
@@ -76,8 +84,8 @@ class ExportModule(tf.Module):
         explainers=tuple(explanation.feature_model(member) for member in members),
         # Traced once and called by every signature, rather than traced into each of them:
         # the members' graphs are the bulk of both the export's time and the SavedModel.
-        probabilities=tf.function(
-            _probabilities_of(members, test_time_flips),
+        member_probabilities=tf.function(
+            _member_probabilities_of(members, test_time_flips),
             input_signature=[tf.TensorSpec([None, size, size, features.IMAGE_CHANNELS],
                                            tf.float32)]))
     self.member_variables = [list(member.variables) for member in members]
@@ -89,14 +97,21 @@ class ExportModule(tf.Module):
     threshold = operating_point.malignant_threshold
     # Above 1, no probability reaches it: the arg-max decides.
     self._threshold = tf.constant(2.0 if threshold is None else threshold, tf.float32)
+    # Negative: no band (calibration.review_reasons is the rule).
+    half_width = operating_point.review_half_width
+    self._review_half_width = tf.constant(-1.0 if half_width is None or threshold is None
+                                          else half_width, tf.float32)
+    self._review_reasons = tf.constant(
+        ['', calibration.NEAR_THRESHOLD, calibration.MEMBERS_DISAGREE,
+         f'{calibration.NEAR_THRESHOLD}; {calibration.MEMBERS_DISAGREE}'])
 
   @property
   def members(self) -> Tuple[keras.Model, ...]:
     return self._networks.members
 
-  def _uncalibrated(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
+  def _member_uncalibrated(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
     transformed = self.transform_layer(raw_features)
-    return self._networks.probabilities(transformed[features.TRANSFORMED_IMAGE_KEY])
+    return self._networks.member_probabilities(transformed[features.TRANSFORMED_IMAGE_KEY])
 
   def _calibrated(self, uncalibrated: tf.Tensor) -> tf.Tensor:
     return calibrated(uncalibrated, self._temperature)
@@ -111,10 +126,32 @@ class ExportModule(tf.Module):
     return tf.where(self._threshold > 1.0, argmax,
                     tf.where(above, tf.cast(malignant, tf.int64), others))
 
+  def _review(self, member_uncalibrated: tf.Tensor, probabilities: tf.Tensor
+              ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(whether each image should go to a person first, the reason or ''), as
+    calibration.review_reasons: the ensemble's calibrated malignant probability within the band
+    around the threshold, or the members, each calibrated alike, deciding differently."""
+    def log_odds(probability):
+      probability = tf.clip_by_value(probability, 1e-7, 1 - 1e-7)
+      return tf.math.log(probability) - tf.math.log1p(-probability)
+
+    near = tf.logical_and(
+        self._review_half_width >= 0.0,
+        tf.abs(log_odds(probabilities[:, features.MALIGNANT_LABEL]) - log_odds(
+            tf.minimum(self._threshold, 1.0))) <= self._review_half_width)
+    members = tf.shape(member_uncalibrated)[0]
+    classes = len(features.LABEL_NAMES)
+    decisions = tf.reshape(self._decision(self._calibrated(
+        tf.reshape(member_uncalibrated, [-1, classes]))), [members, -1])
+    disagree = tf.reduce_any(tf.not_equal(decisions, decisions[:1]), axis=0)
+    code = tf.cast(near, tf.int32) + 2 * tf.cast(disagree, tf.int32)
+    return code > 0, tf.gather(self._review_reasons, code)
+
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
   def serve_image_bytes(self, image_bytes):
-    probabilities = self._calibrated(
-        self._uncalibrated({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])}))
+    members = self._member_uncalibrated({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
+    probabilities = self._calibrated(tf.reduce_mean(members, axis=0))
+    review, reason = self._review(members, probabilities)
     batch = tf.shape(probabilities)[0]
     return {
         'probabilities': probabilities,
@@ -124,6 +161,8 @@ class ExportModule(tf.Module):
         'decision': tf.gather(self._class_names, self._decision(probabilities)),
         # A threshold above 1 means there is none: the decision is the most probable class.
         'malignant_threshold': tf.fill([batch], self._threshold),
+        'review': review,
+        'review_reason': reason,
     }
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
@@ -132,7 +171,8 @@ class ExportModule(tf.Module):
     on (models/explanation.py)."""
     transformed = self.transform_layer({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
     pixels = transformed[features.TRANSFORMED_IMAGE_KEY]
-    probabilities = self._calibrated(self._networks.probabilities(pixels))
+    probabilities = self._calibrated(tf.reduce_mean(self._networks.member_probabilities(pixels),
+                                                    axis=0))
     decision = self._decision(probabilities)
     return {
         'probabilities': probabilities,
@@ -145,21 +185,27 @@ class ExportModule(tf.Module):
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def serve_examples(self, examples):
     spec = {features.IMAGE_KEY: self._raw_feature_spec[features.IMAGE_KEY]}
-    uncalibrated = self._uncalibrated(tf.io.parse_example(examples, spec))
+    members = self._member_uncalibrated(tf.io.parse_example(examples, spec))
+    uncalibrated = tf.reduce_mean(members, axis=0)
     probabilities = self._calibrated(uncalibrated)
+    review, reason = self._review(members, probabilities)
     return {
         'probabilities': probabilities,
         'uncalibrated_probabilities': uncalibrated,
         # One-hot of the decision at the operating point, for TFMA's metrics at that point.
         'operating_point': tf.one_hot(self._decision(probabilities), len(features.LABEL_NAMES)),
         'malignant_threshold': tf.fill([tf.shape(probabilities)[0]], self._threshold),
+        # 1.0 for an image to go to a person first (a number, for TFMA's metrics of the flag).
+        'review': tf.cast(review, tf.float32),
+        'review_reason': reason,
     }
 
   def pixels_signature(self, image_size: int, members: Optional[Sequence[keras.Model]] = None):
     """The `from_pixels` signature for pixels of `image_size` (Transform's output), on the
     module's members or on `members` (the on-device copies of them)."""
-    probabilities = (self._networks.probabilities if members is None
-                     else _probabilities_of(members, self._test_time_flips))
+    probabilities = (
+        (lambda pixels: tf.reduce_mean(self._networks.member_probabilities(pixels), axis=0))
+        if members is None else _probabilities_of(members, self._test_time_flips))
 
     @tf.function(input_signature=[tf.TensorSpec(
         [None, image_size, image_size, features.IMAGE_CHANNELS], tf.float32,

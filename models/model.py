@@ -51,6 +51,7 @@ NETWORK_KEY = 'network'
 SEED_KEY = 'seed'
 CALIBRATION_PERCENT_KEY = 'calibration_percent'
 TARGET_SENSITIVITY_KEY = 'target_malignant_sensitivity'
+REVIEW_FRACTION_KEY = 'review_fraction'
 ENSEMBLE_MEMBERS_KEY = 'ensemble_members'
 BACKBONE_WEIGHTS_KEY = 'backbone_weights'
 TFLITE_WEIGHTS_KEY = 'tflite_weights'
@@ -64,6 +65,7 @@ DEFAULTS = {
     SEED_KEY: 42,
     CALIBRATION_PERCENT_KEY: 15,
     TARGET_SENSITIVITY_KEY: calibration.DEFAULT_TARGET_SENSITIVITY,
+    REVIEW_FRACTION_KEY: calibration.DEFAULT_REVIEW_FRACTION,
     ENSEMBLE_MEMBERS_KEY: None,  # the network's recipe decides
     BACKBONE_WEIGHTS_KEY: None,  # a pretrained backbone's weights (models/backbones.py)
     TFLITE_WEIGHTS_KEY: on_device.DEFAULT_WEIGHT_TYPE,
@@ -136,6 +138,7 @@ def run_fn(fn_args) -> None:
                                  [batches(folds.held_out(fold), batch_size) for fold in scored],
                                  test_time_flips),
       target_sensitivity=config[TARGET_SENSITIVITY_KEY],
+      review_fraction=config[REVIEW_FRACTION_KEY],
       chosen_on=calibration.OUT_OF_FOLD if members > 1 else calibration.HELD_OUT)
   operating_point.left_out_for_tuning = sum(len(folds.labels_of_fold[fold])
                                             for fold in range(folds.folds) if fold not in scored)

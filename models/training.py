@@ -7,8 +7,8 @@ many members its ensemble has (member i is trained with seed `seed + i`, on the 
 less the fold held out from it). `predict_held_out` gives the members' out-of-sample predictions
 the operating point is chosen on.
 `predict_probabilities` is how every caller turns trained members into probabilities: the mean
-of the members' probabilities, each averaged over the image and its mirror image when the recipe
-asks for it (test-time flips).
+of the members' probabilities (`member_probabilities`), each averaged over the image and its
+mirror image when the recipe asks for it (test-time flips).
 """
 
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -200,19 +200,25 @@ def train_ensemble(network: str, image_size: int, train_datasets: Sequence[tf.da
 Members = Union[keras.Model, Sequence[keras.Model]]
 
 
-def predict_probabilities(members: Members, pixels: tf.Tensor,
-                          test_time_flips: bool) -> tf.Tensor:
-  """[batch, classes]: the members' mean probabilities, each averaged with the mirrored image's
+def member_probabilities(members: Members, pixels: tf.Tensor,
+                         test_time_flips: bool) -> tf.Tensor:
+  """[members, batch, classes]: each member's probabilities, averaged with the mirrored image's
   when asked. One network is an ensemble of one."""
   members = [members] if isinstance(members, keras.Model) else list(members)
-  total = 0.0
+  found = []
   for model in members:
     probabilities = model(pixels, training=False)
     if test_time_flips:
       probabilities = (probabilities + model(tf.image.flip_left_right(pixels),
                                              training=False)) / 2
-    total += probabilities
-  return total / len(members)
+    found.append(probabilities)
+  return tf.stack(found)
+
+
+def predict_probabilities(members: Members, pixels: tf.Tensor,
+                          test_time_flips: bool) -> tf.Tensor:
+  """[batch, classes]: the members' mean probabilities (`member_probabilities`)."""
+  return tf.reduce_mean(member_probabilities(members, pixels, test_time_flips), axis=0)
 
 
 def predict_dataset(members: Members, dataset: tf.data.Dataset,

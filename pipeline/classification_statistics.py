@@ -3,7 +3,9 @@ bootstrap intervals.
 
 From a confusion matrix (counts[true class][predicted class]): macro-F1, malignant recall, each
 class's precision and recall, and malignant against the rest (specificity, PPV, NPV). From the
-probabilities: macro AUC (one-vs-rest). Of two models' probabilities of the same images:
+probabilities: macro AUC (one-vs-rest). Of the decisions beside the probabilities and the review
+flag: the specificity regret, the share flagged, and the unflagged decisions' sensitivity and
+specificity (`decision_review_statistics`). Of two models' probabilities of the same images:
 `paired_statistics`, the candidate's accuracy less the baseline's. `bootstrap_intervals`
 resamples eval images, or whole near-duplicate groups, for 95 % percentile intervals; a paired
 statistic resamples both models' predictions of an image together, so the interval of the
@@ -98,6 +100,52 @@ def paired_statistics(labels: np.ndarray, both: np.ndarray) -> Dict[str, float]:
                                           correct(both[:, classes:]))}
 
 
+def specificity_regret(labels: np.ndarray, malignant_probabilities: np.ndarray,
+                       decided_malignant: np.ndarray) -> float:
+  """How much specificity the decisions left on the table: the best specificity any threshold on
+  `malignant_probabilities` reaches while finding as many malignant images as the decisions
+  found, less the decisions' specificity (0: no threshold would have called fewer
+  non-malignant images malignant for the cancers found). NaN without both kinds of image."""
+  is_malignant = np.asarray(labels) == features.MALIGNANT_LABEL
+  decided_malignant = np.asarray(decided_malignant, bool)
+  if is_malignant.all() or not is_malignant.any():
+    return float('nan')
+  found = int(np.sum(decided_malignant & is_malignant))
+  scores = np.asarray(malignant_probabilities, np.float64)
+  negatives = scores[~is_malignant]
+  best = (1.0 if found == 0 else
+          float(np.mean(negatives < np.sort(scores[is_malignant])[::-1][found - 1])))
+  return best - float(np.mean(~decided_malignant[~is_malignant]))
+
+
+# Review statistics: of the decisions no person is asked to look at first, and of the flag.
+SPECIFICITY_REGRET = 'specificity_regret'
+REVIEW_FRACTION = 'review_fraction'
+UNFLAGGED_SENSITIVITY = 'unflagged_sensitivity'
+UNFLAGGED_SPECIFICITY = 'unflagged_specificity'
+REVIEW_STATISTICS = (SPECIFICITY_REGRET, REVIEW_FRACTION, UNFLAGGED_SENSITIVITY,
+                     UNFLAGGED_SPECIFICITY)
+
+
+def decision_review_statistics(labels: np.ndarray, combined: np.ndarray) -> Dict[str, float]:
+  """The decisions' specificity regret, the share of images flagged for review, and the
+  malignant sensitivity and specificity of the decisions that were not flagged. `combined` holds
+  per image the decision (one-hot), the calibrated probabilities and the review flag (1.0 or
+  0.0), side by side ([n, 2 × classes + 1])."""
+  labels = np.asarray(labels)
+  classes = len(features.LABEL_NAMES)
+  decided = combined[:, :classes].argmax(axis=1)
+  flagged = combined[:, 2 * classes] > 0.5
+  kept = decision_statistics(labels[~flagged], combined[~flagged, :classes]) if (
+      (~flagged).any()) else {}
+  return {SPECIFICITY_REGRET: specificity_regret(
+              labels, combined[:, classes + features.MALIGNANT_LABEL],
+              decided == features.MALIGNANT_LABEL),
+          REVIEW_FRACTION: float(flagged.mean()) if len(flagged) else float('nan'),
+          UNFLAGGED_SENSITIVITY: kept.get(MALIGNANT_SENSITIVITY, float('nan')),
+          UNFLAGGED_SPECIFICITY: kept.get('malignant_specificity', float('nan'))}
+
+
 def decision_statistics(labels: np.ndarray, decisions: np.ndarray) -> Dict[str, float]:
   """Malignant sensitivity and specificity of the decisions (one-hot rows)."""
   counts = confusion_counts_of(labels, decisions.argmax(axis=1))
@@ -106,7 +154,7 @@ def decision_statistics(labels: np.ndarray, decisions: np.ndarray) -> Dict[str, 
 
 
 STATISTICS = {'probabilities': probability_statistics, 'decisions': decision_statistics,
-              'paired': paired_statistics}
+              'paired': paired_statistics, 'review': decision_review_statistics}
 
 
 def bootstrap_intervals(statistics: Callable[[np.ndarray, np.ndarray], Dict[str, float]],

@@ -86,6 +86,8 @@ class PipelineConfig:
   # group (an ensemble's members are cross-fitted instead: models/model.py).
   calibration_percent: float = 15.0
   target_malignant_sensitivity: float = calibration.DEFAULT_TARGET_SENSITIVITY
+  # The review flag's referral budget (models/calibration.py).
+  review_fraction: float = calibration.DEFAULT_REVIEW_FRACTION
   # Evaluator: the blessing gate
   min_accuracy: float = 0.6
   min_malignant_recall: float = 0.6

@@ -5,7 +5,8 @@ The model's `from_examples` signature has three outputs, each evaluated against 
 average, per-class precision and recall, malignant recall, the confusion matrix, expected
 calibration error and Brier score; `operating_point` (the decision at the malignant threshold,
 one-hot): accuracy, malignant sensitivity, specificity, PPV, NPV and the confusion matrix at the
-operating point; `uncalibrated_probabilities`: calibration error and Brier score before
+operating point, and with the model's `review` flag the specificity regret, the share flagged
+for review and the unflagged decisions' sensitivity and specificity, with intervals; `uncalibrated_probabilities`: calibration error and Brier score before
 calibration. Overall and sliced by true label; overall, 95 % bootstrap intervals of accuracy,
 macro-F1, macro AUC, and of sensitivity and specificity at the operating point.
 
@@ -54,6 +55,8 @@ CUSTOM_METRICS_MODULE = 'pipeline.tfma_metrics'  # imported by module path on Be
 PROBABILITIES_OUTPUT = 'probabilities'
 OPERATING_POINT_OUTPUT = 'operating_point'
 UNCALIBRATED_OUTPUT = 'uncalibrated_probabilities'
+# Read beside the decisions by the DecisionReview metric (not a labelled output of its own).
+REVIEW_OUTPUT = 'review'
 
 
 def _minimum(value: float, overall: tfma.SlicingSpec) -> tfma.PerSliceMetricThreshold:
@@ -168,6 +171,8 @@ def build_eval_config(min_accuracy: float, min_malignant_recall: float = 0.0,
               custom('MalignantVersusRest'),
               custom('BootstrapIntervals', name='intervals_of_decisions',
                      statistics='decisions'),
+              # The specificity regret and the review flag, with their intervals.
+              custom('DecisionReview'),
               *bound_gates('decisions', (MALIGNANT_SENSITIVITY, LOWER, sensitivity_gate)),
           ]),
           tfma.MetricsSpec(output_names=[UNCALIBRATED_OUTPUT], metrics=[

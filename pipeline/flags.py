@@ -199,6 +199,11 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       default=defaults.target_malignant_sensitivity,
                       help='the malignant threshold reaches this sensitivity on the out-of-sample '
                       'predictions of the training split (default: %(default)s)')
+  parser.add_argument('--review-fraction', type=_fraction, default=defaults.review_fraction,
+                      help='the referral budget of the review flag: its band around the threshold '
+                      'holds this share of the out-of-sample predictions, and an image in it (or '
+                      'one the ensemble\'s members decide differently) goes to a person first; 0 '
+                      'for members only (default: %(default)s)')
   parser.add_argument('--min-accuracy', type=_fraction, default=defaults.min_accuracy,
                       help='blessing gate on overall eval accuracy (default: %(default)s)')
   parser.add_argument('--min-malignant-recall', type=_fraction,
@@ -313,6 +318,7 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       min_tflite_agreement=args.min_tflite_agreement,
       calibration_percent=args.calibration_percent,
       target_malignant_sensitivity=args.target_malignant_sensitivity,
+      review_fraction=args.review_fraction,
       model_name=args.model_name,
       max_unreadable_fraction=args.max_unreadable_fraction,
       label_conflict_policy=args.label_conflicts,

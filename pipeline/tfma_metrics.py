@@ -18,6 +18,10 @@ For the report's pictures, as arrays: `ReliabilityDiagram` (per confidence bin: 
 images, mean confidence, accuracy) and `MalignantRoc` (malignant against the rest: threshold,
 false-positive rate, true-positive rate at every distinct probability).
 
+Of the decisions with the review flag: `DecisionReview`, the specificity regret, the share of
+eval images flagged, and the sensitivity and specificity of the unflagged decisions, each with
+its interval.
+
 And their uncertainty: `BootstrapIntervals`, 95 % percentile intervals from 1,000 seeded
 resamples of the eval images (of whole near-duplicate groups when a group has several eval
 images; pipeline/classification_statistics.py computes the statistics and the intervals, this
@@ -52,12 +56,14 @@ from tensorflow_model_analysis.metrics import multi_class_confusion_matrix_metri
 from tensorflow_model_analysis.utils import model_util
 
 from models import calibration, features
-from pipeline.classification_statistics import (STATISTICS, bootstrap_intervals,
+from pipeline.classification_statistics import (REVIEW_STATISTICS, STATISTICS,
+                                                 bootstrap_intervals,
                                                  class_precision_recall, macro_f1,
                                                  malignant_recall, malignant_versus_rest)
 from pipeline.eval_config import (ACCURACY, ACCURACY_VERSUS_BASELINE, BRIER_SCORE,
                                   EXPECTED_CALIBRATION_ERROR, LOWER, MACRO_AUC, MACRO_F1,
-                                  MALIGNANT_RECALL, MALIGNANT_SENSITIVITY, UPPER)
+                                  MALIGNANT_RECALL, MALIGNANT_SENSITIVITY, PROBABILITIES_OUTPUT,
+                                  REVIEW_OUTPUT, UPPER)
 
 _MATRIX_NAME = '_argmax_confusion_matrix'
 
@@ -122,18 +128,33 @@ def _malignant_versus_rest_computations(name: str, eval_config=None, model_names
                                 output_names, example_weighted)
 
 
+def _model_output(element, model_name: str, output_name: str, width: int) -> np.ndarray:
+  """[examples, width]: one output of a model's predictions, read without a label (NaN where
+  the model has no such output: a baseline exported before it)."""
+  predictions = element.predictions
+  if model_name and isinstance(predictions, dict) and isinstance(predictions.get(model_name),
+                                                                 dict):
+    predictions = predictions[model_name]
+  found = predictions.get(output_name) if isinstance(predictions, dict) else None
+  if found is None:
+    return np.full((1, width), np.nan)
+  return np.asarray(found, np.float64).reshape([-1, width])
+
+
 class _ProbabilitiesCombiner(beam.CombineFn):
   """Gathers (label, probabilities, near-duplicate group) of every example, for the calibration
   metrics and the bootstrap; with several models, each example's probabilities of every model
-  side by side. An eval split is at most tens of thousands of images: a few floats and a short
-  name each."""
+  side by side, then the `extra_outputs` ({output name: width}) of the first model. An eval split
+  is at most tens of thousands of images: a few floats and a short name each."""
 
   def __init__(self, key, eval_config, example_weighted: bool,
-               model_names: Optional[List[str]] = None):
+               model_names: Optional[List[str]] = None,
+               extra_outputs: Optional[Dict[str, int]] = None):
     self._key = key
     self._eval_config = eval_config
     self._example_weighted = example_weighted
     self._model_names = model_names or [key.model_name]
+    self._extra_outputs = dict(extra_outputs or {})
 
   def create_accumulator(self):
     return [], [], []
@@ -147,11 +168,14 @@ class _ProbabilitiesCombiner(beam.CombineFn):
         element, eval_config=self._eval_config, model_name=model_name,
         output_name=self._key.output_name, example_weighted=self._example_weighted,
         flatten=False, require_single_example_weight=True) for model_name in self._model_names]
-    for predictions in zip(*by_model):
+    extra = [_model_output(element, self._model_names[0], name, width)
+             for name, width in self._extra_outputs.items()]
+    for index, predictions in enumerate(zip(*by_model)):
       label = predictions[0][0]
       accumulator[0].append(int(np.argmax(label)) if np.size(label) > 1 else int(label))
-      accumulator[1].append(np.concatenate([np.ravel(np.asarray(probabilities, np.float64))
-                                            for _, probabilities, _ in predictions]))
+      accumulator[1].append(np.concatenate(
+          [np.ravel(np.asarray(probabilities, np.float64)) for _, probabilities, _ in predictions]
+          + [rows[min(index, len(rows) - 1)] for rows in extra]))
       accumulator[2].append(group.decode() if isinstance(group, bytes) else str(group))
     return accumulator
 
@@ -169,11 +193,13 @@ class _ProbabilitiesCombiner(beam.CombineFn):
 
 def _from_probabilities(name: str, statistic, eval_config=None, model_names=None,
                         output_names=None, example_weighted: bool = False,
-                        result_names: Optional[List[str]] = None, paired: bool = False):
+                        result_names: Optional[List[str]] = None, paired: bool = False,
+                        extra_outputs: Optional[Dict[str, int]] = None):
   """`statistic(probabilities [n, classes], labels [n], groups [n])` keyed as `name`, or, for a
   statistic that returns a dict, keyed by its `result_names`. `paired`: each candidate model
   against the baseline, their probabilities side by side ([n, 2 × classes]), keyed as TFMA's
-  differences from the baseline; nothing when there is no baseline."""
+  differences from the baseline; nothing when there is no baseline. `extra_outputs` ({name:
+  width}): the model's other outputs, appended to each row."""
   baseline_spec = model_util.get_baseline_model_spec(eval_config) if eval_config else None
   if paired and baseline_spec is None:
     return []
@@ -195,7 +221,7 @@ def _from_probabilities(name: str, statistic, eval_config=None, model_names=None
               feature_keys=[features.DUPLICATE_GROUP_KEY])],
           combiner=_ProbabilitiesCombiner(
               gathered, eval_config, example_weighted,
-              [model_name, baseline_spec.name] if paired else None)))
+              [model_name, baseline_spec.name] if paired else None, extra_outputs)))
 
       def result(metrics, keys=keys, gathered=gathered):
         labels, probabilities, groups = metrics[gathered]
@@ -295,7 +321,10 @@ _INTERVAL_STATISTICS = {
     'probabilities': (ACCURACY, MACRO_F1, MACRO_AUC, EXPECTED_CALIBRATION_ERROR),
     'decisions': (MALIGNANT_SENSITIVITY, 'malignant_specificity'),
     'paired': (ACCURACY_VERSUS_BASELINE,),
+    'review': REVIEW_STATISTICS,
 }
+# Statistics whose metric gives the estimate beside its interval's ends.
+_WITH_ESTIMATE = ('paired', 'review')
 
 
 def _interval_ends(statistics: str, draws: int, seed: int, confidence: float):
@@ -305,7 +334,7 @@ def _interval_ends(statistics: str, draws: int, seed: int, confidence: float):
   def ends(probabilities, labels, groups):
     found = bootstrap_intervals(STATISTICS[statistics], labels, probabilities, groups, draws,
                                 seed, confidence)
-    values = (dict(STATISTICS[statistics](labels, probabilities)) if statistics == 'paired'
+    values = (dict(STATISTICS[statistics](labels, probabilities)) if statistics in _WITH_ESTIMATE
               else {})
     for statistic, (lower, upper) in found.items():
       values[statistic + LOWER], values[statistic + UPPER] = lower, upper
@@ -366,6 +395,30 @@ def _versus_baseline_computations(name: str, draws: int = 1000, seed: int = 0,
       name, _interval_ends('paired', draws, seed, confidence), eval_config, model_names,
       output_names, example_weighted,
       result_names=[ACCURACY_VERSUS_BASELINE + end for end in ('', LOWER, UPPER)], paired=True)
+
+
+class DecisionReview(tfma.metrics.Metric):
+  """On the `operating_point` output, beside the model's probabilities and review flag: the
+  decisions' specificity regret, the share of eval images flagged for review, and the malignant
+  sensitivity and specificity of the decisions not flagged (pipeline/classification_statistics.py),
+  each with its 95 % bootstrap interval ('<statistic>', '_lower', '_upper')."""
+
+  def __init__(self, name: str = 'decision_review', draws: int = 1000, seed: int = 0,
+               confidence: float = 0.95, code_version: str = ''):
+    del code_version  # see the module docstring
+    super().__init__(_decision_review_computations, name=name, draws=draws, seed=seed,
+                     confidence=confidence)
+
+
+def _decision_review_computations(name: str, draws: int = 1000, seed: int = 0,
+                                  confidence: float = 0.95, eval_config=None, model_names=None,
+                                  output_names=None, example_weighted: bool = False):
+  return _from_probabilities(
+      name, _interval_ends('review', draws, seed, confidence), eval_config, model_names,
+      output_names, example_weighted,
+      result_names=[statistic + end for statistic in REVIEW_STATISTICS
+                    for end in ('', LOWER, UPPER)],
+      extra_outputs={PROBABILITIES_OUTPUT: len(features.LABEL_NAMES), REVIEW_OUTPUT: 1})
 
 
 class ReliabilityDiagram(tfma.metrics.Metric):

@@ -45,7 +45,7 @@ def inference_runs(store: mlmd.MetadataStore) -> List[Dict[str, Any]]:
     components = metadata_store.component_runs(store, context.id)
     row = {'run': context.name, 'state': 'complete', 'images': None, 'skipped': [],
            'model_id': None, 'model_run': None, 'model_version': None, 'predictions': None,
-           'decision_counts': None, 'input': None}
+           'decision_counts': None, 'review_count': None, 'input': None}
     for component in components:
       if component.state not in ('complete', 'cached'):
         row['state'] = component.state
@@ -67,6 +67,7 @@ def inference_runs(store: mlmd.MetadataStore) -> List[Dict[str, Any]]:
           counts = artifact_property(artifact, 'decision_counts') or {}
           row['decision_counts'] = {name: int(counts[name]) for name in features.LABEL_NAMES
                                  if name in counts}
+          row['review_count'] = artifact_property(artifact, 'review_count')
     rows.append(row)
   return rows
 
@@ -81,7 +82,9 @@ def format_inference_run(row: Dict[str, Any]) -> str:
   lines += [f'    {skipped["file"]}: {skipped["reason"]}' for skipped in row['skipped']]
   if row['decision_counts']:
     lines.append('  decisions at the operating point: ' + ', '.join(
-        f'{name} {count}' for name, count in row['decision_counts'].items()))
+        f'{name} {count}' for name, count in row['decision_counts'].items())
+        + ('' if row['review_count'] is None else
+           f'; {int(row["review_count"])} flagged for review (a person looks first)'))
   if row['predictions']:
     lines.append(f'  predictions: {row["predictions"]}')
     lines.append('               ' + os.path.join(os.path.dirname(row['predictions']),

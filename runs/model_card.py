@@ -100,7 +100,9 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
                       'probability, and the decision at the operating point (malignant when the '
                       'malignant probability reaches the threshold, otherwise the more probable '
                       'other class), which can be malignant while benign is the most probable; '
-                      'and the calibrated probability of every class'),
+                      'the review flag (whether a person should look first, and why: the '
+                      'malignant probability near the threshold, or the ensemble\'s members '
+                      'deciding differently); and the calibrated probability of every class'),
           'training': training,
           'hyperparameters': hyperparameters,
           'operating_point': operating_point,
@@ -124,6 +126,7 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
           'metrics': metric_rows(metrics),
           'per_class': per_class_rows(metrics),
           'confusion_matrix_at_operating_point': matrices.get('operating_point'),
+          'decision_review_lines': summary.format_decision_review(metrics),
       },
       'blessing': {
           'blessed': blessed,

@@ -66,6 +66,8 @@ def render_report(facts: ReportFacts, pictures: dict) -> str:
       facts=facts, pictures=pictures, class_names=features.LABEL_NAMES,
       operating_point_line=(summary.format_operating_point(facts.run.operating_point)
                             if facts.run.operating_point else None),
+      review_band_line=(summary.format_review_band(facts.run.operating_point)
+                        if facts.run.operating_point else 'no operating point'),
       serving_check_line=(summary.format_serving_check(facts.run.serving_check or {},
                                                        facts.run.serving_check_passed)
                           if facts.run.serving_check_passed is not None else None),

@@ -22,7 +22,7 @@ from components.artifact_types import DataQualityReport, DriftReport, ModelCard
 from components.data_quality.report import format_report_line
 from components.drift_check.component import read_drift_report
 from models import calibration, features
-from pipeline import eval_config, output_lock
+from pipeline import classification_statistics, eval_config, output_lock
 from runs import blessing
 from runs.metadata_store import (ComponentRun, artifact_property, component_runs, location_text,
                                  open_store, run_contexts, run_outputs, spans_of_model, spans_read_by)
@@ -234,7 +234,46 @@ def format_operating_point(point: Dict[str, Any]) -> str:
            f'{point["calibration_ece_after"]:.3f} on them')
   return (f'malignant when p(malignant) ≥ {point["malignant_threshold"]:.4f}, chosen for '
           f'sensitivity ≥ {point["target_sensitivity"]:g} on {operating_point_evidence(point)} '
-          f'(reached {point["calibration_sensitivity"]:.2f}); {temperature}{ece}')
+          f'(reached {point["calibration_sensitivity"]:.2f}); {temperature}{ece}; '
+          f'{format_review_band(point)}')
+
+
+def format_review_band(point: Dict[str, Any]) -> str:
+  """The review flag's band in words."""
+  band = calibration.review_band(point.get('malignant_threshold'),
+                                 point.get('review_half_width'))
+  if band is None:
+    return 'review flag: only where the ensemble\'s members decide differently'
+  return (f'review flag: p(malignant) within [{band[0]:.4f}, {band[1]:.4f}] (a budget of '
+          f'{point.get("review_fraction", 0):.0%} of those predictions), or the members decide '
+          'differently')
+
+
+def format_decision_review(metrics: Dict[str, float]) -> List[str]:
+  """The decisions on the eval split at the operating point and the review flag, with their 95 %
+  intervals, as the summary, the report and the model card say them; nothing for an evaluation
+  without them."""
+  def value(name: str) -> str:
+    found = metrics.get(name)
+    if found is None or found != found:
+      return 'n/a'
+    lower, upper = metrics.get(name + eval_config.LOWER), metrics.get(name + eval_config.UPPER)
+    return f'{found:.3f}' + (f' [{lower:.3f}, {upper:.3f}]' if lower is not None else '')
+
+  if classification_statistics.REVIEW_FRACTION not in metrics:
+    return []
+  regret = metrics.get(classification_statistics.SPECIFICITY_REGRET)
+  return [
+      f'decisions: malignant sensitivity {value(eval_config.MALIGNANT_SENSITIVITY)}, '
+      f'specificity {value("malignant_specificity")}',
+      f'specificity regret {value(classification_statistics.SPECIFICITY_REGRET)}'
+      + ('' if regret is None or regret != regret else
+         ': the best threshold for the cancers found would have called '
+         f'{regret:.1%} fewer of the other images malignant'),
+      f'review flag: {value(classification_statistics.REVIEW_FRACTION)} of the images flagged; '
+      f'the unflagged decisions: sensitivity '
+      f'{value(classification_statistics.UNFLAGGED_SENSITIVITY)}, specificity '
+      f'{value(classification_statistics.UNFLAGGED_SPECIFICITY)}']
 
 
 def format_serving_check(report: Dict[str, Any], passed: bool) -> str:
@@ -343,6 +382,11 @@ def format_summary(summary: RunSummary) -> str:
   if summary.operating_point:
     lines.append('')
     lines.append(f'  operating point: {format_operating_point(summary.operating_point)}')
+  review_lines = format_decision_review(summary.metrics or {})
+  if review_lines:
+    lines.append('')
+    lines.append('  at the operating point on the eval split ([95 % bootstrap interval]):')
+    lines.extend(f'    {line}' for line in review_lines)
   if summary.metrics:
     lines.append('')
     lines.append('  evaluation (eval split, overall; [95 % bootstrap interval]):')

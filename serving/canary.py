@@ -143,6 +143,10 @@ def check_canaries(signatures, canaries: Sequence[bytes], image_feature: str,
     if difference > PROBABILITY_TOLERANCE:
       failures.append(f'{SERVING_SIGNATURE} and {EXAMPLES_SIGNATURE} differ by {difference:.4f} '
                       'on the same image')
+    elif 'review' in served and 'review' in from_examples and np.any(
+        np.asarray(served['review'], bool) != (np.asarray(from_examples['review']) > 0.5)):
+      failures.append(f'{SERVING_SIGNATURE} and {EXAMPLES_SIGNATURE} flag different images for '
+                      'review')
   latencies = []
   for image in images[:1] + images:  # the first request warms up, and is not counted
     started = time.perf_counter()

@@ -14,10 +14,11 @@ it posts the same images as `{"b64": ...}` instances to a TensorFlow Serving RES
 with `--server grpc://host:port` it calls TF Serving's gRPC `PredictionService/Predict`.
 
 Each line is `{"path", "most_probable_class", "most_probable_probability", "decision",
-"malignant_probability", "malignant_threshold", "scores": {class: probability}}` (models/answer.py
-says the two answers apart: the most probable class with its calibrated probability, and the
-decision at the model's operating point, malignant when the malignant probability reaches the
-threshold, printed once on stderr too), or `{"path", "error"}` for an image that could not be
+"malignant_probability", "malignant_threshold", "review", "review_reason", "scores": {class:
+probability}}` (models/answer.py says the answers apart: the most probable class with its
+calibrated probability, the decision at the model's operating point, malignant when the
+malignant probability reaches the threshold, printed once on stderr too, and whether the image
+should go to a person first, and why), or `{"path", "error"}` for an image that could not be
 classified; the others go on.
 The exit code is 0 when every image was classified, 1 when any failed, 2 for a usage error.
 """
@@ -85,14 +86,24 @@ def _text(value) -> str:
 
 
 def prediction(probabilities: Sequence[float], classes: Sequence, decision=None,
-               threshold: Optional[float] = None) -> Dict:
+               threshold: Optional[float] = None, review=None, review_reason=None) -> Dict:
   """One image's answer (models/answer.py) from a model's outputs: the calibrated probabilities
   by class, its decision (a model exported before the two answers were told apart calls it
-  `label`; None: the most probable class) and its malignant threshold (None, or above 1, for
-  none)."""
+  `label`; None: the most probable class), its malignant threshold (None, or above 1, for
+  none) and its review flag and reason (None: a model exported before the flag)."""
   scores = {_text(name): float(probability) for name, probability in zip(classes, probabilities)}
   return answer_of(scores, _text(decision) if decision is not None else None,
-                   None if threshold is None else float(threshold))
+                   None if threshold is None else float(threshold),
+                   None if review is None else bool(review),
+                   None if review_reason is None else _text(review_reason))
+
+
+def _column(outputs, name: str, count: int):
+  """An output per image as a list, or None per image for a model without it."""
+  if name not in outputs:
+    return [None] * count
+  found = outputs[name]
+  return list(found.numpy() if hasattr(found, 'numpy') else found)
 
 
 def _decisions(outputs, count: int):
@@ -123,11 +134,10 @@ class LocalModel:
     except self._tf.errors.InvalidArgumentError as error:
       raise PredictionError(messages.tensorflow_error_line(error.message)) from None
     count = len(encoded_images)
-    decisions = _decisions(outputs, count)
-    thresholds = (outputs['malignant_threshold'].numpy() if 'malignant_threshold' in outputs
-                  else [None] * count)
-    return [prediction(*row) for row in zip(outputs['probabilities'].numpy(),
-                                            outputs['classes'].numpy(), decisions, thresholds)]
+    return [prediction(*row) for row in zip(
+        outputs['probabilities'].numpy(), outputs['classes'].numpy(), _decisions(outputs, count),
+        _column(outputs, 'malignant_threshold', count), _column(outputs, 'review', count),
+        _column(outputs, 'review_reason', count))]
 
 
   def explain(self, encoded_images: List[bytes]) -> List[Tuple[Any, Any]]:
@@ -152,7 +162,8 @@ class ServerModel:
   def classify(self, encoded_images: List[bytes]) -> List[Dict[str, float]]:
     answer = self._post(encoded_images)
     return [prediction(row['probabilities'], row['classes'], row.get('decision', row.get('label')),
-                       row.get('malignant_threshold')) for row in answer['predictions']]
+                       row.get('malignant_threshold'), row.get('review'), row.get('review_reason'))
+            for row in answer['predictions']]
 
   def explain(self, encoded_images: List[bytes]) -> List[Tuple[Any, Any]]:
     """(heat map, pixels the model saw) per image, from the server's `explain` signature."""
@@ -205,7 +216,8 @@ class GrpcServerModel:
     count = len(encoded_images)
     return [prediction(*row) for row in zip(
         outputs['probabilities'], outputs['classes'], _decisions(outputs, count),
-        outputs.get('malignant_threshold', [None] * count))]
+        _column(outputs, 'malignant_threshold', count), _column(outputs, 'review', count),
+        _column(outputs, 'review_reason', count))]
 
   def explain(self, encoded_images: List[bytes]) -> List[Tuple[Any, Any]]:
     outputs = self._predict(encoded_images, 'explain')

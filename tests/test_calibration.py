@@ -187,3 +187,62 @@ def test_each_member_trains_on_everything_but_its_held_out_fold():
   assert single.folds == 1
   assert 12 <= len(groups_of(single.held_out(0))) <= 18
   assert not groups_of(single.held_out(0)) & groups_of(single.training(0))
+
+
+def test_the_review_band_holds_the_budgeted_share_of_the_predictions_it_was_chosen_on():
+  scores = np.random.default_rng(5).beta(0.6, 1.5, size=400)
+  threshold = 0.2
+  for fraction in (0.05, 0.1, 0.25):
+    width = calibration.review_half_width(scores, threshold, fraction)
+    low, high = calibration.review_band(threshold, width)
+    inside = np.mean((scores >= low) & (scores <= high))
+    assert abs(inside - fraction) <= 1.5 / 400  # one score either side
+    # Symmetric in log-odds around the threshold.
+    assert np.isclose(calibration.log_odds(threshold) - calibration.log_odds(low),
+                      calibration.log_odds(high) - calibration.log_odds(threshold))
+  assert calibration.review_half_width(scores, None, 0.1) is None
+  assert calibration.review_half_width(scores, threshold, 0.0) is None
+
+
+def test_review_reasons_name_the_band_and_the_members_that_disagree():
+  # Two members; the ensemble is their mean. Threshold 0.3, band 0.25–0.35 (about).
+  width = float(calibration.log_odds(0.35) - calibration.log_odds(0.3))
+  members = np.array([
+      [[0.67, 0.31, 0.02], [0.10, 0.80, 0.10], [0.85, 0.05, 0.10], [0.45, 0.32, 0.23]],
+      [[0.65, 0.33, 0.02], [0.15, 0.75, 0.10], [0.05, 0.90, 0.05], [0.40, 0.29, 0.31]],
+  ])
+  reasons = calibration.review_reasons(members.mean(axis=0), members, 0.3, width)
+  assert reasons == [calibration.NEAR_THRESHOLD, '', calibration.MEMBERS_DISAGREE,
+                     f'{calibration.NEAR_THRESHOLD}; {calibration.MEMBERS_DISAGREE}']
+  # Without a threshold: the members' most probable classes, and no band.
+  assert calibration.review_reasons(members.mean(axis=0), members, None, None) == ['', '', calibration.MEMBERS_DISAGREE,
+                                                             '']
+
+
+def test_the_exported_review_flag_follows_the_rule():
+  """The SavedModel's review flag and reason (in the graph) against calibration.review_reasons,
+  on three members' probabilities with a temperature."""
+  rng = np.random.default_rng(8)
+  members = rng.dirichlet([1, 1, 1], size=(3, 300)).astype(np.float32)
+  temperature, threshold = 1.3, 0.3
+  calibrated_members = np.stack([calibration.temperature_scale(member, temperature)
+                                 for member in members])
+  ensemble = calibration.temperature_scale(members.mean(axis=0), temperature)
+  # Off the band's own edge score, where float32 and float64 may round either way.
+  width = calibration.review_half_width(ensemble[:, MALIGNANT], threshold, 0.2) + 1e-4
+  module = types.SimpleNamespace(
+      _threshold=tf.constant(threshold), _temperature=tf.constant(temperature),
+      _review_half_width=tf.constant(width, tf.float32),
+      _review_reasons=tf.constant(['', calibration.NEAR_THRESHOLD, calibration.MEMBERS_DISAGREE,
+                                   f'{calibration.NEAR_THRESHOLD}; '
+                                   f'{calibration.MEMBERS_DISAGREE}']))
+  module._decision = lambda probabilities: export.ExportModule._decision(module, probabilities)  # pylint: disable=protected-access
+  module._calibrated = lambda uncalibrated: export.calibrated(uncalibrated, module._temperature)  # pylint: disable=protected-access
+  flagged, reasons = export.ExportModule._review(  # pylint: disable=protected-access
+      module, tf.constant(members), tf.constant(ensemble))
+  expected = calibration.review_reasons(ensemble, calibrated_members, threshold, width)
+  # Both kinds of reason occur, and neither everywhere.
+  assert 0 < sum(calibration.NEAR_THRESHOLD in reason for reason in expected) < 300
+  assert 0 < sum(calibration.MEMBERS_DISAGREE in reason for reason in expected) < 300
+  assert [reason.decode() for reason in reasons.numpy()] == expected
+  assert flagged.numpy().tolist() == [bool(reason) for reason in expected]

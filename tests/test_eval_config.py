@@ -6,7 +6,7 @@ import pytest
 import tensorflow_model_analysis as tfma
 
 from models import calibration, features
-from pipeline import eval_config
+from pipeline import classification_statistics, eval_config
 from pipeline.classification_statistics import (bootstrap_intervals, paired_statistics,
                                                  probability_statistics)
 from runs import summary
@@ -203,3 +203,29 @@ def test_a_gate_on_a_bound_reads_the_end_of_the_interval_the_report_shows():
   assert metrics[eval_config.ACCURACY + '_lower'] == pytest.approx(
       intervals[eval_config.ACCURACY][0])
   assert metrics[eval_config.ACCURACY + '_lower'] < metrics[eval_config.ACCURACY]
+
+
+def test_the_specificity_regret_is_what_the_best_threshold_for_the_same_cancers_would_gain():
+  # Malignant 0.9, 0.6, 0.2; the others 0.8, 0.5, 0.4, 0.3, 0.1, 0.05.
+  labels = np.array([1, 1, 1, 0, 0, 2, 0, 2, 0])
+  scores = np.array([0.9, 0.6, 0.2, 0.8, 0.5, 0.4, 0.3, 0.1, 0.05])
+  # Threshold 0.25: finds two cancers, calls 4 of 6 others malignant (specificity 2/6). Set
+  # just below 0.6, the same two cancers would cost one (specificity 5/6).
+  decided = scores >= 0.25
+  assert np.isclose(classification_statistics.specificity_regret(labels, scores, decided), 0.5)
+  # At the best threshold for what it finds, no regret.
+  assert classification_statistics.specificity_regret(labels, scores, scores >= 0.55) == 0.0
+  assert classification_statistics.specificity_regret(labels, scores, scores >= 0.15) == 0.0
+
+
+def test_the_unflagged_decisions_are_scored_without_the_flagged_ones():
+  labels = np.array([1, 1, 1, 1, 0, 0, 0, 2])
+  decided = np.array([1, 1, 0, 0, 0, 1, 0, 2])
+  flagged = np.array([0, 0, 1, 0, 0, 1, 0, 0])
+  probabilities = np.full((8, 3), 1 / 3)
+  combined = np.concatenate([np.eye(3)[decided], probabilities, flagged[:, None]], axis=1)
+  found = classification_statistics.decision_review_statistics(labels, combined)
+  assert found[classification_statistics.REVIEW_FRACTION] == 0.25
+  # Unflagged: malignant 1, 2 found, 4 missed; others 5, 7, 8 all right.
+  assert np.isclose(found[classification_statistics.UNFLAGGED_SENSITIVITY], 2 / 3)
+  assert found[classification_statistics.UNFLAGGED_SPECIFICITY] == 1.0

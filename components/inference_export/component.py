@@ -7,8 +7,10 @@ line per image, as `python -m serving.predict` prints them). The answer (models/
 the most probable class with its calibrated probability apart from the decision at the
 operating point; the rows follow the model's `from_examples` signature: the scores are its
 calibrated `probabilities`, the decision its `operating_point` (one-hot; the most probable class
-for a model without one), the threshold its `malignant_threshold`.
-Its custom properties give `row_count` and `decision_counts` ({class: images decided so}).
+for a model without one), the threshold its `malignant_threshold`, the review flag its `review`
+and `review_reason`.
+Its custom properties give `row_count`, `decision_counts` ({class: images decided so}) and
+`review_count` (images flagged for a person to look at first).
 """
 
 import csv
@@ -43,16 +45,18 @@ def prediction_rows(log: prediction_log_pb2.PredictionLog) -> List[Dict]:
   probabilities = tf.make_ndarray(response.outputs['probabilities']).reshape([-1, classes])
   decisions = (tf.make_ndarray(response.outputs['operating_point']).reshape([-1, classes])
                if 'operating_point' in response.outputs else probabilities)
-  thresholds = (tf.make_ndarray(response.outputs['malignant_threshold']).reshape([-1])
-                if 'malignant_threshold' in response.outputs else [None] * len(probabilities))
+  column = lambda name: (tf.make_ndarray(response.outputs[name]).reshape([-1])
+                         if name in response.outputs else [None] * len(probabilities))
   rows = []
-  for example, scores, decision, threshold in zip(serialized, probabilities, decisions,
-                                                  thresholds):
+  for example, scores, decision, threshold, review, reason in zip(
+      serialized, probabilities, decisions, column('malignant_threshold'), column('review'),
+      column('review_reason')):
     path = tf.train.Example.FromString(example).features.feature[
         features.FILENAME_KEY].bytes_list.value[0].decode()
     rows.append({'path': path, **answer_of(
         dict(zip(features.LABEL_NAMES, scores)), features.LABEL_NAMES[int(np.argmax(decision))],
-        threshold)})
+        threshold, None if review is None else review > 0.5,
+        reason.decode() if isinstance(reason, bytes) else reason)})
   return rows
 
 
@@ -79,3 +83,4 @@ def InferenceExport(inference_result: InputArtifact[standard_artifacts.Inference
   predictions.set_int_custom_property('row_count', len(rows))
   counts = {name: sum(row['decision'] == name for row in rows) for name in features.LABEL_NAMES}
   predictions.set_json_value_custom_property('decision_counts', counts)
+  predictions.set_int_custom_property('review_count', sum(bool(row['review']) for row in rows))
