@@ -100,6 +100,10 @@ def score(labels: np.ndarray, probabilities: np.ndarray, uncalibrated: np.ndarra
       probabilities, labels, threshold if threshold is not None else 2.0)
   result['sensitivity'] = at_point['sensitivity']
   result['specificity'] = at_point['specificity']
+  result['regret'] = classification_statistics.specificity_regret(
+      labels, probabilities[:, features.MALIGNANT_LABEL],
+      calibration.operating_point_labels(probabilities, threshold if threshold is not None else 2.0)
+      == features.MALIGNANT_LABEL)
   result['ece_before'] = calibration.expected_calibration_error(uncalibrated, labels)
   result['ece_after'] = calibration.expected_calibration_error(probabilities, labels)
   return result
@@ -157,12 +161,12 @@ def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_s
 
 
 COLUMNS = ('accuracy', 'macro_f1', 'macro_auc', *(f'recall_{name}' for name in features.LABEL_NAMES),
-           'sensitivity', 'specificity', 'ece_before', 'ece_after', 'train_seconds')
+           'sensitivity', 'specificity', 'regret', 'ece_before', 'ece_after', 'train_seconds')
 
 
 HEADINGS = {'recall_benign': 'rec. benign', 'recall_malignant': 'rec. malignant',
             'recall_normal': 'rec. normal', 'sensitivity': 'sens. @ point',
-            'specificity': 'spec. @ point', 'ece_before': 'ECE before', 'ece_after': 'ECE after',
+            'specificity': 'spec. @ point', 'regret': 'spec. regret', 'ece_before': 'ECE before', 'ece_after': 'ECE after',
             'train_seconds': 'train s'}
 
 
@@ -170,6 +174,8 @@ def format_table(network: str, rows: List[Dict[str, float]]) -> str:
   header = f'{network:<20} ' + ' '.join(f'{HEADINGS.get(column, column):>14}'
                                          for column in COLUMNS)
   lines = [header]
+  # Files written before a column existed have NaN in it.
+  rows = [{column: np.nan for column in COLUMNS} | row for row in rows]
   for row in rows:
     lines.append(f'  fold {row["fold"]:<13} ' + ' '.join(
         f'{row[column]:>14.1f}' if column == 'train_seconds' else f'{row[column]:>14.3f}'
@@ -182,7 +188,7 @@ def format_table(network: str, rows: List[Dict[str, float]]) -> str:
   return '\n'.join(lines)
 
 
-PAIRED_COLUMNS = ('accuracy', 'macro_f1', 'macro_auc', 'sensitivity', 'specificity',
+PAIRED_COLUMNS = ('accuracy', 'macro_f1', 'macro_auc', 'sensitivity', 'specificity', 'regret',
                   'ece_after', 'train_seconds')
 
 
@@ -194,7 +200,8 @@ def paired_differences(baseline: List[Dict[str, float]], candidate: List[Dict[st
   pairs = [(row, by_fold[row['fold']]) for row in candidate if row['fold'] in by_fold]
   result = {}
   for column in PAIRED_COLUMNS:
-    differences = np.array([mine[column] - theirs[column] for mine, theirs in pairs])
+    differences = np.array([mine.get(column, np.nan) - theirs.get(column, np.nan)
+                            for mine, theirs in pairs])
     spread = differences.std(ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else np.nan
     result[column] = {'mean': float(differences.mean()) if len(differences) else np.nan,
                       'se': float(spread), 'folds': len(differences)}

@@ -15,8 +15,8 @@ Two answers, kept apart under names that say which is which:
 
 And beside the decision, `review`: whether the image should go to a person first, because the
 decision is uncertain, with `review_reason` saying why ('near the threshold': the malignant
-probability lies in the review band around the threshold; 'members disagree': the ensemble's
-networks decide differently; or both; '' when not flagged). A model exported before the flag
+probability lies in the review band around the threshold; 'members disagree': one of the
+ensemble's networks puts it above the band, another below; or both; '' when not flagged). A model exported before the flag
 answers `review` null.
 """
 

@@ -16,7 +16,7 @@ Plain NumPy, shared by the Trainer and the cross-validation benchmark:
   a person first when its calibrated malignant probability lies within a band around the
   threshold, symmetric in log-odds, whose half-width puts `review_fraction` of the
   out-of-sample predictions inside it; or when the ensemble's members, each calibrated alike,
-  decide differently.
+  disagree with confidence: one above the band, another below it.
 - `expected_calibration_error` (10 equal-width confidence bins) and `brier_score`.
 """
 
@@ -104,6 +104,10 @@ def operating_point_labels(probabilities: np.ndarray, threshold: float) -> np.nd
 # The review flag's reasons, as every output says them.
 NEAR_THRESHOLD = 'near the threshold'
 MEMBERS_DISAGREE = 'members disagree'
+# An ensemble's operating point is chosen on the out-of-fold predictions of networks cross-fitted
+# on this many folds of the training split (models/model.py): docs/experiments.md measures 2
+# (one per member) against 4.
+DEFAULT_CROSS_FIT_FOLDS = 4
 # 10 % of the images to a person first: measured in docs/experiments.md (the review flag).
 DEFAULT_REVIEW_FRACTION = 0.10
 
@@ -116,14 +120,18 @@ def log_odds(probabilities) -> np.ndarray:
 
 def review_half_width(malignant_probabilities: Sequence[float], threshold: Optional[float],
                       review_fraction: float) -> Optional[float]:
-  """The half-width, in log-odds, of the band around `threshold` that holds `review_fraction`
-  of these (calibrated, out-of-sample) malignant probabilities; None without a threshold or a
-  budget."""
+  """The half-width, in log-odds, of the band around `threshold` that holds
+  ⌊`review_fraction` × n⌋ of these n (calibrated, out-of-sample) malignant probabilities, its
+  edges midway between two of them (as the threshold is), so that no prediction lies on an edge;
+  None without a threshold or a budget."""
   scores = np.asarray(malignant_probabilities, np.float64)
   if threshold is None or review_fraction <= 0 or len(scores) == 0:
     return None
-  distances = np.abs(log_odds(scores) - log_odds(threshold))
-  return float(np.quantile(distances, min(review_fraction, 1.0), method='lower'))
+  distances = np.sort(np.abs(log_odds(scores) - log_odds(threshold)))
+  inside = min(int(math.floor(review_fraction * len(scores) + 1e-9)), len(distances))
+  if inside == len(distances):
+    return float(distances[-1] + 1.0)
+  return float((distances[inside] + (distances[inside - 1] if inside else 0.0)) / 2)
 
 
 def review_band(threshold: Optional[float], half_width: Optional[float]):
@@ -149,9 +157,13 @@ def review_reasons(probabilities: np.ndarray, member_probabilities: np.ndarray,
   if threshold is not None and half_width is not None:
     near = np.abs(log_odds(ensemble[:, features.MALIGNANT_LABEL]) - log_odds(threshold)) <= (
         half_width)
-  decisions = (members.argmax(axis=2) if threshold is None else
-               np.stack([operating_point_labels(member, threshold) for member in members]))
-  disagree = np.any(decisions != decisions[:1], axis=0)
+  if threshold is None:
+    decisions = members.argmax(axis=2)
+    disagree = np.any(decisions != decisions[:1], axis=0)
+  else:
+    band = review_band(threshold, half_width) or (threshold, threshold)
+    member_malignant = members[:, :, features.MALIGNANT_LABEL]
+    disagree = (member_malignant.max(axis=0) > band[1]) & (member_malignant.min(axis=0) < band[0])
   return ['; '.join(reason for reason, found in ((NEAR_THRESHOLD, is_near),
                                                   (MEMBERS_DISAGREE, does_disagree)) if found)
           for is_near, does_disagree in zip(near, disagree)]
@@ -233,6 +245,8 @@ class OperatingPoint:
   left_out_for_tuning: int = 0
   # Training images left out of the choice because a warm start's base model trained on them.
   seen_by_base_model: int = 0
+  # Out-of-fold: how many cross-fitted networks' folds the predictions were pooled from.
+  pooled_folds: int = 0
   calibration_sensitivity: Optional[float] = None
   calibration_ece_before: Optional[float] = None
   calibration_ece_after: Optional[float] = None

@@ -1,7 +1,7 @@
 """The Trainer's and the Tuner's datasets: transformed examples read once, batched, and the
 training split dealt to the folds held out from each ensemble member (models/group_split.py)."""
 
-from typing import Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -72,3 +72,19 @@ class HeldOutFolds:
 
   def held_out(self, member: int) -> tf.data.Dataset:
     return self.examples.filter(lambda pixels, label, group: tf.equal(self._fold(group), member))
+
+  def record(self, pooled: Iterable[int]) -> Dict:
+    """What each fold's member trained on and predicted, read back from the datasets it was
+    given (`training`, `held_out`): {'folds': [{'fold', 'trained_on' (groups), 'predicted'
+    (groups), 'predicted_images', 'pooled'}]}; `pooled` are the folds whose predictions the
+    operating point was chosen on."""
+    groups_of = lambda dataset: [group.numpy().decode() for group in dataset.map(
+        lambda pixels, label, group: group)]
+    pooled = set(pooled)
+    folds = []
+    for fold in range(self.folds):
+      predicted = groups_of(self.held_out(fold))
+      folds.append({'fold': fold, 'trained_on': sorted(set(groups_of(self.training(fold)))),
+                    'predicted': sorted(set(predicted)), 'predicted_images': len(predicted),
+                    'pooled': fold in pooled})
+    return {'folds': folds}

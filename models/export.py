@@ -130,20 +130,26 @@ class ExportModule(tf.Module):
               ) -> Tuple[tf.Tensor, tf.Tensor]:
     """(whether each image should go to a person first, the reason or ''), as
     calibration.review_reasons: the ensemble's calibrated malignant probability within the band
-    around the threshold, or the members, each calibrated alike, deciding differently."""
+    around the threshold, or the members, each calibrated alike, on both sides of the band (with
+    no threshold: of different most probable classes)."""
     def log_odds(probability):
       probability = tf.clip_by_value(probability, 1e-7, 1 - 1e-7)
       return tf.math.log(probability) - tf.math.log1p(-probability)
 
-    near = tf.logical_and(
-        self._review_half_width >= 0.0,
-        tf.abs(log_odds(probabilities[:, features.MALIGNANT_LABEL]) - log_odds(
-            tf.minimum(self._threshold, 1.0))) <= self._review_half_width)
-    members = tf.shape(member_uncalibrated)[0]
-    classes = len(features.LABEL_NAMES)
-    decisions = tf.reshape(self._decision(self._calibrated(
-        tf.reshape(member_uncalibrated, [-1, classes]))), [members, -1])
-    disagree = tf.reduce_any(tf.not_equal(decisions, decisions[:1]), axis=0)
+    malignant = features.MALIGNANT_LABEL
+    distance = log_odds(probabilities[:, malignant]) - log_odds(tf.minimum(self._threshold, 1.0))
+    near = tf.logical_and(self._review_half_width >= 0.0,
+                          tf.abs(distance) <= self._review_half_width)
+    members = self._calibrated(member_uncalibrated)  # softmax over the last axis, per member
+    member_distance = (log_odds(members[:, :, malignant])
+                       - log_odds(tf.minimum(self._threshold, 1.0)))
+    half_width = tf.maximum(self._review_half_width, 0.0)
+    most_probable = tf.argmax(members, axis=2)
+    disagree = tf.where(
+        self._threshold > 1.0,
+        tf.reduce_any(tf.not_equal(most_probable, most_probable[:1]), axis=0),
+        tf.logical_and(tf.reduce_max(member_distance, axis=0) > half_width,
+                       tf.reduce_min(member_distance, axis=0) < -half_width))
     code = tf.cast(near, tf.int32) + 2 * tf.cast(disagree, tf.int32)
     return code > 0, tf.gather(self._review_reasons, code)
 

@@ -2,10 +2,12 @@
 and the export.
 
 The operating point is chosen on out-of-sample predictions of the training split (the eval split is
-never used to choose anything). An ensemble is cross-fitted first: the training split is dealt to
-one fold per member by near-duplicate group, stratified by label, and each member trains on the
-other folds, so each training image is predicted by the one member that never saw it; then the
-members that ship are refitted on the whole training split from the same seeds. One network sets
+never used to choose anything). For an ensemble, networks are cross-fitted first: the training
+split is dealt to `cross_fit_folds` folds (at least one per member) by near-duplicate group,
+stratified by label, and network k trains on every fold but k, so each training image is
+predicted by the one network that never saw it; then the members that ship are refitted on the
+whole training split from the same seeds. `cross_fitting.json` in the Model artifact records
+which groups each cross-fitted network trained on and predicted. One network sets
 aside a calibration set instead, `calibration_percent` % of the training split, and ships as trained
 without it. On those predictions the model gets a temperature that calibrates its probabilities and
 a malignant threshold that reaches `target_malignant_sensitivity` (models/calibration.py), both
@@ -52,6 +54,9 @@ SEED_KEY = 'seed'
 CALIBRATION_PERCENT_KEY = 'calibration_percent'
 TARGET_SENSITIVITY_KEY = 'target_malignant_sensitivity'
 REVIEW_FRACTION_KEY = 'review_fraction'
+# Folds an ensemble's training split is dealt to for its out-of-fold predictions (at least one
+# per member).
+CROSS_FIT_FOLDS_KEY = 'cross_fit_folds'
 ENSEMBLE_MEMBERS_KEY = 'ensemble_members'
 BACKBONE_WEIGHTS_KEY = 'backbone_weights'
 TFLITE_WEIGHTS_KEY = 'tflite_weights'
@@ -66,6 +71,7 @@ DEFAULTS = {
     CALIBRATION_PERCENT_KEY: 15,
     TARGET_SENSITIVITY_KEY: calibration.DEFAULT_TARGET_SENSITIVITY,
     REVIEW_FRACTION_KEY: calibration.DEFAULT_REVIEW_FRACTION,
+    CROSS_FIT_FOLDS_KEY: calibration.DEFAULT_CROSS_FIT_FOLDS,
     ENSEMBLE_MEMBERS_KEY: None,  # the network's recipe decides
     BACKBONE_WEIGHTS_KEY: None,  # a pretrained backbone's weights (models/backbones.py)
     TFLITE_WEIGHTS_KEY: on_device.DEFAULT_WEIGHT_TYPE,
@@ -75,12 +81,22 @@ TRAINING_CURVES_FILE = 'training_curves.png'
 HISTORY_FILE = 'history.json'
 # Beside the SavedModel in the Model artifact, when the Tuner chose them (`--tune`).
 HYPERPARAMETERS_FILE = 'hyperparameters.json'
+# Beside the SavedModel: which groups each fold's member trained on and predicted, and which
+# folds' predictions the operating point was chosen on (datasets.HeldOutFolds.record).
+CROSS_FITTING_FILE = 'cross_fitting.json'
 
 
 def train_config(custom_config: Dict[str, Any]) -> Dict[str, Any]:
   config = dict(DEFAULTS)
   config.update({key: value for key, value in (custom_config or {}).items() if key in DEFAULTS})
   return config
+
+
+def cross_fit_folds(config: Dict[str, Any], members: int) -> int:
+  """How many folds the training split is dealt to, each held out from one cross-fitted network
+  that predicts it: for an ensemble, `cross_fit_folds` and at least one per member; for one
+  network, 1 (its calibration set)."""
+  return max(members, int(config[CROSS_FIT_FOLDS_KEY])) if members > 1 else 1
 
 
 def run_fn(fn_args) -> None:
@@ -96,7 +112,8 @@ def run_fn(fn_args) -> None:
       features.TRANSFORMED_IMAGE_KEY].shape[0]
   base, cold_reason = warm_start.read_base_model(getattr(fn_args, 'base_model', None), network,
                                                  image_size)
-  folds = HeldOutFolds(training_examples, members, config[CALIBRATION_PERCENT_KEY],
+  folds = HeldOutFolds(training_examples, cross_fit_folds(config, members),
+                       config[CALIBRATION_PERCENT_KEY],
                        seen_groups=base.training_groups if base else ())
   eval_examples = read_examples(fn_args.eval_files, fn_args.data_accessor, tf_transform_output)
   batch_size = config[BATCH_SIZE_KEY]
@@ -122,30 +139,36 @@ def run_fn(fn_args) -> None:
         initial_weights=base.weights if base else None,
         callbacks_of_member=logs_of_member if shipped else lambda member: ())
 
-  # An ensemble is cross-fitted to choose the operating point, then refitted to ship; one
-  # network is trained once, without its calibration set.
+  # For an ensemble, networks are cross-fitted to choose the operating point, then the members
+  # are refitted to ship; one network is trained once, without its calibration set.
   if members > 1:
-    print(f'cross-fitting {members} members, each without the fold held out from it, to choose '
-          'the operating point on their out-of-fold predictions', flush=True)
-  choosers, histories = train([batches(folds.training(member), batch_size,
+    print(f'cross-fitting {folds.folds} networks, each without the fold held out from it, to '
+          'choose the operating point on their out-of-fold predictions', flush=True)
+  choosers, histories = train([batches(folds.training(fold), batch_size,
                                        shuffle_seed=config[SEED_KEY])
-                               for member in range(members)], shipped=members == 1)
+                               for fold in range(folds.folds)], shipped=members == 1)
   # The eval split is only reported on; the operating point comes from out-of-sample
   # predictions of the training split, less the fold the Tuner scored its trials on.
   scored = range(1 if hyperparameters else 0, folds.folds)
+  cross_fitting = folds.record(scored)
+  seen = [fold['fold'] for fold in cross_fitting['folds']
+          if set(fold['predicted']) & set(fold['trained_on'])]
+  if seen:  # never: HeldOutFolds deals whole groups
+    raise RuntimeError(f'the members of folds {seen} would predict groups they trained on')
   operating_point = calibration.choose_operating_point(
       *training.predict_held_out([choosers[fold] for fold in scored],
                                  [batches(folds.held_out(fold), batch_size) for fold in scored],
                                  test_time_flips),
       target_sensitivity=config[TARGET_SENSITIVITY_KEY],
       review_fraction=config[REVIEW_FRACTION_KEY],
-      chosen_on=calibration.OUT_OF_FOLD if members > 1 else calibration.HELD_OUT)
+      chosen_on=calibration.OUT_OF_FOLD if folds.folds > 1 else calibration.HELD_OUT)
   operating_point.left_out_for_tuning = sum(len(folds.labels_of_fold[fold])
                                             for fold in range(folds.folds) if fold not in scored)
   operating_point.seen_by_base_model = folds.seen_held_out
+  operating_point.pooled_folds = len(scored)
   print(f'operating point chosen on {operating_point.calibration_examples} out-of-sample '
-        f'predictions ({operating_point.calibration_malignant} malignant) of {members} '
-        f'member(s), {operating_point.left_out_for_tuning} left out for the Tuner', flush=True)
+        f'predictions ({operating_point.calibration_malignant} malignant) of {len(scored)} '
+        f'network(s), {operating_point.left_out_for_tuning} left out for the Tuner', flush=True)
   trained = choosers
   if members > 1:
     # The ensemble that ships: the members refitted on the whole training split, from the same
@@ -166,6 +189,8 @@ def run_fn(fn_args) -> None:
     export_on_device(module, model_dir, image_size, operating_point, config[TFLITE_WEIGHTS_KEY])
   with tf.io.gfile.GFile(os.path.join(model_dir, calibration.OPERATING_POINT_FILE), 'w') as handle:
     json.dump(dataclasses.asdict(operating_point), handle, indent=1)
+  with tf.io.gfile.GFile(os.path.join(model_dir, CROSS_FITTING_FILE), 'w') as handle:
+    json.dump(cross_fitting, handle)
   if hyperparameters:
     with tf.io.gfile.GFile(os.path.join(model_dir, HYPERPARAMETERS_FILE), 'w') as handle:
       json.dump(hyperparameters, handle, indent=1)

@@ -95,7 +95,9 @@ def tuner_fn(fn_args) -> TunerFnResult:
   if members < 2:
     raise ValueError('tuning needs an ensemble of at least 2 members: the trials are scored on '
                      "the first member's held-out fold, the operating point on the others'")
-  folds = datasets.HeldOutFolds(training_examples, members, config[model.CALIBRATION_PERCENT_KEY])
+  # The Trainer's deal, so that the fold scored here is the one it leaves out.
+  folds = datasets.HeldOutFolds(training_examples, model.cross_fit_folds(config, members),
+                                config[model.CALIBRATION_PERCENT_KEY])
   labels = folds.labels_of_fold[0]
   image_size = tf_transform_output.transformed_feature_spec()[
       features.TRANSFORMED_IMAGE_KEY].shape[0]

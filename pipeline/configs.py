@@ -86,6 +86,9 @@ class PipelineConfig:
   # group (an ensemble's members are cross-fitted instead: models/model.py).
   calibration_percent: float = 15.0
   target_malignant_sensitivity: float = calibration.DEFAULT_TARGET_SENSITIVITY
+  # An ensemble's operating point: chosen on the out-of-fold predictions of networks cross-fitted
+  # on this many folds of the training split (models/model.py).
+  cross_fit_folds: int = calibration.DEFAULT_CROSS_FIT_FOLDS
   # The review flag's referral budget (models/calibration.py).
   review_fraction: float = calibration.DEFAULT_REVIEW_FRACTION
   # Evaluator: the blessing gate

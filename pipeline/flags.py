@@ -199,11 +199,16 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       default=defaults.target_malignant_sensitivity,
                       help='the malignant threshold reaches this sensitivity on the out-of-sample '
                       'predictions of the training split (default: %(default)s)')
+  parser.add_argument('--cross-fit-folds', type=_positive_int, default=defaults.cross_fit_folds,
+                      help='for an ensemble: the folds the training split is dealt to, whole '
+                      'near-duplicate groups, each predicted by a network trained on the others, '
+                      'to choose the operating point on (at least one per member; default: '
+                      '%(default)s)')
   parser.add_argument('--review-fraction', type=_fraction, default=defaults.review_fraction,
                       help='the referral budget of the review flag: its band around the threshold '
                       'holds this share of the out-of-sample predictions, and an image in it (or '
-                      'one the ensemble\'s members decide differently) goes to a person first; 0 '
-                      'for members only (default: %(default)s)')
+                      'one the ensemble\'s members put on both sides of it) goes to a person '
+                      'first; 0 for the members only (default: %(default)s)')
   parser.add_argument('--min-accuracy', type=_fraction, default=defaults.min_accuracy,
                       help='blessing gate on overall eval accuracy (default: %(default)s)')
   parser.add_argument('--min-malignant-recall', type=_fraction,
@@ -319,6 +324,7 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       calibration_percent=args.calibration_percent,
       target_malignant_sensitivity=args.target_malignant_sensitivity,
       review_fraction=args.review_fraction,
+      cross_fit_folds=args.cross_fit_folds,
       model_name=args.model_name,
       max_unreadable_fraction=args.max_unreadable_fraction,
       label_conflict_policy=args.label_conflicts,

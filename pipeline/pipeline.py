@@ -214,6 +214,7 @@ def training_components(config: PipelineConfig, data: DataPart) -> list:
       model.CALIBRATION_PERCENT_KEY: config.calibration_percent,
       model.TARGET_SENSITIVITY_KEY: config.target_malignant_sensitivity,
       model.REVIEW_FRACTION_KEY: config.review_fraction,
+      model.CROSS_FIT_FOLDS_KEY: config.cross_fit_folds,
       model.TFLITE_WEIGHTS_KEY: config.tflite_weights,
       **({model.WARM_START_EPOCHS_KEY: config.warm_start_epochs} if config.warm_start else {}),
   }

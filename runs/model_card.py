@@ -101,8 +101,8 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
                       'malignant probability reaches the threshold, otherwise the more probable '
                       'other class), which can be malignant while benign is the most probable; '
                       'the review flag (whether a person should look first, and why: the '
-                      'malignant probability near the threshold, or the ensemble\'s members '
-                      'deciding differently); and the calibrated probability of every class'),
+                      'malignant probability near the threshold, or the ensemble\'s members on '
+                      'both sides of it); and the calibrated probability of every class'),
           'training': training,
           'hyperparameters': hyperparameters,
           'operating_point': operating_point,

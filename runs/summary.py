@@ -217,8 +217,9 @@ def operating_point_evidence(point: Dict[str, Any]) -> str:
   seen = int(point.get('seen_by_base_model') or 0)
   unseen = f' (less {seen} the warm start\'s base model saw)' if seen else ''
   if point.get('chosen_on') == calibration.OUT_OF_FOLD:
-    return (f"the ensemble members' out-of-fold predictions of {images} of the training split"
-            f'{unseen}')
+    pooled = int(point.get('pooled_folds') or 0)
+    networks = f'{pooled} cross-fitted networks\'' if pooled else 'the cross-fitted networks\''
+    return (f'{networks} out-of-fold predictions of {images} of the training split{unseen}')
   return f'a calibration set of {images} held out of the training split{unseen}'
 
 
@@ -243,10 +244,11 @@ def format_review_band(point: Dict[str, Any]) -> str:
   band = calibration.review_band(point.get('malignant_threshold'),
                                  point.get('review_half_width'))
   if band is None:
-    return 'review flag: only where the ensemble\'s members decide differently'
+    return ('review flag: only where the ensemble\'s members fall on both sides of the '
+            'threshold')
   return (f'review flag: p(malignant) within [{band[0]:.4f}, {band[1]:.4f}] (a budget of '
-          f'{point.get("review_fraction", 0):.0%} of those predictions), or the members decide '
-          'differently')
+          f'{point.get("review_fraction", 0):.0%} of those predictions), or the ensemble\'s '
+          'members on both sides of that band')
 
 
 def format_decision_review(metrics: Dict[str, float]) -> List[str]:

@@ -143,6 +143,11 @@ def pipeline_runs(first_runs, tmp_path_factory, worker_id, python, project_root)
     for name in features.LABEL_NAMES:
       shutil.copy(data_root / name / f'{name} (4).png', infer_dir / 'nested' / f'{name}.png')
     shutil.copy(data_root / 'benign' / 'benign (4).png', infer_dir / 'scan (4)_mask.png')
+    # An image the newest pushed model decides malignant while another class is the most
+    # probable, for every output to show (test_batch_inference.py, test_serving*.py).
+    between = decided_malignant_yet_not_most_probable(
+        output_dir / 'serving' / 'breast_ultrasound', data_root)
+    (infer_dir / 'nested' / BETWEEN_IMAGE).write_bytes(between)
     (infer_dir / 'notes.txt').write_text('not an image')
     (infer_dir / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'truncated')
     inference = subprocess.run(
@@ -160,6 +165,47 @@ def pipeline_runs(first_runs, tmp_path_factory, worker_id, python, project_root)
     }
 
   return _once_for_all_workers(tmp_path_factory, worker_id, 'pipeline_runs', build)
+
+
+BETWEEN_IMAGE = 'between.png'
+
+
+def decided_malignant_yet_not_most_probable(model_base_path, data_root) -> bytes:
+  """A PNG whose malignant probability, under the newest version in `model_base_path`, lies
+  between the threshold and the most probable class's probability: a benign image blended with a
+  malignant one, the blend found by bisection on the encoded image. Fails if no pair of images
+  gives one."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  version = sorted(os.listdir(model_base_path))[-1]
+  serve = tf.saved_model.load(os.path.join(model_base_path, version)).signatures[
+      'serving_default']
+  answer = lambda png: {name: value.numpy()[0] for name, value in serve(
+      image_bytes=tf.constant([png])).items()}
+  for number in range(1, 6):
+    benign, malignant = (np.asarray(Image.open(data_root / name / f'{name} ({number}).png')
+                                    .convert('L'), np.float32)
+                         for name in ('benign', 'malignant'))
+    encoded = lambda share: _png((benign * (1 - share) + malignant * share).astype(np.uint8))
+    low, high = 0.0, 1.0
+    if (answer(encoded(low))['decision'] == b'malignant'
+        or answer(encoded(high))['decision'] != b'malignant'):
+      continue
+    for _ in range(16):  # the blend just past the threshold
+      middle = (low + high) / 2
+      low, high = (low, middle) if answer(encoded(middle))['decision'] == b'malignant' else (
+          middle, high)
+    found = answer(encoded(high))
+    if found['decision'] == b'malignant' and found['most_probable_class'] != b'malignant':
+      return encoded(high)
+  raise AssertionError(f'no blend of benign and malignant images in {data_root} is decided '
+                       'malignant while another class is the most probable')
+
+
+def _png(pixels: np.ndarray) -> bytes:
+  import io  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format='PNG')
+  return buffer.getvalue()
 
 
 @pytest.fixture(scope='session')

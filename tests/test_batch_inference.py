@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import BETWEEN_IMAGE
 from models import features
 from runs import inference, metadata_store
 
-NESTED = [f'nested/{name}.png' for name in features.LABEL_NAMES]
+# The three classes' images and the blend decided malignant though benign is more probable.
+NESTED = sorted([f'nested/{name}.png' for name in features.LABEL_NAMES] + [f'nested/{BETWEEN_IMAGE}'])
 
 
 @pytest.fixture(scope='module')
@@ -31,11 +33,11 @@ def test_the_newest_pushed_model_classifies_the_folder(pipeline_runs, inference_
                                      'breast_ultrasound'))[-1]
   assert run['state'] == 'complete' and run['model_version'] == newest_version
   assert run['input'] == str(pipeline_runs['infer_dir'])
-  assert run['images'] == 3
+  assert run['images'] == 4
   assert sorted(row['file'] for row in run['skipped']) == [
       'broken.png', 'notes.txt', 'scan (4)_mask.png']
   stdout = pipeline_runs['inference_stdout']
-  assert f'pushed as version {newest_version}' in stdout and 'images classified: 3; skipped 3' in (
+  assert f'pushed as version {newest_version}' in stdout and 'images classified: 4; skipped 3' in (
       stdout)
   assert 'scan (4)_mask.png: a lesion mask (masks are not classified)' in stdout
   # Inference runs are not training runs: the summary, report and `inspect runs` leave them out.
@@ -54,9 +56,10 @@ def test_predictions_match_the_pushed_model_in_csv_and_json_lines(pipeline_runs,
   encoded = [(pipeline_runs['infer_dir'] / path).read_bytes() for path in NESTED]
   served = tf.saved_model.load(version_dir).signatures['serving_default'](
       image_bytes=tf.constant(encoded))
-  for row, line, probabilities, decision, threshold in zip(
+  for row, line, probabilities, decision, threshold, review, reason in zip(
       table, lines, served['probabilities'].numpy(), served['decision'].numpy(),
-      served['malignant_threshold'].numpy()):
+      served['malignant_threshold'].numpy(), served['review'].numpy(),
+      served['review_reason'].numpy()):
     scores = [line['scores'][name] for name in features.LABEL_NAMES]
     np.testing.assert_allclose(scores, probabilities, atol=1e-5)
     assert [float(row[name]) for name in features.LABEL_NAMES] == scores
@@ -70,7 +73,12 @@ def test_predictions_match_the_pushed_model_in_csv_and_json_lines(pipeline_runs,
     assert line['malignant_probability'] == line['scores']['malignant']
     assert line['malignant_threshold'] == pytest.approx(threshold, abs=1e-6)
     assert float(row['malignant_threshold']) == line['malignant_threshold']
-  assert sum(run['decision_counts'].values()) == 3
+    # The review flag, as the server gives it.
+    assert line['review'] is bool(review) and row['review'] == str(bool(review))
+    assert line['review_reason'] == row['review_reason'] == reason.decode()
+    assert bool(reason) == bool(review)
+  assert sum(run['decision_counts'].values()) == 4
+  assert run['review_count'] == sum(line['review'] for line in lines)
 
 
 def test_the_inference_result_leads_back_to_the_trained_model(inference_run):
@@ -93,7 +101,7 @@ def test_inspect_lists_inference_runs(python, project_root, pipeline_runs, infer
        'inferences'], cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
   assert completed.returncode == 0, completed.stderr[-2000:]
   [listed] = json.loads(completed.stdout)
-  assert listed['model_id'] == run['model_id'] and listed['images'] == 3
+  assert listed['model_id'] == run['model_id'] and listed['images'] == 4
   assert listed['predictions'] == run['predictions']
 
 

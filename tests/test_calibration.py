@@ -195,28 +195,35 @@ def test_the_review_band_holds_the_budgeted_share_of_the_predictions_it_was_chos
   for fraction in (0.05, 0.1, 0.25):
     width = calibration.review_half_width(scores, threshold, fraction)
     low, high = calibration.review_band(threshold, width)
-    inside = np.mean((scores >= low) & (scores <= high))
-    assert abs(inside - fraction) <= 1.5 / 400  # one score either side
+    inside = np.sum((scores >= low) & (scores <= high))
+    assert inside == int(fraction * 400)
     # Symmetric in log-odds around the threshold.
     assert np.isclose(calibration.log_odds(threshold) - calibration.log_odds(low),
                       calibration.log_odds(high) - calibration.log_odds(threshold))
   assert calibration.review_half_width(scores, None, 0.1) is None
   assert calibration.review_half_width(scores, threshold, 0.0) is None
+  # Too few predictions for the budget to hold one: a band that holds none of them, however far
+  # from the threshold they all are.
+  saturated = np.array([1e-9, 1e-9, 1 - 1e-9, 1e-9, 1 - 1e-9, 1e-9])
+  low, high = calibration.review_band(
+      0.5, calibration.review_half_width(saturated, 0.5, 0.1))
+  assert not np.any((saturated >= low) & (saturated <= high))
 
 
 def test_review_reasons_name_the_band_and_the_members_that_disagree():
-  # Two members; the ensemble is their mean. Threshold 0.3, band 0.25–0.35 (about).
+  # Two members; the ensemble is their mean. Threshold 0.3, band 0.254–0.35. Members disagree
+  # when one is above the band and another below it.
   width = float(calibration.log_odds(0.35) - calibration.log_odds(0.3))
   members = np.array([
-      [[0.67, 0.31, 0.02], [0.10, 0.80, 0.10], [0.85, 0.05, 0.10], [0.45, 0.32, 0.23]],
-      [[0.65, 0.33, 0.02], [0.15, 0.75, 0.10], [0.05, 0.90, 0.05], [0.40, 0.29, 0.31]],
+      [[0.67, 0.31, 0.02], [0.10, 0.80, 0.10], [0.85, 0.05, 0.10], [0.50, 0.10, 0.40]],
+      [[0.65, 0.33, 0.02], [0.15, 0.75, 0.10], [0.05, 0.90, 0.05], [0.30, 0.50, 0.20]],
   ])
   reasons = calibration.review_reasons(members.mean(axis=0), members, 0.3, width)
   assert reasons == [calibration.NEAR_THRESHOLD, '', calibration.MEMBERS_DISAGREE,
                      f'{calibration.NEAR_THRESHOLD}; {calibration.MEMBERS_DISAGREE}']
   # Without a threshold: the members' most probable classes, and no band.
-  assert calibration.review_reasons(members.mean(axis=0), members, None, None) == ['', '', calibration.MEMBERS_DISAGREE,
-                                                             '']
+  assert calibration.review_reasons(members.mean(axis=0), members, None, None) == [
+      '', '', calibration.MEMBERS_DISAGREE, calibration.MEMBERS_DISAGREE]
 
 
 def test_the_exported_review_flag_follows_the_rule():
@@ -228,8 +235,7 @@ def test_the_exported_review_flag_follows_the_rule():
   calibrated_members = np.stack([calibration.temperature_scale(member, temperature)
                                  for member in members])
   ensemble = calibration.temperature_scale(members.mean(axis=0), temperature)
-  # Off the band's own edge score, where float32 and float64 may round either way.
-  width = calibration.review_half_width(ensemble[:, MALIGNANT], threshold, 0.2) + 1e-4
+  width = calibration.review_half_width(ensemble[:, MALIGNANT], threshold, 0.2)
   module = types.SimpleNamespace(
       _threshold=tf.constant(threshold), _temperature=tf.constant(temperature),
       _review_half_width=tf.constant(width, tf.float32),

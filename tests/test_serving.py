@@ -187,7 +187,7 @@ def test_server_status_metadata_and_both_predict_forms(images, pushed_model_dir,
   assert signature['inputs']['image_bytes']['dtype'] == 'DT_STRING'
   assert set(signature['outputs']) == {
       'probabilities', 'classes', 'most_probable_class', 'most_probable_probability', 'decision',
-      'malignant_threshold'}
+      'malignant_threshold', 'review', 'review_reason'}
 
   good = [b64(path) for path in images['good']]
   status, rows = http(server.model_url + ':predict',
@@ -205,7 +205,7 @@ def test_server_status_metadata_and_both_predict_forms(images, pushed_model_dir,
     assert columns['outputs']['probabilities'][row] == pytest.approx(expected.tolist(), abs=1e-5)
     assert rows['predictions'][row]['classes'] == list(features.LABEL_NAMES)
     for name in ('decision', 'most_probable_class', 'most_probable_probability',
-                 'malignant_threshold'):
+                 'malignant_threshold', 'review', 'review_reason'):
       assert columns['outputs'][name][row] == rows['predictions'][row][name]
 
 

@@ -3,7 +3,9 @@ client stubs on 127.0.0.1, on the model the shared pipeline runs pushed: the sam
 same scores over gRPC, REST and in process, and errors carry TF Serving's gRPC codes."""
 
 import base64
+import csv
 import json
+import os
 import subprocess
 import urllib.request
 
@@ -15,7 +17,9 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from conftest import BETWEEN_IMAGE
 from models import features
+from runs import inference, metadata_store
 from serving import model_directory
 
 MODEL = 'breast_ultrasound'
@@ -60,7 +64,7 @@ def test_grpc_rest_and_in_process_give_the_same_scores(stubs, server, encoded_im
   over_grpc = tf.make_ndarray(response.outputs['probabilities'])
   assert set(response.outputs) == {
       'probabilities', 'classes', 'most_probable_class', 'most_probable_probability', 'decision',
-      'malignant_threshold'}
+      'malignant_threshold', 'review', 'review_reason'}
 
   body = json.dumps({'instances': [{'b64': base64.b64encode(image).decode()}
                                    for image in encoded_images]}).encode()
@@ -139,3 +143,63 @@ def test_predict_cli_through_grpc_matches_rest(python, project_root, server, pip
   assert unreachable.returncode == 2
   assert unreachable.stderr.startswith('serving.predict: error: cannot reach the gRPC server at '
                                        '127.0.0.1:9')
+
+
+def test_every_output_decides_malignant_where_another_class_is_the_most_probable(
+    python, project_root, stubs, server, pipeline_runs, pushed_model_dir):
+  """The image the fixture blended to lie between the threshold and the most probable class's
+  probability: REST, gRPC, the prediction CLI (in process, through REST and through gRPC) and
+  batch inference's CSV and JSON lines each say `decision` malignant and another
+  `most_probable_class`, with the same probability, threshold and review flag."""
+  path = pipeline_runs['infer_dir'] / 'nested' / BETWEEN_IMAGE
+  image = path.read_bytes()
+  answers = {}
+
+  response = stubs[0].Predict(predict_request([image]), timeout=60)
+  grpc_outputs = {name: tf.make_ndarray(tensor)[0] for name, tensor in response.outputs.items()}
+  answers['gRPC'] = {
+      'decision': grpc_outputs['decision'].decode(),
+      'most_probable_class': grpc_outputs['most_probable_class'].decode(),
+      'malignant_probability': float(grpc_outputs['probabilities'][features.MALIGNANT_LABEL]),
+      'malignant_threshold': float(grpc_outputs['malignant_threshold']),
+      'review': bool(grpc_outputs['review']),
+      'review_reason': grpc_outputs['review_reason'].decode()}
+  body = json.dumps({'instances': [{'b64': base64.b64encode(image).decode()}]}).encode()
+  with urllib.request.urlopen(urllib.request.Request(f'{server.model_url}:predict', data=body),
+                              timeout=60) as answer:
+    [row] = json.load(answer)['predictions']
+  answers['REST'] = {**{name: row[name] for name in (
+      'decision', 'most_probable_class', 'malignant_threshold', 'review', 'review_reason')},
+                     'malignant_probability': row['probabilities'][features.MALIGNANT_LABEL]}
+  for where, flags in (('CLI', ['--model-dir', pushed_model_dir]),
+                       ('CLI through REST', ['--server', server.address, '--model-name', MODEL]),
+                       ('CLI through gRPC', ['--server', f'grpc://{server.grpc_address}',
+                                             '--model-name', MODEL])):
+    completed = subprocess.run([python, '-m', 'serving.predict', *flags, str(path)],
+                               cwd=project_root, capture_output=True, text=True, timeout=300,
+                               check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    answers[where] = json.loads(completed.stdout)
+  [run] = inference.inference_runs(metadata_store.open_store(pipeline_runs['metadata_path']))
+  with open(os.path.join(os.path.dirname(run['predictions']), 'predictions.jsonl')) as handle:
+    [answers['batch inference']] = [line for line in map(json.loads, handle)
+                                     if line['path'] == f'nested/{BETWEEN_IMAGE}']
+  with open(run['predictions'], newline='') as handle:
+    [row] = [row for row in csv.DictReader(handle) if row['path'] == f'nested/{BETWEEN_IMAGE}']
+  answers['batch inference CSV'] = {
+      **row, 'malignant_probability': float(row['malignant_probability']),
+      'malignant_threshold': float(row['malignant_threshold']),
+      'review': row['review'] == 'True'}
+
+  expected = answers['gRPC']
+  assert expected['decision'] == 'malignant' and expected['most_probable_class'] != 'malignant'
+  assert expected['malignant_threshold'] <= expected['malignant_probability']
+  for where, found in answers.items():
+    assert found['decision'] == 'malignant', where
+    assert found['most_probable_class'] == expected['most_probable_class'], where
+    assert found['malignant_probability'] == pytest.approx(expected['malignant_probability'],
+                                                           abs=1e-5), where
+    assert found['malignant_threshold'] == pytest.approx(expected['malignant_threshold'],
+                                                         abs=1e-5), where
+    assert (found['review'], found['review_reason']) == (
+        expected['review'], expected['review_reason']), where
