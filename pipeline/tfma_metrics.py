@@ -369,8 +369,10 @@ def _bound_computations(name: str, statistics: str = 'probabilities', draws: int
                         seed: int = 0, confidence: float = 0.95, eval_config=None,
                         model_names=None, output_names=None, example_weighted: bool = False):
   ends = _interval_ends(statistics, draws, seed, confidence)
+  # NaN where the statistic has no interval: in a slice without malignant images, sensitivity.
   return _from_probabilities(
-      name, lambda probabilities, labels, groups: ends(probabilities, labels, groups)[name],
+      name, lambda probabilities, labels, groups: ends(probabilities, labels, groups).get(
+          name, float('nan')),
       eval_config, model_names, output_names, example_weighted)
 
 

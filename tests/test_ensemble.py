@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from models import calibration, export, features, model, networks
+from models import calibration, export, features, model, networks, warm_start
 from runs import metadata_store
 
 SIGNATURES = {'serving_default', 'from_examples', 'transform_features', 'explain', 'from_pixels'}
@@ -90,11 +90,38 @@ def test_the_trainer_trains_each_member_of_the_ensemble(pipeline_runs):
   execution = store.get_executions_by_id([trainer.execution_id])[0]
   custom_config = metadata_store.execution_json_property(execution, 'custom_config')
   assert custom_config[model.ENSEMBLE_MEMBERS_KEY] == 2
-  # Cross-fitted on half the 36 training images each (one batch an epoch) to choose the
-  # operating point, then refitted on all of them (two batches) to ship.
+  # Four networks cross-fitted on three quarters of the 36 training images each (one batch an
+  # epoch) to choose the operating point, then the two members refitted on all of them (two
+  # batches) to ship.
   stdout = pipeline_runs['stdout'][3]
-  cross_fitting = stdout.index('cross-fitting 2 members')
+  cross_fitting = stdout.index('cross-fitting 4 networks')
   refitting = stdout.index('refitting the 2 members on the whole training split')
   steps = lambda text: re.findall(r'^(\d+)/\d+ - ', text, re.MULTILINE)
   assert set(steps(stdout[cross_fitting:refitting])) == {'1'}
   assert set(steps(stdout[refitting:])) == {'2'}
+
+
+def test_the_operating_point_pools_the_folds_of_networks_that_never_trained_on_them(
+    pipeline_runs):
+  """Run 4: an ensemble of two, its operating point chosen on the out-of-fold predictions of four
+  cross-fitted networks, the Tuner's fold left out. Read back from the Model artifact: every
+  network predicted only groups it did not train on, every training group was predicted by
+  exactly one, and the predictions of three folds were pooled."""
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  trained = [artifact for _, type_name, artifact in metadata_store.run_outputs(
+      store, pipeline_runs['runs'][3]) if type_name == 'Model'][0]
+  with open(os.path.join(trained.uri, model.CROSS_FITTING_FILE)) as handle:
+    folds = json.load(handle)['folds']
+  with open(os.path.join(trained.uri, warm_start.TRAINING_GROUPS_FILE)) as handle:
+    training_groups = set(json.load(handle))
+  assert len(folds) == 4
+  for fold in folds:
+    assert fold['predicted'] and not set(fold['predicted']) & set(fold['trained_on'])
+    assert set(fold['predicted']) | set(fold['trained_on']) == training_groups
+  predicted = [group for fold in folds for group in fold['predicted']]
+  assert sorted(predicted) == sorted(training_groups)  # each group by exactly one network
+  pooled = [fold for fold in folds if fold['pooled']]
+  assert len(pooled) == 3
+  point = metadata_store.artifact_property(trained, 'operating_point')
+  assert point['pooled_folds'] == 3 and point['chosen_on'] == 'out-of-fold'
+  assert point['calibration_examples'] == sum(fold['predicted_images'] for fold in pooled)

@@ -76,9 +76,13 @@ def test_the_pipeline_tunes_then_trains_with_the_best(pipeline_runs):
   stdout = pipeline_runs['stdout'][3]
   scored_on = int(re.search(r'trials scored on (\d+) held-out images of fold 0', stdout).group(1))
   operating_point = metadata_store.artifact_property(outputs['Model'], 'operating_point')
-  assert operating_point['chosen_on'] == 'out-of-fold'
   assert operating_point['left_out_for_tuning'] == scored_on > 0
-  assert operating_point['calibration_examples'] > 0
+  with open(os.path.join(outputs['Model'].uri, model.CROSS_FITTING_FILE)) as handle:
+    folds = json.load(handle)['folds']
+  assert [fold['pooled'] for fold in folds] == [False, True, True, True]
+  assert folds[0]['predicted_images'] == scored_on
+  assert operating_point['calibration_examples'] == sum(
+      fold['predicted_images'] for fold in folds[1:])
   assert "tuned hyperparameters (the Tuner's best, trained with): " in stdout
   # The first run did not tune: nothing recorded.
   first_model = [artifact for _, type_name, artifact in metadata_store.run_outputs(
