@@ -142,19 +142,21 @@ def draw_roc(curve, operating_point, path: str) -> None:
 
 
 def draw_explanations(explained, path: str, columns: int = 4) -> None:
-  """Each explained eval image with its Grad-CAM overlay, titled true → the decision, and the
-  most probable class with its calibrated probability; mistakes in red."""
+  """Each explained eval image with its Grad-CAM overlay, titled true → the decision, the most
+  probable class with its calibrated probability, and the review flag's reason where it is
+  raised; mistakes in red."""
   rows = (len(explained) + columns - 1) // columns
-  figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.2 * rows), squeeze=False)
+  figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.5 * rows), squeeze=False)
   for axis in axes.ravel():
     axis.axis('off')
   for axis, row in zip(axes.ravel(), explained):
     axis.imshow(heat_overlay(row['heat'], row['pixels']))
     wrong = row['predicted'] != row['true']
     most_probable = row.get('most_probable', row['predicted'])
+    review = f'\nto review: {row["review_reason"]}' if row.get('review_reason') else ''
     axis.set_title(f'{os.path.basename(row["file"])}\ntrue {row["true"]} → decided '
-                   f'{row["predicted"]}\nmost probable {most_probable} {row["confidence"]:.2f}',
-                   fontsize=8, color='#b3261e' if wrong else '#222')
+                   f'{row["predicted"]}\nmost probable {most_probable} {row["confidence"]:.2f}'
+                   f'{review}', fontsize=8, color='#b3261e' if wrong else '#222')
   _save(figure, path)
 
 

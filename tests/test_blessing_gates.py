@@ -136,7 +136,8 @@ def test_the_paired_interval_has_width_and_is_narrower_than_the_unpaired_one(gat
   lower, upper = (metrics[f'{VERSUS_BASELINE}_lower_diff'],
                   metrics[f'{VERSUS_BASELINE}_upper_diff'])
   assert upper - lower > 0
-  examples = _outputs_of(gate_runs, 0)['Examples']
+  [examples] = [artifact for run, _, artifact in metadata_store.run_outputs(
+      gate_runs['store'], gate_runs['components'][0]) if run.node_id == 'ImageExampleGen']
   eval_files = tf.io.gfile.glob(os.path.join(examples.uri, 'Split-eval', '*'))
   serialized = [record.numpy() for record in tf.data.TFRecordDataset(eval_files,
                                                                        compression_type='GZIP')]

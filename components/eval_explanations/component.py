@@ -38,8 +38,9 @@ def _in_batches(signature, rows: List[Dict[str, Any]]):
 def explain_eval_images(saved_model_dir: str, eval_split_uri: str, most_wrong: int,
                         right_per_class: int) -> List[Dict[str, Any]]:
   """Rows of file, true, predicted (the decision at the operating point), most_probable (the most
-  probable class) and confidence (its calibrated probability), heat (the heat map) and pixels
-  (the image as the model saw it): the eval images the model got wrong, then those it got right,
+  probable class) and confidence (its calibrated probability), review_reason (why the review flag
+  sends it to a person first, or ''), heat (the heat map) and pixels (the image as the model saw
+  it): the eval images the model got wrong, then those it got right,
   per class."""
   loaded = tf.saved_model.load(saved_model_dir)
   if 'explain' not in loaded.signatures:
@@ -53,8 +54,12 @@ def explain_eval_images(saved_model_dir: str, eval_split_uri: str, most_wrong: i
   for batch, outputs in _in_batches(loaded.signatures['serving_default'], rows):
     # A model exported before the answers were told apart calls its decision `label`.
     decisions = outputs['decision'] if 'decision' in outputs else outputs['label']
-    for row, decision, probabilities in zip(batch, decisions, outputs['probabilities']):
+    # A model exported before the review flag has no reason to give.
+    reasons = outputs.get('review_reason', [b''] * len(batch))
+    for row, decision, probabilities, reason in zip(batch, decisions, outputs['probabilities'],
+                                                    reasons):
       row['predicted'] = decision.decode()
+      row['review_reason'] = reason.decode()
       row['most_probable'] = features.LABEL_NAMES[int(np.argmax(probabilities))]
       row['confidence'] = float(np.max(probabilities))
   wrong = sorted((row for row in rows if row['predicted'] != row['true']),
@@ -79,6 +84,7 @@ def write_explanations(rows: List[Dict[str, Any]], path: str) -> None:
       predicted=np.array([row['predicted'] for row in rows], dtype=str),
       most_probable=np.array([row['most_probable'] for row in rows], dtype=str),
       confidence=np.array([row['confidence'] for row in rows], dtype=np.float32),
+      review_reason=np.array([row['review_reason'] for row in rows], dtype=str),
       heat=np.array([row['heat'] for row in rows], dtype=np.float32),
       pixels=np.array([row['pixels'] for row in rows], dtype=np.float32))
   with tf.io.gfile.GFile(path, 'wb') as handle:
