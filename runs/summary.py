@@ -272,8 +272,8 @@ def format_decision_review(metrics: Dict[str, float]) -> List[str]:
       + ('' if regret is None or regret != regret else
          ': the best threshold for the cancers found would have called '
          f'{regret:.1%} fewer of the other images malignant'),
-      f'review flag: {value(classification_statistics.REVIEW_FRACTION)} of the images flagged; '
-      f'the unflagged decisions: sensitivity '
+      f'review flag: share of the images flagged {value(classification_statistics.REVIEW_FRACTION)}'
+      f'; the decisions not flagged: sensitivity '
       f'{value(classification_statistics.UNFLAGGED_SENSITIVITY)}, specificity '
       f'{value(classification_statistics.UNFLAGGED_SPECIFICITY)}']
 
