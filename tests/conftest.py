@@ -173,7 +173,8 @@ BETWEEN_IMAGE = 'between.png'
 def decided_malignant_yet_not_most_probable(model_base_path, data_root) -> bytes:
   """A PNG whose malignant probability, under the newest version in `model_base_path`, lies
   between the threshold and the most probable class's probability: a benign image blended with a
-  malignant one, the blend found by bisection on the encoded image. Fails if no pair of images
+  malignant one, on a grid of blends and, where the decision turns malignant between two of
+  them, by bisection on the encoded image just past the threshold. Fails if no pair of images
   gives one."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   version = sorted(os.listdir(model_base_path))[-1]
@@ -186,17 +187,23 @@ def decided_malignant_yet_not_most_probable(model_base_path, data_root) -> bytes
                                     .convert('L'), np.float32)
                          for name in ('benign', 'malignant'))
     encoded = lambda share: _png((benign * (1 - share) + malignant * share).astype(np.uint8))
-    low, high = 0.0, 1.0
-    if (answer(encoded(low))['decision'] == b'malignant'
-        or answer(encoded(high))['decision'] != b'malignant'):
-      continue
-    for _ in range(16):  # the blend just past the threshold
-      middle = (low + high) / 2
-      low, high = (low, middle) if answer(encoded(middle))['decision'] == b'malignant' else (
-          middle, high)
-    found = answer(encoded(high))
-    if found['decision'] == b'malignant' and found['most_probable_class'] != b'malignant':
-      return encoded(high)
+    between = lambda found: (found['decision'] == b'malignant'
+                             and found['most_probable_class'] != b'malignant')
+    shares = np.linspace(0, 1, 11)
+    found = [answer(encoded(share)) for share in shares]
+    for share, answered in zip(shares, found):
+      if between(answered):
+        return encoded(share)
+    for index in range(len(shares) - 1):
+      low, high = shares[index], shares[index + 1]
+      if found[index]['decision'] == b'malignant' or found[index + 1]['decision'] != b'malignant':
+        continue
+      for _ in range(16):  # the blend just past the threshold
+        middle = (low + high) / 2
+        low, high = (low, middle) if answer(encoded(middle))['decision'] == b'malignant' else (
+            middle, high)
+      if between(answer(encoded(high))):
+        return encoded(high)
   raise AssertionError(f'no blend of benign and malignant images in {data_root} is decided '
                        'malignant while another class is the most probable')
 
