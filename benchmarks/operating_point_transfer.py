@@ -37,6 +37,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from benchmarks import grouped_cross_validation as cross_validation  # pylint: disable=g-import-not-at-top
 from models import calibration, features, group_split, networks  # pylint: disable=g-import-not-at-top
+from pipeline import classification_statistics  # pylint: disable=g-import-not-at-top
 
 MALIGNANT = features.MALIGNANT_LABEL
 
@@ -170,7 +171,7 @@ RULES['×4 quantile-mapped to the refit'] = quantile_mapped_rule(4)
 def best_specificity(scores: np.ndarray, is_malignant: np.ndarray, sensitivity: float) -> float:
   """The highest specificity of any threshold on `scores` whose sensitivity is ≥ `sensitivity`."""
   positives = np.sort(scores[is_malignant])[::-1]
-  found = int(round(sensitivity * len(positives)))
+  found = int(np.ceil(sensitivity * len(positives) - 1e-9))
   if found == 0:
     return 1.0
   kth = positives[found - 1]
@@ -184,16 +185,19 @@ def score_rule(result: Shipped, labels: np.ndarray) -> Dict[str, float]:
   point = result.point
   probabilities = calibration.temperature_scale(result.members.mean(axis=0), point.temperature)
   at_point = calibration.operating_point_summary(probabilities, labels, point.malignant_threshold)
-  best = best_specificity(probabilities[:, MALIGNANT], labels == MALIGNANT,
-                          at_point['sensitivity'])
+  decided = calibration.operating_point_labels(probabilities, point.malignant_threshold)
   row = {'sensitivity': at_point['sensitivity'], 'specificity': at_point['specificity'],
-         'regret': best - at_point['specificity'], 'threshold': point.malignant_threshold,
+         'regret': classification_statistics.specificity_regret(
+             labels, probabilities[:, MALIGNANT], decided == MALIGNANT),
+         # Against the best threshold for the target itself: what overshooting it cost.
+         'regret at target': best_specificity(probabilities[:, MALIGNANT], labels == MALIGNANT,
+                                              point.target_sensitivity) - at_point['specificity'],
+         'threshold': point.malignant_threshold,
          'temperature': point.temperature,
          'ece': calibration.expected_calibration_error(probabilities, labels),
          'auc': float(roc_auc(probabilities[:, MALIGNANT], labels == MALIGNANT))}
   calibrated_members = np.stack([calibration.temperature_scale(member, point.temperature)
                                  for member in result.members])
-  decided = calibration.operating_point_labels(probabilities, point.malignant_threshold)
   missed = (labels == MALIGNANT) & (decided != MALIGNANT)
   for fraction in REVIEW_FRACTIONS:
     width = calibration.review_half_width(result.chosen_on, point.malignant_threshold, fraction)
@@ -216,7 +220,7 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
   return metrics.roc_auc_score(positive, scores)
 
 
-COLUMNS = ('sensitivity', 'specificity', 'regret', 'ece', 'auc')
+COLUMNS = ('sensitivity', 'specificity', 'regret', 'regret at target', 'ece', 'auc')
 
 
 def report(predictions: str, target: float, rules: Optional[List[str]]) -> int:

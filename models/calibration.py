@@ -101,9 +101,11 @@ def operating_point_labels(probabilities: np.ndarray, threshold: float) -> np.nd
   return np.where(probabilities[:, malignant] >= threshold, malignant, others.argmax(axis=1))
 
 
-# The review flag's reasons, as every output says them.
+# The review flag's reasons, as every output says them, and by code (1 + 2: both), as the
+# SavedModel's from_examples signature gives them (BulkInferrer's logs take no strings).
 NEAR_THRESHOLD = 'near the threshold'
 MEMBERS_DISAGREE = 'members disagree'
+REVIEW_REASONS = ('', NEAR_THRESHOLD, MEMBERS_DISAGREE, f'{NEAR_THRESHOLD}; {MEMBERS_DISAGREE}')
 # An ensemble's operating point is chosen on the out-of-fold predictions of networks cross-fitted
 # on this many folds of the training split (models/model.py): docs/experiments.md measures 2
 # (one per member) against 4.

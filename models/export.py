@@ -13,7 +13,8 @@ bytes, or serialized raw tf.Examples) and applies the same preprocessing as trai
   models/calibration.py's rule); models/answer.py says the answers apart;
 - `from_examples`: serialized raw tf.Examples → `probabilities` (calibrated; what TFMA
   evaluates), `uncalibrated_probabilities`, `operating_point` (the decision, one-hot),
-  `malignant_threshold`, `review` (1.0 or 0.0) and `review_reason`;
+  `malignant_threshold` and `review` (the review flag's reason as a code, 0.0 for none:
+  calibration.REVIEW_REASONS);
 - `transform_features`: serialized raw tf.Examples → the transformed features;
 - `from_pixels`: `image_pixels` (decoded, resized and scaled as Transform does, [batch, size,
   size, 3]) → `probabilities` (calibrated): what the on-device TFLite model is converted from
@@ -101,9 +102,7 @@ class ExportModule(tf.Module):
     half_width = operating_point.review_half_width
     self._review_half_width = tf.constant(-1.0 if half_width is None or threshold is None
                                           else half_width, tf.float32)
-    self._review_reasons = tf.constant(
-        ['', calibration.NEAR_THRESHOLD, calibration.MEMBERS_DISAGREE,
-         f'{calibration.NEAR_THRESHOLD}; {calibration.MEMBERS_DISAGREE}'])
+    self._review_reasons = tf.constant(calibration.REVIEW_REASONS)
 
   @property
   def members(self) -> Tuple[keras.Model, ...]:
@@ -128,7 +127,8 @@ class ExportModule(tf.Module):
 
   def _review(self, member_uncalibrated: tf.Tensor, probabilities: tf.Tensor
               ) -> Tuple[tf.Tensor, tf.Tensor]:
-    """(whether each image should go to a person first, the reason or ''), as
+    """(the reason's code in calibration.REVIEW_REASONS, 0 when the image need not go to a
+    person first; the reason, or ''), as
     calibration.review_reasons: the ensemble's calibrated malignant probability within the band
     around the threshold, or the members, each calibrated alike, on both sides of the band (with
     no threshold: of different most probable classes)."""
@@ -151,13 +151,13 @@ class ExportModule(tf.Module):
         tf.logical_and(tf.reduce_max(member_distance, axis=0) > half_width,
                        tf.reduce_min(member_distance, axis=0) < -half_width))
     code = tf.cast(near, tf.int32) + 2 * tf.cast(disagree, tf.int32)
-    return code > 0, tf.gather(self._review_reasons, code)
+    return code, tf.gather(self._review_reasons, code)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
   def serve_image_bytes(self, image_bytes):
     members = self._member_uncalibrated({features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])})
     probabilities = self._calibrated(tf.reduce_mean(members, axis=0))
-    review, reason = self._review(members, probabilities)
+    code, reason = self._review(members, probabilities)
     batch = tf.shape(probabilities)[0]
     return {
         'probabilities': probabilities,
@@ -167,7 +167,7 @@ class ExportModule(tf.Module):
         'decision': tf.gather(self._class_names, self._decision(probabilities)),
         # A threshold above 1 means there is none: the decision is the most probable class.
         'malignant_threshold': tf.fill([batch], self._threshold),
-        'review': review,
+        'review': code > 0,
         'review_reason': reason,
     }
 
@@ -194,16 +194,16 @@ class ExportModule(tf.Module):
     members = self._member_uncalibrated(tf.io.parse_example(examples, spec))
     uncalibrated = tf.reduce_mean(members, axis=0)
     probabilities = self._calibrated(uncalibrated)
-    review, reason = self._review(members, probabilities)
+    code, _ = self._review(members, probabilities)
     return {
         'probabilities': probabilities,
         'uncalibrated_probabilities': uncalibrated,
         # One-hot of the decision at the operating point, for TFMA's metrics at that point.
         'operating_point': tf.one_hot(self._decision(probabilities), len(features.LABEL_NAMES)),
         'malignant_threshold': tf.fill([tf.shape(probabilities)[0]], self._threshold),
-        # 1.0 for an image to go to a person first (a number, for TFMA's metrics of the flag).
-        'review': tf.cast(review, tf.float32),
-        'review_reason': reason,
+        # The review flag as its reason's code (calibration.REVIEW_REASONS; 0: not flagged): a
+        # number, which TFMA's metrics and BulkInferrer's prediction logs take.
+        'review': tf.cast(code, tf.float32),
     }
 
   def pixels_signature(self, image_size: int, members: Optional[Sequence[keras.Model]] = None):

@@ -239,16 +239,14 @@ def test_the_exported_review_flag_follows_the_rule():
   module = types.SimpleNamespace(
       _threshold=tf.constant(threshold), _temperature=tf.constant(temperature),
       _review_half_width=tf.constant(width, tf.float32),
-      _review_reasons=tf.constant(['', calibration.NEAR_THRESHOLD, calibration.MEMBERS_DISAGREE,
-                                   f'{calibration.NEAR_THRESHOLD}; '
-                                   f'{calibration.MEMBERS_DISAGREE}']))
+      _review_reasons=tf.constant(calibration.REVIEW_REASONS))
   module._decision = lambda probabilities: export.ExportModule._decision(module, probabilities)  # pylint: disable=protected-access
   module._calibrated = lambda uncalibrated: export.calibrated(uncalibrated, module._temperature)  # pylint: disable=protected-access
-  flagged, reasons = export.ExportModule._review(  # pylint: disable=protected-access
+  codes, reasons = export.ExportModule._review(  # pylint: disable=protected-access
       module, tf.constant(members), tf.constant(ensemble))
   expected = calibration.review_reasons(ensemble, calibrated_members, threshold, width)
   # Both kinds of reason occur, and neither everywhere.
   assert 0 < sum(calibration.NEAR_THRESHOLD in reason for reason in expected) < 300
   assert 0 < sum(calibration.MEMBERS_DISAGREE in reason for reason in expected) < 300
   assert [reason.decode() for reason in reasons.numpy()] == expected
-  assert flagged.numpy().tolist() == [bool(reason) for reason in expected]
+  assert [calibration.REVIEW_REASONS[code] for code in codes.numpy()] == expected

@@ -7,8 +7,8 @@ line per image, as `python -m serving.predict` prints them). The answer (models/
 the most probable class with its calibrated probability apart from the decision at the
 operating point; the rows follow the model's `from_examples` signature: the scores are its
 calibrated `probabilities`, the decision its `operating_point` (one-hot; the most probable class
-for a model without one), the threshold its `malignant_threshold`, the review flag its `review`
-and `review_reason`.
+for a model without one), the threshold its `malignant_threshold`, the review flag and its reason
+its `review` (the reason's code in models/calibration.py's REVIEW_REASONS).
 Its custom properties give `row_count`, `decision_counts` ({class: images decided so}) and
 `review_count` (images flagged for a person to look at first).
 """
@@ -27,7 +27,7 @@ from tfx.types import standard_artifacts
 
 from components import contracts
 from components.artifact_types import Predictions
-from models import features
+from models import calibration, features
 from models.answer import FIELDS, answer_of
 
 
@@ -48,15 +48,15 @@ def prediction_rows(log: prediction_log_pb2.PredictionLog) -> List[Dict]:
   column = lambda name: (tf.make_ndarray(response.outputs[name]).reshape([-1])
                          if name in response.outputs else [None] * len(probabilities))
   rows = []
-  for example, scores, decision, threshold, review, reason in zip(
-      serialized, probabilities, decisions, column('malignant_threshold'), column('review'),
-      column('review_reason')):
+  for example, scores, decision, threshold, review in zip(
+      serialized, probabilities, decisions, column('malignant_threshold'), column('review')):
     path = tf.train.Example.FromString(example).features.feature[
         features.FILENAME_KEY].bytes_list.value[0].decode()
+    # `review` is the reason's code (calibration.REVIEW_REASONS), 0 for none.
+    reason = None if review is None else calibration.REVIEW_REASONS[int(round(review))]
     rows.append({'path': path, **answer_of(
         dict(zip(features.LABEL_NAMES, scores)), features.LABEL_NAMES[int(np.argmax(decision))],
-        threshold, None if review is None else review > 0.5,
-        reason.decode() if isinstance(reason, bytes) else reason)})
+        threshold, None if reason is None else bool(reason), reason)})
   return rows
 
 
