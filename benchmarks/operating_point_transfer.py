@@ -97,7 +97,7 @@ def conformal_point(confidence: float):
 
 
 METHODS = {
-    'today': lambda probabilities, labels, target: calibration.choose_operating_point(
+    'at target': lambda probabilities, labels, target: calibration.choose_operating_point(
         probabilities, labels, target),
     'conformal 0.8': conformal_point(0.8),
 }
