@@ -23,6 +23,16 @@ from runs import metadata_store  # pylint: disable=g-import-not-at-top
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def require_service(missing: str, how_to_install: str) -> None:
+  """A test that needs a service (a browser, a database server) which is not here: under CI
+  (`CI=true`) it fails naming the service, elsewhere it is skipped saying how to install it. A
+  skipped test is an untested feature that CI would call green."""
+  message = f'{missing} is not installed: {how_to_install}'
+  if os.environ.get('CI', '').lower() in ('true', '1'):
+    pytest.fail(f'CI=true and {message}', pytrace=False)
+  pytest.skip(message)
+
+
 @pytest.fixture(scope='session')
 def project_root() -> str:
   return PROJECT_ROOT

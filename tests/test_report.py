@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 
+import conftest
 import pytest
 from PIL import Image
 
@@ -110,9 +111,9 @@ def test_a_cached_rerun_keeps_the_pictures_and_a_new_evaluation_redraws_them(pip
   assert third_pictures['malignant_roc.png'] != first_pictures['malignant_roc.png']
 
 
-@pytest.mark.skipif(shutil.which('chromium') is None,
-                    reason="Debian's chromium is not installed (apt install chromium)")
 def test_report_renders_in_headless_chromium(python, project_root, pipeline_runs, tmp_path):
+  if shutil.which('chromium') is None:
+    conftest.require_service("Debian's chromium", '.ci/run installs it, or apt-get install chromium')
   screenshot = tmp_path / 'report.png'
   completed = subprocess.run(
       [python, '-m', 'runs.report', '--output-dir', str(pipeline_runs['output_dir']),

@@ -9,6 +9,7 @@ import os
 import shlex
 import subprocess
 
+import conftest
 import pytest
 
 from benchmarks import airflow_scheduler, database_servers
@@ -28,8 +29,8 @@ RESOLVERS = {'pinned_schema_resolver', 'previous_span_statistics_resolver',
 def servers(tmp_path_factory):
   missing = database_servers.missing_servers()
   if missing:
-    pytest.skip(f'the database servers are not installed ({", ".join(missing)}): .ci/run '
-                f'installs them, or apt-get install {" ".join(missing)}')
+    conftest.require_service(f'the database servers ({", ".join(missing)})',
+                             f'.ci/run installs them, or apt-get install {" ".join(missing)}')
   workdir = str(tmp_path_factory.mktemp('servers'))
   with database_servers.mariadb_server(workdir) as metadata_server, \
       database_servers.postgresql_server() as airflow_database:
