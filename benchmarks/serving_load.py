@@ -8,9 +8,11 @@ It starts `python -m serving.server` on free ports and, for `--seconds`, keeps `
 asking for one image's prediction (asking again at once after a 503, as an impatient client
 does), `--malformed` clients sending malformed JSON, `--bad-base64` clients sending a bad base64
 string, and `--stalled` sockets sending half a request and then nothing (reconnecting once
-closed). It prints what came back: good answers, 503s (and whether each said Retry-After), 400s,
-connection errors (a reset, a refused connection, a timeout: none is acceptable), the latency of
-the good answers, and the server's resident memory before and at most.
+closed). Every request sent is accounted for: it prints the requests sent and what came back
+(good answers, 503s and whether each said Retry-After, 400s), the failures (a reset, a refused
+connection, a timeout, a cut-off or non-JSON answer, a client that never finished: none is
+acceptable), the latency of the good answers, and the server's resident memory before and at
+most.
 """
 
 import argparse
@@ -42,7 +44,8 @@ def resident_megabytes(pid: int) -> float:
 
 
 def post(url: str, body: bytes):
-  """(status, headers, decoded JSON answer) of a POST; OSError when no HTTP answer came."""
+  """(status, headers, decoded JSON answer) of a POST; OSError when no HTTP answer came, and
+  http.client.HTTPException or ValueError when one came cut off or not as JSON."""
   request = urllib.request.Request(url, data=body, headers={'Content-Type': 'application/json'})
   try:
     with urllib.request.urlopen(request, timeout=120) as response:
@@ -68,12 +71,15 @@ def load(predict_url: str, image: bytes, seconds: float, server_pid: Optional[in
          good: int = 140, malformed: int = 30, bad_base64: int = 30,
          stalled: int = 40) -> Dict[str, Any]:
   """The outcomes of the load described at the top: for each kind of client the list of
-  (status, seconds, answer or Retry-After) it got, `connection errors` (repr of each),
-  `stalled` (connections made) and `memory` (the server's resident MB over time)."""
+  (status, seconds, answer or Retry-After) it got, `sent` (the requests each kind sent),
+  `failures` (repr of each request that got no whole JSON answer, and of each client that had not
+  finished 60 s after the end), `stalled` (connections made) and `memory` (the server's resident
+  MB over time)."""
   bodies = {GOOD: json.dumps({'instances': [{'b64': base64.b64encode(image).decode()}]}).encode(),
             MALFORMED: b'{"instances": [{"b64": ',
             BAD_BASE64: json.dumps({'instances': [{'b64': 'not base64!'}]}).encode()}
-  outcomes = {GOOD: [], MALFORMED: [], BAD_BASE64: [], 'connection errors': [], 'stalled': 0,
+  outcomes = {GOOD: [], MALFORMED: [], BAD_BASE64: [], 'failures': [], 'stalled': 0,
+              'sent': {GOOD: 0, MALFORMED: 0, BAD_BASE64: 0},
               'memory': [resident_megabytes(server_pid)] if server_pid else []}
   address = urllib.parse.urlsplit(predict_url)
   lock = threading.Lock()
@@ -82,11 +88,13 @@ def load(predict_url: str, image: bytes, seconds: float, server_pid: Optional[in
   def client(kind: str) -> None:
     while not stop.is_set():
       started = time.perf_counter()
+      with lock:
+        outcomes['sent'][kind] += 1
       try:
         status, headers, body = post(predict_url, bodies[kind])
-      except OSError as error:
-        with lock:
-          outcomes['connection errors'].append(f'{kind}: {error!r}')
+      except Exception as error:  # pylint: disable=broad-except
+        with lock:  # a failure to count, not a client thread to lose
+          outcomes['failures'].append(f'{kind}: {error!r}')
         continue
       detail = headers.get('Retry-After') if status == 503 else body
       with lock:
@@ -98,7 +106,7 @@ def load(predict_url: str, image: bytes, seconds: float, server_pid: Optional[in
         stall(address.hostname, address.port, 30)
       except OSError as error:
         with lock:
-          outcomes['connection errors'].append(f'stalled: {error!r}')
+          outcomes['failures'].append(f'stalled: {error!r}')
         continue
       with lock:
         outcomes['stalled'] += 1
@@ -118,6 +126,8 @@ def load(predict_url: str, image: bytes, seconds: float, server_pid: Optional[in
   stop.set()
   for thread in threads:
     thread.join(timeout=60)
+    if thread.is_alive():
+      outcomes['failures'].append(f'{thread.name}: still waiting 60 s after the end')
   return outcomes
 
 
@@ -166,13 +176,14 @@ def main(argv: Optional[List[str]] = None) -> int:
   for row in summary_rows(outcomes, args.seconds):
     print('| ' + ' | '.join(row) + ' |')
   memory = outcomes['memory']
-  print(f'\nconnection errors: {len(outcomes["connection errors"]):,}'
-        + (f' (first: {outcomes["connection errors"][0]})' if outcomes['connection errors']
-           else ''))
+  sent = outcomes['sent']
+  print(f'\nrequests sent: {", ".join(f"{kind} {count:,}" for kind, count in sent.items())}')
+  print(f'failures: {len(outcomes["failures"]):,}'
+        + (f' (first: {outcomes["failures"][0]})' if outcomes['failures'] else ''))
   print(f'stalled connections made: {outcomes["stalled"]:,}')
   print(f'server resident memory: {memory[0]:,.0f} MB at the start, {max(memory):,.0f} MB at most')
   print(f'server still running at the end: {"yes" if alive else "no"}')
-  return 0 if alive and not outcomes['connection errors'] else 1
+  return 0 if alive and not outcomes['failures'] else 1
 
 
 if __name__ == '__main__':

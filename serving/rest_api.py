@@ -27,6 +27,7 @@ class BadRequest(Exception):
 _JSON_TYPES = ((bool, 'Bool'), (dict, 'Object'), (list, 'Array'), (str, 'String'),
                ((int, float), 'Number'), (type(None), 'Null'))
 _MESSAGE_VALUE_CHARACTERS = 256  # TF Serving cuts the JSON it quotes in a message here
+_MAX_TENSOR_RANK = 254  # TensorShape's limit: deeper JSON arrays cannot be a tensor
 
 
 def _json_type(value: Any) -> str:
@@ -51,6 +52,8 @@ def parse_request(body: bytes) -> Tuple[str, str, Any]:
     request = json.loads(body)
   except (ValueError, UnicodeDecodeError) as error:
     raise BadRequest(f'JSON Parse error: {error}') from None
+  except RecursionError:
+    raise BadRequest('JSON Parse error: arrays or objects nested too deeply') from None
   if not isinstance(request, dict):
     raise BadRequest(f'JSON Value: {_quoted(request)} Is not object')
   signature_name = request.get('signature_name', 'serving_default')
@@ -93,9 +96,12 @@ def _leaf(value: Any, dtype: tf.DType) -> Any:
                    f'type: {_dtype_name(dtype)}')
 
 
-def _elements(value: Any, dtype: tf.DType) -> Any:
+def _elements(value: Any, dtype: tf.DType, depth: int = 0) -> Any:
   if isinstance(value, list):
-    return [_elements(item, dtype) for item in value]
+    if depth == _MAX_TENSOR_RANK:
+      raise BadRequest(f'JSON Value: arrays nested more than {_MAX_TENSOR_RANK} deep; a tensor '
+                       f'has at most {_MAX_TENSOR_RANK} dimensions')
+    return [_elements(item, dtype, depth + 1) for item in value]
   return _leaf(value, dtype)
 
 

@@ -34,8 +34,10 @@ keep-alive client holds a socket, never a worker; a connection silent for
 the listen backlog (1024). At most `--max-workers` predictions run at once and at most
 `--max-queued-requests` wait for a worker; a request beyond that is answered 503 with
 `Retry-After: 1` at once. A body over `--max-request-bytes` is
-answered 413 by waitress, as TF Serving's HTTP layer answers one over its limit. It listens on
-127.0.0.1 unless `--host` says otherwise.
+answered 413, naming the limit, as TF Serving's HTTP layer answers one over its limit, once the
+body it declared has been read and thrown away (up to 1 GiB): a client that sends its whole body
+before it reads, as most do, gets the answer rather than a reset connection. It listens on 127.0.0.1 unless `--host` says
+otherwise.
 
 With `--request-log-dir`, a `--request-log-rate` share of the answered predict requests (REST
 and gRPC) is logged there as TF Serving's request logging writes them (serving/request_log.py);
@@ -56,6 +58,10 @@ warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import waitress  # pylint: disable=g-import-not-at-top
+import waitress.channel  # pylint: disable=g-import-not-at-top
+import waitress.parser  # pylint: disable=g-import-not-at-top
+import waitress.server  # pylint: disable=g-import-not-at-top
+from waitress.utilities import RequestEntityTooLarge  # pylint: disable=g-import-not-at-top
 from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
 from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=g-import-not-at-top
 
@@ -75,19 +81,52 @@ LISTEN_BACKLOG = 1024
 # Threads beyond the running and queued predictions, so a busy server still answers status,
 # metadata and its 503s at once rather than queueing them behind predictions.
 SPARE_THREADS = 4
+# A body declared larger than this is refused without reading it (the client may see a reset).
+MAX_DRAINED_BYTES = 1024 ** 3
+
+
+class _DrainingRequestParser(waitress.parser.HTTPRequestParser):
+  """Waitress's parser, except that a body declared over the limit is read and thrown away
+  before the 413 is sent: waitress answers at once and closes, and a client still sending its
+  body then sees its connection reset instead of the answer (and one that sent `Expect:
+  100-continue` is told to go on before it is refused)."""
+
+  _left_to_drain = 0
+
+  def received(self, data: bytes) -> int:
+    if self._left_to_drain:
+      consumed = min(len(data), self._left_to_drain)
+      self._left_to_drain -= consumed
+      self.completed = not self._left_to_drain
+      return consumed
+    consumed = super().received(data)
+    if (isinstance(self.error, RequestEntityTooLarge) and self.headers_finished
+        and not self.chunked and self.content_length <= MAX_DRAINED_BYTES):
+      self._left_to_drain = self.content_length
+      self.completed = False
+    return consumed
+
+
+class _DrainingChannel(waitress.channel.HTTPChannel):
+  parser_class = _DrainingRequestParser
 
 
 def create_rest_server(application: RestApplication, host: str, port: int, threads: int,
                        read_timeout_seconds: int, max_connections: int,
                        max_request_bytes: int):
   """A waitress server for `application`, listening (OSError when it cannot); `.run()` serves."""
-  return waitress.create_server(
+  server = waitress.create_server(
       application, host=host, port=port, threads=threads,
       backlog=LISTEN_BACKLOG, connection_limit=max_connections,
       channel_timeout=read_timeout_seconds, cleanup_interval=1,
       max_request_body_size=max_request_bytes,
       # poll() has no 1024-descriptor ceiling, which select() has.
       asyncore_use_poll=True, clear_untrusted_proxy_headers=True)
+  # A host that resolves to several addresses gets one listening server per address.
+  for listener in [server, *getattr(server, 'map', {}).values()]:
+    if isinstance(listener, waitress.server.BaseWSGIServer):
+      listener.channel_class = _DrainingChannel
+  return server
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
