@@ -117,3 +117,73 @@ def test_an_unchanged_warm_rerun_starts_from_the_same_model_and_is_cached(warm_r
             for component in metadata_store.component_runs(store, last.id)}
   assert states['Trainer'] == 'cached'
   assert {state for node, state in states.items() if not node.endswith('resolver')} == {'cached'}
+
+
+def test_the_warm_start_is_the_newest_blessed_model_not_trained_on_this_span():
+  """WarmStartModelStrategy over a real ML Metadata store with four models, each traced back
+  through its Trainer and Transform to the span it trained on: it takes the newest blessed one
+  whose lineage does not reach this run's examples."""
+  from ml_metadata.metadata_store import metadata_store as mlmd  # pylint: disable=g-import-not-at-top
+  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+
+  from components.history_strategies import WarmStartModelStrategy  # pylint: disable=g-import-not-at-top
+
+  config = metadata_store_pb2.ConnectionConfig()
+  config.fake_database.SetInParent()
+  store = mlmd.MetadataStore(config)
+  artifact_type = store.put_artifact_type(metadata_store_pb2.ArtifactType(name='Thing'))
+  execution_type = store.put_execution_type(metadata_store_pb2.ExecutionType(name='Step'))
+
+  def new_artifact():
+    return store.put_artifacts([metadata_store_pb2.Artifact(type_id=artifact_type)])[0]
+
+  def step(inputs, output):
+    """An execution that read `inputs` and wrote `output` (artifact ids)."""
+    events = [(metadata_store_pb2.Artifact(id=artifact_id),
+               metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT))
+              for artifact_id in inputs]
+    events.append((metadata_store_pb2.Artifact(id=output),
+                   metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT)))
+    store.put_execution(metadata_store_pb2.Execution(type_id=execution_type), events, [])
+
+  spans = {span: new_artifact() for span in (1, 2, 3)}  # ImageExampleGen's examples
+
+  def trained_on(span):
+    """A model whose Trainer read what Transform made of `span`'s examples."""
+    transformed, model_id = new_artifact(), new_artifact()
+    step([spans[span]], transformed)
+    step([transformed], model_id)
+    return model_id
+
+  # Oldest to newest: blessed on span 1, blessed on span 2, refused on span 2, blessed on span 3.
+  model_ids = [trained_on(1), trained_on(2), trained_on(2), trained_on(3)]
+  blessed = [True, True, False, True]
+  models, blessings = [], []
+  for model_id, is_blessed in zip(model_ids, blessed):
+    models.append(standard_artifacts.Model())
+    models[-1].id = model_id
+    blessings.append(standard_artifacts.ModelBlessing())
+    blessings[-1].id = new_artifact()
+    blessings[-1].set_int_custom_property('current_model_id', model_id)
+    blessings[-1].set_int_custom_property('blessed', int(is_blessed))
+
+  def warm_start_for(span):
+    newest = standard_artifacts.Examples()
+    newest.id = spans[span]
+    chosen = WarmStartModelStrategy().resolve_artifacts(
+        store, {'model': models, 'model_blessing': blessings, 'newest': [newest]})
+    return ([model_ids.index(model.id) for model in chosen['model']],
+            [blessings.index(blessing) for blessing in chosen['model_blessing']])
+
+  assert warm_start_for(3) == ([1], [1])  # models[2] was refused, models[3] saw span 3
+  assert warm_start_for(2) == ([3], [3])  # the newest blessed, trained on another span
+  new_span = standard_artifacts.Examples()
+  new_span.id = new_artifact()
+  spans[4] = new_span.id
+  assert warm_start_for(4) == ([3], [3])
+  blessings[3].set_int_custom_property('blessed', 0)
+  assert warm_start_for(4) == ([1], [1])
+  assert warm_start_for(1) == ([1], [1])
+  blessings[1].set_int_custom_property('blessed', 0)
+  assert warm_start_for(1) == ([], [])  # only span 1's own model is left blessed
