@@ -115,11 +115,14 @@ def test_models_lists_metrics_blessing_and_pushed_version(python, project_root, 
       first_run.metrics['sparse_categorical_accuracy'])
   serving = sorted(os.listdir(pipeline_runs['output_dir'] / 'serving' / 'breast_ultrasound'))
   assert fourth['blessed'] is True and fourth['pushed_version'] == serving[1]
-  assert fourth['metrics']['sparse_categorical_accuracy'] is not None
+  fourth_run = summary.summarize_run(pipeline_runs['metadata_path'], run_id=fourth['run'])
+  assert fourth['metrics']['sparse_categorical_accuracy'] == pytest.approx(
+      fourth_run.metrics['sparse_categorical_accuracy'])
   for name in ('sparse_categorical_accuracy', 'malignant_sensitivity', 'malignant_specificity'):
     lower, upper = (fourth['metrics'][f'{name}_lower'], fourth['metrics'][f'{name}_upper'])
     assert lower <= fourth['metrics'][name] <= upper
-  assert 0 < fourth['malignant_threshold'] <= 1
+  assert fourth['malignant_threshold'] == pytest.approx(
+      fourth_run.operating_point['malignant_threshold'])
   # Which evidence decided: run 1's model was last evaluated in run 6, against run 4's model
   # on the same eval images, and every gate passed.
   assert all(check['passed'] for check in first['blessing_checks'])
