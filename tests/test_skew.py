@@ -4,6 +4,7 @@
 import base64
 import io
 import json
+import os
 import subprocess
 import urllib.request
 
@@ -85,3 +86,21 @@ def test_logged_requests_yield_a_skew_report_feature_by_feature(
       cwd=project_root, capture_output=True, text=True, timeout=600, check=False)
   assert 'mean_intensity   Jensen-Shannon divergence' in table.stdout
   assert 'SKEWED' in table.stdout
+
+  # The negative control: the same scanner as training (the data root's own images, logged as
+  # the server logs them to the same version) is within every threshold, and the exit code is 0.
+  clean_dir = tmp_path / 'clean_requests'
+  logger = request_log.RequestLogger(str(clean_dir), 1.0, 'breast_ultrasound', seed=0)
+  clean = [path.read_bytes() for path in sorted(data_root.glob('*/*.png'))
+           if not path.stem.endswith('_mask')]
+  logger.log(int(os.path.basename(sorted(os.listdir(pushed_model_dir))[-1])), 'serving_default',
+             {'image_bytes': np.array(clean, dtype=object)})
+  logger.close()
+  completed = subprocess.run(
+      [python, '-m', 'runs.skew', '--output-dir', str(pipeline_runs['output_dir']),
+       '--request-log-dir', str(clean_dir), '--json'],
+      cwd=project_root, capture_output=True, text=True, timeout=600, check=False)
+  assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+  [entry] = json.loads(completed.stdout)
+  assert entry['images'] == entry['decoded_images'] == len(clean) > 40
+  assert entry['skewed'] == [] and len(entry['measurements']) == 5
