@@ -29,7 +29,7 @@ from pipeline import configs
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The seed notebook's small CNN on small images, one epoch: the orchestration is measured.
-SMALL_RUN = ['--model', 'seed', '--epochs', '1', '--image-size', '48', '--ensemble-members', '1',
+SMALL_RUN = ['--network', 'seed', '--epochs', '1', '--image-size', '48', '--ensemble-members', '1',
              '--min-accuracy', '0', '--min-malignant-recall', '0', '--max-calibration-error', '1',
              '--tflite-weights', 'none']
 

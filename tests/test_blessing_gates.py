@@ -27,7 +27,7 @@ import tensorflow as tf
 from pipeline import classification_statistics, eval_config
 from runs import blessing, metadata_store, summary
 
-SEED_RECIPE = ('--model', 'seed', '--image-size', '48', '--epochs', '30',
+SEED_RECIPE = ('--network', 'seed', '--image-size', '48', '--epochs', '30',
                '--tflite-weights', 'none')
 VERSUS_BASELINE = eval_config.ACCURACY_VERSUS_BASELINE
 ACCURACY = eval_config.ACCURACY

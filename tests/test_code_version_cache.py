@@ -43,7 +43,7 @@ def test_editing_a_metric_module_and_an_executor_reruns_only_what_uses_them(
   synthetic.generate_dataset(str(data_root), images_per_class=8, image_size=48, seed=5)
   output_dir = tmp_path / 'output'
   # The small seed CNN and no on-device model: what is cached is under test, not the network.
-  flags = ('--min-accuracy', '0', '--epochs', '1', '--model', 'seed', '--tflite-weights', 'none')
+  flags = ('--min-accuracy', '0', '--epochs', '1', '--network', 'seed', '--tflite-weights', 'none')
   run_pipeline(python, project, data_root, output_dir, *flags)
   # The Evaluator's custom metrics, and a module that DataQualityCheck's code imports.
   for module in ('pipeline/tfma_metrics.py', 'components/data_quality/report.py'):

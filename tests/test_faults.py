@@ -29,7 +29,7 @@ import tensorflow as tf
 from pipeline import output_lock
 from runs import blessing, metadata_store
 
-SEED_RECIPE = ('--model', 'seed', '--image-size', '48', '--min-malignant-recall', '0',
+SEED_RECIPE = ('--network', 'seed', '--image-size', '48', '--min-malignant-recall', '0',
                '--max-calibration-error', '1', '--tflite-weights', 'none')
 MODEL_NAME = 'breast_ultrasound'
 

@@ -227,7 +227,7 @@ def test_the_whole_pipeline_runs_on_the_messy_root(messy_root, tmp_path, python,
                                                    run_pipeline):
   completed = run_pipeline(python, project_root, messy_root, tmp_path / 'output',
                            '--max-unreadable-fraction', '0.5', '--min-accuracy', '0',
-                           '--epochs', '1', '--model', 'seed',  # the input is under test
+                           '--epochs', '1', '--network', 'seed',  # the input is under test
                            '--tflite-weights', 'none')
   assert 'Transform done' in completed.stdout and 'blessed: yes' in completed.stdout
   assert ('ignored 5 files left by operating systems or archivers: .DS_Store, __MACOSX/, '

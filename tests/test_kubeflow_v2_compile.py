@@ -39,7 +39,7 @@ def test_compiles_with_dotted_paths_and_no_upload(python, project_root, tmp_path
 @pytest.mark.parametrize('flags, expected', [
     (('--runner=DataflowRunner',), 'unrecognized arguments: --runner=DataflowRunner'),
     (('--epochs', '0'), '--epochs'),
-    (('--model', 'resnet9000'), '--model'),
+    (('--network', 'resnet9000'), '--network'),
 ])
 def test_unknown_flags_and_bad_values_are_one_line_errors(python, project_root, tmp_path, flags,
                                                           expected):

@@ -10,6 +10,7 @@ import types
 import pytest
 
 import local_runner
+from models import networks
 
 
 def run_cli(python, project_root, *flags, env=None):
@@ -77,13 +78,13 @@ def test_data_root_missing_a_class(capsys, tmp_path):
     (('--min-accuracy', '-0.1'), '--min-accuracy'),
     (('--min-accuracy', 'nan'), '--min-accuracy'),
     (('--model-name', '../escape'), '--model-name'),
-    (('--model', 'resnet9000'), '--model'),
+    (('--network', 'resnet9000'), '--network'),
     (('--ensemble-members', '0'), '--ensemble-members'),
-    (('--tune', '--model', 'seed'), "--tune: network 'seed' has no search space"),
+    (('--tune', '--network', 'seed'), "--tune: network 'seed' has no search space"),
     (('--tune', '--ensemble-members', '1'), '--ensemble-members must be at least 2'),
     (('--tuning-trials', '0'), '--tuning-trials'),
-    (('--model', 'mobilenet_v3_small', '--backbone-weights', '/no/such.h5'), 'no such file'),
-    (('--model', 'sepconv_residual', '--backbone-weights', 'random'),
+    (('--network', 'mobilenet_v3_small', '--backbone-weights', '/no/such.h5'), 'no such file'),
+    (('--network', 'sepconv_residual', '--backbone-weights', 'random'),
      "network 'sepconv_residual' has no pretrained backbone"),
     (('--serving-latency-ceiling-ms', '0'), '--serving-latency-ceiling-ms'),
     (('--tflite-weights', 'int8'), '--tflite-weights'),
@@ -94,13 +95,24 @@ def test_bad_flag_values(capsys, flags, expected):
   assert_one_line_error(run_main(capsys, *flags), expected)
 
 
+def test_the_old_name_of_network_still_works_and_says_its_new_name(capsys):
+  """`--model` chose the network before `--network` did (beside `--model-name`, the serving
+  name): it still chooses it, and says so once."""
+  completed = run_main(capsys, '--model', 'resnet9000')
+  assert completed.returncode == 2
+  assert completed.stderr.splitlines() == [
+      'local_runner.py: --model is the old name of --network; it still works',
+      'local_runner.py: error: argument --network: unknown network \'resnet9000\' (choose from '
+      + ', '.join(sorted(networks.RECIPES)) + ')']
+
+
 def test_a_bad_flag_through_the_command(python, project_root):
   assert_one_line_error(run_cli(python, project_root, '--epochs', '0'), '--epochs')
 
 
 def test_a_backbone_without_weights_says_where_to_put_them(python, project_root, tmp_path):
   """Nothing is downloaded: with an empty Keras cache and no --backbone-weights, one line."""
-  completed = run_cli(python, project_root, '--model', 'efficientnet_b0',
+  completed = run_cli(python, project_root, '--network', 'efficientnet_b0',
                       '--output-dir', str(tmp_path / 'out'),
                       env={**os.environ, 'HOME': str(tmp_path)})
   assert_one_line_error(completed, 'no pretrained weights for efficientnet_b0: put '
