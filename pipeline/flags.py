@@ -340,7 +340,7 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       target_malignant_sensitivity=args.target_malignant_sensitivity,
       review_fraction=args.review_fraction,
       cross_fit_folds=args.cross_fit_folds,
-      model_name=args.network_name,
+      model_name=args.model_name,
       max_unreadable_fraction=args.max_unreadable_fraction,
       label_conflict_policy=args.label_conflicts,
       max_hash_distance=args.max_hash_distance,

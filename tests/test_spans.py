@@ -160,7 +160,9 @@ def local_runner(python, project_root, data_root, output_dir, *flags_given):
 @pytest.fixture(scope='module')
 def span_runs(tmp_path_factory, python, project_root):
   """Span 1, then a drifted span 2: the run that stops on the drift, the run that only warns,
-  and a run refused by a schema file whose width domain the images lie outside."""
+  and a run refused by a schema file whose width domain the images lie outside; then span 3,
+  from the same darker scanner and mix of classes as span 2, under the default `--drift stop`:
+  the negative control, which must train and push."""
   base = tmp_path_factory.mktemp('spans')
   data_root, output_dir = base / 'data', base / 'output'
   make_span(data_root, 1)
@@ -181,8 +183,11 @@ def span_runs(tmp_path_factory, python, project_root):
   io_utils.write_pbtxt_file(str(schema_file), pinned)
   refused = local_runner(python, project_root, data_root, output_dir, '--drift', 'warn',
                          '--schema-file', str(schema_file))
+  synthetic.generate_dataset(str(data_root / 'span-3'), images_per_class=12, image_size=64,
+                             seed=5, class_counts={'malignant': 30, 'normal': 4}, gain=0.5)
+  undrifted = local_runner(python, project_root, data_root, output_dir)
   return {'data_root': data_root, 'output_dir': output_dir, 'first': first,
-          'stopped': stopped, 'warned': warned, 'refused': refused}
+          'stopped': stopped, 'warned': warned, 'refused': refused, 'undrifted': undrifted}
 
 
 def test_drift_stops_the_run_naming_the_label_distribution_and_the_darker_images(span_runs):
@@ -236,11 +241,11 @@ def test_later_spans_are_validated_against_the_first_runs_schema(span_runs):
   schemas = sorted(store.get_artifacts_by_type('Schema'), key=lambda found: found.id)
   origins = [metadata_store.artifact_property(found, 'schema_origin') for found in schemas]
   # The stopped run kept the first run's schema and the warned run reused that execution; the
-  # last run imported its schema file.
-  assert origins == ['inferred', 'pinned', None]
-  first, kept = (tf.io.gfile.GFile(os.path.join(found.uri, 'schema.pbtxt')).read()
-                 for found in schemas[:2])
-  assert kept == first
+  # refused run imported its schema file; span 3's run kept the first run's schema again.
+  assert origins == ['inferred', 'pinned', None, 'pinned']
+  first, *kept = (tf.io.gfile.GFile(os.path.join(schemas[index].uri, 'schema.pbtxt')).read()
+                  for index in (0, 1, 3))
+  assert kept == [first, first]
 
 
 def test_a_span_outside_the_given_schema_is_refused_naming_the_span_feature_and_value(span_runs):
@@ -257,17 +262,35 @@ def test_the_inspector_and_the_report_show_each_span_and_its_drift(span_runs, py
       [python, '-m', 'runs.inspect', '--output-dir', str(span_runs['output_dir']), '--json',
        'spans'], cwd=project_root, capture_output=True, text=True, timeout=300, check=True)
   rows = json.loads(listed.stdout)
-  assert [row['span'] for row in rows] == [1, 2]
+  assert [row['span'] for row in rows] == [1, 2, 3]
   assert rows[0]['compared_with_span'] is None
   assert rows[1]['compared_with_span'] == 1
   assert any('label_name drifted' in line for line in rows[1]['drifted'])
+  assert rows[2]['compared_with_span'] == 2 and rows[2]['drifted'] == []
   models = subprocess.run(
       [python, '-m', 'runs.inspect', '--output-dir', str(span_runs['output_dir']), '--json',
        'models'], cwd=project_root, capture_output=True, text=True, timeout=300, check=True)
-  assert [row['trained_spans'] for row in json.loads(models.stdout)] == [[1], [1, 2]]
+  assert [row['trained_spans'] for row in json.loads(models.stdout)] == [[1], [1, 2], [1, 2, 3]]
   page = (span_runs['output_dir'] / 'report' / 'index.html').read_text()
-  assert 'Drift of span 2 from span 1' in page
-  assert 'This run ingested <b>span 2</b>' in page
+  assert 'Drift of span 3 from span 2' in page
+  assert 'This run ingested <b>span 3</b>' in page
+
+
+def test_an_undrifted_span_trains_and_pushes_under_the_default_drift_stop(span_runs):
+  """The negative control of the drift check: span 3 is like span 2, so a check that always
+  fired would stop this run."""
+  undrifted = span_runs['undrifted']
+  assert undrifted.returncode == 0, undrifted.stdout[-3000:] + undrifted.stderr[-3000:]
+  assert 'drift of span 3 from span 2 (train split):' in undrifted.stdout
+  assert 'DRIFTED' not in undrifted.stdout
+  store = metadata_store.open_store(str(span_runs['output_dir'] / 'metadata.sqlite'))
+  run = metadata_store.run_contexts(store)[-1]
+  states = {component.node_id: component.state
+            for component in metadata_store.component_runs(store, run.id)}
+  assert states['DataValidationGate'] == states['Trainer'] == states['Pusher'] == 'complete'
+  [model] = [found for found in store.get_artifacts_by_type('Model')
+             if metadata_store.spans_of_model(store, found.id) == [1, 2, 3]]
+  assert metadata_store.pushes(store)[-1].model.id == model.id
 
 
 def test_the_newest_span_is_ingested_unless_another_is_named(tmp_path):
