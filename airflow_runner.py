@@ -39,7 +39,7 @@ from pipeline import command_line  # pylint: disable=g-import-not-at-top
 
 command_line.prepare_environment()
 
-from pipeline import configs, flags, metadata_connection, output_lock  # pylint: disable=g-import-not-at-top
+from pipeline import configs, flags, metadata_connection  # pylint: disable=g-import-not-at-top
 from runs import after_run  # pylint: disable=g-import-not-at-top
 
 PROG = 'airflow_runner.py'
@@ -108,13 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   os.makedirs(config.output_dir, exist_ok=True)
   os.environ.setdefault('AIRFLOW_HOME', os.path.join(config.output_dir, 'airflow'))
   os.environ.setdefault('AIRFLOW__CORE__LOAD_EXAMPLES', 'False')
-  try:
-    with output_lock.exclusive_output_dir(config.output_dir, wait=False), \
-        metadata_connection.exclusive_pipeline(config, wait=False):
-      return run_dag_test(config)
-  except output_lock.OutputDirectoryBusy as error:
-    print(f'{PROG}: error: {error}', file=sys.stderr)
-    return command_line.EXIT_OUTPUT_DIR_BUSY
+  return metadata_connection.run_exclusively(config, False, PROG, lambda: run_dag_test(config))
 
 
 def run_dag_test(config: configs.PipelineConfig) -> int:

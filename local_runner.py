@@ -25,14 +25,13 @@ command_line.prepare_environment()
 # TFMA divides by zero for a class absent from a slice and reports NaN, which the summary shows.
 warnings.filterwarnings('ignore', category=RuntimeWarning, module='tensorflow_model_analysis')
 
-from pipeline import configs, flags, metadata_connection, output_lock  # pylint: disable=g-import-not-at-top
+from pipeline import configs, flags, metadata_connection  # pylint: disable=g-import-not-at-top
 from runs import after_run  # pylint: disable=g-import-not-at-top
 
 PROG = 'local_runner.py'
 
 EXIT_USAGE = command_line.EXIT_USAGE
 EXIT_PIPELINE_FAILED = command_line.EXIT_PIPELINE_FAILED
-EXIT_OUTPUT_DIR_BUSY = command_line.EXIT_OUTPUT_DIR_BUSY
 EXIT_INTERRUPTED = command_line.EXIT_INTERRUPTED
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -126,12 +125,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
   try:
     os.makedirs(config.output_dir, exist_ok=True)
-    with output_lock.exclusive_output_dir(config.output_dir, wait=args.wait_for_output_dir), \
-        metadata_connection.exclusive_pipeline(config, wait=args.wait_for_output_dir):
-      return run_locked(config)
-  except output_lock.OutputDirectoryBusy as error:
-    print(f'local_runner.py: error: {error}', file=sys.stderr)
-    return EXIT_OUTPUT_DIR_BUSY
+    return metadata_connection.run_exclusively(config, args.wait_for_output_dir, PROG,
+                                               lambda: run_locked(config))
   except OSError as error:  # creating the output dir or its lock file
     trouble = output_trouble(error, config.output_dir)
     if trouble:
@@ -166,13 +161,9 @@ def infer(args) -> int:
     print(f'local_runner.py: error: no model has been pushed in {config.output_dir} yet',
           file=sys.stderr)
     return EXIT_USAGE
-  try:
-    with output_lock.exclusive_output_dir(config.output_dir, wait=args.wait_for_output_dir), \
-        metadata_connection.exclusive_pipeline(config, wait=args.wait_for_output_dir):
-      return run_inference_locked(config, infer_dir, pushed)
-  except output_lock.OutputDirectoryBusy as error:
-    print(f'local_runner.py: error: {error}', file=sys.stderr)
-    return EXIT_OUTPUT_DIR_BUSY
+  return metadata_connection.run_exclusively(
+      config, args.wait_for_output_dir, PROG,
+      lambda: run_inference_locked(config, infer_dir, pushed))
 
 
 def run_inference_locked(config: configs.PipelineConfig, infer_dir: str, pushed) -> int:

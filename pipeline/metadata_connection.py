@@ -26,8 +26,9 @@ keep them apart:
 import contextlib
 import dataclasses
 import os
+import sys
 import urllib.parse
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 from ml_metadata.proto import metadata_store_pb2
 
@@ -235,3 +236,16 @@ def exclusive_pipeline(config, wait: bool = False) -> Iterator[None]:
     yield
   finally:
     connection.close()  # the server drops the lock with the connection
+
+
+def run_exclusively(config, wait: bool, prog: str, run: Callable[[], int]) -> int:
+  """`run()` holding the output directory and the pipeline's lock in the shared store (the one
+  way every runner takes them); when another run holds either, one line naming it and
+  EXIT_OUTPUT_DIR_BUSY. OSError when the output directory's lock file cannot be written."""
+  try:
+    with output_lock.exclusive_output_dir(config.output_dir, wait=wait), \
+        exclusive_pipeline(config, wait=wait):
+      return run()
+  except output_lock.OutputDirectoryBusy as error:
+    print(f'{prog}: error: {error}', file=sys.stderr)
+    return command_line.EXIT_OUTPUT_DIR_BUSY
