@@ -27,7 +27,7 @@ def require_service(missing: str, how_to_install: str) -> None:
   """A test that needs a service (a browser, a database server) which is not here: under CI
   (`CI=true`) it fails naming the service, elsewhere it is skipped saying how to install it. A
   skipped test is an untested feature that CI would call green."""
-  message = f'{missing} is not installed: {how_to_install}'
+  message = f'{missing} not installed: {how_to_install}'
   if os.environ.get('CI', '').lower() in ('true', '1'):
     pytest.fail(f'CI=true and {message}', pytrace=False)
   pytest.skip(message)

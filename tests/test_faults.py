@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import conftest
 from pipeline import output_lock
 from runs import blessing, metadata_store
 
@@ -283,8 +284,8 @@ def test_a_killed_push_never_leaves_a_partial_version(fault_runs):
 def test_a_full_disk_ends_the_run_with_one_line_and_harms_nothing_pushed(fault_runs):
   full = fault_runs['full_disk']
   if full is None:
-    pytest.skip('this machine does not allow mounting a tmpfs (needs root), so a full disk '
-                'cannot be made')
+    conftest.require_service('mounting a tmpfs (root, as in CI) to make a full disk',
+                             'run the tests as root')
   assert full['code'] == 1
   last = full['text'].strip().splitlines()[-1]
   assert last.startswith('local_runner.py: error: no space left on the device writing '), last
@@ -299,8 +300,8 @@ def test_a_read_only_output_dir_ends_with_one_line(python, project_root, separab
   mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs',
                             str(output_dir)], capture_output=True, check=False).returncode == 0
   if not mounted:
-    if os.geteuid() == 0:
-      pytest.skip('root ignores file permissions and this machine does not allow mounts')
+    if os.geteuid() == 0:  # root ignores file permissions: only a read-only mount shows it
+      conftest.require_service('mounting a tmpfs read-only', 'allow root to mount')
     output_dir.chmod(0o555)
   try:
     completed = subprocess.run(
