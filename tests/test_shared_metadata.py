@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import subprocess
+import time
 
 import conftest
 import pytest
@@ -257,3 +258,32 @@ def test_the_connection_config_takes_the_password_from_the_file_or_the_environme
   config.metadata_password_file = str(password_file)
   assert metadata_connection.connection_config(config).mysql.password == 'from-the-file'
   assert metadata_connection.describe(config) == 'mysql://ml%40team@db.example.org:3306/runs'
+
+
+def test_the_pipeline_lock_outlives_the_servers_idle_timeout(servers):
+  """A run's lock connection sits idle for the whole run; a server that closes idle connections
+  (wait_timeout, 2 s here) must not close it, or a second run could start beside the first."""
+  import pymysql  # pylint: disable=g-import-not-at-top
+  server = servers['metadata']
+  admin = pymysql.connect(host='127.0.0.1', port=server.port, user=server.user,
+                          password=server.password, autocommit=True)
+  config = configs.PipelineConfig(
+      data_root='', output_dir='', pipeline_name='idle-lock',
+      metadata_connection=server.url('idle_lock'), metadata_password_file=server.password_file)
+  lock_name = metadata_connection._LOCK_PREFIX + 'idle-lock'  # pylint: disable=protected-access
+  with admin.cursor() as cursor:
+    cursor.execute('CREATE DATABASE IF NOT EXISTS idle_lock')
+    cursor.execute('SET GLOBAL wait_timeout = 2')
+  try:
+    with metadata_connection.exclusive_pipeline(config):
+      time.sleep(6)  # three idle timeouts
+      with admin.cursor() as cursor:
+        cursor.execute('SELECT IS_USED_LOCK(%s)', (lock_name,))
+        assert cursor.fetchone()[0] is not None
+      with pytest.raises(metadata_connection.PipelineBusy, match="pipeline 'idle-lock'"):
+        with metadata_connection.exclusive_pipeline(config):
+          pass
+  finally:
+    with admin.cursor() as cursor:
+      cursor.execute('SET GLOBAL wait_timeout = 28800')
+    admin.close()
