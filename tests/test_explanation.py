@@ -59,7 +59,9 @@ def test_grad_cam_of_a_bright_square_peaks_inside_it():
       [model, model], [explanation.feature_model(model)] * 2, test_pixels[malignant],
       tf.fill([len(malignant)], MALIGNANT)).numpy()
   np.testing.assert_allclose(twice, maps, atol=1e-5)
-  assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
+  # Each map is scaled to its own peak: 1 there, nothing below 0.
+  assert maps.min() >= 0
+  np.testing.assert_allclose(maps.max(axis=(1, 2)), 1, atol=1e-5)
   for heat, index in zip(maps, malignant):
     row, column = corners[index]
     peak_row, peak_column = np.unravel_index(heat.argmax(), heat.shape)
