@@ -250,6 +250,17 @@ def report(predictions: str, target: float, rules: Optional[List[str]]) -> int:
     per_fold = '  '.join(f'{row["sensitivity"]:.2f}/{row["specificity"]:.2f}/{row["regret"]:.2f}/'
                          f'{row["threshold"]:.3f}' for row in rows.values())
     print(f'{name:<44} ' + ' '.join(f'{cell:>18}' for cell in cells) + '   ' + per_fold)
+  if len(folds) > 1 and len(scored) > 1:
+    baseline_name, baseline = next(iter(scored.items()))
+    print(f'\npaired differences from "{baseline_name}", mean ± standard error over the folds')
+    for name, rows in list(scored.items())[1:]:
+      cells = []
+      for column in COLUMNS:
+        differences = np.array([rows[number][column] - baseline[number][column]
+                                for number in rows])
+        cells.append(f'{differences.mean():+.3f} ± '
+                     f'{differences.std(ddof=1) / np.sqrt(len(differences)):.3f}')
+      print(f'{name:<44} ' + ' '.join(f'{cell:>18}' for cell in cells))
   print()
   print('the review flag: its budget, the share of held-back images flagged (near the threshold), '
         'the share of missed cancers flagged, sensitivity and specificity of the unflagged decisions')
