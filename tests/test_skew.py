@@ -22,6 +22,14 @@ def png(pixels: np.ndarray) -> bytes:
   return buffer.getvalue()
 
 
+def skew_command(python, project_root, output_dir, log_dir, *flags):
+  """`python -m runs.skew` on a run's output dir and a request log dir."""
+  return subprocess.run(
+      [python, '-m', 'runs.skew', '--output-dir', str(output_dir), '--request-log-dir',
+       str(log_dir), *flags], cwd=project_root, capture_output=True, text=True, timeout=600,
+      check=False)
+
+
 def test_the_logger_samples_at_its_rate_and_records_read_back_the_images(tmp_path):
   images = [png(np.full((8, 8), level, np.uint8)) for level in (10, 200)]
   logger = request_log.RequestLogger(str(tmp_path / 'all'), 1.0, 'breast_ultrasound', seed=0)
@@ -67,10 +75,7 @@ def test_logged_requests_yield_a_skew_report_feature_by_feature(
   predict.GrpcServerModel(server.grpc_address, 'breast_ultrasound', None).classify(darker[10:])
   server.stop()
 
-  completed = subprocess.run(
-      [python, '-m', 'runs.skew', '--output-dir', str(pipeline_runs['output_dir']),
-       '--request-log-dir', str(log_dir), '--json'],
-      cwd=project_root, capture_output=True, text=True, timeout=600, check=False)
+  completed = skew_command(python, project_root, pipeline_runs['output_dir'], log_dir, '--json')
   assert completed.returncode == 1, completed.stdout[-2000:] + completed.stderr[-2000:]
   [entry] = json.loads(completed.stdout)
   assert (entry['requests'], entry['images'], entry['decoded_images']) == (2, 15, 15)
@@ -80,10 +85,7 @@ def test_logged_requests_yield_a_skew_report_feature_by_feature(
   assert measured['mean_intensity']['beyond'] and measured['dark_fraction']['beyond']
   assert not measured['width']['beyond'] and measured['width']['distance'] == 0
   assert set(entry['skewed']) >= {'mean_intensity', 'dark_fraction'}
-  table = subprocess.run(
-      [python, '-m', 'runs.skew', '--output-dir', str(pipeline_runs['output_dir']),
-       '--request-log-dir', str(log_dir)],
-      cwd=project_root, capture_output=True, text=True, timeout=600, check=False)
+  table = skew_command(python, project_root, pipeline_runs['output_dir'], log_dir)
   assert 'mean_intensity   Jensen-Shannon divergence' in table.stdout
   assert 'SKEWED' in table.stdout
 
@@ -96,10 +98,7 @@ def test_logged_requests_yield_a_skew_report_feature_by_feature(
   logger.log(int(os.path.basename(sorted(os.listdir(pushed_model_dir))[-1])), 'serving_default',
              {'image_bytes': np.array(clean, dtype=object)})
   logger.close()
-  completed = subprocess.run(
-      [python, '-m', 'runs.skew', '--output-dir', str(pipeline_runs['output_dir']),
-       '--request-log-dir', str(clean_dir), '--json'],
-      cwd=project_root, capture_output=True, text=True, timeout=600, check=False)
+  completed = skew_command(python, project_root, pipeline_runs['output_dir'], clean_dir, '--json')
   assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
   [entry] = json.loads(completed.stdout)
   assert entry['images'] == entry['decoded_images'] == len(clean) > 40
