@@ -36,8 +36,8 @@ the listen backlog (1024). At most `--max-workers` predictions run at once and a
 `Retry-After: 1` at once. A body over `--max-request-bytes` is
 answered 413, naming the limit, as TF Serving's HTTP layer answers one over its limit, once the
 body it declared has been read and thrown away (up to 1 GiB): a client that sends its whole body
-before it reads, as most do, gets the answer rather than a reset connection. It listens on 127.0.0.1 unless `--host` says
-otherwise.
+before it reads, as most do, gets the answer rather than a reset connection. It listens on
+127.0.0.1 unless `--host` says otherwise.
 
 With `--request-log-dir`, a `--request-log-rate` share of the answered predict requests (REST
 and gRPC) is logged there as TF Serving's request logging writes them (serving/request_log.py);

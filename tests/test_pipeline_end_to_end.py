@@ -67,7 +67,8 @@ def test_first_run_blesses_and_pushes_a_model(first_runs):
   assert abs(correct / 9 - first.metrics['sparse_categorical_accuracy']) < 1e-6
   malignant = features.MALIGNANT_LABEL
   assert abs(first.metrics['malignant_recall'] - matrix[malignant][malignant] / 3) < 1e-6
-  f1_per_class = [2 * matrix[index][index] / (sum(matrix[index]) + sum(row[index] for row in matrix))
+  f1_per_class = [2 * matrix[index][index]
+                  / (sum(matrix[index]) + sum(row[index] for row in matrix))
                   for index in range(len(matrix))]
   assert first.metrics['macro_f1'] == pytest.approx(sum(f1_per_class) / 3, abs=1e-6)
   aucs = [first.metrics[f'auc/{name}'] for name in features.LABEL_NAMES]

@@ -8,8 +8,12 @@ import subprocess
 import numpy as np
 import pytest
 import tensorflow as tf
+from ml_metadata.metadata_store import metadata_store as mlmd
+from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
+from tfx.types import standard_artifacts
 
+from components.history_strategies import WarmStartModelStrategy
 from models import datasets, features, model, networks, warm_start
 from runs import metadata_store
 
@@ -123,12 +127,6 @@ def test_the_warm_start_is_the_newest_blessed_model_not_trained_on_this_span():
   """WarmStartModelStrategy over a real ML Metadata store with four models, each traced back
   through its Trainer and Transform to the span it trained on: it takes the newest blessed one
   whose lineage does not reach this run's examples."""
-  from ml_metadata.metadata_store import metadata_store as mlmd  # pylint: disable=g-import-not-at-top
-  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
-  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-
-  from components.history_strategies import WarmStartModelStrategy  # pylint: disable=g-import-not-at-top
-
   config = metadata_store_pb2.ConnectionConfig()
   config.fake_database.SetInParent()
   store = mlmd.MetadataStore(config)
