@@ -18,7 +18,7 @@ process, in dependency order, no scheduler; Airflow's database is SQLite under
 
     python airflow_runner.py [--data-root DIR] [--output-dir DIR] [pipeline flags...]
 
-The flags are local_runner.py's (`pipeline/flags.py`); ML Metadata, artifacts, the serving
+The flags are local_runner.py's (`cli/flags.py`); ML Metadata, artifacts, the serving
 directory and the report are where local_runner.py puts them, so `python -m runs.inspect` reads
 an Airflow run as it reads a local one.
 """
@@ -35,11 +35,13 @@ PROJECT_ROOT = os.path.dirname(os.path.realpath(__file__))
 if PROJECT_ROOT not in sys.path:
   sys.path.insert(0, PROJECT_ROOT)
 
-from pipeline import command_line  # pylint: disable=g-import-not-at-top
+from cli import command_line  # pylint: disable=g-import-not-at-top
 
 command_line.prepare_environment()
 
-from pipeline import configs, flags, metadata_connection  # pylint: disable=g-import-not-at-top
+from cli import flags  # pylint: disable=g-import-not-at-top
+from orchestration import metadata_connection  # pylint: disable=g-import-not-at-top
+from pipeline import configs  # pylint: disable=g-import-not-at-top
 from runs import after_run  # pylint: disable=g-import-not-at-top
 
 PROG = 'airflow_runner.py'

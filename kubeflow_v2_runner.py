@@ -6,7 +6,7 @@
 Writes a pipeline-spec JSON to submit with Vertex AI (`aiplatform.PipelineJob`) or a KFP v2
 client. It compiles offline: model code is referenced by dotted path, nothing is uploaded. IMAGE
 is a container with this project and its requirements installed, its root on PYTHONPATH. The
-pipeline flags are local_runner.py's (`pipeline/flags.py`; `--help` lists them); each
+pipeline flags are local_runner.py's (`cli/flags.py`; `--help` lists them); each
 `--beam-arg=ARG` goes to Beam, e.g. `--beam-arg=--runner=DataflowRunner
 --beam-arg=--project=P --beam-arg=--region=R --beam-arg=--temp_location=gs://BUCKET/tmp` to run
 the data components on Dataflow. An unknown flag is an error, never passed on silently.
@@ -16,11 +16,11 @@ import os
 import sys
 from typing import List, Optional
 
-from pipeline import command_line
+from cli import command_line
 
 command_line.prepare_environment()
 
-from pipeline import flags  # pylint: disable=g-import-not-at-top
+from cli import flags  # pylint: disable=g-import-not-at-top
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -2,7 +2,7 @@
 
     python local_runner.py [--data-root DIR] [--output-dir DIR] [pipeline flags...]
 
-The flags are the pipeline's, shared with every runner (`pipeline/flags.py`); `--help` lists
+The flags are the pipeline's, shared with every runner (`cli/flags.py`); `--help` lists
 them. Without --data-root it runs on the synthetic data set under data/, generating it the first
 time. ML Metadata goes to <output-dir>/metadata.sqlite, artifacts under <output-dir>/pipeline/,
 and a blessed model to <output-dir>/serving/<model-name>/<version>/. Caching is on: an unchanged
@@ -19,13 +19,15 @@ import time
 import warnings
 from typing import List, Optional
 
-from pipeline import command_line
+from cli import command_line
 
 command_line.prepare_environment()
 # TFMA divides by zero for a class absent from a slice and reports NaN, which the summary shows.
 warnings.filterwarnings('ignore', category=RuntimeWarning, module='tensorflow_model_analysis')
 
-from pipeline import configs, flags, metadata_connection  # pylint: disable=g-import-not-at-top
+from cli import flags  # pylint: disable=g-import-not-at-top
+from orchestration import metadata_connection  # pylint: disable=g-import-not-at-top
+from pipeline import configs  # pylint: disable=g-import-not-at-top
 from runs import after_run  # pylint: disable=g-import-not-at-top
 
 PROG = 'local_runner.py'
@@ -145,7 +147,7 @@ def infer(args) -> int:
     print(f'local_runner.py: error: --infer-dir {args.infer_dir} does not exist or is not a '
           'folder', file=sys.stderr)
     return EXIT_USAGE
-  from components.image_example_gen import image_files  # pylint: disable=g-import-not-at-top
+  from inputs import image_files  # pylint: disable=g-import-not-at-top
   entries = image_files.list_unlabelled_folder(infer_dir)
   if not any(entry['kind'] == 'image' for entry in entries):
     print(f'local_runner.py: error: --infer-dir {args.infer_dir} has no PNG, JPEG or BMP image '

@@ -86,7 +86,7 @@ def scheduler_rows(data_root: str, workdir: str, workers: int, metadata_server,
                    'seconds': seconds, 'tasks': float(tasks)})
   finally:
     scheduler.stop()
-  from pipeline import metadata_connection  # pylint: disable=g-import-not-at-top
+  from orchestration import metadata_connection  # pylint: disable=g-import-not-at-top
   for row, components in zip(rows, component_seconds(
       metadata_connection.connection_config(config), config.pipeline_name)):
     row['components'] = components

@@ -24,7 +24,7 @@ from benchmarks.process_tree import Measured, mebibytes
 
 _DATA_PART = """
 import sys
-from pipeline import command_line
+from cli import command_line
 command_line.prepare_environment()
 from tfx.orchestration import metadata
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner

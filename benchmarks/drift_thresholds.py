@@ -26,7 +26,7 @@ from PIL import Image
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components.drift_check.component import DIVERGENCE_FEATURES, measure_drift
-from components.image_example_gen import image_files
+from inputs import image_files
 from models import features
 from pipeline import configs
 

@@ -18,7 +18,7 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _CHILD = """
 import os, sys, time, resource
-from pipeline import command_line
+from cli import command_line
 command_line.prepare_environment()
 from components.image_example_gen import component
 started = time.time()

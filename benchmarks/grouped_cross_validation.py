@@ -36,7 +36,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from pipeline import command_line
+from cli import command_line
 
 command_line.prepare_environment()
 
@@ -45,10 +45,11 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from PIL import Image  # pylint: disable=g-import-not-at-top
 
 from components import near_duplicates  # pylint: disable=g-import-not-at-top
-from components.image_example_gen import image_files, split_plan  # pylint: disable=g-import-not-at-top
+from components.image_example_gen import split_plan  # pylint: disable=g-import-not-at-top
+from evaluation import classification_statistics  # pylint: disable=g-import-not-at-top
+from evaluation.metric_names import ACCURACY  # pylint: disable=g-import-not-at-top
+from inputs import image_files  # pylint: disable=g-import-not-at-top
 from models import calibration, features, group_split, networks, preprocessing, training  # pylint: disable=g-import-not-at-top
-from pipeline import classification_statistics  # pylint: disable=g-import-not-at-top
-from pipeline.eval_config import ACCURACY  # pylint: disable=g-import-not-at-top
 
 BATCH_SIZE = 32
 
@@ -86,7 +87,7 @@ def load_images(data_root: str, image_size: int, folds: int):
 
 def score(labels: np.ndarray, probabilities: np.ndarray, uncalibrated: np.ndarray,
           operating_point: calibration.OperatingPoint) -> Dict[str, float]:
-  """The Evaluator's metrics (pipeline/classification_statistics.py, models/calibration.py) of
+  """The Evaluator's metrics (evaluation/classification_statistics.py, models/calibration.py) of
   one fold."""
   statistics = classification_statistics.probability_statistics(labels, probabilities)
   counts = classification_statistics.confusion_counts_of(labels, probabilities.argmax(axis=1))

@@ -29,15 +29,15 @@ import os
 import sys
 from typing import Callable, Dict, List, NamedTuple, Optional
 
-from pipeline import command_line
+from cli import command_line
 
 command_line.prepare_environment()
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from benchmarks import grouped_cross_validation as cross_validation  # pylint: disable=g-import-not-at-top
+from evaluation import classification_statistics  # pylint: disable=g-import-not-at-top
 from models import calibration, features, group_split, networks  # pylint: disable=g-import-not-at-top
-from pipeline import classification_statistics  # pylint: disable=g-import-not-at-top
 
 MALIGNANT = features.MALIGNANT_LABEL
 

@@ -27,13 +27,13 @@ import tempfile
 from typing import Dict, List, Optional
 
 from benchmarks.process_tree import Measured, mebibytes
-from pipeline import command_line
+from cli import command_line
 
 command_line.prepare_environment()
 
 _NOTEBOOK = """
 import sys
-from pipeline import command_line
+from cli import command_line
 command_line.prepare_environment()
 import tf_keras as keras
 from models import networks

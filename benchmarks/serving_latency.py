@@ -27,7 +27,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from pipeline import command_line
+from cli import command_line
 
 command_line.prepare_environment()
 

@@ -24,7 +24,7 @@ class EvalExplanations(types.Artifact):
 
 
 class ModelCard(types.Artifact):
-  """A model's card, model_card.json and model_card.html (runs/model_card.py).
+  """A model's card, model_card.json and model_card.html (components/model_card/card.py).
 
   Written by ModelCardGenerator, which also writes both files for the pushed version, under
   `<output-dir>/model_cards/<model-name>/<version>/`.

@@ -1,15 +1,10 @@
-"""What the components agree on: split names, artifact property keys, the files inside artifacts,
-and which input files are images.
+"""What the components agree on: split names, artifact property keys and the files inside
+artifacts.
 
 One component writes these and others (and `runs/`, which reads recorded runs back) read them,
 so each is spelled here once. Feature keys and the class names are the model's contract and live
 in `models/features.py`. This module imports nothing heavy: the runners read it before TFX loads.
 """
-
-import re
-
-# A span of new data: `<data root>/span-<N>/<class>/<image>` (TFX's {SPAN}, in a folder name).
-SPAN_FOLDER = re.compile(r'^span-(\d+)$')
 
 # Splits of ImageExampleGen's Examples artifact. Label conflicts the policy leaves out go to
 # EXCLUDED_SPLIT: written, so nothing is lost, but read by no trainer or evaluator.
@@ -18,34 +13,6 @@ EVAL_SPLIT = 'eval'
 EXCLUDED_SPLIT = 'excluded'
 # The one split of UnlabelledImageExampleGen's Examples: images to classify (batch inference).
 UNLABELLED_SPLIT = 'unlabelled'
-
-# Input files: `<data root>/<class>/<name><extension>`, masks beside their image as
-# `<name>_mask<extension>`, `<name>_mask_1<extension>`, ... (any case of the extension).
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
-MASK_SUFFIX = '_mask'
-# Image formats that are not accepted, so that such a file is skipped as an unsupported format
-# rather than as "not an image".
-OTHER_IMAGE_EXTENSIONS = ('.avif', '.dcm', '.dicom', '.dng', '.gif', '.heic', '.heif', '.ico',
-                          '.jp2', '.jxl', '.pbm', '.pgm', '.ppm', '.psd', '.svg', '.tga', '.tif',
-                          '.tiff', '.webp')
-MAX_IMAGE_FILE_BYTES = 64 * 1024 * 1024  # larger input files are skipped unread
-
-# What operating systems and archivers leave in folders: ignored, counted and listed as ignored,
-# never counted as unusable input.
-OS_CLUTTER_NAMES = frozenset({
-    '.DS_Store', '.AppleDouble', '.AppleDB', '.AppleDesktop', '.apdisk', '.fseventsd',
-    '.Spotlight-V100', '.TemporaryItems', '.Trashes', '.VolumeIcon.icns', '.localized',
-    '__MACOSX', 'Icon\r',  # macOS, and the folder macOS's zip archiver adds
-    'Thumbs.db', 'ehthumbs.db', 'ehthumbs_vista.db', 'desktop.ini', 'Desktop.ini',
-    '$RECYCLE.BIN', 'System Volume Information',  # Windows
-    '.directory', '.Trash-1000', '.nfs',  # Linux desktops and NFS
-})
-OS_CLUTTER_PREFIXES = ('._', '.nfs', '.Trash-')  # AppleDouble resource forks, NFS, Linux trash
-
-
-def is_os_clutter(name: str) -> bool:
-  """Whether a file or folder name is one an operating system or archiver leaves behind."""
-  return name in OS_CLUTTER_NAMES or name.startswith(OS_CLUTTER_PREFIXES)
 
 # Near-duplicate groups and what happens to label conflicts (see components/near_duplicates.py).
 LABEL_CONFLICT_POLICIES = ('exclude', 'keep', 'fail')

@@ -27,8 +27,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from components.contracts import MASK_SUFFIX
+from inputs.layout import MASK_SUFFIX
 from models.features import LABEL_NAMES
+
 DEFAULT_IMAGES_PER_CLASS = 80
 DEFAULT_IMAGE_SIZE = 256
 DEFAULT_SEED = 7

@@ -1,2 +1,2 @@
-"""The pipeline definition: its configuration and flags, the components and their wiring, the
-Evaluator's metrics and gate."""
+"""The pipeline's definition: its configuration, the components and their wiring, the blessing
+gates and the cache keys."""

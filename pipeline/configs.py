@@ -1,6 +1,6 @@
 """Every knob of the pipeline with its default, in one place.
 
-The runners fill a `PipelineConfig` from their flags (`pipeline/flags.py`);
+The runners fill a `PipelineConfig` from their flags (`cli/flags.py`);
 `pipeline.create_pipeline` reads only this object. Paths derived from `output_dir` (pipeline root, ML Metadata, serving directory) are
 properties, so they cannot disagree with it.
 """
@@ -35,7 +35,7 @@ class PipelineConfig:
   pipeline_name: str = PIPELINE_NAME
   # ML Metadata: None for <output_dir>/metadata.sqlite, or a PostgreSQL or MySQL server's URL
   # without its password, which comes from this file or the environment
-  # (pipeline/metadata_connection.py).
+  # (orchestration/metadata_connection.py).
   metadata_connection: Optional[str] = None
   metadata_password_file: Optional[str] = None
   model_name: str = 'breast_ultrasound'

@@ -33,30 +33,15 @@ import json
 
 import tensorflow_model_analysis as tfma
 
+from evaluation.metric_names import (ACCURACY, ACCURACY_AT_OPERATING_POINT, ACCURACY_METRIC,
+                                     ACCURACY_VERSUS_BASELINE, BRIER_SCORE,
+                                     EXPECTED_CALIBRATION_ERROR, LOWER, MACRO_AUC,
+                                     MALIGNANT_SENSITIVITY, OPERATING_POINT_OUTPUT,
+                                     PROBABILITIES_OUTPUT, UNCALIBRATED, UNCALIBRATED_OUTPUT,
+                                     UPPER)
 from models import features
 
-ACCURACY_METRIC = 'SparseCategoricalAccuracy'
-ACCURACY = 'sparse_categorical_accuracy'
-# Names of the metrics in pipeline/tfma_metrics.py.
-MALIGNANT_RECALL = 'malignant_recall'
-MALIGNANT_SENSITIVITY = 'malignant_sensitivity'  # malignant recall at the operating point
-MACRO_F1 = 'macro_f1'
-MACRO_AUC = 'macro_auc'
-EXPECTED_CALIBRATION_ERROR = 'expected_calibration_error'
-BRIER_SCORE = 'brier_score'
-UNCALIBRATED = '_uncalibrated'  # suffix of the metrics of the uncalibrated probabilities
-ACCURACY_AT_OPERATING_POINT = 'accuracy_at_operating_point'
-# The candidate's accuracy less the baseline's on the same eval images (a TFMA diff metric).
-ACCURACY_VERSUS_BASELINE = 'accuracy_versus_baseline'
-LOWER = '_lower'  # suffixes of the ends of a 95 % bootstrap interval
-UPPER = '_upper'
-CUSTOM_METRICS_MODULE = 'pipeline.tfma_metrics'  # imported by module path on Beam workers
-# The outputs of the model's from_examples signature that are evaluated.
-PROBABILITIES_OUTPUT = 'probabilities'
-OPERATING_POINT_OUTPUT = 'operating_point'
-UNCALIBRATED_OUTPUT = 'uncalibrated_probabilities'
-# Read beside the decisions by the DecisionReview metric (not a labelled output of its own).
-REVIEW_OUTPUT = 'review'
+CUSTOM_METRICS_MODULE = 'evaluation.tfma_metrics'  # imported by module path on Beam workers
 
 
 def _minimum(value: float, overall: tfma.SlicingSpec) -> tfma.PerSliceMetricThreshold:
@@ -68,7 +53,7 @@ def _minimum(value: float, overall: tfma.SlicingSpec) -> tfma.PerSliceMetricThre
 
 def _custom_metric(class_name: str, metrics_code_version: str, name: str = '',
                    statistics: str = '', **kwargs) -> tfma.MetricConfig:
-  """One of pipeline/tfma_metrics.py's metrics, its code's fingerprint in its config."""
+  """One of evaluation/tfma_metrics.py's metrics, its code's fingerprint in its config."""
   config = {'code_version': metrics_code_version, **({'name': name} if name else {}),
             **({'statistics': statistics} if statistics else {})}
   return tfma.MetricConfig(class_name=class_name, module=CUSTOM_METRICS_MODULE,

@@ -61,11 +61,6 @@ from pipeline.configs import PipelineConfig
 from pipeline.eval_config import CUSTOM_METRICS_MODULE, build_eval_config
 
 
-# What the model card says and how it looks, by dotted path as the Trainer's run_fn: the
-# component stays below runs/, which reads recorded runs back.
-MODEL_CARD_WRITER = 'runs.model_card.write_model_cards'
-
-
 def statistics_options() -> tfdv.StatsOptions:
   """TFDV options of StatisticsGen: with image statistics (format, and the domain) for the
   encoded-bytes features, the image and the mask.
@@ -328,7 +323,6 @@ def release_components(config: PipelineConfig, data: DataPart, trainer) -> list:
       pushed_model=pusher.outputs['pushed_model'],
       model_name=config.model_name,
       published_card_dir=config.model_card_dir,
-      card_writer=MODEL_CARD_WRITER,
       training=json.dumps({
           'network': config.network, 'epochs': config.epochs or recipe.epochs,
           'ensemble_members': config.ensemble_members or recipe.members,
@@ -336,9 +330,8 @@ def release_components(config: PipelineConfig, data: DataPart, trainer) -> list:
           'pretrained_weights': backbones.weights_description(config.network,
                                                               config.backbone_weights)}),
       code_version=code_version('components.model_card.component',
-                                MODEL_CARD_WRITER.rsplit('.', 1)[0],
-                                files=['runs/templates/model_card.html',
-                                       'runs/templates/style.css']))
+                                files=['components/model_card/templates/model_card.html',
+                                       'presentation/style.css']))
 
   return [baseline_resolver, evaluator, serving_check, eval_explainer, pusher,
           model_card_generator]

@@ -3,7 +3,8 @@ and the run report (local_runner.py and airflow_runner.py alike)."""
 
 import sys
 
-from pipeline import command_line, metadata_connection
+from cli import command_line
+from orchestration import metadata_connection
 
 
 def print_summary_and_report(config, prog: str) -> None:

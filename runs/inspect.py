@@ -38,11 +38,12 @@ import logging
 import sys
 from typing import Any, Dict, List, Optional
 
-from pipeline import command_line
+from cli import command_line
 
 command_line.prepare_environment()
 
-from pipeline import flags, metadata_connection, output_lock  # pylint: disable=g-import-not-at-top
+from cli import flags  # pylint: disable=g-import-not-at-top
+from orchestration import metadata_connection, output_lock  # pylint: disable=g-import-not-at-top
 from runs import metadata_store  # pylint: disable=g-import-not-at-top
 
 EXIT_USAGE = command_line.EXIT_USAGE
@@ -130,7 +131,7 @@ def lineage(store, artifact, shown=None) -> Dict[str, Any]:
 
 def list_models(store) -> List[Dict[str, Any]]:
   # Imported here: TFMA is slow to import and only this command reads evaluations.
-  from runs import blessing, summary  # pylint: disable=g-import-not-at-top
+  from evaluation import blessing, results  # pylint: disable=g-import-not-at-top
   evaluations, blessings, evaluated_spans = {}, {}, {}
   for execution in sorted(store.get_executions(), key=lambda execution: execution.id):
     if metadata_store.node_id_of(store, execution.id) != 'Evaluator':
@@ -156,7 +157,7 @@ def list_models(store) -> List[Dict[str, Any]]:
         producer, 'custom_config')) or {}
     metrics, checks = {}, []
     if model.id in evaluations:
-      all_metrics, _ = summary.read_overall_evaluation(evaluations[model.id].uri)
+      all_metrics, _ = results.read_overall_evaluation(evaluations[model.id].uri)
       checks = [dataclasses.asdict(check) for check in blessing.checks_of_evaluation(
           evaluations[model.id].uri, all_metrics)]
       metrics = {name: all_metrics.get(name) for name in MODEL_METRICS}

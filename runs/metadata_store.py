@@ -17,7 +17,7 @@ import ml_metadata as mlmd
 from google.protobuf import json_format
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import metadata_connection
+from orchestration import metadata_connection
 
 PIPELINE_RUN_CONTEXT = 'pipeline_run'
 LAUNCHER_RUN_CONTEXT = 'run'  # AirflowDagRunner's

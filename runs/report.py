@@ -22,15 +22,15 @@ import sys
 import tempfile
 from typing import Dict, List, Optional
 
-from pipeline import command_line
+from cli import command_line
 
 command_line.prepare_environment()
 
-import jinja2  # pylint: disable=g-import-not-at-top
-
+from cli import flags  # pylint: disable=g-import-not-at-top
 from models import features  # pylint: disable=g-import-not-at-top
-from pipeline import code_version, flags, metadata_connection  # pylint: disable=g-import-not-at-top
-from runs import summary  # pylint: disable=g-import-not-at-top
+from orchestration import metadata_connection  # pylint: disable=g-import-not-at-top
+from pipeline import code_version  # pylint: disable=g-import-not-at-top
+from presentation import pages, wording  # pylint: disable=g-import-not-at-top
 from runs.report_facts import ReportFacts, add_picture_sources, gather_report_facts  # pylint: disable=g-import-not-at-top
 from runs.report_pictures import draw_report_pictures  # pylint: disable=g-import-not-at-top
 
@@ -41,37 +41,30 @@ TEMPLATE_FILE = 'report.html'
 EXIT_USAGE = command_line.EXIT_USAGE
 
 
-def _number(value: Optional[float]) -> str:
-  return '—' if value is None or value != value else f'{value:.3f}'
-
-
 def _with_interval(metrics: dict, name: str) -> str:
   """'0.713 [0.630, 0.790]': a metric and its 95 % bootstrap interval where there is one."""
-  value = _number(metrics.get(name))
+  value = pages.number(metrics.get(name))
   if metrics.get(name + '_lower') is None:
     return value
-  return (f'{value} [{_number(metrics.get(name + "_lower"))}, '
-          f'{_number(metrics.get(name + "_upper"))}]')
+  return (f'{value} [{pages.number(metrics.get(name + "_lower"))}, '
+          f'{pages.number(metrics.get(name + "_upper"))}]')
 
 
 def render_report(facts: ReportFacts, pictures: dict) -> str:
   """The page's HTML for the facts, with `pictures` ({name: file}) beside it."""
-  environment = jinja2.Environment(
-      loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True, trim_blocks=True,
-      lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-  environment.filters['number'] = _number
+  environment = pages.environment(TEMPLATE_DIR)
   environment.filters['with_interval'] = _with_interval
   pushed = facts.run.pushed_destination
   return environment.get_template(TEMPLATE_FILE).render(
       facts=facts, pictures=pictures, class_names=features.LABEL_NAMES,
-      operating_point_line=(summary.format_operating_point(facts.run.operating_point)
+      operating_point_line=(wording.format_operating_point(facts.run.operating_point)
                             if facts.run.operating_point else None),
-      review_band_line=(summary.format_review_band(facts.run.operating_point)
+      review_band_line=(wording.format_review_band(facts.run.operating_point)
                         if facts.run.operating_point else 'no operating point'),
-      serving_check_line=(summary.format_serving_check(facts.run.serving_check or {},
+      serving_check_line=(wording.format_serving_check(facts.run.serving_check or {},
                                                        facts.run.serving_check_passed)
                           if facts.run.serving_check_passed is not None else None),
-      tflite_line=(summary.format_tflite(facts.run.serving_check, facts.run.tflite_bytes,
+      tflite_line=(wording.format_tflite(facts.run.serving_check, facts.run.tflite_bytes,
                                          facts.run.tflite_pushed, facts.run.tflite_error)
                    if facts.run.serving_check_passed is not None else None),
       pushed_version=os.path.basename(pushed) if pushed else None,

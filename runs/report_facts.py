@@ -13,13 +13,14 @@ from typing import Any, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from components import contracts
-from components.curated_schema_gen.component import SCHEMA_ORIGIN_PROPERTY
 from components.artifact_types import EvalExplanations
+from components.curated_schema_gen.component import SCHEMA_ORIGIN_PROPERTY
 from components.data_quality.report import format_report_line, read_examples
 from components.data_validation_gate.anomalies import read_anomalies
 from components.eval_explanations.component import read_explanations
+from evaluation import blessing, results
 from models import backbones, features, model as trainer_module, networks, preprocessing
-from runs import blessing, metadata_store, summary
+from runs import metadata_store, summary
 
 SAMPLES_PER_CLASS = 6
 
@@ -154,7 +155,7 @@ def gather_report_facts(metadata_path, run_id: Optional[str] = None,
   evaluation = outputs.get(('Evaluator', 'ModelEvaluation'))
   if evaluation is not None and 'Evaluator' in executions:
     facts.blessing_checks = run.blessing_checks
-    facts.evaluation_arrays = summary.read_overall_arrays(evaluation.uri)
+    facts.evaluation_arrays = results.read_overall_arrays(evaluation.uri)
   explanations = outputs.get(('EvalExplainer', EvalExplanations.TYPE_NAME))
   if explanations is not None:
     facts.explanations_uri = explanations.uri

@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from pipeline import command_line
+from cli import command_line
 
 command_line.prepare_environment()
 
@@ -32,11 +32,13 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.utils import io_utils
 
+from cli import flags
 from components import contracts
 from components.drift_check.component import measurements, with_comparators
-from components.image_example_gen import image_files
+from inputs import image_files
 from models import features
-from pipeline import configs, flags, metadata_connection
+from orchestration import metadata_connection
+from pipeline import configs
 from runs import metadata_store
 from serving import request_log
 # pylint: enable=g-import-not-at-top

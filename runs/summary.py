@@ -8,22 +8,17 @@ blessing and the pushed model.
 """
 
 import dataclasses
-import json
 import os
-import re
-from typing import Any, Dict, List, Optional, Tuple
-
-import numpy as np
-import tensorflow as tf
-import tensorflow_model_analysis as tfma
+from typing import Any, Dict, List, Optional
 
 from components import contracts
 from components.artifact_types import DataQualityReport, DriftReport, ModelCard
 from components.data_quality.report import format_report_line
 from components.drift_check.component import read_drift_report
-from models import calibration, features
-from pipeline import classification_statistics, eval_config, output_lock
-from runs import blessing
+from evaluation import blessing, metric_names, results
+from models import features
+from orchestration import output_lock
+from presentation import wording
 from runs.metadata_store import (ComponentRun, artifact_property, component_runs, location_text,
                                  open_store, run_contexts, run_outputs, spans_of_model, spans_read_by)
 
@@ -47,7 +42,7 @@ class RunSummary:
   confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
   operating_point_confusion_matrix: List[List[int]] = dataclasses.field(default_factory=list)
   blessed: Optional[bool] = None
-  # Each gate of the Evaluator, what it read and whether it held (runs/blessing.py).
+  # Each gate of the Evaluator, what it read and whether it held (evaluation/blessing.py).
   blessing_checks: List[blessing.BlessingCheck] = dataclasses.field(default_factory=list)
   # ServingCheck's verdict and report (components/serving_check/), the TFLite model's size.
   serving_check_passed: Optional[bool] = None
@@ -66,85 +61,6 @@ class RunSummary:
   drift: Optional[Dict[str, Any]] = None
   # With --warm-start: {'base_model': its directory, 'epochs': n}, or {'cold_start': why}.
   warm_start: Optional[Dict[str, Any]] = None
-
-
-def read_overall_evaluation(evaluation_uri: str) -> Tuple[Dict[str, float],
-                                                         Dict[str, List[List[int]]]]:
-  """Overall-slice metrics of the candidate, keyed readably (e.g. 'auc/malignant',
-  'recall_malignant'), and its confusion matrices as counts[true class][predicted class], by
-  model output ('probabilities': the most probable class; 'operating_point': the decision)."""
-  result = tfma.load_eval_result(evaluation_uri, model_name=_candidate_name(evaluation_uri))
-  return overall_metrics(result), _overall_confusion_matrices(result)
-
-
-def read_overall_arrays(evaluation_uri: str) -> Dict[str, np.ndarray]:
-  """The candidate's array-valued overall metrics (the reliability diagrams, the ROC curve),
-  by name."""
-  result = tfma.load_eval_result(evaluation_uri, model_name=_candidate_name(evaluation_uri))
-  arrays = {}
-  for slice_key, metrics_by_output in result.slicing_metrics:
-    if slice_key:
-      continue
-    for sub_keys in metrics_by_output.values():
-      for name, value in sub_keys.get('', {}).items():
-        if 'arrayValue' in value:
-          array = value['arrayValue']
-          arrays[name] = np.array([float(number) for number in array.get('float64Values', [])],
-                                  dtype=np.float64).reshape(array.get('shape', [0]))
-  return arrays
-
-
-def _candidate_name(evaluation_uri: str) -> Optional[str]:
-  """The candidate's model name when a baseline was evaluated beside it (TFMA then finds no
-  plots without it), else None."""
-  with tf.io.gfile.GFile(os.path.join(evaluation_uri, 'eval_config.json')) as handle:
-    model_specs = json.load(handle).get('evalConfig', {}).get('modelSpecs', [])
-  names = [spec['name'] for spec in model_specs if 'name' in spec and not spec.get('isBaseline')]
-  return names[0] if len(model_specs) > 1 and names else None
-
-
-def _overall_confusion_matrices(result) -> Dict[str, List[List[int]]]:
-  size = len(features.LABEL_NAMES)
-  matrices = {}
-  for slice_key, plots_by_output in result.plots:
-    if slice_key:
-      continue
-    for output, sub_keys in plots_by_output.items():
-      plot = sub_keys.get('', {}).get('multiClassConfusionMatrixAtThresholds')
-      if not plot:
-        continue
-      counts = matrices.setdefault(output or eval_config.PROBABILITIES_OUTPUT,
-                                   [[0] * size for _ in range(size)])
-      # JSON from protos omits zero fields: a missing class id is class 0.
-      for entry in plot['matrices'][0].get('entries', []):
-        actual, predicted = entry.get('actualClassId', 0), entry.get('predictedClassId', 0)
-        if 0 <= actual < size and 0 <= predicted < size:
-          counts[actual][predicted] = int(entry.get('numWeightedExamples', 0))
-  return matrices
-
-
-def overall_metrics(result) -> Dict[str, float]:
-  """The overall slice's metrics of a TFMA EvalResult, keyed readably: 'macro_f1',
-  'auc/benign', 'recall_malignant', 'sparse_categorical_accuracy_diff', ..."""
-  metrics: Dict[str, float] = {}
-  for slice_key, metrics_by_output in result.slicing_metrics:
-    if slice_key:
-      continue
-    for sub_keys in metrics_by_output.values():
-      for sub_key, values in sub_keys.items():
-        # Sub keys look like '', 'classId:1' or 'classId:1 topK:1'.
-        class_id = re.search(r'classId:(\d+)', sub_key)
-        for name, value in values.items():
-          if 'doubleValue' not in value:
-            continue
-          # A macro average is keyed 'macro_average: true\n_<name>'.
-          name = name.rsplit('\n', 1)[-1].lstrip('_')
-          if class_id and name == eval_config.MACRO_AUC:
-            continue  # the per-class inputs of the average, the same as auc/<class>
-          if class_id and name != eval_config.MALIGNANT_RECALL:
-            name += '/' + features.LABEL_NAMES[int(class_id.group(1))]
-          metrics[name] = float(value['doubleValue'])  # 'NaN' arrives as text
-  return metrics
 
 
 def summarize_run(metadata_path, run_id: Optional[str] = None,
@@ -189,11 +105,11 @@ def summarize_run(metadata_path, run_id: Optional[str] = None,
       summary.tflite_error = artifact_property(artifact, contracts.TFLITE_ERROR_PROPERTY)
     elif type_name == 'ModelEvaluation':
       summary.evaluated_spans = spans_read_by(store, component.execution_id)
-      summary.metrics, matrices = read_overall_evaluation(artifact.uri)
+      summary.metrics, matrices = results.read_overall_evaluation(artifact.uri)
       summary.blessing_checks = blessing.checks_of_evaluation(artifact.uri, summary.metrics)
-      summary.confusion_matrix = matrices.get(eval_config.PROBABILITIES_OUTPUT, [])
+      summary.confusion_matrix = matrices.get(metric_names.PROBABILITIES_OUTPUT, [])
       summary.operating_point_confusion_matrix = matrices.get(
-          eval_config.OPERATING_POINT_OUTPUT, [])
+          metric_names.OPERATING_POINT_OUTPUT, [])
     elif type_name == 'ModelBlessing':
       summary.blessed = artifact_property(artifact, 'blessed') == 1
     elif type_name == 'InfraBlessing':
@@ -207,104 +123,6 @@ def summarize_run(metadata_path, run_id: Optional[str] = None,
       summary.pushed_destination = artifact_property(artifact, 'pushed_destination')
       summary.tflite_pushed = artifact_property(artifact, 'tflite_pushed') == 1
   return summary
-
-
-def operating_point_evidence(point: Dict[str, Any]) -> str:
-  """What the operating point was chosen on, in words."""
-  examples = int(point.get('calibration_examples') or 0)
-  malignant = point.get('calibration_malignant')
-  images = f'{examples} images' + (f' ({int(malignant)} malignant)' if malignant else '')
-  seen = int(point.get('seen_by_base_model') or 0)
-  unseen = f' (less {seen} the warm start\'s base model saw)' if seen else ''
-  if point.get('chosen_on') == calibration.OUT_OF_FOLD:
-    pooled = int(point.get('pooled_folds') or 0)
-    networks = f'{pooled} cross-fitted networks\'' if pooled else 'the cross-fitted networks\''
-    return (f'{networks} out-of-fold predictions of {images} of the training split{unseen}')
-  return f'a calibration set of {images} held out of the training split{unseen}'
-
-
-def format_operating_point(point: Dict[str, Any]) -> str:
-  """The operating point in one line, as the summary, the report and the inspector say it."""
-  temperature = f'temperature {point["temperature"]:.3g}'
-  if point.get('malignant_threshold') is None:
-    return (f'no out-of-sample predictions of malignant images to choose a threshold on: the '
-            f'most probable class decides; {temperature}')
-  ece = ''
-  if point.get('calibration_ece_before') is not None:
-    ece = (f'; calibration error {point["calibration_ece_before"]:.3f} → '
-           f'{point["calibration_ece_after"]:.3f} on them')
-  return (f'malignant when p(malignant) ≥ {point["malignant_threshold"]:.4f}, chosen for '
-          f'sensitivity ≥ {point["target_sensitivity"]:g} on {operating_point_evidence(point)} '
-          f'(reached {point["calibration_sensitivity"]:.2f}); {temperature}{ece}; '
-          f'{format_review_band(point)}')
-
-
-def format_review_band(point: Dict[str, Any]) -> str:
-  """The review flag's band in words."""
-  band = calibration.review_band(point.get('malignant_threshold'),
-                                 point.get('review_half_width'))
-  if band is None:
-    return ('review flag: only where the ensemble\'s members fall on both sides of the '
-            'threshold')
-  return (f'review flag: p(malignant) within [{band[0]:.4f}, {band[1]:.4f}] (a budget of '
-          f'{point.get("review_fraction", 0):.0%} of those predictions), or the ensemble\'s '
-          'members on both sides of that band')
-
-
-def format_decision_review(metrics: Dict[str, float]) -> List[str]:
-  """The decisions on the eval split at the operating point and the review flag, with their 95 %
-  intervals, as the summary, the report and the model card say them; nothing for an evaluation
-  without them."""
-  def value(name: str) -> str:
-    found = metrics.get(name)
-    if found is None or found != found:
-      return 'n/a'
-    lower, upper = metrics.get(name + eval_config.LOWER), metrics.get(name + eval_config.UPPER)
-    return f'{found:.3f}' + (f' [{lower:.3f}, {upper:.3f}]' if lower is not None else '')
-
-  if classification_statistics.REVIEW_FRACTION not in metrics:
-    return []
-  regret = metrics.get(classification_statistics.SPECIFICITY_REGRET)
-  return [
-      f'decisions: malignant sensitivity {value(eval_config.MALIGNANT_SENSITIVITY)}, '
-      f'specificity {value("malignant_specificity")}',
-      f'specificity regret {value(classification_statistics.SPECIFICITY_REGRET)}'
-      + ('' if regret is None or regret != regret else
-         ': the best threshold for the cancers found would have called '
-         f'{regret:.1%} fewer of the other images malignant'),
-      f'review flag: share of the images flagged {value(classification_statistics.REVIEW_FRACTION)}'
-      f'; the decisions not flagged: sensitivity '
-      f'{value(classification_statistics.UNFLAGGED_SENSITIVITY)}, specificity '
-      f'{value(classification_statistics.UNFLAGGED_SPECIFICITY)}']
-
-
-def format_serving_check(report: Dict[str, Any], passed: bool) -> str:
-  """ServingCheck's verdict in one line, as the summary and the report say it."""
-  if not passed:
-    return 'failed: ' + '; '.join(report.get('failures') or ['no report'])
-  latency = report['latency_ms']
-  return (f'passed: {int(report["canaries"])} canaries answered well-formed scores through '
-          f'serving_default and from_examples; one-image latency median {latency["median"]:.1f} '
-          f'ms (max {latency["max"]:.1f} ms); loaded in {report["load_seconds"]:.1f} s')
-
-
-def format_tflite(report: Optional[Dict[str, Any]], size_bytes: Optional[int],
-                  pushed: bool, error: Optional[str] = None) -> str:
-  """The on-device model's agreement with the SavedModel in one line."""
-  tflite = (report or {}).get('tflite')
-  if error:
-    return f'no TFLite model: the conversion failed: {error}'
-  if not size_bytes and not tflite:
-    return 'none made (--tflite-weights none)'
-  size = f'{size_bytes / 1024:,.0f} KiB' if size_bytes else 'size unknown'
-  if not tflite:
-    return f'TFLite, {size}; not compared (the serving check did not pass)'
-  verdict = ('pushed beside the SavedModel' if pushed else
-             'not pushed' + ('' if tflite['identical_labels'] >= report['min_tflite_agreement']
-                             else f' (below {report["min_tflite_agreement"]:.0%})'))
-  return (f'TFLite, {size}: the SavedModel\'s label on {tflite["identical_labels"]:.1%} of '
-          f'{int(tflite["examples"])} eval images, probabilities within '
-          f'{tflite["max_probability_difference"]:.2g}; {verdict}')
 
 
 def format_warm_start(record: Dict[str, Any]) -> str:
@@ -383,8 +201,8 @@ def format_summary(summary: RunSummary) -> str:
     lines.append(f'  {format_warm_start(summary.warm_start)}')
   if summary.operating_point:
     lines.append('')
-    lines.append(f'  operating point: {format_operating_point(summary.operating_point)}')
-  review_lines = format_decision_review(summary.metrics or {})
+    lines.append(f'  operating point: {wording.format_operating_point(summary.operating_point)}')
+  review_lines = wording.format_decision_review(summary.metrics or {})
   if review_lines:
     lines.append('')
     lines.append('  at the operating point on the eval split ([95 % bootstrap interval]):')
@@ -399,9 +217,9 @@ def format_summary(summary: RunSummary) -> str:
         continue
       # Of the differences from the baseline, only the paired one has an interval: TFMA's other
       # differences subtract the baseline's interval ends, which is no interval of a difference.
-      paired = name == eval_config.ACCURACY_VERSUS_BASELINE + '_diff'
-      lower, upper = ((metrics.get(f'{eval_config.ACCURACY_VERSUS_BASELINE}_lower_diff'),
-                       metrics.get(f'{eval_config.ACCURACY_VERSUS_BASELINE}_upper_diff'))
+      paired = name == metric_names.ACCURACY_VERSUS_BASELINE + '_diff'
+      lower, upper = ((metrics.get(f'{metric_names.ACCURACY_VERSUS_BASELINE}_lower_diff'),
+                       metrics.get(f'{metric_names.ACCURACY_VERSUS_BASELINE}_upper_diff'))
                       if paired else (metrics.get(name + '_lower'), metrics.get(name + '_upper')))
       interval = f'  [{lower:.3f}, {upper:.3f}]' if lower is not None else ''
       lines.append(f'    {name:<40} {metrics[name]:.4f}{interval}')
@@ -421,9 +239,9 @@ def format_summary(summary: RunSummary) -> str:
     lines.append(f'  blessed: {"yes" if summary.blessed else "no"}')
     lines.extend(f'    {line}' for line in blessing.format_checks(summary.blessing_checks))
   if summary.serving_check_passed is not None:
-    check = format_serving_check(summary.serving_check or {}, summary.serving_check_passed)
+    check = wording.format_serving_check(summary.serving_check or {}, summary.serving_check_passed)
     lines.append(f'  serving check: {check}')
-    tflite = format_tflite(summary.serving_check, summary.tflite_bytes, summary.tflite_pushed,
+    tflite = wording.format_tflite(summary.serving_check, summary.tflite_bytes, summary.tflite_pushed,
                            summary.tflite_error)
     lines.append(f'  on-device model: {tflite}')
   pusher_cached = any(component.node_id == 'Pusher' and component.state == 'cached'

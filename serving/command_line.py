@@ -1,6 +1,6 @@
 """What the serving commands share: a bad flag is one line on stderr and exit code 2.
 
-(The same rule as pipeline/command_line.py; serving/ depends on nothing of the pipeline.)
+(The same rule as cli/command_line.py; serving/ depends on nothing of the pipeline.)
 """
 
 import argparse

@@ -69,7 +69,7 @@ def find_images(paths: Sequence[str]
       images.append(path)
     elif os.path.isdir(path):
       # Imported only for folders: it brings TensorFlow, which a server's client may not need.
-      from components.image_example_gen import image_files  # pylint: disable=g-import-not-at-top
+      from inputs import image_files  # pylint: disable=g-import-not-at-top
       for entry in image_files.list_unlabelled_folder(path):
         if entry['kind'] == 'image':
           images.append(entry['path'])

@@ -24,15 +24,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import classification_statistics, eval_config
-from runs import blessing, metadata_store, summary
+from evaluation import blessing, classification_statistics, metric_names
+from runs import metadata_store, summary
 
 SEED_RECIPE = ('--network', 'seed', '--image-size', '48', '--epochs', '30',
                '--tflite-weights', 'none')
-VERSUS_BASELINE = eval_config.ACCURACY_VERSUS_BASELINE
-ACCURACY = eval_config.ACCURACY
-SENSITIVITY = eval_config.MALIGNANT_SENSITIVITY
-CALIBRATION = eval_config.EXPECTED_CALIBRATION_ERROR
+VERSUS_BASELINE = metric_names.ACCURACY_VERSUS_BASELINE
+ACCURACY = metric_names.ACCURACY
+SENSITIVITY = metric_names.MALIGNANT_SENSITIVITY
+CALIBRATION = metric_names.EXPECTED_CALIBRATION_ERROR
 
 
 def _run(python, project_root, data_root, output_dir, *flags):
@@ -54,7 +54,7 @@ def gate_runs(tmp_path_factory, python, project_root, nearly_separable_data_root
   assert measured[ACCURACY] < 1 and measured[SENSITIVITY] < 1 and measured[CALIBRATION] > 0
   lower = measured[f'{VERSUS_BASELINE}_lower_diff']
   passing_margin = f'{-lower + 0.05:.4f}'
-  calibration_upper = measured[f'{CALIBRATION}{eval_config.UPPER}']
+  calibration_upper = measured[f'{CALIBRATION}{metric_names.UPPER}']
   thresholds = {
       'accuracy': ('--min-accuracy', f'{measured[ACCURACY] + 0.01:.4f}'),
       'sensitivity': ('--min-malignant-recall', f'{measured[SENSITIVITY] + 0.01:.4f}'),
@@ -194,11 +194,11 @@ def test_gate_on_bounds_refuses_on_the_interval_where_the_estimate_passes(gate_r
   result = gate_runs['summaries'][5]
   threshold = float(gate_runs['thresholds']['bounds'][1])
   measured = gate_runs['measured']
-  assert measured[CALIBRATION] < threshold < measured[f'{CALIBRATION}{eval_config.UPPER}']
-  assert _failed(gate_runs, 5) == [f'{CALIBRATION}{eval_config.UPPER}']
+  assert measured[CALIBRATION] < threshold < measured[f'{CALIBRATION}{metric_names.UPPER}']
+  assert _failed(gate_runs, 5) == [f'{CALIBRATION}{metric_names.UPPER}']
   failed = [check for check in result.blessing_checks if not check.passed]
   assert len(failed) == 1 and failed[0].value == pytest.approx(
-      measured[f'{CALIBRATION}{eval_config.UPPER}'])
+      measured[f'{CALIBRATION}{metric_names.UPPER}'])
   assert failed[0].check == (f'{CALIBRATION} (upper end of its 95 % interval) ≤ '
                              f'{threshold:g}')
   # The accuracy and sensitivity gates read their lower ends, and hold.

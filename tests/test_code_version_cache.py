@@ -32,7 +32,11 @@ def test_fingerprint_covers_what_a_component_imports_and_nothing_else():
   assert {'components/data_quality/report.py', 'components/near_duplicates.py',
           'components/contracts.py', 'models/features.py'} <= quality
   assert not any(path.startswith(('pipeline/', 'runs/', 'serving/')) for path in quality)
-  assert 'pipeline/eval_config.py' in relative_modules('pipeline.tfma_metrics')
+  # The Evaluator's metrics: their maths, the names they report under and the model's calibration.
+  assert relative_modules('evaluation.tfma_metrics') == {
+      'evaluation/__init__.py', 'evaluation/tfma_metrics.py',
+      'evaluation/classification_statistics.py', 'evaluation/metric_names.py',
+      'models/__init__.py', 'models/calibration.py', 'models/features.py'}
 
 
 def test_editing_a_metric_module_and_an_executor_reruns_only_what_uses_them(
@@ -46,7 +50,7 @@ def test_editing_a_metric_module_and_an_executor_reruns_only_what_uses_them(
   flags = ('--min-accuracy', '0', '--epochs', '1', '--network', 'seed', '--tflite-weights', 'none')
   run_pipeline(python, project, data_root, output_dir, *flags)
   # The Evaluator's custom metrics, and a module that DataQualityCheck's code imports.
-  for module in ('pipeline/tfma_metrics.py', 'components/data_quality/report.py'):
+  for module in ('evaluation/tfma_metrics.py', 'components/data_quality/report.py'):
     with open(project / module, 'a', encoding='utf-8') as handle:
       handle.write('\n# Edited by the test: the same behaviour, other code.\n')
   run_pipeline(python, project, data_root, output_dir, *flags)

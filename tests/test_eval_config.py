@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import tensorflow_model_analysis as tfma
 
+from evaluation import classification_statistics, metric_names, results
+from evaluation.classification_statistics import (bootstrap_intervals, paired_statistics,
+                                                  probability_statistics)
 from models import calibration, features
-from pipeline import classification_statistics, eval_config
-from pipeline.classification_statistics import (bootstrap_intervals, paired_statistics,
-                                                 probability_statistics)
-from runs import summary
+from pipeline import eval_config
 
 
 def overall_metrics(labels, probabilities, decisions=None, uncalibrated=None,
@@ -18,9 +18,9 @@ def overall_metrics(labels, probabilities, decisions=None, uncalibrated=None,
   raw-data analysis takes one output at a time) and without the gate (its "no regression"
   part needs a baseline model). `decisions` default to the most probable class."""
   decisions = (probabilities.argmax(axis=1) if decisions is None else np.asarray(decisions))
-  outputs = {eval_config.PROBABILITIES_OUTPUT: probabilities,
-             eval_config.OPERATING_POINT_OUTPUT: np.eye(3)[decisions],
-             eval_config.UNCALIBRATED_OUTPUT: (probabilities if uncalibrated is None
+  outputs = {metric_names.PROBABILITIES_OUTPUT: probabilities,
+             metric_names.OPERATING_POINT_OUTPUT: np.eye(3)[decisions],
+             metric_names.UNCALIBRATED_OUTPUT: (probabilities if uncalibrated is None
                                                else uncalibrated)}
   found = {}
   for output, predictions in outputs.items():
@@ -36,7 +36,7 @@ def overall_metrics(labels, probabilities, decisions=None, uncalibrated=None,
     config.model_specs.add(label_key='label', prediction_key='prediction')
     frame = pd.DataFrame({'label': labels, 'prediction': [list(row) for row in predictions]})
     # Read back by the summary's own reader, as the summary, inspector and report do.
-    found.update(summary.overall_metrics(tfma.analyze_raw_data(frame, config)))
+    found.update(results.overall_metrics(tfma.analyze_raw_data(frame, config)))
   return found
 
 
@@ -47,14 +47,14 @@ def test_the_gate_finds_its_metrics():
   thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(config.metrics_specs)
   keys = {key.name: key for key in thresholds}
   # The same keys, without a sub-key, that the metrics report (see the tests below).
-  assert keys[eval_config.MALIGNANT_SENSITIVITY].sub_key is None
-  assert keys[eval_config.MALIGNANT_SENSITIVITY].output_name == 'operating_point'
-  assert keys[eval_config.EXPECTED_CALIBRATION_ERROR].output_name == 'probabilities'
+  assert keys[metric_names.MALIGNANT_SENSITIVITY].sub_key is None
+  assert keys[metric_names.MALIGNANT_SENSITIVITY].output_name == 'operating_point'
+  assert keys[metric_names.EXPECTED_CALIBRATION_ERROR].output_name == 'probabilities'
   # The non-inferiority gate reads the difference from the baseline, TFMA's diff key.
-  versus_baseline = eval_config.ACCURACY_VERSUS_BASELINE + '_lower'
+  versus_baseline = metric_names.ACCURACY_VERSUS_BASELINE + '_lower'
   assert keys[versus_baseline].is_diff
-  assert set(keys) == {eval_config.MALIGNANT_SENSITIVITY, eval_config.ACCURACY,
-                       eval_config.EXPECTED_CALIBRATION_ERROR, versus_baseline}
+  assert set(keys) == {metric_names.MALIGNANT_SENSITIVITY, metric_names.ACCURACY,
+                       metric_names.EXPECTED_CALIBRATION_ERROR, versus_baseline}
   # Without a baseline (the first run) TFMA drops change thresholds: only the absolute gates.
   first_run = tfma.utils.update_eval_config_with_defaults(config, has_baseline=False,
                                                         rubber_stamp=True)
@@ -68,11 +68,11 @@ def test_the_gates_on_bounds_read_the_interval_ends_instead_of_the_estimates():
   thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(config.metrics_specs)
   bounds = {key.name: threshold[0][1] for key, threshold in thresholds.items()
             if not key.is_diff}
-  assert set(bounds) == {eval_config.ACCURACY + '_lower',
-                         eval_config.MALIGNANT_SENSITIVITY + '_lower',
-                         eval_config.EXPECTED_CALIBRATION_ERROR + '_upper'}
-  assert bounds[eval_config.ACCURACY + '_lower'].lower_bound.value == 0.5
-  assert bounds[eval_config.EXPECTED_CALIBRATION_ERROR + '_upper'].upper_bound.value == 0.1
+  assert set(bounds) == {metric_names.ACCURACY + '_lower',
+                         metric_names.MALIGNANT_SENSITIVITY + '_lower',
+                         metric_names.EXPECTED_CALIBRATION_ERROR + '_upper'}
+  assert bounds[metric_names.ACCURACY + '_lower'].lower_bound.value == 0.5
+  assert bounds[metric_names.EXPECTED_CALIBRATION_ERROR + '_upper'].upper_bound.value == 0.1
 
 
 def test_macro_f1_malignant_recall_and_macro_auc():
@@ -81,12 +81,12 @@ def test_macro_f1_malignant_recall_and_macro_auc():
                             [0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.1, 0.2, 0.7]])
   metrics = overall_metrics(labels, probabilities)
   # Argmax predictions 0,1,1,0,2,2: F1 is 0.5 for classes 0 and 1, 1.0 for class 2.
-  assert abs(metrics[eval_config.MACRO_F1] - 2 / 3) < 1e-6
-  assert abs(metrics[eval_config.MALIGNANT_RECALL] - 0.5) < 1e-6
+  assert abs(metrics[metric_names.MACRO_F1] - 2 / 3) < 1e-6
+  assert abs(metrics[metric_names.MALIGNANT_RECALL] - 0.5) < 1e-6
   assert abs(metrics['precision_benign'] - 0.5) < 1e-6
   assert metrics['recall_normal'] == 1.0
   aucs = [metrics[f'auc/{name}'] for name in features.LABEL_NAMES]
-  assert abs(metrics[eval_config.MACRO_AUC] - np.mean(aucs)) < 1e-6
+  assert abs(metrics[metric_names.MACRO_AUC] - np.mean(aucs)) < 1e-6
   assert abs(metrics['sparse_categorical_accuracy'] - 4 / 6) < 1e-6
 
 
@@ -94,10 +94,10 @@ def test_a_class_never_predicted_has_recall_zero():
   # Every image called normal: TFMA's own top_k recall reports 1.0 for all three classes here.
   probabilities = np.tile([0.28, 0.22, 0.50], (6, 1))
   metrics = overall_metrics([0, 0, 1, 1, 2, 2], probabilities)
-  assert metrics[eval_config.MALIGNANT_RECALL] == 0.0
+  assert metrics[metric_names.MALIGNANT_RECALL] == 0.0
   assert metrics['recall_benign'] == 0.0 and metrics['recall_normal'] == 1.0
   assert abs(metrics['precision_normal'] - 1 / 3) < 1e-6
-  assert abs(metrics[eval_config.MACRO_F1] - (0 + 0 + 0.5) / 3) < 1e-6
+  assert abs(metrics[metric_names.MACRO_F1] - (0 + 0 + 0.5) / 3) < 1e-6
 
 
 def test_metrics_at_the_operating_point_and_of_calibration():
@@ -108,18 +108,18 @@ def test_metrics_at_the_operating_point_and_of_calibration():
   # At threshold 0.35: malignant for rows 0, 1, 3 and 4.
   decisions = calibration.operating_point_labels(probabilities, 0.35)
   metrics = overall_metrics(labels, probabilities, decisions, uncalibrated=probabilities ** 3)
-  assert metrics[eval_config.MALIGNANT_SENSITIVITY] == pytest.approx(3 / 4)
+  assert metrics[metric_names.MALIGNANT_SENSITIVITY] == pytest.approx(3 / 4)
   assert metrics['malignant_specificity'] == pytest.approx(3 / 4)  # row 4 is a false alarm
   assert metrics['malignant_ppv'] == pytest.approx(3 / 4)
   assert metrics['malignant_npv'] == pytest.approx(3 / 4)
   assert metrics['accuracy_at_operating_point'] == pytest.approx(6 / 8)
-  assert metrics[eval_config.MALIGNANT_RECALL] == pytest.approx(2 / 4)  # the arg-max's
-  assert metrics[eval_config.EXPECTED_CALIBRATION_ERROR] == pytest.approx(
+  assert metrics[metric_names.MALIGNANT_RECALL] == pytest.approx(2 / 4)  # the arg-max's
+  assert metrics[metric_names.EXPECTED_CALIBRATION_ERROR] == pytest.approx(
       calibration.expected_calibration_error(probabilities, labels))
-  assert metrics[eval_config.BRIER_SCORE] == pytest.approx(
+  assert metrics[metric_names.BRIER_SCORE] == pytest.approx(
       calibration.brier_score(probabilities, labels))
   unscaled = probabilities ** 3
-  assert metrics[eval_config.EXPECTED_CALIBRATION_ERROR + eval_config.UNCALIBRATED] == (
+  assert metrics[metric_names.EXPECTED_CALIBRATION_ERROR + metric_names.UNCALIBRATED] == (
       pytest.approx(calibration.expected_calibration_error(unscaled, labels)))
 
 
@@ -141,7 +141,7 @@ def test_bootstrap_interval_holds_the_estimate_and_narrows_as_the_eval_set_grows
     estimate = probability_statistics(labels, probabilities)
     for name, (lower, upper) in intervals.items():
       assert lower <= estimate[name] <= upper, (name, lower, estimate[name], upper)
-    widths.append(intervals[eval_config.ACCURACY][1] - intervals[eval_config.ACCURACY][0])
+    widths.append(intervals[metric_names.ACCURACY][1] - intervals[metric_names.ACCURACY][0])
   assert widths[1] < widths[0] / 2  # ten times the images: about a third of the width
   # Seeded: the same draws give the same interval.
   assert bootstrap_intervals(probability_statistics, labels, probabilities, groups, draws=50,
@@ -159,7 +159,7 @@ def test_bootstrap_resamples_whole_groups_when_a_group_has_several_images():
   by_group = bootstrap_intervals(
       probability_statistics, labels, probabilities,
       ['copies'] * 20 + [f'image {index}' for index in range(20)], draws=300)
-  width = lambda found: found[eval_config.ACCURACY][1] - found[eval_config.ACCURACY][0]
+  width = lambda found: found[metric_names.ACCURACY][1] - found[metric_names.ACCURACY][0]
   assert width(by_group) > width(by_image)
 
 
@@ -174,13 +174,13 @@ def test_the_paired_interval_of_the_difference_is_narrower_than_the_two_interval
   candidate[20:28], baseline[28:32] = wrong[20:28], wrong[28:32]
   groups = [f'image {index}' for index in range(120)]
   both = np.concatenate([candidate, baseline], axis=1)
-  estimate = paired_statistics(labels, both)[eval_config.ACCURACY_VERSUS_BASELINE]
+  estimate = paired_statistics(labels, both)[metric_names.ACCURACY_VERSUS_BASELINE]
   assert estimate == pytest.approx((92 - 96) / 120)
   lower, upper = bootstrap_intervals(paired_statistics, labels, both, groups, draws=500,
-                                     seed=2)[eval_config.ACCURACY_VERSUS_BASELINE]
+                                     seed=2)[metric_names.ACCURACY_VERSUS_BASELINE]
   assert lower < estimate < upper
   apart = [bootstrap_intervals(probability_statistics, labels, probabilities, groups, draws=500,
-                               seed=2)[eval_config.ACCURACY] for probabilities in (candidate,
+                               seed=2)[metric_names.ACCURACY] for probabilities in (candidate,
                                                                                    baseline)]
   # Unpaired (two independent estimates), the difference's interval would be about
   # √(w₁² + w₂²) wide.
@@ -195,14 +195,14 @@ def test_a_gate_on_a_bound_reads_the_end_of_the_interval_the_report_shows():
   probabilities[np.arange(60), labels] += 0.5
   probabilities /= probabilities.sum(axis=1, keepdims=True)
   metrics = overall_metrics(labels, probabilities, gate_on_bounds=True)
-  for name in (eval_config.ACCURACY + '_lower', eval_config.EXPECTED_CALIBRATION_ERROR + '_upper'):
+  for name in (metric_names.ACCURACY + '_lower', metric_names.EXPECTED_CALIBRATION_ERROR + '_upper'):
     assert 0 < metrics[name] < 1
   # BootstrapBound draws as BootstrapIntervals does: the same end.
   intervals = bootstrap_intervals(probability_statistics, labels, probabilities,
                                   [str(index) for index in range(60)])
-  assert metrics[eval_config.ACCURACY + '_lower'] == pytest.approx(
-      intervals[eval_config.ACCURACY][0])
-  assert metrics[eval_config.ACCURACY + '_lower'] < metrics[eval_config.ACCURACY]
+  assert metrics[metric_names.ACCURACY + '_lower'] == pytest.approx(
+      intervals[metric_names.ACCURACY][0])
+  assert metrics[metric_names.ACCURACY + '_lower'] < metrics[metric_names.ACCURACY]
 
 
 def test_the_specificity_regret_is_what_the_best_threshold_for_the_same_cancers_would_gain():

@@ -27,8 +27,9 @@ import pytest
 import tensorflow as tf
 
 import conftest
-from pipeline import output_lock
-from runs import blessing, metadata_store
+from evaluation import blessing
+from orchestration import output_lock
+from runs import metadata_store
 
 SEED_RECIPE = ('--network', 'seed', '--image-size', '48', '--min-malignant-recall', '0',
                '--max-calibration-error', '1', '--tflite-weights', 'none')

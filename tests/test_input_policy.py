@@ -14,8 +14,9 @@ import tensorflow as tf
 from PIL import Image
 
 from components import contracts
-from components.image_example_gen import component, executor, image_files
+from components.image_example_gen import component, executor
 from data import synthetic
+from inputs import image_files, layout
 from models import features, image_decoding
 
 RNG = np.random.default_rng(0)
@@ -101,7 +102,7 @@ def messy_root(tmp_path_factory):
   (root / 'malignant' / 'huge header.png').write_bytes(png_with_header(8000, 8000))
   (root / 'malignant' / 'bomb.png').write_bytes(png_with_header(30000, 30000))
   with open(root / 'normal' / 'too large.png', 'wb') as handle:  # sparse: costs no disk
-    handle.truncate(contracts.MAX_IMAGE_FILE_BYTES + 1)
+    handle.truncate(layout.MAX_IMAGE_FILE_BYTES + 1)
   with open(os.path.join(os.fsencode(root), b'benign', b'caf\xe9 latin-1.png'), 'wb') as handle:
     handle.write(good_png)
   os.symlink('/no/such/scan.png', root / 'benign' / 'dangling.png')

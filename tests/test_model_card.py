@@ -1,6 +1,6 @@
-"""The model card (components/model_card/, runs/model_card.py): written by every run of the
-shared pipeline runs, published for each pushed version outside its served folder, and saying
-why a model was not pushed."""
+"""The model card (components/model_card/): written by every run of the shared pipeline runs,
+published for each pushed version outside its served folder, and saying why a model was not
+pushed."""
 
 import json
 import os

@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components.data_quality import contact_sheet, report
 from components import contracts, near_duplicates
 from components.artifact_types import DataQualityReport
+from components.data_quality import contact_sheet, report
 from components.data_quality.component import DataQualityCheck
 from components.data_validation_gate.component import DataAnomaliesError, check_data_quality
 from components.image_example_gen import component

@@ -25,8 +25,9 @@ import pytest
 import tensorflow as tf
 
 from components.eval_explanations import component as eval_explanations
+from evaluation import blessing
 from models import calibration, features
-from runs import blessing, metadata_store, report_facts, summary
+from runs import metadata_store, report_facts, summary
 
 COMPONENTS = ('ImageExampleGen', 'DataQualityCheck', 'StatisticsGen', 'CuratedSchemaGen',
               'ExampleValidator', 'DataValidationGate', 'Transform', 'Trainer', 'Evaluator',

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 
 import conftest
-import pytest
 from PIL import Image
 
 from runs import metadata_store, report, report_facts, summary

@@ -7,9 +7,9 @@ import pytest
 import tensorflow_data_validation as tfdv
 from tfx.types import standard_artifacts
 
+from components.contracts import ANOMALIES_FILE
 from components.curated_schema_gen.component import (SCHEMA_ORIGIN_PROPERTY, Executor,
                                                      curate_schema)
-from components.contracts import ANOMALIES_FILE
 from components.data_validation_gate.component import (DataAnomaliesError,
                                                        check_no_anomalies)
 from models import features

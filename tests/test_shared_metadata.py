@@ -15,7 +15,8 @@ import pytest
 
 from benchmarks import airflow_scheduler, database_servers
 from data import synthetic
-from pipeline import configs, metadata_connection
+from orchestration import metadata_connection
+from pipeline import configs
 from runs import metadata_store
 
 AIRFLOW_PIPELINE = configs.PIPELINE_NAME

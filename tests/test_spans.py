@@ -10,19 +10,19 @@ import subprocess
 import pytest
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
-from tfx import types
 from tfx.types import standard_artifacts
 from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.utils import io_utils
 
+from cli import flags
 from components import contracts
 from components.data_quality import report
 from components.history_strategies import (INFERRED_FROM_PROPERTY, LatestSpansStrategy,
                                            PinnedSchemaStrategy, PreviousSpanStatisticsStrategy)
-from components.image_example_gen import component, driver, image_files
+from components.image_example_gen import component, driver
 from data import synthetic
+from inputs import image_files
 from models import features
-from pipeline import flags
 from runs import metadata_store
 
 SPLITS = (contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT, contracts.EXCLUDED_SPLIT)

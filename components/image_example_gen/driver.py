@@ -14,7 +14,7 @@ from typing import Iterable, Optional, Tuple
 from tfx.components.example_gen import driver, input_processor
 from tfx.proto import example_gen_pb2, range_config_pb2
 
-from components.image_example_gen import image_files
+from inputs import image_files
 
 
 class ImageFolderInputProcessor(input_processor.FileBasedInputProcessor):

@@ -39,7 +39,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components import contracts, near_duplicates
-from components.image_example_gen import image_files, split_plan
+from components.image_example_gen import split_plan
+from inputs import image_files
 from models import features
 
 # The executor's settings, in the standard custom_config slot (see component.py).

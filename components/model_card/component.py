@@ -1,13 +1,11 @@
 """ModelCardGenerator: a model card for every run's model, and for every pushed version.
 
 It runs after the Pusher and gathers what the pipeline recorded in ML Metadata on its input
-artifacts (their properties, and where the evaluation is). A card writer given by dotted path,
-as TFX's Trainer is given its `run_fn` (the pipeline's is `runs.model_card.write_model_cards`,
-which says what the card holds), turns them into `model_card.html` and `model_card.json` in the
-card's own ModelCard artifact and, when the model was pushed, in
-`<published_card_dir>/<version>/` beside the serving directory: never inside the published
-version, which the Pusher published whole and which must not change while it is served. The
-component itself knows only the artifacts, not how a run is read back or rendered.
+artifacts (their properties, and where the evaluation is); `card.py` says what the card holds
+and writes `model_card.html` and `model_card.json` into the card's own ModelCard artifact and,
+when the model was pushed, into `<published_card_dir>/<version>/` beside the serving directory:
+never inside the published version, which the Pusher published whole and which must not change
+while it is served.
 """
 
 import datetime
@@ -17,10 +15,10 @@ import os
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
-from tfx.utils import import_utils
 
 from components import contracts
 from components.artifact_types import DataQualityReport, ModelCard
+from components.model_card import card as model_card
 
 
 def _property(artifact, name):
@@ -39,11 +37,9 @@ def ModelCardGenerator(model: InputArtifact[standard_artifacts.Model],
                        model_name: Parameter[str],
                        published_card_dir: Parameter[str],
                        training: Parameter[str],
-                       card_writer: Parameter[str],
                        code_version: Parameter[str] = ''):
-  """Writes the card with `card_writer` (a dotted path to a function of the facts and the
-  folders to write into), into `published_card_dir/<version>/` too when the model was pushed;
-  `training` is the recipe as JSON (network, epochs, ensemble members,
+  """Writes the card into its artifact, and into `published_card_dir/<version>/` too when the
+  model was pushed; `training` is the recipe as JSON (network, epochs, ensemble members,
   image size, batch size); `code_version` only keys TFX's cache."""
   del code_version
   pushed = _property(pushed_model, 'pushed') == 1
@@ -64,10 +60,9 @@ def ModelCardGenerator(model: InputArtifact[standard_artifacts.Model],
       pushed_destination=destination,
       tflite_pushed=_property(pushed_model, 'tflite_pushed') == 1,
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
-  write = import_utils.import_func_from_module(*card_writer.rsplit('.', 1))
   published = (os.path.join(published_card_dir, os.path.basename(destination.rstrip('/')))
                if destination else None)
-  write(facts, [card.uri] + ([published] if published else []))
+  model_card.write_model_cards(facts, [card.uri] + ([published] if published else []))
   if published:
     card.set_string_custom_property(contracts.MODEL_CARD_PUSHED_COPY_PROPERTY, os.path.join(
         published, contracts.MODEL_CARD_HTML_FILE))

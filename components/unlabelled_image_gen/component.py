@@ -21,7 +21,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
 from components import contracts
-from components.image_example_gen import image_files
+from inputs import image_files
 
 EXAMPLES_FILE = 'data_tfrecord-00000-of-00001.gz'
 

@@ -12,11 +12,11 @@ from typing import Any, Dict, List, Optional
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 
-from pipeline import eval_config
+from evaluation import metric_names
 
 # A metric name's end, and what the gate on it read.
-_EVIDENCE = {eval_config.LOWER: 'lower end of its 95 % interval',
-             eval_config.UPPER: 'upper end of its 95 % interval'}
+_EVIDENCE = {metric_names.LOWER: 'lower end of its 95 % interval',
+             metric_names.UPPER: 'upper end of its 95 % interval'}
 
 
 @dataclasses.dataclass
@@ -60,9 +60,9 @@ def _versus_baseline(key: str, margin: Optional[float], metrics: Dict[str, float
                      failed: List[str]) -> BlessingCheck:
   """The paired comparison with the baseline; `margin` None where TFMA dropped the threshold
   because there was no baseline (it keeps the metric, so the recorded configuration says so)."""
-  difference = metrics.get(eval_config.ACCURACY_VERSUS_BASELINE + '_diff')
+  difference = metrics.get(metric_names.ACCURACY_VERSUS_BASELINE + '_diff')
   lower = metrics.get(key + '_diff')
-  upper = metrics.get(eval_config.ACCURACY_VERSUS_BASELINE + eval_config.UPPER + '_diff')
+  upper = metrics.get(metric_names.ACCURACY_VERSUS_BASELINE + metric_names.UPPER + '_diff')
   check = "accuracy against the baseline model's on the same eval images"
   if margin is None or lower is None:
     return BlessingCheck(check, None, f'{key}_diff' not in failed,
@@ -77,7 +77,7 @@ def _versus_baseline(key: str, margin: Optional[float], metrics: Dict[str, float
 def blessing_checks(config: Dict[str, Any], metrics: Dict[str, float],
                     failed: List[str]) -> List[BlessingCheck]:
   """Each threshold of the Evaluator's configuration `config` (as `recorded_eval_config` gives
-  it), the measured value of the candidate (`metrics`, keyed as summary.overall_metrics keys
+  it), the measured value of the candidate (`metrics`, keyed as results.overall_metrics keys
   them) and whether it held."""
   checks = []
   for spec in config.get('metrics_specs', []):

@@ -11,9 +11,12 @@ import re
 import sys
 from typing import List, Optional
 
+from cli import command_line
 from components import contracts
+from inputs import layout
 from models import backbones, features, networks
-from pipeline import command_line, configs, metadata_connection
+from orchestration import metadata_connection
+from pipeline import configs
 
 EXIT_USAGE = command_line.EXIT_USAGE
 MAX_HASH_DISTANCE = 34
@@ -389,9 +392,9 @@ def check_data_root(data_root: str) -> Optional[str]:
     return f'data root {data_root} does not exist or is not a folder'
   folders = sorted(entry for entry in os.listdir(data_root)
                    if os.path.isdir(os.path.join(data_root, entry))
-                   and not contracts.is_os_clutter(entry))
-  spans = {int(contracts.SPAN_FOLDER.match(folder).group(1)): folder for folder in folders
-           if contracts.SPAN_FOLDER.match(folder)}
+                   and not layout.is_os_clutter(entry))
+  spans = {int(layout.SPAN_FOLDER.match(folder).group(1)): folder for folder in folders
+           if layout.SPAN_FOLDER.match(folder)}
   if spans:
     others = [folder for folder in folders if folder not in spans.values()]
     if others:
@@ -403,7 +406,7 @@ def check_data_root(data_root: str) -> Optional[str]:
     return (f'data root {data_root} has folders that are not classes: {", ".join(unknown)} '
             f'(expected only {", ".join(features.LABEL_NAMES)})')
   images = {folder: sum(1 for name in os.listdir(os.path.join(data_root, folder))
-                        if name.lower().endswith(contracts.IMAGE_EXTENSIONS))
+                        if name.lower().endswith(layout.IMAGE_EXTENSIONS))
             for folder in folders}
   if not sum(images.values()):
     return (f'data root {data_root} has no images in class folders '

@@ -17,7 +17,7 @@ class folder, and skipped otherwise. Skipped files inside class folders count to
 unusable fraction; files outside them are listed but do not count.
 
 Reading (`check_image`) then either accepts an image or says precisely why not: an empty file, a
-file over `contracts.MAX_IMAGE_FILE_BYTES`, a PNG chunk whose CRC does not match, not an image
+file over `layout.MAX_IMAGE_FILE_BYTES`, a PNG chunk whose CRC does not match, not an image
 at all, more pixels than `features.MAX_IMAGE_PIXELS` (from the header, before decoding), a
 truncated file, or corrupt data in the decoder's own words. Any image Pillow reads is used, in
 any mode, bit depth or colour space; `tensorflow_ready_bytes` keeps the file's own bytes when
@@ -36,10 +36,10 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from components import contracts
+from inputs import layout
 from models import features, image_decoding
 
-_MASK_STEM = re.compile(r'^(?P<image_stem>.+)' + contracts.MASK_SUFFIX + r'(?:_\d+)?$')
+_MASK_STEM = re.compile(r'^(?P<image_stem>.+)' + layout.MASK_SUFFIX + r'(?:_\d+)?$')
 # Formats TensorFlow decodes itself (see models/image_decoding.py); others are re-encoded.
 _TENSORFLOW_FORMATS = {'PNG', 'JPEG', 'BMP'}
 _SIGNATURES = {b'\x89PNG\r\n\x1a\n': 'PNG', b'\xff\xd8\xff': 'JPEG', b'BM': 'BMP'}
@@ -73,7 +73,7 @@ def span_folders(input_base: str) -> Dict[int, str]:
   which span would be a guess."""
   spans, class_folders = {}, []
   for name in _listdir(input_base):
-    match = contracts.SPAN_FOLDER.match(name)
+    match = layout.SPAN_FOLDER.match(name)
     if match and _isdir(os.path.join(input_base, name)):
       spans[int(match.group(1))] = name
     elif name in features.LABEL_NAMES:
@@ -120,7 +120,7 @@ def with_prefix(entries: List[Entry], prefix: str) -> List[Entry]:
 def span_of_file(relative: str) -> int:
   """The span number a relative file name such as 'span-2/benign/x.png' lies in; 0 without
   spans."""
-  match = contracts.SPAN_FOLDER.match(relative.split('/', 1)[0])
+  match = layout.SPAN_FOLDER.match(relative.split('/', 1)[0])
   return int(match.group(1)) if match else 0
 
 
@@ -146,10 +146,10 @@ def classify_name(relative: str, path: str) -> Entry:
   """What a file directly inside a class folder is, from its name alone."""
   folder, _, file_name = relative.rpartition('/')
   stem, extension = os.path.splitext(file_name)
-  if extension.lower() not in contracts.IMAGE_EXTENSIONS:
-    if extension.lower() in contracts.OTHER_IMAGE_EXTENSIONS:
+  if extension.lower() not in layout.IMAGE_EXTENSIONS:
+    if extension.lower() in layout.OTHER_IMAGE_EXTENSIONS:
       return _skipped(relative, path, f'unsupported image format ({extension}; accepted: '
-                      f'{", ".join(contracts.IMAGE_EXTENSIONS)})', counted=True)
+                      f'{", ".join(layout.IMAGE_EXTENSIONS)})', counted=True)
     return _skipped(relative, path,
                     f'not an image file ({extension or "no extension"})', counted=True)
   mask_match = _MASK_STEM.match(stem)
@@ -202,7 +202,7 @@ def list_data_root(input_base: str) -> Tuple[List[str], List[Entry]]:
     printable = _printable(name)
     if printable is not None:
       entries.append(_skipped(printable, '', 'file name is not valid UTF-8', counted=False))
-    elif contracts.is_os_clutter(name):
+    elif layout.is_os_clutter(name):
       entries.append(_ignored(name + ('/' if _isdir(path) else ''), path))
     elif name in features.LABEL_NAMES and _isdir(path):
       class_folders.append(name)
@@ -240,7 +240,7 @@ def list_class_folder(input_base: str, class_name: str) -> List[Entry]:
       entries.append(_skipped(f'{class_name}/{printable}', '', 'file name is not valid UTF-8',
                               counted=True))
       continue
-    if contracts.is_os_clutter(name):
+    if layout.is_os_clutter(name):
       entries.append(_ignored(relative + ('/' if _isdir(path) else ''), path))
       continue
     problem = _link_problem(path, allowed)
@@ -263,7 +263,7 @@ def list_unlabelled_folder(input_base: str) -> List[Entry]:
   entries = []
   walk = os.walk(input_base) if _is_local(input_base) else tf.io.gfile.walk(input_base)
   for directory, subfolders, files in walk:
-    clutter = sorted(name for name in subfolders if contracts.is_os_clutter(name))
+    clutter = sorted(name for name in subfolders if layout.is_os_clutter(name))
     entries += [_ignored(relative_path(os.path.join(directory, name), input_base) + '/',
                          os.path.join(directory, name)) for name in clutter]
     subfolders[:] = sorted(name for name in subfolders if name not in clutter)
@@ -274,7 +274,7 @@ def list_unlabelled_folder(input_base: str) -> List[Entry]:
       if printable is not None:
         entries.append(_skipped(relative_path(os.path.join(directory, printable), input_base),
                                 '', 'file name is not valid UTF-8', counted=True))
-      elif contracts.is_os_clutter(name):
+      elif layout.is_os_clutter(name):
         entries.append(_ignored(relative, path))
       elif _link_problem(path, allowed):
         entries.append(_skipped(relative, path, _link_problem(path, allowed), counted=True))
@@ -341,9 +341,9 @@ def check_image(content: bytes) -> Image.Image:
   """The image, fully decoded by Pillow, or UnusableFile with the precise reason."""
   if not content:
     raise UnusableFile('empty file (0 bytes)')
-  if len(content) > contracts.MAX_IMAGE_FILE_BYTES:
+  if len(content) > layout.MAX_IMAGE_FILE_BYTES:
     raise UnusableFile(f'file too large ({len(content)} bytes; the limit is '
-                       f'{contracts.MAX_IMAGE_FILE_BYTES} bytes)')
+                       f'{layout.MAX_IMAGE_FILE_BYTES} bytes)')
   crc_problem = png_crc_problem(content)
   if crc_problem:
     raise UnusableFile(crc_problem)
@@ -391,9 +391,9 @@ def read_image(path: str) -> Tuple[bytes, Image.Image]:
   """(content, Pillow image) of an image file; UnusableFile saying why not (a file over the size
   limit is not read), or OSError."""
   size = tf.io.gfile.stat(path).length
-  if size > contracts.MAX_IMAGE_FILE_BYTES:
+  if size > layout.MAX_IMAGE_FILE_BYTES:
     raise UnusableFile(f'file too large ({size} bytes; the limit is '
-                       f'{contracts.MAX_IMAGE_FILE_BYTES} bytes)')
+                       f'{layout.MAX_IMAGE_FILE_BYTES} bytes)')
   with tf.io.gfile.GFile(path, 'rb') as handle:
     content = handle.read()
   return content, check_image(content)

@@ -24,7 +24,7 @@ its interval.
 
 And their uncertainty: `BootstrapIntervals`, 95 % percentile intervals from 1,000 seeded
 resamples of the eval images (of whole near-duplicate groups when a group has several eval
-images; pipeline/classification_statistics.py computes the statistics and the intervals, this
+images; evaluation/classification_statistics.py computes the statistics and the intervals, this
 module is their TFMA plumbing): of accuracy, macro-F1, macro AUC and calibration error on the
 probabilities, of malignant sensitivity and specificity on the decision at the operating point
 (`<metric>_lower`, `<metric>_upper`). `BootstrapBound` is one end of one of those intervals as a
@@ -40,7 +40,7 @@ MultiClassConfusionMatrixPlot), and both are keyed without a sub-key, so a bless
 can be attached to them. TFMA's built-in per-class metrics with `top_k=1` are no substitute: a
 threshold key never carries `top_k`, so a gate cannot find them, and for a class that is never
 the most probable they report a recall of 1.0 (a model that never says "malignant" would pass).
-The Evaluator finds these metrics by module path (`pipeline.tfma_metrics`), so Beam workers
+The Evaluator finds these metrics by module path (`evaluation.tfma_metrics`), so Beam workers
 import them like the model code. Each takes a `code_version` that it ignores: the pipeline sets it
 to a fingerprint of this module, so that the eval config, and with it TFX's cache key, changes
 when these metrics do.
@@ -55,15 +55,14 @@ from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tensorflow_model_analysis.metrics import multi_class_confusion_matrix_metrics as matrices
 from tensorflow_model_analysis.utils import model_util
 
+from evaluation.classification_statistics import (REVIEW_STATISTICS, STATISTICS,
+                                                  bootstrap_intervals, class_precision_recall,
+                                                  macro_f1, malignant_recall, malignant_versus_rest)
+from evaluation.metric_names import (ACCURACY, ACCURACY_VERSUS_BASELINE, BRIER_SCORE,
+                                     EXPECTED_CALIBRATION_ERROR, LOWER, MACRO_AUC, MACRO_F1,
+                                     MALIGNANT_RECALL, MALIGNANT_SENSITIVITY, PROBABILITIES_OUTPUT,
+                                     REVIEW_OUTPUT, UPPER)
 from models import calibration, features
-from pipeline.classification_statistics import (REVIEW_STATISTICS, STATISTICS,
-                                                 bootstrap_intervals,
-                                                 class_precision_recall, macro_f1,
-                                                 malignant_recall, malignant_versus_rest)
-from pipeline.eval_config import (ACCURACY, ACCURACY_VERSUS_BASELINE, BRIER_SCORE,
-                                  EXPECTED_CALIBRATION_ERROR, LOWER, MACRO_AUC, MACRO_F1,
-                                  MALIGNANT_RECALL, MALIGNANT_SENSITIVITY, PROBABILITIES_OUTPUT,
-                                  REVIEW_OUTPUT, UPPER)
 
 _MATRIX_NAME = '_argmax_confusion_matrix'
 
@@ -402,7 +401,7 @@ def _versus_baseline_computations(name: str, draws: int = 1000, seed: int = 0,
 class DecisionReview(tfma.metrics.Metric):
   """On the `operating_point` output, beside the model's probabilities and review flag: the
   decisions' specificity regret, the share of eval images flagged for review, and the malignant
-  sensitivity and specificity of the decisions not flagged (pipeline/classification_statistics.py),
+  sensitivity and specificity of the decisions not flagged (evaluation/classification_statistics.py),
   each with its 95 % bootstrap interval ('<statistic>', '_lower', '_upper')."""
 
   def __init__(self, name: str = 'decision_review', draws: int = 1000, seed: int = 0,

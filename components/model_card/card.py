@@ -5,9 +5,10 @@ Google's model card toolkit does not install beside TFX 1.16 (it needs an older 
 card is made here from the pipeline's artifacts as ML Metadata recorded them (the Examples'
 class counts, the data-quality report, the Model's operating point, the Evaluator's metrics and
 thresholds, the serving check, the push) and rendered with Jinja2, as the run report is. The
-ModelCardGenerator component (components/model_card/) gathers those facts for every run and
-calls `write_model_cards` (its `card_writer`), which writes the card into its artifact and, for
-a pushed version, into `<output-dir>/model_cards/<model-name>/<version>/`.
+ModelCardGenerator component (component.py) gathers those facts for every run and calls
+`write_model_cards`, which writes the card into its artifact and, for a pushed version, into
+`<output-dir>/model_cards/<model-name>/<version>/`. How a metric, the operating point or the
+serving check is said is `presentation/wording.py`'s, as in the summary and the report.
 """
 
 import dataclasses
@@ -15,12 +16,12 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-import jinja2
 import tensorflow as tf
 
 from components import contracts
+from evaluation import blessing, results
 from models import features
-from runs import blessing, summary
+from presentation import pages, wording
 
 SPLIT_ORDER = (contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT)
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
@@ -85,7 +86,7 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
                      pushed_destination: Optional[str], tflite_pushed: bool,
                      created: str) -> Dict[str, Any]:
   """The card as a JSON-ready dict (the module docstring says where each part comes from)."""
-  metrics, matrices = summary.read_overall_evaluation(evaluation_uri)
+  metrics, matrices = results.read_overall_evaluation(evaluation_uri)
   checks = blessing.checks_of_evaluation(evaluation_uri, metrics)
   return {
       'model': {
@@ -106,7 +107,7 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
           'training': training,
           'hyperparameters': hyperparameters,
           'operating_point': operating_point,
-          'operating_point_line': (summary.format_operating_point(operating_point)
+          'operating_point_line': (wording.format_operating_point(operating_point)
                                    if operating_point else None),
           'tflite_bytes': tflite_bytes,
       },
@@ -126,7 +127,7 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
           'metrics': metric_rows(metrics),
           'per_class': per_class_rows(metrics),
           'confusion_matrix_at_operating_point': matrices.get('operating_point'),
-          'decision_review_lines': summary.format_decision_review(metrics),
+          'decision_review_lines': wording.format_decision_review(metrics),
       },
       'blessing': {
           'blessed': blessed,
@@ -134,9 +135,9 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
       },
       'serving_check': {
           'passed': serving_check_passed,
-          'line': (summary.format_serving_check(serving_check or {}, serving_check_passed)
+          'line': (wording.format_serving_check(serving_check or {}, serving_check_passed)
                    if serving_check_passed is not None else None),
-          'tflite_line': (summary.format_tflite(serving_check, tflite_bytes, tflite_pushed,
+          'tflite_line': (wording.format_tflite(serving_check, tflite_bytes, tflite_pushed,
                                                 tflite_error)
                           if serving_check_passed is not None else None),
       },
@@ -145,11 +146,7 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
 
 
 def render_html(card: Dict[str, Any]) -> str:
-  environment = jinja2.Environment(
-      loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True, trim_blocks=True,
-      lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-  environment.filters['number'] = lambda value: '—' if value is None else f'{float(value):.3f}'
-  return environment.get_template(contracts.MODEL_CARD_HTML_FILE).render(
+  return pages.environment(TEMPLATE_DIR).get_template(contracts.MODEL_CARD_HTML_FILE).render(
       card=card, class_names=features.LABEL_NAMES)
 
 

@@ -32,7 +32,8 @@ from typing import Callable, Iterator, Optional, Union
 
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import command_line, output_lock
+from cli import command_line
+from orchestration import output_lock
 
 PASSWORD_VARIABLE = 'BREAST_ULTRASOUND_METADATA_PASSWORD'
 MYSQL_PORT = 3306

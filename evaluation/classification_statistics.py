@@ -9,7 +9,7 @@ specificity (`decision_review_statistics`). Of two models' probabilities of the 
 `paired_statistics`, the candidate's accuracy less the baseline's. `bootstrap_intervals`
 resamples eval images, or whole near-duplicate groups, for 95 % percentile intervals; a paired
 statistic resamples both models' predictions of an image together, so the interval of the
-difference is as narrow as the models' agreement allows. pipeline/tfma_metrics.py wraps these as
+difference is as narrow as the models' agreement allows. evaluation/tfma_metrics.py wraps these as
 TFMA metrics; benchmarks/grouped_cross_validation.py computes them on its folds.
 """
 
@@ -18,9 +18,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 from sklearn import metrics as sklearn_metrics
 
+from evaluation.metric_names import (ACCURACY, ACCURACY_VERSUS_BASELINE, EXPECTED_CALIBRATION_ERROR,
+                                     MACRO_AUC, MACRO_F1, MALIGNANT_SENSITIVITY)
 from models import calibration, features
-from pipeline.eval_config import (ACCURACY, ACCURACY_VERSUS_BASELINE, EXPECTED_CALIBRATION_ERROR,
-                                  MACRO_AUC, MACRO_F1, MALIGNANT_SENSITIVITY)
 
 
 def macro_f1(counts: np.ndarray) -> float:
