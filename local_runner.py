@@ -102,7 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   flags.add_metadata_flags(parser)
   parser.add_argument('--infer-dir', metavar='DIR',
                       help='instead of training: classify the images in DIR (any layout; lesion '
-                      'masks and non-images are skipped and named) with the newest pushed model, '
+                      'masks and non-images are skipped and named) with the model a server would '
+                      'serve (the newest pushed version that loads), '
                       "through TFX's BulkInferrer, and write predictions.csv and .jsonl")
   parser.add_argument('--wait-for-output-dir', action='store_true',
                       help='when another run is using the output dir (or, in a shared ML '
@@ -140,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def infer(args) -> int:
-  """`--infer-dir`: the inference pipeline over a folder, with the newest pushed model."""
+  """`--infer-dir`: the inference pipeline over a folder, with the model a server would serve."""
   config = flags.config_from_flags(args, output_dir=os.path.abspath(args.output_dir))
   infer_dir = os.path.abspath(args.infer_dir)
   if not os.path.isdir(infer_dir):
@@ -157,15 +158,40 @@ def infer(args) -> int:
   if problem:
     print(f'local_runner.py: error: {problem}', file=sys.stderr)
     return metadata_connection.exit_code_of_problem(config)
-  from runs import inference, metadata_store  # pylint: disable=g-import-not-at-top
-  pushed = inference.latest_pushed_model(metadata_store.open_pipeline_store(config))
-  if pushed is None:
+  from runs import metadata_store  # pylint: disable=g-import-not-at-top
+  store = metadata_store.open_pipeline_store(config)
+  if not metadata_store.pushes(store):
     print(f'local_runner.py: error: no model has been pushed in {config.output_dir} yet',
           file=sys.stderr)
+    return EXIT_USAGE
+  pushed, why_not = model_to_infer_with(
+      store, config.serving_model_dir,
+      log=lambda line: print(f'local_runner.py: model directory: {line}', file=sys.stderr))
+  if pushed is None:
+    print(f'local_runner.py: error: {why_not}', file=sys.stderr)
     return EXIT_USAGE
   return metadata_connection.run_exclusively(
       config, args.wait_for_output_dir, PROG,
       lambda: run_inference_locked(config, infer_dir, pushed))
+
+
+def model_to_infer_with(store, serving_dir: str, log=print):
+  """The model `--infer-dir` classifies with: the version a model server would serve from
+  `serving_dir` (the newest that loads, by serving/model_directory.py's rule; each newer one that
+  does not is named through `log`) and the Model ML Metadata records as pushed as that version.
+  Returns (runs.inference.PushedModel, None), or (None, why there is none)."""
+  from runs import inference  # pylint: disable=g-import-not-at-top
+  from serving import model_directory, model_versions  # pylint: disable=g-import-not-at-top
+  try:
+    served = model_versions.load_chosen_version(serving_dir, log=log)
+  except model_directory.ModelDirectoryError as error:
+    return None, str(error)
+  pushed = inference.pushed_as(store, served.version)
+  if pushed is None:
+    return None, (f'version {served.version} in {serving_dir}, which a model server would serve, '
+                  'was not pushed by this pipeline (ML Metadata records no push of it): remove '
+                  'it, or push a model')
+  return pushed, None
 
 
 def run_inference_locked(config: configs.PipelineConfig, infer_dir: str, pushed) -> int:

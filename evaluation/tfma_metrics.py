@@ -401,8 +401,9 @@ def _versus_baseline_computations(name: str, draws: int = 1000, seed: int = 0,
 class DecisionReview(tfma.metrics.Metric):
   """On the `operating_point` output, beside the model's probabilities and review flag: the
   decisions' specificity regret, the share of eval images flagged for review, and the malignant
-  sensitivity and specificity of the decisions not flagged (evaluation/classification_statistics.py),
-  each with its 95 % bootstrap interval ('<statistic>', '_lower', '_upper')."""
+  sensitivity and specificity of the decisions not flagged
+  (evaluation/classification_statistics.py), each with its 95 % bootstrap interval
+  ('<statistic>', '_lower', '_upper')."""
 
   def __init__(self, name: str = 'decision_review', draws: int = 1000, seed: int = 0,
                confidence: float = 0.95, code_version: str = ''):

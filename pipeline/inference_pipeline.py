@@ -1,12 +1,12 @@
 """`create_inference_pipeline(config, ...)`: batch inference with TFX's BulkInferrer.
 
-UnlabelledImageExampleGen (a folder of images, ImageExampleGen's input policy) → BulkInferrer
-(the model's `from_examples` signature, over Beam) → InferenceExport (predictions.csv and
-predictions.jsonl). The model and its blessing come in through TFX Importers of the artifacts
-ML Metadata already holds (the runner finds the latest pushed model: runs/inference.py), so the
-InferenceResult's lineage leads back to the Trainer's Model and the Evaluator's blessing. It is a
-pipeline of its own (`<pipeline name>-inference`) in the same ML Metadata store and pipeline
-root, and never cached: every run classifies the folder as it is now.
+UnlabelledImageExampleGen (a folder of images, ImageExampleGen's input policy) → BulkInferrer (the
+model's `from_examples` signature, over Beam) → InferenceExport (predictions.csv and
+predictions.jsonl). The model and its blessing come in through TFX Importers of the artifacts ML
+Metadata already holds (the runner takes the version a server would serve and the model pushed as
+it: local_runner.py), so the InferenceResult's lineage leads back to the Trainer's Model and the
+Evaluator's blessing. It is a pipeline of its own (`<pipeline name>-inference`) in the same ML
+Metadata store and pipeline root, and never cached: every run classifies the folder as it is now.
 """
 
 from tfx.components import BulkInferrer

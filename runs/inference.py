@@ -1,10 +1,11 @@
 """Batch inference runs, read from ML Metadata: which model to use, and what each run did.
 
-`latest_pushed_model` is the model `local_runner.py --infer-dir` classifies with: the newest
-model the Pusher published, so blessed by the Evaluator and passed by the serving check, as the
-model server serves it. `inference_runs` describes each run of the inference pipeline
-(pipeline/inference_pipeline.py): the images it read and skipped, the model that served it (its
-artifact, the training run that made it and the version it was pushed as), and its predictions.
+`pushed_as` finds the Model the Pusher published as a version, with the blessing it was pushed on:
+`local_runner.py --infer-dir` classifies with the version a model server would serve (the newest
+that loads: serving/model_directory.py) and asks here which model that is. `inference_runs`
+describes each run of the inference pipeline (pipeline/inference_pipeline.py): the images it read
+and skipped, the model that served it (its artifact, the training run that made it and the version
+it was pushed as), and its predictions.
 """
 
 import dataclasses
@@ -28,10 +29,12 @@ class PushedModel:
   version: str
 
 
-def latest_pushed_model(store: mlmd.MetadataStore) -> Optional[PushedModel]:
-  """The newest pushed model with the blessing it was pushed on, or None."""
+def pushed_as(store: mlmd.MetadataStore, version: int) -> Optional[PushedModel]:
+  """The model the Pusher published as `version`, with the blessing it was pushed on; None when
+  ML Metadata records no such push (a version copied into the serving directory by hand)."""
   for push in reversed(metadata_store.pushes(store)):
-    if push.model is not None and push.model_blessing is not None:
+    if (push.model is not None and push.model_blessing is not None
+        and str(push.version) == str(version)):
       return PushedModel(push.model.uri, push.model_blessing.uri, push.model.id, push.version)
   return None
 

@@ -288,7 +288,8 @@ class Push:
 
 def pushes(store: mlmd.MetadataStore) -> List[Push]:
   """Every version the Pusher published, oldest first: the one place that says which model was
-  pushed as which version (the newest push is the model a server serves)."""
+  pushed as which version (which version a server serves is serving/model_directory.py's
+  answer: the newest that loads)."""
   found = []
   for pushed in sorted(store.get_artifacts_by_type('PushedModel'), key=lambda item: item.id):
     if artifact_property(pushed, 'pushed') != 1:

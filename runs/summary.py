@@ -241,8 +241,8 @@ def format_summary(summary: RunSummary) -> str:
   if summary.serving_check_passed is not None:
     check = wording.format_serving_check(summary.serving_check or {}, summary.serving_check_passed)
     lines.append(f'  serving check: {check}')
-    tflite = wording.format_tflite(summary.serving_check, summary.tflite_bytes, summary.tflite_pushed,
-                           summary.tflite_error)
+    tflite = wording.format_tflite(summary.serving_check, summary.tflite_bytes,
+                                   summary.tflite_pushed, summary.tflite_error)
     lines.append(f'  on-device model: {tflite}')
   pusher_cached = any(component.node_id == 'Pusher' and component.state == 'cached'
                       for component in summary.components)

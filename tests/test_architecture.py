@@ -32,6 +32,7 @@ EXCEPTIONS = {
     ('inputs/image_files.py', 'models.image_decoding'),
     ('components/image_example_gen/split_plan.py', 'models.group_split'),
     ('components/inference_export/component.py', 'models.answer'),
+    ('components/pusher/executor.py', 'serving.model_directory'),
     ('components/inference_export/component.py', 'models.calibration'),
     ('components/trainer/executor.py', 'models.calibration'),
     ('components/trainer/executor.py', 'models.model'),

@@ -1,17 +1,19 @@
 """Batch inference (`local_runner.py --infer-dir`, pipeline/inference_pipeline.py): TFX's
-BulkInferrer over a folder of unlabelled images with the newest pushed model, recorded in ML
-Metadata with lineage to that model, exported as CSV and JSON lines, listed by the inspector.
+BulkInferrer over a folder of unlabelled images with the model a server would serve, recorded in
+ML Metadata with lineage to that model, exported as CSV and JSON lines, listed by the inspector.
 The run is the last of the shared `pipeline_runs`."""
 
 import csv
 import json
 import os
+import shutil
 import subprocess
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import local_runner
 from conftest import BETWEEN_IMAGE
 from models import features
 from runs import inference, metadata_store
@@ -105,14 +107,39 @@ def test_inspect_lists_inference_runs(python, project_root, pipeline_runs, infer
   assert listed['predictions'] == run['predictions']
 
 
-def local_runner(python, project_root, *flags):
+def run_local_runner(python, project_root, *flags):
   return subprocess.run([python, 'local_runner.py', *map(str, flags)], cwd=project_root,
                         capture_output=True, text=True, timeout=300, check=False)
 
 
+def test_the_model_is_the_version_a_server_would_serve(pipeline_runs, pushed_model_dir, tmp_path):
+  """--infer-dir asks the serving directory which version is served (the newest that loads, as
+  the server and the prediction CLI) and ML Metadata which model was pushed as it."""
+  serving_dir = tmp_path / 'serving'
+  shutil.copytree(pushed_model_dir, serving_dir)
+  versions = sorted(int(name) for name in os.listdir(serving_dir))
+  assert len(versions) >= 2, versions  # the shared runs pushed more than one version
+  store = metadata_store.open_store(pipeline_runs['metadata_path'])
+  # The newest pushed version no longer loads: the one before it is served, and used.
+  (serving_dir / str(versions[-1]) / 'saved_model.pb').write_bytes(b'not a SavedModel')
+  lines = []
+  pushed, why_not = local_runner.model_to_infer_with(store, str(serving_dir), log=lines.append)
+  assert why_not is None and pushed.version == str(versions[-2])
+  assert lines[0].startswith(f'skipped version {versions[-1]}, which does not load: ')
+  assert lines[1:] == [f'serving version {versions[-2]}']
+  [push] = [push for push in metadata_store.pushes(store) if push.version == str(versions[-2])]
+  assert pushed.model_id == push.model.id and pushed.model_blessing_uri == push.model_blessing.uri
+  # A version copied in by hand loads and would be served, but no push made it: refused.
+  shutil.copytree(serving_dir / str(versions[-2]), serving_dir / str(versions[-1] + 1))
+  pushed, why_not = local_runner.model_to_infer_with(store, str(serving_dir), log=lines.append)
+  assert pushed is None and why_not == (
+      f'version {versions[-1] + 1} in {serving_dir}, which a model server would serve, was not '
+      'pushed by this pipeline (ML Metadata records no push of it): remove it, or push a model')
+
+
 def test_inference_errors_are_one_line(python, project_root, tmp_path, pipeline_runs):
   output_dir = pipeline_runs['output_dir']
-  missing = local_runner(python, project_root, '--output-dir', output_dir,
+  missing = run_local_runner(python, project_root, '--output-dir', output_dir,
                          '--infer-dir', tmp_path / 'nowhere')
   assert missing.returncode == 2
   assert missing.stderr.strip().splitlines() == [
@@ -120,7 +147,7 @@ def test_inference_errors_are_one_line(python, project_root, tmp_path, pipeline_
       'folder']
   (tmp_path / 'images').mkdir()
   (tmp_path / 'images' / 'notes.txt').write_text('not an image')
-  nothing = local_runner(python, project_root, '--output-dir', output_dir,
+  nothing = run_local_runner(python, project_root, '--output-dir', output_dir,
                          '--infer-dir', tmp_path / 'images')
   assert nothing.returncode == 2
   assert nothing.stderr.strip().splitlines() == [
@@ -128,7 +155,7 @@ def test_inference_errors_are_one_line(python, project_root, tmp_path, pipeline_
       'to classify (1 other files)']
   (tmp_path / 'images' / 'scan.png').write_bytes(
       (pipeline_runs['infer_dir'] / 'nested' / 'benign.png').read_bytes())
-  untrained = local_runner(python, project_root, '--output-dir', tmp_path / 'empty',
+  untrained = run_local_runner(python, project_root, '--output-dir', tmp_path / 'empty',
                            '--infer-dir', tmp_path / 'images')
   assert untrained.returncode == 2
   assert 'no ML Metadata at' in untrained.stderr and len(untrained.stderr.splitlines()) == 1

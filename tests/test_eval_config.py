@@ -180,8 +180,8 @@ def test_the_paired_interval_of_the_difference_is_narrower_than_the_two_interval
                                      seed=2)[metric_names.ACCURACY_VERSUS_BASELINE]
   assert lower < estimate < upper
   apart = [bootstrap_intervals(probability_statistics, labels, probabilities, groups, draws=500,
-                               seed=2)[metric_names.ACCURACY] for probabilities in (candidate,
-                                                                                   baseline)]
+                               seed=2)[metric_names.ACCURACY]
+           for probabilities in (candidate, baseline)]
   # Unpaired (two independent estimates), the difference's interval would be about
   # √(w₁² + w₂²) wide.
   unpaired = np.hypot(apart[0][1] - apart[0][0], apart[1][1] - apart[1][0])
@@ -195,7 +195,8 @@ def test_a_gate_on_a_bound_reads_the_end_of_the_interval_the_report_shows():
   probabilities[np.arange(60), labels] += 0.5
   probabilities /= probabilities.sum(axis=1, keepdims=True)
   metrics = overall_metrics(labels, probabilities, gate_on_bounds=True)
-  for name in (metric_names.ACCURACY + '_lower', metric_names.EXPECTED_CALIBRATION_ERROR + '_upper'):
+  for name in (metric_names.ACCURACY + metric_names.LOWER,
+               metric_names.EXPECTED_CALIBRATION_ERROR + metric_names.UPPER):
     assert 0 < metrics[name] < 1
   # BootstrapBound draws as BootstrapIntervals does: the same end.
   intervals = bootstrap_intervals(probability_statistics, labels, probabilities,

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 
 import pytest
-import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.types import standard_artifacts
 from tfx.proto import example_gen_pb2, range_config_pb2
@@ -162,7 +161,8 @@ def span_runs(tmp_path_factory, python, project_root):
   """Span 1, then a drifted span 2: the run that stops on the drift, the run that only warns,
   and a run refused by a schema file whose width domain the images lie outside; then span 3,
   from the same darker scanner and mix of classes as span 2, under the default `--drift stop`:
-  the negative control, which must train and push."""
+  the negative control, which must train and push; last span 4, refused by the first run's
+  pinned schema once it has that width domain."""
   base = tmp_path_factory.mktemp('spans')
   data_root, output_dir = base / 'data', base / 'output'
   make_span(data_root, 1)
@@ -189,8 +189,17 @@ def span_runs(tmp_path_factory, python, project_root):
   # gate against it is opened; the drift check under test is not.
   undrifted = local_runner(python, project_root, data_root, output_dir,
                            '--non-inferiority-margin', '1')
+  undrifted_report = (output_dir / 'report' / 'index.html').read_text()
+  # The schema the first run pinned validates every later span: narrowed to the same width
+  # domain, as a curator might narrow it, it refuses span 4 (from the same scanner as span 3).
+  io_utils.write_pbtxt_file(os.path.join(schemas[0].uri, 'schema.pbtxt'), pinned)
+  synthetic.generate_dataset(str(data_root / 'span-4'), images_per_class=12, image_size=64,
+                             seed=6, class_counts={'malignant': 30, 'normal': 4}, gain=0.5)
+  refused_by_pinned = local_runner(python, project_root, data_root, output_dir, '--drift', 'warn')
   return {'data_root': data_root, 'output_dir': output_dir, 'first': first,
-          'stopped': stopped, 'warned': warned, 'refused': refused, 'undrifted': undrifted}
+          'stopped': stopped, 'warned': warned, 'refused': refused, 'undrifted': undrifted,
+          'undrifted_report': undrifted_report, 'refused_by_pinned': refused_by_pinned,
+          'pinned_schema': pinned}
 
 
 def test_drift_stops_the_run_naming_the_label_distribution_and_the_darker_images(span_runs):
@@ -244,11 +253,12 @@ def test_later_spans_are_validated_against_the_first_runs_schema(span_runs):
   schemas = sorted(store.get_artifacts_by_type('Schema'), key=lambda found: found.id)
   origins = [metadata_store.artifact_property(found, 'schema_origin') for found in schemas]
   # The stopped run kept the first run's schema and the warned run reused that execution; the
-  # refused run imported its schema file; span 3's run kept the first run's schema again.
-  assert origins == ['inferred', 'pinned', None, 'pinned']
-  first, *kept = (tf.io.gfile.GFile(os.path.join(schemas[index].uri, 'schema.pbtxt')).read()
-                  for index in (0, 1, 3))
-  assert kept == [first, first]
+  # refused run imported its schema file; span 3's and span 4's runs kept the first run's
+  # schema again (narrowed before span 4's: test_a_span_outside_the_pinned_schema_...).
+  assert origins == ['inferred', 'pinned', None, 'pinned', 'pinned']
+  kept = [io_utils.SchemaReader().read(os.path.join(schemas[index].uri, 'schema.pbtxt'))
+          for index in (1, 3, 4)]
+  assert kept[0] == kept[1] != kept[2] == span_runs['pinned_schema']
 
 
 def test_a_span_outside_the_given_schema_is_refused_naming_the_span_feature_and_value(span_runs):
@@ -259,13 +269,29 @@ def test_a_span_outside_the_given_schema_is_refused_naming_the_span_feature_and_
   assert '64' in last_line
 
 
+def test_a_span_outside_the_pinned_schema_is_refused(span_runs):
+  """No schema file given: span 4 is validated against the schema the first run pinned, whose
+  width domain (narrowed after span 3's run) its 64-pixel images lie outside. A run that
+  inferred its schema afresh would pass."""
+  refused = span_runs['refused_by_pinned']
+  assert refused.returncode == 1
+  last_line = refused.stderr.strip().splitlines()[-1]
+  assert 'DataAnomaliesError: data validation failed: span 4 train: feature \'width\'' in last_line
+  assert '64' in last_line
+  store = metadata_store.open_store(str(span_runs['output_dir'] / 'metadata.sqlite'))
+  run = metadata_store.run_contexts(store)[-1]
+  states = {component.node_id: component.state
+            for component in metadata_store.component_runs(store, run.id)}
+  assert states['DataValidationGate'] == 'failed' and 'Trainer' not in states
+
+
 def test_the_inspector_and_the_report_show_each_span_and_its_drift(span_runs, python,
                                                                     project_root):
   listed = subprocess.run(
       [python, '-m', 'runs.inspect', '--output-dir', str(span_runs['output_dir']), '--json',
        'spans'], cwd=project_root, capture_output=True, text=True, timeout=300, check=True)
   rows = json.loads(listed.stdout)
-  assert [row['span'] for row in rows] == [1, 2, 3]
+  assert [row['span'] for row in rows] == [1, 2, 3, 4]
   assert rows[0]['compared_with_span'] is None
   assert rows[1]['compared_with_span'] == 1
   assert any('label_name drifted' in line for line in rows[1]['drifted'])
@@ -274,7 +300,7 @@ def test_the_inspector_and_the_report_show_each_span_and_its_drift(span_runs, py
       [python, '-m', 'runs.inspect', '--output-dir', str(span_runs['output_dir']), '--json',
        'models'], cwd=project_root, capture_output=True, text=True, timeout=300, check=True)
   assert [row['trained_spans'] for row in json.loads(models.stdout)] == [[1], [1, 2], [1, 2, 3]]
-  page = (span_runs['output_dir'] / 'report' / 'index.html').read_text()
+  page = span_runs['undrifted_report']  # the page after span 3's run
   assert 'Drift of span 3 from span 2' in page
   assert 'This run ingested <b>span 3</b>' in page
 
@@ -287,7 +313,7 @@ def test_an_undrifted_span_trains_and_pushes_under_the_default_drift_stop(span_r
   assert 'drift of span 3 from span 2 (train split):' in undrifted.stdout
   assert 'DRIFTED' not in undrifted.stdout
   store = metadata_store.open_store(str(span_runs['output_dir'] / 'metadata.sqlite'))
-  run = metadata_store.run_contexts(store)[-1]
+  run = metadata_store.run_contexts(store)[-2]  # span 4's run is the last
   states = {component.node_id: component.state
             for component in metadata_store.component_runs(store, run.id)}
   assert states['DataValidationGate'] == states['Trainer'] == states['Pusher'] == 'complete'

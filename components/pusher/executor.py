@@ -7,8 +7,9 @@ TF Serving never reads), flushes it to disk and renames it into place, which is 
 filesystem. Staging folders left by an interrupted push are removed by the next push. On a remote
 filesystem, where a folder rename is a copy, it falls back to TFX's order: everything but
 `saved_model.pb` first, `saved_model.pb` last, so a server never finds a SavedModel before its
-variables. Version numbers are Unix seconds, as TFX's, moved on by one when the folder exists, so
-every push is a new, higher version.
+variables. Which number the new version gets is the serving directory's rule
+(`serving/model_directory.py`, the one answer to which version is the newest): Unix seconds, as
+TFX's, or one above every numbered folder, so every push is a new, higher version.
 
 With the serving check's `infra_blessing` (components/serving_check/), the version also gets the
 Trainer's TFLite model in `<version>/tflite/` when the check found it agrees with the SavedModel
@@ -17,7 +18,6 @@ custom property `tflite_pushed` says whether it did.
 """
 
 import os
-import time
 from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
@@ -29,9 +29,9 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 from components import contracts
+from serving import model_directory
 
 STAGING_SUFFIX = '.incomplete'
-_SAVED_MODEL_FILE = 'saved_model.pb'
 
 
 def _is_local(path: str) -> bool:
@@ -62,14 +62,6 @@ def remove_abandoned_staging(base_directory: str) -> List[str]:
   return abandoned
 
 
-def next_version(base_directory: str) -> str:
-  """Unix seconds, or one more than the newest existing version if that is not lower."""
-  existing = [int(name.rstrip('/')) for name in (tf.io.gfile.listdir(base_directory)
-                                                 if tf.io.gfile.isdir(base_directory) else [])
-              if name.rstrip('/').isascii() and name.rstrip('/').isdigit()]
-  return str(max([int(time.time())] + [version + 1 for version in existing]))
-
-
 def publish_version(model_path: str, base_directory: str, version: str,
                     extra_folders: Optional[Dict[str, str]] = None) -> str:
   """Copies the SavedModel at `model_path` to `<base_directory>/<version>` atomically (locally;
@@ -82,8 +74,8 @@ def publish_version(model_path: str, base_directory: str, version: str,
     io_utils.copy_dir(model_path, destination, deny_regex_patterns=[r'saved_model\.pb'])
     for name, folder in extra_folders.items():
       io_utils.copy_dir(folder, os.path.join(destination, name))
-    io_utils.copy_file(os.path.join(model_path, _SAVED_MODEL_FILE),
-                       os.path.join(destination, _SAVED_MODEL_FILE))
+    io_utils.copy_file(os.path.join(model_path, model_directory.SAVED_MODEL_FILE),
+                       os.path.join(destination, model_directory.SAVED_MODEL_FILE))
     return destination
   staging = os.path.join(base_directory, f'.{version}{STAGING_SUFFIX}')
   io_utils.copy_dir(model_path, staging)
@@ -126,7 +118,7 @@ class Executor(tfx_pusher_executor.Executor):
     base_directory = push_destination.filesystem.base_directory
     for name in remove_abandoned_staging(base_directory):
       logging.warning('Removed %s, left by a push that did not finish.', name)
-    version = next_version(base_directory)
+    version = model_directory.next_version(base_directory)
     tflite_folder = agreeing_tflite_folder(input_dict)
     serving_path = publish_version(
         model_path, base_directory, version,
