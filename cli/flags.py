@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from cli import command_line
 from components import contracts
-from inputs import layout
+from inputs import dicom_files, layout
 from models import backbones, features, networks
 from orchestration import metadata_connection
 from pipeline import configs
@@ -406,7 +406,8 @@ def check_data_root(data_root: str) -> Optional[str]:
     return (f'data root {data_root} has folders that are not classes: {", ".join(unknown)} '
             f'(expected only {", ".join(features.LABEL_NAMES)})')
   images = {folder: sum(1 for name in os.listdir(os.path.join(data_root, folder))
-                        if name.lower().endswith(layout.IMAGE_EXTENSIONS))
+                        if name.lower().endswith(layout.IMAGE_EXTENSIONS)
+                        or dicom_files.starts_as_dicom(os.path.join(data_root, folder, name)))
             for folder in folders}
   if not sum(images.values()):
     return (f'data root {data_root} has no images in class folders '
@@ -414,7 +415,7 @@ def check_data_root(data_root: str) -> Optional[str]:
   missing = [name for name in features.LABEL_NAMES if not images.get(name)]
   if missing:
     return (f'data root {data_root} has no images of class {", ".join(missing)} (a folder '
-            f'{missing[0]}/ with PNG, JPEG or BMP images is needed for each class)')
+            f'{missing[0]}/ with PNG, JPEG, BMP or DICOM images is needed for each class)')
   return None
 
 

@@ -16,6 +16,12 @@ name; a file that is a symbolic link is used when it points inside the data root
 class folder, and skipped otherwise. Skipped files inside class folders count towards the
 unusable fraction; files outside them are listed but do not count.
 
+A file whose name is not an image's but which starts as DICOM (`DICM` at byte 128: a PACS
+export's `IM0001`) is an image too. Reading a DICOM file gives its ultrasound picture
+(inputs/dicom_files.py: the middle frame of a clip, cropped to the ultrasound region, in 8-bit
+RGB), stored as a PNG of those pixels, or the reason there is none; a `.dcm` file that is not
+DICOM is refused as such.
+
 Reading (`check_image`) then either accepts an image or says precisely why not: an empty file, a
 file over `layout.MAX_IMAGE_FILE_BYTES`, a PNG chunk whose CRC does not match, not an image
 at all, more pixels than `features.MAX_IMAGE_PIXELS` (from the header, before decoding), a
@@ -36,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from inputs import layout
+from inputs import dicom_files, layout
 from models import features, image_decoding
 
 _MASK_STEM = re.compile(r'^(?P<image_stem>.+)' + layout.MASK_SUFFIX + r'(?:_\d+)?$')
@@ -143,9 +149,13 @@ def _ignored(file: str, path: str) -> Entry:
 
 
 def classify_name(relative: str, path: str) -> Entry:
-  """What a file directly inside a class folder is, from its name alone."""
+  """What a file directly inside a class folder is, from its name, or for a name that is not an
+  image's, from whether it starts as DICOM."""
   folder, _, file_name = relative.rpartition('/')
   stem, extension = os.path.splitext(file_name)
+  if extension.lower() not in layout.IMAGE_EXTENSIONS and dicom_files.starts_as_dicom(path):
+    # A PACS export's names (`IM0001`, `1.2.840.113619.2.55.3.4`): the whole name is the stem.
+    return {'kind': 'image', 'file': relative, 'path': path, 'key': f'{folder}/{file_name}'}
   if extension.lower() not in layout.IMAGE_EXTENSIONS:
     if extension.lower() in layout.OTHER_IMAGE_EXTENSIONS:
       return _skipped(relative, path, f'unsupported image format ({extension}; accepted: '
@@ -344,6 +354,8 @@ def check_image(content: bytes) -> Image.Image:
   if len(content) > layout.MAX_IMAGE_FILE_BYTES:
     raise UnusableFile(f'file too large ({len(content)} bytes; the limit is '
                        f'{layout.MAX_IMAGE_FILE_BYTES} bytes)')
+  if dicom_files.is_dicom(content):
+    return dicom_image(content)
   crc_problem = png_crc_problem(content)
   if crc_problem:
     raise UnusableFile(crc_problem)
@@ -372,6 +384,18 @@ def check_image(content: bytes) -> Image.Image:
   return image
 
 
+def dicom_image(content: bytes) -> Image.Image:
+  """A DICOM file's ultrasound picture (inputs/dicom_files.py: the middle frame of a clip,
+  cropped to the ultrasound region) as an RGB image whose format is 'DICOM', or UnusableFile."""
+  try:
+    picture = dicom_files.read_dicom(content, max_pixels=features.MAX_IMAGE_PIXELS)
+  except dicom_files.UnusableDicom as error:
+    raise UnusableFile(str(error)) from None
+  image = Image.fromarray(picture.pixels)
+  image.format = 'DICOM'
+  return image
+
+
 def rgb_pixels(image: Image.Image) -> np.ndarray:
   """uint8 [height, width, 3]: the pixels Pillow read, as every step must see them.
 
@@ -396,7 +420,17 @@ def read_image(path: str) -> Tuple[bytes, Image.Image]:
                        f'{layout.MAX_IMAGE_FILE_BYTES} bytes)')
   with tf.io.gfile.GFile(path, 'rb') as handle:
     content = handle.read()
+  if path.lower().endswith(layout.DICOM_EXTENSIONS) and not dicom_files.is_dicom(content):
+    raise UnusableFile('not DICOM after all: no "DICM" marker at byte 128')
   return content, check_image(content)
+
+
+def served_bytes(content: bytes) -> bytes:
+  """What a served model is sent for a file: a DICOM file's picture as PNG (the bytes ExampleGen
+  stores for it), any other file as it is. UnusableFile for a DICOM file without a picture."""
+  if not dicom_files.is_dicom(content):
+    return content
+  return png_bytes(rgb_pixels(dicom_image(content)))
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

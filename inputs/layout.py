@@ -9,12 +9,15 @@ import re
 SPAN_FOLDER = re.compile(r'^span-(\d+)$')
 
 # Input files: `<data root>/<class>/<name><extension>`, masks beside their image as
-# `<name>_mask<extension>`, `<name>_mask_1<extension>`, ... (any case of the extension).
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
+# `<name>_mask<extension>`, `<name>_mask_1<extension>`, ... (any case of the extension). A DICOM
+# file is also recognised by its content whatever it is called (PACS exports often have no
+# extension): inputs/image_files.py looks.
+DICOM_EXTENSIONS = ('.dcm', '.dicom')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp') + DICOM_EXTENSIONS
 MASK_SUFFIX = '_mask'
 # Image formats that are not accepted, so that such a file is skipped as an unsupported format
 # rather than as "not an image".
-OTHER_IMAGE_EXTENSIONS = ('.avif', '.dcm', '.dicom', '.dng', '.gif', '.heic', '.heif', '.ico',
+OTHER_IMAGE_EXTENSIONS = ('.avif', '.dng', '.gif', '.heic', '.heif', '.ico',
                           '.jp2', '.jxl', '.pbm', '.pgm', '.ppm', '.psd', '.svg', '.tga', '.tif',
                           '.tiff', '.webp')
 MAX_IMAGE_FILE_BYTES = 64 * 1024 * 1024  # larger input files are skipped unread

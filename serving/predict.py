@@ -37,6 +37,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # google-api-core, imported by TensorFlow, warns on every import that Python 3.10 support ends.
 warnings.filterwarnings('ignore', category=FutureWarning, module='google')
 
+from inputs import dicom_files  # pylint: disable=g-import-not-at-top
 from models.answer import answer_of  # pylint: disable=g-import-not-at-top
 from serving import command_line, messages, model_directory, overlay  # pylint: disable=g-import-not-at-top
 
@@ -268,6 +269,16 @@ def explain_into(model, encoded: List[Tuple[str, bytes]], results: Dict, explain
     overlay.save_overlay(line['explanation'], heat, pixels)
 
 
+def sent_bytes(content: bytes) -> bytes:
+  """The bytes the model is sent for a file: a DICOM file's ultrasound picture as PNG, as
+  ExampleGen stores it (a served model reads encoded images, as TF Serving's), else the file."""
+  if not dicom_files.is_dicom(content):
+    return content
+  # Imported only for DICOM: it brings TensorFlow, which a server's client may not need.
+  from inputs import image_files  # pylint: disable=g-import-not-at-top
+  return image_files.served_bytes(content)
+
+
 def classify_files(model, files: List[str], explain_dir: Optional[str] = None
                    ) -> Iterable[Tuple[Dict, Optional[float]]]:
   """(result line, the model's malignant threshold or None) per file, in order; a batch the model
@@ -279,9 +290,11 @@ def classify_files(model, files: List[str], explain_dir: Optional[str] = None
     for file in batch:
       try:
         with open(file, 'rb') as handle:
-          encoded.append((file, handle.read()))
+          encoded.append((file, sent_bytes(handle.read())))
       except OSError as error:
         results[file] = ({'path': file, 'error': f'cannot read: {error.strerror}'}, None)
+      except ValueError as error:  # a DICOM file without a picture (image_files.UnusableFile)
+        results[file] = ({'path': file, 'error': f'not classified: {error}'}, None)
     try:
       answers = model.classify([image for _, image in encoded]) if encoded else []
       results.update({file: (result_line(file, answer), answer['malignant_threshold'])

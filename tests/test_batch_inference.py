@@ -151,7 +151,7 @@ def test_inference_errors_are_one_line(python, project_root, tmp_path, pipeline_
                          '--infer-dir', tmp_path / 'images')
   assert nothing.returncode == 2
   assert nothing.stderr.strip().splitlines() == [
-      f'local_runner.py: error: --infer-dir {tmp_path / "images"} has no PNG, JPEG or BMP image '
+      f'local_runner.py: error: --infer-dir {tmp_path / "images"} has no PNG, JPEG, BMP or DICOM image '
       'to classify (1 other files)']
   (tmp_path / 'images' / 'scan.png').write_bytes(
       (pipeline_runs['infer_dir'] / 'nested' / 'benign.png').read_bytes())

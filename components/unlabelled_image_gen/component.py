@@ -1,7 +1,7 @@
 """UnlabelledImageExampleGen: a folder of images to classify → Examples for TFX's BulkInferrer.
 
 The images have no class folders: every file below the folder is considered, with the input
-policy of ImageExampleGen (image_files.py): PNG, JPEG and BMP images are read and checked as for
+policy of ImageExampleGen (image_files.py): PNG, JPEG, BMP and DICOM images are read and checked as for
 training; lesion masks, files that are not images, corrupt or oversized images, dangling links
 and links out of the folder are skipped, each with its reason; what operating systems leave
 behind is ignored. Each image becomes a tf.Example with the raw features a model's
