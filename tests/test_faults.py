@@ -320,7 +320,7 @@ def test_a_read_only_output_dir_ends_with_one_line(python, project_root, separab
 
 def test_waiting_for_a_busy_output_dir(tmp_path, python):
   holder = subprocess.Popen(
-      [python, '-c', 'import sys, time; from pipeline import output_lock\n'
+      [python, '-c', 'import sys, time; from orchestration import output_lock\n'
        'with output_lock.exclusive_output_dir(sys.argv[1]):\n'
        '  print("holding", flush=True); time.sleep(3)', str(tmp_path)],
       stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
