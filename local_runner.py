@@ -151,8 +151,8 @@ def infer(args) -> int:
   from inputs import image_files  # pylint: disable=g-import-not-at-top
   entries = image_files.list_unlabelled_folder(infer_dir)
   if not any(entry['kind'] == 'image' for entry in entries):
-    print(f'local_runner.py: error: --infer-dir {args.infer_dir} has no PNG, JPEG, BMP or DICOM image '
-          f'to classify ({len(entries)} other files)', file=sys.stderr)
+    print(f'local_runner.py: error: --infer-dir {args.infer_dir} has no PNG, JPEG, BMP or DICOM '
+          f'image to classify ({len(entries)} other files)', file=sys.stderr)
     return EXIT_USAGE
   problem = metadata_connection.reader_problem(config)
   if problem:

@@ -16,7 +16,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 from PIL import Image  # pylint: disable=g-import-not-at-top
 
-from data import synthetic  # pylint: disable=g-import-not-at-top
+from data import dicom, synthetic  # pylint: disable=g-import-not-at-top
 from models import features  # pylint: disable=g-import-not-at-top
 from runs import metadata_store  # pylint: disable=g-import-not-at-top
 
@@ -158,6 +158,12 @@ def pipeline_runs(first_runs, tmp_path_factory, worker_id, python, project_root)
     between = decided_malignant_yet_not_most_probable(
         output_dir / 'serving' / 'breast_ultrasound', data_root)
     (infer_dir / 'nested' / BETWEEN_IMAGE).write_bytes(between)
+    # The malignant image as a PACS exports it: DICOM without an extension, JPEG-LS, the middle
+    # frame of a clip inside the scanner's screen (test_batch_inference.py).
+    pixels = np.asarray(Image.open(data_root / 'malignant' / 'malignant (4).png').convert('RGB'))
+    screen, region = dicom.in_scanner_interface(pixels)
+    dicom.write_ultrasound(str(infer_dir / 'nested' / DICOM_IMAGE), screen,
+                           transfer_syntax=dicom.JPEG_LS, frames=3, region=region)
     (infer_dir / 'notes.txt').write_text('not an image')
     (infer_dir / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'truncated')
     inference = subprocess.run(
@@ -178,6 +184,7 @@ def pipeline_runs(first_runs, tmp_path_factory, worker_id, python, project_root)
 
 
 BETWEEN_IMAGE = 'between.png'
+DICOM_IMAGE = 'IM0001'  # the malignant image (4) as DICOM
 
 
 def decided_malignant_yet_not_most_probable(model_base_path, data_root) -> bytes:
@@ -349,8 +356,8 @@ def pytest_collection_modifyitems(items):
   """`make test` runs on two pytest-xdist workers with `--dist loadgroup`. The shared pipeline
   runs are built once, by the first worker that needs them (`_once_for_all_workers`); the tests
   that read them are one group, but for the serving tests, which are spread over several so that
-  both workers can take them (the only cost: each group starts its module's servers); every other test stays with its module, so its module-scoped
-  fixtures are built once.
+  both workers can take them (the only cost: each group starts its module's servers); every
+  other test stays with its module, so its module-scoped fixtures are built once.
 
   The quick tier (`make test-quick`, `-m quick`) is every test that starts no process (none
   asks for the `python` fixture, which every subprocess-starting fixture and test uses) and the

@@ -14,12 +14,14 @@ import pytest
 import tensorflow as tf
 
 import local_runner
-from conftest import BETWEEN_IMAGE
+from conftest import BETWEEN_IMAGE, DICOM_IMAGE
+from inputs import image_files
 from models import features
 from runs import inference, metadata_store
 
 # The three classes' images and the blend decided malignant though benign is more probable.
-NESTED = sorted([f'nested/{name}.png' for name in features.LABEL_NAMES] + [f'nested/{BETWEEN_IMAGE}'])
+NESTED = sorted([f'nested/{name}.png' for name in features.LABEL_NAMES]
+                + [f'nested/{BETWEEN_IMAGE}', f'nested/{DICOM_IMAGE}'])
 
 
 @pytest.fixture(scope='module')
@@ -35,11 +37,11 @@ def test_the_newest_pushed_model_classifies_the_folder(pipeline_runs, inference_
                                      'breast_ultrasound'))[-1]
   assert run['state'] == 'complete' and run['model_version'] == newest_version
   assert run['input'] == str(pipeline_runs['infer_dir'])
-  assert run['images'] == 4
+  assert run['images'] == 5
   assert sorted(row['file'] for row in run['skipped']) == [
       'broken.png', 'notes.txt', 'scan (4)_mask.png']
   stdout = pipeline_runs['inference_stdout']
-  assert f'pushed as version {newest_version}' in stdout and 'images classified: 4; skipped 3' in (
+  assert f'pushed as version {newest_version}' in stdout and 'images classified: 5; skipped 3' in (
       stdout)
   assert 'scan (4)_mask.png: a lesion mask (masks are not classified)' in stdout
   # Inference runs are not training runs: the summary, report and `inspect runs` leave them out.
@@ -55,7 +57,9 @@ def test_predictions_match_the_pushed_model_in_csv_and_json_lines(pipeline_runs,
   assert [row['path'] for row in table] == [line['path'] for line in lines] == NESTED
   version_dir = os.path.join(pipeline_runs['output_dir'], 'serving', 'breast_ultrasound',
                              run['model_version'])
-  encoded = [(pipeline_runs['infer_dir'] / path).read_bytes() for path in NESTED]
+  # What the model is sent for each file: the DICOM file's picture as PNG, the others as they are.
+  encoded = [image_files.served_bytes((pipeline_runs['infer_dir'] / path).read_bytes())
+             for path in NESTED]
   served = tf.saved_model.load(version_dir).signatures['serving_default'](
       image_bytes=tf.constant(encoded))
   for row, line, probabilities, decision, threshold, review, reason in zip(
@@ -79,8 +83,13 @@ def test_predictions_match_the_pushed_model_in_csv_and_json_lines(pipeline_runs,
     assert line['review'] is bool(review) and row['review'] == str(bool(review))
     assert line['review_reason'] == row['review_reason'] == reason.decode()
     assert bool(reason) == bool(review)
-  assert sum(run['decision_counts'].values()) == 4
+  assert sum(run['decision_counts'].values()) == 5
   assert run['review_count'] == sum(line['review'] for line in lines)
+  # The DICOM file is the malignant PNG's picture inside a scanner's screen: the same answer.
+  by_path = {line['path']: line for line in lines}
+  assert by_path[f'nested/{DICOM_IMAGE}']['scores'] == pytest.approx(
+      by_path['nested/malignant.png']['scores'], abs=1e-6)
+  assert by_path[f'nested/{DICOM_IMAGE}']['decision'] == by_path['nested/malignant.png']['decision']
 
 
 def test_the_inference_result_leads_back_to_the_trained_model(inference_run):
@@ -103,7 +112,7 @@ def test_inspect_lists_inference_runs(python, project_root, pipeline_runs, infer
        'inferences'], cwd=project_root, capture_output=True, text=True, timeout=300, check=False)
   assert completed.returncode == 0, completed.stderr[-2000:]
   [listed] = json.loads(completed.stdout)
-  assert listed['model_id'] == run['model_id'] and listed['images'] == 4
+  assert listed['model_id'] == run['model_id'] and listed['images'] == 5
   assert listed['predictions'] == run['predictions']
 
 
@@ -151,8 +160,8 @@ def test_inference_errors_are_one_line(python, project_root, tmp_path, pipeline_
                          '--infer-dir', tmp_path / 'images')
   assert nothing.returncode == 2
   assert nothing.stderr.strip().splitlines() == [
-      f'local_runner.py: error: --infer-dir {tmp_path / "images"} has no PNG, JPEG, BMP or DICOM image '
-      'to classify (1 other files)']
+      f'local_runner.py: error: --infer-dir {tmp_path / "images"} has no PNG, JPEG, BMP or '
+      'DICOM image to classify (1 other files)']
   (tmp_path / 'images' / 'scan.png').write_bytes(
       (pipeline_runs['infer_dir'] / 'nested' / 'benign.png').read_bytes())
   untrained = run_local_runner(python, project_root, '--output-dir', tmp_path / 'empty',
