@@ -159,11 +159,13 @@ def pipeline_runs(first_runs, tmp_path_factory, worker_id, python, project_root)
         output_dir / 'serving' / 'breast_ultrasound', data_root)
     (infer_dir / 'nested' / BETWEEN_IMAGE).write_bytes(between)
     # The malignant image as a PACS exports it: DICOM without an extension, JPEG-LS, the middle
-    # frame of a clip inside the scanner's screen (test_batch_inference.py).
+    # frame of a clip inside the scanner's screen, a patient's identifiers in its header
+    # (test_batch_inference.py).
     pixels = np.asarray(Image.open(data_root / 'malignant' / 'malignant (4).png').convert('RGB'))
     screen, region = dicom.in_scanner_interface(pixels)
     dicom.write_ultrasound(str(infer_dir / 'nested' / DICOM_IMAGE), screen,
-                           transfer_syntax=dicom.JPEG_LS, frames=3, region=region)
+                           transfer_syntax=dicom.JPEG_LS, frames=3, region=region,
+                           identifiers=dicom.IDENTIFIERS)
     (infer_dir / 'notes.txt').write_text('not an image')
     (infer_dir / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'truncated')
     inference = subprocess.run(

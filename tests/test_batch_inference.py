@@ -4,6 +4,7 @@ ML Metadata with lineage to that model, exported as CSV and JSON lines, listed b
 The run is the last of the shared `pipeline_runs`."""
 
 import csv
+import gzip
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import tensorflow as tf
 
 import local_runner
 from conftest import BETWEEN_IMAGE, DICOM_IMAGE
+from data import dicom
 from inputs import image_files
 from models import features
 from runs import inference, metadata_store
@@ -114,6 +116,27 @@ def test_inspect_lists_inference_runs(python, project_root, pipeline_runs, infer
   [listed] = json.loads(completed.stdout)
   assert listed['model_id'] == run['model_id'] and listed['images'] == 5
   assert listed['predictions'] == run['predictions']
+
+
+def test_no_identifier_in_a_dicom_header_reaches_any_output(pipeline_runs, inference_run):
+  """IM0001's header carries a patient's name, IDs, birth date, accession number, institution
+  and station (data/dicom.py's IDENTIFIERS): none reaches a file under the output directory
+  (examples, predictions, ML Metadata's database, reports, model cards) or the run's output."""
+  tokens = sorted({part for value in dicom.IDENTIFIERS.values()
+                   for part in value.replace('^', ' ').split() if len(part) >= 6})
+  planted = (pipeline_runs['infer_dir'] / 'nested' / DICOM_IMAGE).read_bytes()
+  assert all(token.encode() in planted for token in tokens)
+  found = []
+  for folder, _, names in os.walk(pipeline_runs['output_dir']):
+    for name in names:
+      path = os.path.join(folder, name)
+      with open(path, 'rb') as handle:
+        data = handle.read()
+      if name.endswith('.gz'):  # the examples' TFRecords
+        data = gzip.decompress(data)
+      found += [(path, token) for token in tokens if token.encode() in data]
+  found += [('output', token) for token in tokens if token in pipeline_runs['inference_stdout']]
+  assert found == []
 
 
 def run_local_runner(python, project_root, *flags):

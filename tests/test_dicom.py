@@ -6,6 +6,7 @@ refused with its reason. The files are written by data/dicom.py from a synthetic
 import io
 import json
 import os
+import pathlib
 import subprocess
 
 import numpy as np
@@ -125,6 +126,17 @@ def test_what_is_not_an_ultrasound_picture_is_refused_with_its_reason(picture):
     dicom_files.read_dicom(bytes_of(huge), max_pixels=100)
 
 
+def identifier_tokens():
+  """The planted identifiers' distinctive parts (a person name's parts apart, as a log or a
+  page might write them)."""
+  return sorted({part for value in dicom.IDENTIFIERS.values()
+                 for part in value.replace('^', ' ').split() if len(part) >= 6})
+
+
+def identifiers_in(data: bytes):
+  return [token for token in identifier_tokens() if token.encode() in data]
+
+
 def write_dicom_root(root, source):
   """A data root of DICOM exports made from `source`'s PNGs: several transfer syntaxes, names
   with and without an extension, a clip inside a scanner's interface; and three files that give
@@ -142,13 +154,15 @@ def write_dicom_root(root, source):
       if index == 2:  # a cine clip inside the scanner's screen
         screen, region = dicom.in_scanner_interface(pixels)
         dicom.write_ultrasound(str(root / label / name), screen, transfer_syntax=syntax,
-                               frames=3, region=region)
+                               frames=3, region=region, identifiers=dicom.IDENTIFIERS)
       else:
-        dicom.write_ultrasound(str(root / label / name), pixels, transfer_syntax=syntax)
+        dicom.write_ultrasound(str(root / label / name), pixels, transfer_syntax=syntax,
+                               identifiers=dicom.IDENTIFIERS)
       pictures[f'{label}/{name}'] = pixels
   picture = next(iter(pictures.values()))
   (root / 'benign' / 'fake.dcm').write_bytes(b'not DICOM at all' * 20)
-  dicom.write_ultrasound(str(root / 'benign' / 'mammogram.dcm'), picture, modality='MG')
+  dicom.write_ultrasound(str(root / 'benign' / 'mammogram.dcm'), picture, modality='MG',
+                         identifiers=dicom.IDENTIFIERS)
   report = dataset_of(dicom.ultrasound_bytes(picture))
   del report.PixelData
   report.SOPClassUID = report.file_meta.MediaStorageSOPClassUID = pydicom.uid.BasicTextSRStorage
@@ -171,6 +185,16 @@ def test_image_example_gen_reads_a_dicom_export_as_the_same_pictures(tmp_path):
       name = example.features.feature[features.FILENAME_KEY].bytes_list.value[0].decode()
       written[name] = example
   assert set(written) == set(pictures)
+  # The headers' identifiers stay in the reader: not in any example, property or file written.
+  assert identifiers_in((root / 'benign' / 'IM0000').read_bytes())  # they were planted
+  assert not [name for name, example in written.items()
+              if identifiers_in(example.SerializeToString())]
+  assert not identifiers_in(json.dumps(
+      {name: examples.get_custom_property(name) for name in examples.mlmd_artifact.custom_properties},
+      default=str).encode())
+  for folder, _, names in os.walk(tmp_path / 'out'):
+    for name in names:
+      assert not identifiers_in((pathlib.Path(folder) / name).read_bytes()), name
   for name, pixels in pictures.items():
     stored = written[name].features.feature[features.IMAGE_KEY].bytes_list.value[0]
     # What Transform decodes: the picture itself, the scanner's interface cropped away.
