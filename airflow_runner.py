@@ -39,7 +39,7 @@ from cli import command_line  # pylint: disable=g-import-not-at-top
 
 command_line.prepare_environment()
 
-from cli import flags  # pylint: disable=g-import-not-at-top
+from cli import exclusive_run, flags  # pylint: disable=g-import-not-at-top
 from orchestration import metadata_connection  # pylint: disable=g-import-not-at-top
 from pipeline import configs  # pylint: disable=g-import-not-at-top
 from runs import after_run  # pylint: disable=g-import-not-at-top
@@ -110,7 +110,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   os.makedirs(config.output_dir, exist_ok=True)
   os.environ.setdefault('AIRFLOW_HOME', os.path.join(config.output_dir, 'airflow'))
   os.environ.setdefault('AIRFLOW__CORE__LOAD_EXAMPLES', 'False')
-  return metadata_connection.run_exclusively(config, False, PROG, lambda: run_dag_test(config))
+  return exclusive_run.run_exclusively(config, False, PROG, lambda: run_dag_test(config))
 
 
 def run_dag_test(config: configs.PipelineConfig) -> int:

@@ -25,7 +25,7 @@ command_line.prepare_environment()
 # TFMA divides by zero for a class absent from a slice and reports NaN, which the summary shows.
 warnings.filterwarnings('ignore', category=RuntimeWarning, module='tensorflow_model_analysis')
 
-from cli import flags  # pylint: disable=g-import-not-at-top
+from cli import exclusive_run, flags  # pylint: disable=g-import-not-at-top
 from orchestration import metadata_connection  # pylint: disable=g-import-not-at-top
 from pipeline import configs  # pylint: disable=g-import-not-at-top
 from runs import after_run  # pylint: disable=g-import-not-at-top
@@ -128,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
   try:
     os.makedirs(config.output_dir, exist_ok=True)
-    return metadata_connection.run_exclusively(config, args.wait_for_output_dir, PROG,
+    return exclusive_run.run_exclusively(config, args.wait_for_output_dir, PROG,
                                                lambda: run_locked(config))
   except OSError as error:  # creating the output dir or its lock file
     trouble = output_trouble(error, config.output_dir)
@@ -157,7 +157,7 @@ def infer(args) -> int:
   problem = metadata_connection.reader_problem(config)
   if problem:
     print(f'local_runner.py: error: {problem}', file=sys.stderr)
-    return metadata_connection.exit_code_of_problem(config)
+    return exclusive_run.exit_code_of_problem(config)
   from runs import metadata_store  # pylint: disable=g-import-not-at-top
   store = metadata_store.open_pipeline_store(config)
   if not metadata_store.pushes(store):
@@ -170,7 +170,7 @@ def infer(args) -> int:
   if pushed is None:
     print(f'local_runner.py: error: {why_not}', file=sys.stderr)
     return EXIT_USAGE
-  return metadata_connection.run_exclusively(
+  return exclusive_run.run_exclusively(
       config, args.wait_for_output_dir, PROG,
       lambda: run_inference_locked(config, infer_dir, pushed))
 

@@ -46,6 +46,13 @@ IDENTIFIERS: Dict[str, str] = {
 }
 
 
+def identifier_tokens() -> List[str]:
+  """The distinctive parts of `IDENTIFIERS` to search an output for (a person name's parts
+  apart, as a log or a page might write them)."""
+  return sorted({part for value in IDENTIFIERS.values()
+                 for part in value.replace('^', ' ').split() if len(part) >= 6})
+
+
 def _uids():
   from pydicom import uid  # pylint: disable=g-import-not-at-top
   return {EXPLICIT: uid.ExplicitVRLittleEndian, IMPLICIT: uid.ImplicitVRLittleEndian,

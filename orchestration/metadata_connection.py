@@ -26,13 +26,11 @@ keep them apart:
 import contextlib
 import dataclasses
 import os
-import sys
 import urllib.parse
-from typing import Callable, Iterator, Optional, Union
+from typing import Iterator, Optional, Union
 
 from ml_metadata.proto import metadata_store_pb2
 
-from cli import command_line
 from orchestration import output_lock
 
 PASSWORD_VARIABLE = 'BREAST_ULTRASOUND_METADATA_PASSWORD'
@@ -125,20 +123,13 @@ def reader_location(config) -> Union[str, metadata_store_pb2.ConnectionConfig]:
 
 def reader_problem(config) -> Optional[str]:
   """One line when a command that reads the store has none to read, else None (exit with
-  `exit_code_of_problem`)."""
+  cli/exclusive_run.py's `exit_code_of_problem`)."""
   if server_of(config) is None:
     if not os.path.isfile(config.metadata_path):
       return (f'no ML Metadata at {config.metadata_path}; is --output-dir the pipeline\'s '
               'output dir?')
     return None
   return unreachable(config)
-
-
-def exit_code_of_problem(config) -> int:
-  """No SQLite store is a usage error (a wrong --output-dir); a server that cannot be used is
-  the environment's."""
-  return (command_line.EXIT_USAGE if server_of(config) is None
-          else command_line.EXIT_METADATA_UNAVAILABLE)
 
 
 def _client(server: ServerAddress, password: str, with_database: bool = True):
@@ -237,16 +228,3 @@ def exclusive_pipeline(config, wait: bool = False) -> Iterator[None]:
     yield
   finally:
     connection.close()  # the server drops the lock with the connection
-
-
-def run_exclusively(config, wait: bool, prog: str, run: Callable[[], int]) -> int:
-  """`run()` holding the output directory and the pipeline's lock in the shared store (the one
-  way every runner takes them); when another run holds either, one line naming it and
-  EXIT_OUTPUT_DIR_BUSY. OSError when the output directory's lock file cannot be written."""
-  try:
-    with output_lock.exclusive_output_dir(config.output_dir, wait=wait), \
-        exclusive_pipeline(config, wait=wait):
-      return run()
-  except output_lock.OutputDirectoryBusy as error:
-    print(f'{prog}: error: {error}', file=sys.stderr)
-    return command_line.EXIT_OUTPUT_DIR_BUSY

@@ -42,7 +42,7 @@ from cli import command_line
 
 command_line.prepare_environment()
 
-from cli import flags  # pylint: disable=g-import-not-at-top
+from cli import exclusive_run, flags  # pylint: disable=g-import-not-at-top
 from orchestration import metadata_connection, output_lock  # pylint: disable=g-import-not-at-top
 from runs import metadata_store  # pylint: disable=g-import-not-at-top
 
@@ -348,7 +348,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   problem = metadata_connection.reader_problem(config)
   if problem:
     print(f'runs.inspect: error: {problem}', file=sys.stderr)
-    return metadata_connection.exit_code_of_problem(config)
+    return exclusive_run.exit_code_of_problem(config)
   store = metadata_store.open_pipeline_store(config)
   if args.command == 'runs':
     result, text = list_runs(store, args.output_dir), format_runs

@@ -26,7 +26,7 @@ from cli import command_line
 
 command_line.prepare_environment()
 
-from cli import flags  # pylint: disable=g-import-not-at-top
+from cli import exclusive_run, flags  # pylint: disable=g-import-not-at-top
 from models import features  # pylint: disable=g-import-not-at-top
 from orchestration import metadata_connection  # pylint: disable=g-import-not-at-top
 from pipeline import code_version  # pylint: disable=g-import-not-at-top
@@ -145,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   problem = metadata_connection.reader_problem(config)
   if problem:
     print(f'runs.report: error: {problem}', file=sys.stderr)
-    return metadata_connection.exit_code_of_problem(config)
+    return exclusive_run.exit_code_of_problem(config)
   try:
     index = write_report(metadata_connection.reader_location(config), config.report_dir,
                          args.run, config.pipeline_name, config.output_dir)

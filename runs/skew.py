@@ -32,7 +32,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.utils import io_utils
 
-from cli import flags
+from cli import exclusive_run, flags
 from components import contracts
 from components.drift_check.component import measurements, with_comparators
 from inputs import image_files
@@ -181,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   config = flags.reader_config(args)
   problem = metadata_connection.reader_problem(config)
   if problem:
-    parser.exit(metadata_connection.exit_code_of_problem(config),
+    parser.exit(exclusive_run.exit_code_of_problem(config),
                 f'{parser.prog}: error: {problem}\n')
   if not tf.io.gfile.isdir(args.request_log_dir):
     parser.error(f'--request-log-dir {args.request_log_dir} does not exist')

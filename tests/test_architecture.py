@@ -20,7 +20,7 @@ FORBIDDEN = {
     'evaluation': {'pipeline', 'cli', 'orchestration', 'presentation', 'components', 'serving',
                    'runs'},
     'presentation': {'pipeline', 'cli', 'orchestration', 'components', 'serving', 'runs'},
-    'orchestration': {'pipeline', 'evaluation', 'components', 'models', 'serving', 'runs'},
+    'orchestration': {'cli', 'pipeline', 'evaluation', 'components', 'models', 'serving', 'runs'},
     'cli': {'serving', 'runs'},
 }
 # components/ and inputs/ may take from models/ only the shared contract.
