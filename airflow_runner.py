@@ -99,7 +99,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   config = config_from_arguments(sys.argv[1:] if argv is None else argv)
   if config.data_root == configs.DEFAULT_DATA_ROOT:
     command_line.ensure_default_data(config.data_root)
-  problem = flags.check_data_root(config.data_root)
+  problem = flags.check_inputs(config)
   if problem:
     print(f'{PROG}: error: {problem}', file=sys.stderr)
     return command_line.EXIT_USAGE

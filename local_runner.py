@@ -117,7 +117,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   else:
     args.data_root = os.path.abspath(args.data_root)
   config = flags.config_from_flags(args, output_dir=os.path.abspath(args.output_dir))
-  problem = flags.check_data_root(config.data_root)
+  problem = flags.check_inputs(config)
   if problem:
     print(f'local_runner.py: error: {problem}', file=sys.stderr)
     return EXIT_USAGE

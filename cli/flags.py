@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from cli import command_line
 from components import contracts
-from inputs import dicom_files, layout
+from inputs import dicom_files, identifiers, layout, manifest
 from models import backbones, features, networks
 from orchestration import metadata_connection
 from pipeline import configs
@@ -160,6 +160,14 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       'span folders (span-1/, span-2/, ...) each holding them' + (
                           '' if paths_required else
                           ' (default: the synthetic set under data/, generated if missing)'))
+  parser.add_argument('--labels', type=_existing_file, metavar='CSV',
+                      help='a manifest labelling the images under --data-root instead of class '
+                      'folders: a CSV with columns file (relative to the data root), label and '
+                      'optionally patient, study (docs/hospital-data.md)')
+  parser.add_argument('--identifier-key-file', type=_existing_file, metavar='FILE',
+                      help='a file whose first line is the secret key that turns patient IDs '
+                      '(a manifest\'s patient column, DICOM PatientID) into pseudonyms; default: '
+                      f'${identifiers.KEY_VARIABLE}')
   parser.add_argument('--output-dir', required=paths_required,
                       default=None if paths_required else defaults.output_dir,
                       help='where ML Metadata, artifacts and the serving directory go' + (
@@ -317,6 +325,8 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
   defaults = configs.PipelineConfig()
   settings = dict(
       data_root=args.data_root or defaults.data_root,
+      labels_file=args.labels and os.path.abspath(args.labels),
+      identifier_key_file=args.identifier_key_file and os.path.abspath(args.identifier_key_file),
       output_dir=args.output_dir,
       pipeline_name=args.pipeline_name,
       **store_settings(args),
@@ -381,6 +391,34 @@ def reader_config(args: argparse.Namespace) -> configs.PipelineConfig:
   pipeline in it."""
   return configs.PipelineConfig(output_dir=os.path.abspath(args.output_dir),
                                 pipeline_name=args.pipeline_name, **store_settings(args))
+
+
+def check_inputs(config: configs.PipelineConfig) -> Optional[str]:
+  """A one-line problem with the run's inputs (the data root, its manifest, the identifier
+  key), or None when they look usable."""
+  try:
+    key = identifiers.read_key(config.identifier_key_file)
+  except (OSError, ValueError) as error:
+    return str(error)
+  if not config.labels_file:
+    return check_data_root(config.data_root)
+  if not os.path.isdir(config.data_root):
+    return f'data root {config.data_root} does not exist or is not a folder'
+  if any(layout.SPAN_FOLDER.match(name) for name in os.listdir(config.data_root)):
+    return (f'data root {config.data_root} has span folders, and --labels labels a data root '
+            'without spans')
+  try:
+    labels = manifest.read_manifest(config.labels_file)
+  except manifest.ManifestError as error:
+    return str(error)
+  if labels.has_patients and key is None:
+    return identifiers.missing_key_message(f'the rows of {labels.name}')
+  missing = [name for name in features.LABEL_NAMES
+             if not any(row.label == name for row in labels.rows.values())]
+  if missing:
+    return (f'labels file {config.labels_file} has no usable row of class '
+            f'{", ".join(missing)} (each class needs images)')
+  return None
 
 
 def check_data_root(data_root: str) -> Optional[str]:

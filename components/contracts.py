@@ -42,11 +42,17 @@ NORMALISED_FILES_FILE = 'normalised_files.jsonl'
 CLASS_COUNTS_FILE = 'class_counts.jsonl'
 # Older spans' images sharing a near-duplicate group with one of the newest span's.
 OLDER_SPAN_COMPANIONS_FILE = 'older_span_companions.jsonl'
+# {'file', 'patient'} of every image whose patient is known, the patient as its keyed hash
+# (inputs/identifiers.py); the counts are properties too.
+PATIENTS_FILE = 'patients.jsonl'
+PATIENT_COUNT_PROPERTY = 'patient_count'
+IMAGES_WITH_PATIENT_PROPERTY = 'images_with_patient'
 
 # Custom properties of DataQualityCheck's DataQualityReport artifact: the headline counts, and
 # the violations that DataValidationGate stops the run on.
 DATA_QUALITY_COUNT_PROPERTIES = (
-    'image_count', 'group_count', 'duplicate_group_count', 'images_in_duplicate_groups',
+    'image_count', 'group_count', 'patient_count', 'images_with_patient',
+    'duplicate_group_count', 'images_in_duplicate_groups',
     'label_conflict_count', 'images_in_label_conflicts', 'excluded_image_count',
     'cross_split_leak_count')
 VIOLATIONS_PROPERTY = 'violations'

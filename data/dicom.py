@@ -260,3 +260,49 @@ def every_variant(picture: np.ndarray) -> List[Tuple[str, bytes]]:
   found.append(('explicit MONOCHROME2 12-bit windowed', ultrasound_bytes(
       picture, photometric='MONOCHROME2', bits_stored=12, window=(2047.5, 4096))))
   return found
+
+
+LABELS_FILE = 'labels.csv'
+EXPORT_SYNTAXES = (EXPLICIT, RLE, JPEG_LS, JPEG_2000_LOSSLESS, JPEG_LOSSLESS, IMPLICIT,
+                   JPEG_BASELINE)
+
+
+def patient_identifiers(patient: int) -> Dict[str, str]:
+  """`IDENTIFIERS` of patient number `patient`: every planted value, the ID made its own."""
+  return {**IDENTIFIERS, 'PatientID': f'{IDENTIFIERS["PatientID"]}-{patient}'}
+
+
+def write_hospital_export(root: str, source: str, patients: int = 6,
+                          clip_every: int = 5) -> Dict[str, Tuple[str, int]]:
+  """A hospital's export of `source`'s class folders (the synthetic PNG layout) under `root`:
+  DICOM files without an extension in `P<patient>/ST1/IM<n>` folders (neutral names: a folder
+  named after a patient would carry the identifier into every path), the patients dealt round
+  the images so that each has several images and several labels, transfer syntaxes in turn
+  (`EXPORT_SYNTAXES`, lossless but JPEG baseline), every `clip_every`-th file a cine clip inside
+  the scanner's interface, every identifier of `patient_identifiers` in the headers, and a
+  manifest `labels.csv` (file, label) at the top instead of class folders.
+
+  Returns {file relative to root: (label, patient number)}."""
+  names = sorted((label, name) for label in sorted(os.listdir(source))
+                 if os.path.isdir(os.path.join(source, label))
+                 for name in os.listdir(os.path.join(source, label))
+                 if name.endswith('.png') and '_mask' not in name)
+  written = {}
+  for index, (label, name) in enumerate(names):
+    patient = index % patients
+    with Image.open(os.path.join(source, label, name)) as image:
+      picture = np.asarray(image.convert('RGB'))
+    folder = os.path.join(root, f'P{patient:02d}', 'ST1')
+    os.makedirs(folder, exist_ok=True)
+    file = f'P{patient:02d}/ST1/IM{index:04d}'
+    options = dict(transfer_syntax=EXPORT_SYNTAXES[index % len(EXPORT_SYNTAXES)],
+                   identifiers=patient_identifiers(patient))
+    if index % clip_every == clip_every - 1:
+      picture, region = in_scanner_interface(picture)
+      options.update(frames=3, region=region)
+    write_ultrasound(os.path.join(root, file), picture, **options)
+    written[file] = (label, patient)
+  with open(os.path.join(root, LABELS_FILE), 'w', encoding='utf-8') as handle:
+    handle.write('file,label\n')
+    handle.writelines(f'{file},{label}\n' for file, (label, _) in sorted(written.items()))
+  return written

@@ -27,6 +27,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from inputs import identifiers
+
 DICOM_MARKER = b'DICM'
 MARKER_OFFSET = 128
 ULTRASOUND = 'US'
@@ -190,6 +192,24 @@ def ultrasound_region(dataset, height: int,
   if not regions:
     return None
   return max(regions)[2]
+
+
+def patient_pseudonym(content: bytes, key: Optional[str]) -> Optional[str]:
+  """The keyed hash of the header's PatientID (inputs/identifiers.py), None for a file that names
+  no patient; identifiers.MissingKey when it names one and there is no key. The ID itself never
+  leaves this function."""
+  import pydicom  # pylint: disable=g-import-not-at-top  # only when a DICOM file turns up
+  try:
+    header = pydicom.dcmread(io.BytesIO(content), stop_before_pixels=True,
+                             specific_tags=['PatientID'])
+  except Exception:  # pylint: disable=broad-except  # an unreadable header is refused elsewhere
+    return None
+  patient = str(header.get('PatientID', '') or '').strip()
+  if not patient:
+    return None
+  if key is None:
+    raise identifiers.MissingKey(identifiers.missing_key_message('DICOM headers (PatientID)'))
+  return identifiers.pseudonym(patient, key)
 
 
 def read_dicom(content: bytes, frame: Optional[int] = None,

@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from inputs import dicom_files, layout
+from inputs import dicom_files, identifiers, layout, manifest
 from models import features, image_decoding
 
 _MASK_STEM = re.compile(r'^(?P<image_stem>.+)' + layout.MASK_SUFFIX + r'(?:_\d+)?$')
@@ -262,39 +262,86 @@ def list_class_folder(input_base: str, class_name: str) -> List[Entry]:
                    'are not searched)', counted=True)
           for file, file_path in _every_file_under(path, relative)]
     else:
-      entries.append(classify_name(relative, path))
+      entry = classify_name(relative, path)
+      entries.append({**entry, 'label': class_name} if entry['kind'] == 'image' else entry)
   return entries
 
 
-def list_unlabelled_folder(input_base: str) -> List[Entry]:
-  """An entry for every file below a folder of images to classify, subfolders included: images
-  as in a class folder, lesion masks and what is not an image skipped, clutter ignored."""
+def _walk(input_base: str) -> Iterator[Entry]:
+  """An entry for every file below `input_base`, subfolders included (classify_name's kinds,
+  clutter ignored, bad names and links skipped)."""
   allowed = [os.path.realpath(input_base)] if _is_local(input_base) else []
-  entries = []
   walk = os.walk(input_base) if _is_local(input_base) else tf.io.gfile.walk(input_base)
   for directory, subfolders, files in walk:
     clutter = sorted(name for name in subfolders if layout.is_os_clutter(name))
-    entries += [_ignored(relative_path(os.path.join(directory, name), input_base) + '/',
-                         os.path.join(directory, name)) for name in clutter]
+    for name in clutter:
+      yield _ignored(relative_path(os.path.join(directory, name), input_base) + '/',
+                     os.path.join(directory, name))
     subfolders[:] = sorted(name for name in subfolders if name not in clutter)
     for name in sorted(files):
       path = os.path.join(directory, name)
       relative = relative_path(path, input_base)
       printable = _printable(name)
       if printable is not None:
-        entries.append(_skipped(relative_path(os.path.join(directory, printable), input_base),
-                                '', 'file name is not valid UTF-8', counted=True))
+        yield _skipped(relative_path(os.path.join(directory, printable), input_base),
+                       '', 'file name is not valid UTF-8', counted=True)
       elif layout.is_os_clutter(name):
-        entries.append(_ignored(relative, path))
+        yield _ignored(relative, path)
       elif _link_problem(path, allowed):
-        entries.append(_skipped(relative, path, _link_problem(path, allowed), counted=True))
+        yield _skipped(relative, path, _link_problem(path, allowed), counted=True)
       else:
-        entry = classify_name(relative, path)
-        if entry['kind'] == 'mask':
-          entry = _skipped(relative, path, 'a lesion mask (masks are not classified)',
-                           counted=True)
-        entries.append(entry)
+        yield classify_name(relative, path)
+
+
+def list_unlabelled_folder(input_base: str) -> List[Entry]:
+  """An entry for every file below a folder of images to classify, subfolders included: images
+  as in a class folder, lesion masks and what is not an image skipped, clutter ignored."""
+  return [_skipped(entry['file'], entry['path'], 'a lesion mask (masks are not classified)',
+                   counted=True) if entry['kind'] == 'mask' else entry
+          for entry in _walk(input_base)]
+
+
+def list_labelled_tree(input_base: str, labels: manifest.Manifest,
+                       key: Optional[str]) -> List[Entry]:
+  """An entry for every file below a data root whose labels are in a manifest, subfolders
+  included: an image on a row gets the row's label and its patient's pseudonym
+  (identifiers.MissingKey when a row names a patient and there is no key); an image on no row,
+  or on rows the manifest refused, is skipped with the reason; masks beside their image are
+  masks; a row naming a file that is not there is skipped as that row. The manifest itself, when
+  it lies under the data root, is ignored."""
+  if labels.has_patients and key is None:
+    raise identifiers.MissingKey(identifiers.missing_key_message(f'the rows of {labels.name}'))
+  entries, found = [], set()
+  for entry in _walk(input_base):
+    if entry.get('path') and os.path.abspath(entry['path']) == labels.path:
+      entries.append({**_ignored(entry['file'], entry['path']), 'reason': 'the labels file'})
+      continue
+    if entry['kind'] == 'image':
+      found.add(entry['file'])
+      row = labels.rows.get(entry['file'])
+      if row is None:
+        entry = _skipped(entry['file'], entry['path'], labels.refused.get(
+            entry['file'], f'on no row of {labels.name}'), counted=True)
+      else:
+        patient = manifest.patient_of(row)
+        entry = {**entry, 'label': row.label,
+                 'patient': identifiers.pseudonym(patient, key) if patient else None}
+    entries.append(entry)
+  for file, row in labels.rows.items():
+    if file not in found:
+      entries.append(_skipped(file, '', f'row {row.line} of {labels.name} names a file that is '
+                              'not an image under the data root', counted=True))
+  entries += [_skipped(file, '', reason, counted=True) for file, reason in labels.refused.items()
+              if file not in found]
   return entries
+
+
+def patient_of(content: bytes, entry: Entry, key: Optional[str]) -> Optional[str]:
+  """The pseudonym of the image's patient: its manifest row's, else its DICOM header's, else
+  None (identifiers.MissingKey when the header names a patient and there is no key)."""
+  if entry.get('patient'):
+    return entry['patient']
+  return dicom_files.patient_pseudonym(content, key) if dicom_files.is_dicom(content) else None
 
 
 def _size_and_mtime(path: str) -> Tuple[int, int]:

@@ -115,6 +115,12 @@ def run_fn(fn_args) -> None:
   folds = HeldOutFolds(training_examples, cross_fit_folds(config, members),
                        config[CALIBRATION_PERCENT_KEY],
                        seen_groups=base.training_groups if base else ())
+  if folds.folds == 0:
+    raise ValueError(f'no training image can be held out to choose the operating point: the '
+                     f'training split has {len(folds.groups)} groups (near-duplicates and '
+                     f'patients are kept whole) and {config[CALIBRATION_PERCENT_KEY]:g} % of them '
+                     'is none; train an ensemble (--ensemble-members 2 or more, whose members '
+                     'hold out one another\'s folds) or give more images or patients')
   eval_examples = read_examples(fn_args.eval_files, fn_args.data_accessor, tf_transform_output)
   batch_size = config[BATCH_SIZE_KEY]
   epochs = config[WARM_START_EPOCHS_KEY] if base else config[EPOCHS_KEY]

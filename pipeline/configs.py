@@ -39,7 +39,10 @@ class PipelineConfig:
   metadata_connection: Optional[str] = None
   metadata_password_file: Optional[str] = None
   model_name: str = 'breast_ultrasound'
-  # ExampleGen
+  # ExampleGen. Labels from a manifest instead of class folders (inputs/manifest.py); the key
+  # that pseudonymises patients from this file or the environment (inputs/identifiers.py).
+  labels_file: Optional[str] = None
+  identifier_key_file: Optional[str] = None
   eval_percent: int = 20
   max_unreadable_fraction: float = 0.05
   # Near-duplicates: perceptual hashes within this many bits (of 128) form one group, and

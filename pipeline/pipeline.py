@@ -121,6 +121,8 @@ def data_components(config: PipelineConfig) -> DataPart:
       max_hash_distance=config.max_hash_distance,
       label_conflict_policy=config.label_conflict_policy,
       span=config.span,
+      labels_file=config.labels_file,
+      identifier_key_file=config.identifier_key_file,
       code_version=code_version('components.image_example_gen.executor'))
 
   data_quality_check = DataQualityCheck(

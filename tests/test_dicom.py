@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import subprocess
 
 import numpy as np
@@ -19,7 +20,7 @@ from PIL import Image
 from components import contracts
 from components.image_example_gen import component
 from data import dicom, synthetic
-from inputs import dicom_files, image_files
+from inputs import dicom_files, identifiers, image_files
 from models import features, image_decoding
 
 # Lossy transfer syntaxes give back nearly the picture written.
@@ -164,11 +165,18 @@ def write_dicom_root(root, source):
   return pictures
 
 
-def test_image_example_gen_reads_a_dicom_export_as_the_same_pictures(tmp_path):
+def test_image_example_gen_reads_a_dicom_export_as_the_same_pictures(tmp_path, monkeypatch):
   source = tmp_path / 'png'
   synthetic.generate_dataset(str(source), images_per_class=6, image_size=64, seed=4)
   root = tmp_path / 'dicom'
   pictures = write_dicom_root(root, source)
+  # The headers name a patient: without a key to pseudonymise the ID, the run stops.
+  monkeypatch.delenv(identifiers.KEY_VARIABLE, raising=False)
+  with pytest.raises(identifiers.MissingKey, match=re.escape(
+      'DICOM headers (PatientID) name patients, and no identifier key was given')):
+    component.run_executor_directly(str(root), str(tmp_path / 'refused'),
+                                    max_unreadable_fraction=0.5)
+  monkeypatch.setenv(identifiers.KEY_VARIABLE, 'a key of more than sixteen characters')
   examples = component.run_executor_directly(str(root), str(tmp_path / 'out'),
                                              max_unreadable_fraction=0.5)
   written = {}

@@ -6,6 +6,7 @@ import json
 import os
 
 from components import contracts
+from components.model_card import card as model_card
 from models import backbones, features, networks
 from runs import metadata_store, summary
 
@@ -57,6 +58,7 @@ def test_the_pushed_version_has_its_model_card_outside_the_published_folder(pipe
   assert card['serving_check']['passed'] is True
   assert any('not a medical device' in line for line in card['not_for'])
   assert any(line.startswith('Single site') for line in card['caveats'])
+  assert card['caveats'][0] == model_card.NO_PATIENTS_CAVEAT  # the synthetic set has none
 
   page = (version_dir / contracts.MODEL_CARD_HTML_FILE).read_text(encoding='utf-8')
   for heading in ('Model', 'Intended use', 'Data', 'Evaluation', 'Blessing', 'Caveats'):
@@ -75,3 +77,11 @@ def test_a_model_that_was_not_pushed_gets_a_card_that_says_why(pipeline_runs):
   assert '(not pushed)' in page and 'is over the ceiling of 0.01 ms' in page
   assert (f'model card: {os.path.join(artifact.uri, contracts.MODEL_CARD_HTML_FILE)}'
           in pipeline_runs['stdout'][5])
+
+
+def test_the_patients_caveat_goes_only_when_every_image_has_a_patient():
+  assert model_card.caveats({'image_count': 40})[0] == model_card.NO_PATIENTS_CAVEAT
+  assert model_card.caveats({'image_count': 40, 'images_with_patient': 25})[0].startswith(
+      'Patients known for 25 of 40 images: the others\' patients may be in both training')
+  assert model_card.caveats({'image_count': 40, 'images_with_patient': 40}) == model_card.CAVEATS
+  assert not [line for line in model_card.CAVEATS if 'patient' in line.lower()]

@@ -88,6 +88,49 @@ def test_label_conflicts_are_excluded_or_split_by_majority_label():
   assert not [split for split, _, _ in kept.values() if split == EXCLUDED]
 
 
+def with_patients(records, patients=12, seed=1):
+  """The records, each unique image given one of `patients` patients at random (copies keep
+  none: their group already holds them together)."""
+  rng = random.Random(seed)
+  return [{**record, 'patient': f'patient-{rng.randrange(patients)}'}
+          if 'copy' not in record['file'] and 'conflict' not in record['file'] else record
+          for record in records]
+
+
+def test_no_patient_is_on_both_sides_and_a_patient_is_one_group():
+  records = with_patients(records_with_groups())
+  planned = plan(records)
+  sides = collections.defaultdict(set)
+  groups = collections.defaultdict(set)
+  for record in records:
+    if record.get('patient'):
+      sides[record['patient']].add(planned[record['file']][0])
+      groups[record['patient']].add(planned[record['file']][1])
+  assert len(sides) == 12
+  assert all(len(splits) == 1 for splits in sides.values()), sides
+  assert {EVAL} in sides.values() and {TRAIN} in sides.values()
+  assert all(len(names) == 1 for names in groups.values())  # the Trainer's folds follow groups
+  # Without the patients, the same images do land on both sides for some patient.
+  unmerged = plan([{key: value for key, value in record.items() if key != 'patient'}
+                   for record in records])
+  assert any(len({unmerged[record['file']][0] for record in records
+                  if record.get('patient') == patient}) > 1 for patient in sides)
+
+
+def test_a_patient_with_two_labels_is_split_not_excluded_and_a_copy_links_two_patients():
+  rng = np.random.default_rng(3)
+  records = [{'file': f'p{patient}/{label}.png', 'label': label, 'hash': random_hash(rng),
+              'patient': f'patient-{patient}'}
+             for patient in range(10) for label in ('benign', 'normal')]
+  copy = {'file': 'p0/copy.png', 'label': 'benign', 'patient': 'patient-1',
+          'hash': near_copy(records[0]['hash'], 2, rng)}
+  planned = plan(records + [copy])
+  assert not [split for split, _, _ in planned.values() if split == EXCLUDED]
+  # patient-0's benign image and its near copy filed under patient-1: one group of both.
+  assert len({planned[record['file']] [1] for record in records + [copy]
+              if record['patient'] in ('patient-0', 'patient-1')}) == 1
+
+
 def test_majority_label_breaks_ties_by_the_class_vocabulary():
   assert split_plan.majority_label(['normal', 'malignant', 'normal']) == 'normal'
   assert split_plan.majority_label(['normal', 'malignant']) == 'malignant'

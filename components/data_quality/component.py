@@ -3,8 +3,8 @@
 It reads ImageExampleGen's examples (every split, the `excluded` one included) and writes a
 DataQualityReport artifact holding
 
-- `data_quality.json`: counts of images, groups, near-duplicate groups, label conflicts and
-  cross-split leaks, each near-duplicate group's file names, labels and splits, and the
+- `data_quality.json`: counts of images, groups, patients, near-duplicate groups, label
+  conflicts and cross-split leaks (a patient on both sides is one), each near-duplicate group's file names, labels and splits, and the
   violations that must stop the run;
 - `image_groups.csv`: every image with its label, split, group and perceptual hash;
 - `contact_sheet.png`: the label conflicts and the largest near-duplicate groups.
@@ -37,9 +37,10 @@ def _write_files(directory: str, data_quality: dict, rows, sheet) -> None:
     json.dump(data_quality, handle, indent=1)
   with tf.io.gfile.GFile(os.path.join(directory, contracts.IMAGE_GROUPS_FILE), 'w') as handle:
     writer = csv.writer(handle)
-    writer.writerow(['file', 'label', 'split', 'duplicate_group', 'image_hash'])
+    writer.writerow(['file', 'label', 'split', 'duplicate_group', 'image_hash', 'patient'])
     for row in rows:
-      writer.writerow([row.file, row.label, row.split, row.group, row.image_hash])
+      writer.writerow([row.file, row.label, row.split, row.group, row.image_hash,
+                       row.patient or ''])
   with tf.io.gfile.GFile(os.path.join(directory, contracts.CONTACT_SHEET_FILE), 'wb') as handle:
     sheet.save(handle, format='PNG')
 
@@ -58,7 +59,7 @@ def DataQualityCheck(examples: InputArtifact[standard_artifacts.Examples],
                 for split in artifact_utils.decode_split_names(examples.split_names)}
   max_hash_distance = examples.get_int_custom_property(contracts.MAX_HASH_DISTANCE_PROPERTY)
   policy = examples.get_string_custom_property(contracts.LABEL_CONFLICT_POLICY_PROPERTY)
-  rows = report.read_image_rows(split_uris)
+  rows = report.read_image_rows(split_uris, report.read_patients(examples.uri))
   data_quality_report = report.build_report(rows + report.read_older_span_rows(examples.uri),
                                             max_hash_distance, policy)
 

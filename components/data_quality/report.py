@@ -1,22 +1,26 @@
 """The data-quality report: near-duplicate groups, label conflicts and cross-split leaks.
 
-Built from the written examples alone (each carries its file name, label, perceptual hash and
-near-duplicate group), so it checks what ImageExampleGen actually wrote rather than what it meant
-to write. Leaks are found two ways: a group with members in two of the splits that are read
-(train, eval), and, independently of the grouping, any pair of images in different splits whose
-hashes lie within the distance ExampleGen used.
+Built from the written examples (each carries its file name, label, perceptual hash and group)
+and ImageExampleGen's list of which images share a patient, so it checks what ImageExampleGen
+actually wrote rather than what it meant to write. A group is a unit of the split: a
+near-duplicate group, or several merged because they hold one patient's images; near-duplicate
+groups and label conflicts are found again inside each from the hashes, so a patient's two
+different lesions are not a conflict. Leaks are found three ways: a group with members in two of
+the splits that are read (train, eval), a patient with images in both, and, independently of the
+grouping, any pair of images in different splits whose hashes lie within the distance
+ExampleGen used.
 """
 
 import collections
 import dataclasses
 import json
 import os
-from typing import Dict, Iterable, List, Set
+from typing import Dict, Iterable, List, Optional, Set
 
 import tensorflow as tf
 
 from components import near_duplicates
-from components.contracts import EXCLUDED_SPLIT, OLDER_SPAN_COMPANIONS_FILE
+from components.contracts import EXCLUDED_SPLIT, OLDER_SPAN_COMPANIONS_FILE, PATIENTS_FILE
 from models import features
 
 _ROW_KEYS = (features.FILENAME_KEY, features.LABEL_NAME_KEY, features.IMAGE_HASH_KEY,
@@ -32,6 +36,7 @@ class ImageRow:
   group: str
   # An older span's image in a group with one of this span's: checked against, not counted.
   older_span: bool = False
+  patient: Optional[str] = None  # the patient's pseudonym, where known
 
 
 def _text(example: tf.train.Example, key: str) -> str:
@@ -48,23 +53,35 @@ def read_examples(split_uri: str) -> Iterable[tf.train.Example]:
     yield tf.train.Example.FromString(record.numpy())
 
 
-def read_older_span_rows(examples_uri: str) -> List[ImageRow]:
-  """The older spans' images ImageExampleGen found in a group with one of this span's."""
-  path = os.path.join(examples_uri, OLDER_SPAN_COMPANIONS_FILE)
+def _json_lines(path: str) -> List[dict]:
   if not tf.io.gfile.exists(path):
     return []
   with tf.io.gfile.GFile(path) as handle:
-    found = [json.loads(line) for line in handle if line.strip()]
+    return [json.loads(line) for line in handle if line.strip()]
+
+
+def read_patients(examples_uri: str) -> Dict[str, str]:
+  """{file: the pseudonym of its patient} of the images whose patient ImageExampleGen knew."""
+  return {row['file']: row['patient']
+          for row in _json_lines(os.path.join(examples_uri, PATIENTS_FILE))}
+
+
+def read_older_span_rows(examples_uri: str) -> List[ImageRow]:
+  """The older spans' images ImageExampleGen found in a group with one of this span's."""
+  found = _json_lines(os.path.join(examples_uri, OLDER_SPAN_COMPANIONS_FILE))
   return [ImageRow(row['file'], row['label'], row['split'], row['hash'], row['group'],
                    older_span=True) for row in found]
 
 
-def read_image_rows(split_uris: Dict[str, str]) -> List[ImageRow]:
+def read_image_rows(split_uris: Dict[str, str],
+                    patients: Optional[Dict[str, str]] = None) -> List[ImageRow]:
+  """A row per written example, with its patient's pseudonym from `patients` where known."""
   rows = []
   for split, uri in split_uris.items():
     for example in read_examples(uri):
       file, label, image_hash, group = (_text(example, key) for key in _ROW_KEYS)
-      rows.append(ImageRow(file, label, split, image_hash, group))
+      rows.append(ImageRow(file, label, split, image_hash, group,
+                           patient=(patients or {}).get(file)))
   return sorted(rows, key=lambda row: row.file)
 
 
@@ -92,10 +109,34 @@ def _group_summary(name: str, members: List[ImageRow]) -> dict:
   }
 
 
+def near_duplicate_groups(group: str, members: List[ImageRow],
+                          max_hash_distance: int) -> List[dict]:
+  """The near-duplicate groups of more than one image inside one group of the split, found from
+  the hashes: the group itself when it is one, its parts when it holds a patient's images."""
+  numbers = near_duplicates.group_near_duplicates(
+      near_duplicates.hashes_to_words([row.image_hash for row in members]), max_hash_distance)
+  parts = collections.defaultdict(list)
+  for number, row in zip(numbers, members):
+    parts[number].append(row)
+  if len(parts) == 1:
+    return [_group_summary(group, members)] if len(members) > 1 else []
+  return [_group_summary(min(row.file for row in part), part)
+          for part in parts.values() if len(part) > 1]
+
+
 def find_cross_split_leaks(rows: List[ImageRow], max_hash_distance: int) -> List[dict]:
-  """Groups spanning the read splits, and near pairs across them found from the hashes alone."""
+  """Groups and patients spanning the read splits, and near pairs across them found from the
+  hashes alone."""
   used = [row for row in rows if row.split != EXCLUDED_SPLIT]
   leaks = []
+  splits_of_patient = collections.defaultdict(set)
+  for row in used:
+    if row.patient:
+      splits_of_patient[row.patient].add(row.split)
+  for patient, splits in sorted(splits_of_patient.items()):
+    if len(splits) > 1:
+      leaks.append({'kind': 'patient on both sides', 'patient': patient,
+                    'splits': sorted(splits)})
   splits_of_group = collections.defaultdict(set)
   for row in used:
     splits_of_group[row.group].add(row.split)
@@ -121,10 +162,11 @@ def _violations(report: dict, groups: List[dict]) -> List[str]:
   if leaks:
     named = '; '.join(
         ' ~ '.join(f'{file} ({split})' for file, split in zip(leak['files'], leak['splits']))
-        if 'files' in leak else f'group {leak["group"]} in {" and ".join(leak["splits"])}'
+        if 'files' in leak else f'patient {leak["patient"]} in {" and ".join(leak["splits"])}'
+        if 'patient' in leak else f'group {leak["group"]} in {" and ".join(leak["splits"])}'
         for leak in leaks[:5])
-    violations.append(f'{len(leaks)} cross-split leak(s), near-duplicates on both sides of the '
-                      f'split: {named}')
+    violations.append(f'{len(leaks)} cross-split leak(s), near-duplicates or a patient\'s '
+                      f'images on both sides of the split: {named}')
   conflicts = [group for group in groups if group['label_conflict']]
   policy = report['label_conflict_policy']
   if conflicts and policy == 'fail':
@@ -155,8 +197,8 @@ def build_report(rows: List[ImageRow], max_hash_distance: int,
     members[row.group].append(row)
   older_rows = [row for row in rows if row.older_span]
   rows = [row for row in rows if not row.older_span]
-  duplicate_groups = [_group_summary(name, group) for name, group in members.items()
-                      if len(group) > 1]
+  duplicate_groups = [duplicates for name, group in members.items()
+                      for duplicates in near_duplicate_groups(name, group, max_hash_distance)]
   # Conflicts first, then the largest groups: the order of the contact sheet.
   duplicate_groups.sort(key=lambda group: (not group['label_conflict'], -group['size'],
                                            group['group']))
@@ -170,6 +212,8 @@ def build_report(rows: List[ImageRow], max_hash_distance: int,
       'label_conflict_policy': label_conflict_policy,
       'image_count': len(rows),
       'group_count': len({row.group for row in rows}),
+      'patient_count': len({row.patient for row in rows if row.patient}),
+      'images_with_patient': sum(1 for row in rows if row.patient),
       'older_span_companion_count': len(older_rows),
       'duplicate_group_count': len(duplicate_groups),
       'images_in_duplicate_groups': sum(group['size'] for group in duplicate_groups),
@@ -185,9 +229,19 @@ def build_report(rows: List[ImageRow], max_hash_distance: int,
   return report
 
 
+def patients_phrase(report: dict) -> str:
+  """', of N patients (M images with one)', or '' where no patient is known."""
+  if not report.get('patient_count'):
+    return ''
+  known = ('' if report['images_with_patient'] == report['image_count']
+           else f' ({report["images_with_patient"]} images with one)')
+  return f', of {report["patient_count"]} patients{known}'
+
+
 def format_report_line(report: dict) -> str:
   """The report in one line, for logs and the end-of-run summary."""
-  return (f'{report["image_count"]} images in {report["group_count"]} groups; '
+  return (f'{report["image_count"]} images in {report["group_count"]} groups'
+          f'{patients_phrase(report)}; '
           f'{report["duplicate_group_count"]} near-duplicate groups '
           f'({report["images_in_duplicate_groups"]} images); '
           f'{report["label_conflict_count"]} label conflicts '

@@ -4,7 +4,11 @@ Use it like any file-based ExampleGen: `ImageExampleGen(input_base=data_root)`. 
 span folders (`span-1/`, `span-2/`, ... each in the class-folder layout) is read one span per
 run: the newest, or `span`. What it reads
 follows the input policy of `image_files.py` (class folders, links and nested folders, clutter);
-the input config keeps one split named `images`, its pattern documenting the layout. Its driver
+the input config keeps one split named `images`, its pattern documenting the layout. With
+`labels_file`, a manifest (inputs/manifest.py) labels the images instead of class folders, and
+patients named there or in DICOM headers are pseudonymised with the key in
+`identifier_key_file` (or the environment: inputs/identifiers.py) and kept on one side of the
+split. Its driver
 fingerprints the whole data root (`driver.py`). The output is an 80/20 train/eval split that the
 executor makes by near-duplicate group, stratified by label, instead of by hash; a third split,
 `excluded`, holds the label conflicts the policy leaves out. The executor's own settings travel in the
@@ -13,6 +17,7 @@ them, `code_version`, is a fingerprint of the executor's code, there only so tha
 reruns the component when that code changes (see pipeline/code_version.py).
 """
 
+import hashlib
 from typing import Optional
 
 from google.protobuf import any_pb2, struct_pb2
@@ -36,6 +41,17 @@ def split_output_config(eval_percent: int) -> example_gen_pb2.Output:
       ]))
 
 
+def _digest(path: Optional[str]) -> str:
+  """The file's SHA-256, '' for none or one not readable here (a Kubeflow compile elsewhere)."""
+  if not path:
+    return ''
+  try:
+    with open(path, 'rb') as handle:
+      return hashlib.sha256(handle.read()).hexdigest()
+  except OSError:
+    return ''
+
+
 class ImageExampleGen(FileBasedExampleGen):
   """Turns `<input_base>/<class>/<image>` files into tf.Examples, masks attached."""
 
@@ -50,6 +66,8 @@ class ImageExampleGen(FileBasedExampleGen):
                label_conflict_policy: str = contracts.DEFAULT_LABEL_CONFLICT_POLICY,
                code_version: str = '',
                span: Optional[int] = None,
+               labels_file: Optional[str] = None,
+               identifier_key_file: Optional[str] = None,
                input_config: Optional[example_gen_pb2.Input] = None,
                output_config: Optional[example_gen_pb2.Output] = None):
     if label_conflict_policy not in contracts.LABEL_CONFLICT_POLICIES:
@@ -59,7 +77,10 @@ class ImageExampleGen(FileBasedExampleGen):
     settings.update({executor.MAX_UNREADABLE_FRACTION_KEY: max_unreadable_fraction,
                      executor.MAX_HASH_DISTANCE_KEY: max_hash_distance,
                      executor.LABEL_CONFLICT_POLICY_KEY: label_conflict_policy,
-                     executor.CODE_VERSION_KEY: code_version})
+                     executor.CODE_VERSION_KEY: code_version,
+                     executor.LABELS_FILE_KEY: labels_file or '',
+                     executor.LABELS_DIGEST_KEY: _digest(labels_file),
+                     executor.IDENTIFIER_KEY_FILE_KEY: identifier_key_file or ''})
     packed = any_pb2.Any()
     packed.Pack(settings)
     super().__init__(

@@ -25,7 +25,7 @@ used because its reshuffle would gather every example first.
 
 import json
 import os
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -40,7 +40,7 @@ from tfx.utils import proto_utils
 
 from components import contracts, near_duplicates
 from components.image_example_gen import split_plan
-from inputs import image_files
+from inputs import identifiers, image_files, manifest
 from models import features
 
 # The executor's settings, in the standard custom_config slot (see component.py).
@@ -49,6 +49,12 @@ DEFAULT_MAX_UNREADABLE_FRACTION = 0.05
 MAX_HASH_DISTANCE_KEY = 'max_hash_distance'
 LABEL_CONFLICT_POLICY_KEY = 'label_conflict_policy'
 CODE_VERSION_KEY = 'code_version'  # read by TFX's cache, not here
+# A manifest of labels instead of class folders (inputs/manifest.py), and its content's digest,
+# there so that TFX's cache reruns the component when a label changes.
+LABELS_FILE_KEY = 'labels_file'
+LABELS_DIGEST_KEY = 'labels_digest'
+# Where the key that pseudonymises patients is (inputs/identifiers.py): a path, never the key.
+IDENTIFIER_KEY_FILE_KEY = 'identifier_key_file'
 
 
 class UnusableInputError(ValueError):
@@ -64,25 +70,28 @@ def _skip(entry: Dict[str, Any], reason: str) -> beam.pvalue.TaggedOutput:
                                             'counted': True})
 
 
-def hash_images(keyed_entries: Tuple[str, Iterable[Dict[str, Any]]], newest_span: int):
-  """(grouping key, entries) → {'file', 'label', 'hash', 'span'} per readable image.
+def hash_images(keyed_entries: Tuple[str, Iterable[Dict[str, Any]]], newest_span: int,
+                identifier_key: Optional[str]):
+  """(grouping key, entries) → {'file', 'label', 'hash', 'span', 'patient'} per readable image,
+  `patient` the pseudonym of its patient or None (image_files.patient_of).
 
   Unreadable images of the newest span go to the SKIPPED output with the reason (and so are left
   out of the plan); an older span's were reported when it was ingested.
   """
-  key, entries = keyed_entries
+  _, entries = keyed_entries
   for entry in entries:
     if entry['kind'] != 'image':
       continue
     span = image_files.span_of_file(entry['file'])
     try:
-      _, image = image_files.read_image(entry['path'])
+      content, image = image_files.read_image(entry['path'])
     except (image_files.UnusableFile, OSError, tf.errors.OpError) as error:
       if span == newest_span:
         yield _skip(entry, getattr(error, 'message', None) or str(error))
       continue
-    yield {'file': entry['file'], 'label': image_files.label_of_key(key),
-           'hash': near_duplicates.perceptual_hash(image), 'span': span}
+    yield {'file': entry['file'], 'label': entry['label'],
+           'hash': near_duplicates.perceptual_hash(image), 'span': span,
+           'patient': image_files.patient_of(content, entry, identifier_key)}
 
 
 class BuildImageExample(beam.DoFn):
@@ -96,7 +105,7 @@ class BuildImageExample(beam.DoFn):
 
   def process(self, keyed_entries: Tuple[str, Iterable[Dict[str, Any]]],
               plan: Dict[str, Tuple[int, str, str]]):
-    key, entries = keyed_entries
+    _, entries = keyed_entries
     images = sorted((entry for entry in entries if entry['kind'] == 'image'),
                     key=lambda entry: entry['file'])
     masks = sorted((entry for entry in entries if entry['kind'] == 'mask'),
@@ -112,8 +121,8 @@ class BuildImageExample(beam.DoFn):
         mask_images.append(image_files.read_image(entry['path'])[1])
       except (image_files.UnusableFile, OSError, tf.errors.OpError) as error:
         yield _skip(entry, f'mask: {getattr(error, "message", None) or error}')
-    label_name = image_files.label_of_key(key)
     for entry in images:
+      label_name = entry['label']
       if entry['file'] not in plan:
         continue
       split_index, group, image_hash = plan[entry['file']]
@@ -157,16 +166,22 @@ def _report_row(entry: Dict[str, Any]) -> Dict[str, Any]:
 
 
 @beam.ptransform_fn
-def ListImageFiles(pipeline: beam.Pipeline, input_base: str, span_folders: List[str]):
+def ListImageFiles(pipeline: beam.Pipeline, input_base: str, span_folders: List[str],
+                   labels: Optional[manifest.Manifest] = None,
+                   identifier_key: Optional[str] = None):
   """Lists the data root by image_files' rules, reading no image.
 
   `span_folders` are the span folders to list, oldest first, the newest last ([''] for a data
-  root without spans). The top of each is listed here, each class folder by a worker. Returns
+  root without spans). The top of each is listed here, each class folder by a worker; a data
+  root whose labels are in a manifest (`labels`) is listed here whole. Returns
   (images and their masks, of every span listed: (grouping key, [entry...]), skipped files,
   ignored files), the last two of the newest span only, as {'file', 'reason'[, 'counted']}
   rows: an older span's were reported when it was ingested.
   """
   class_folders, top_entries = [], []
+  if labels is not None:
+    top_entries = image_files.list_labelled_tree(input_base, labels, identifier_key)
+    span_folders = []
   for span_folder in span_folders:
     classes, entries = image_files.list_data_root(os.path.join(input_base, span_folder))
     class_folders += [(span_folder, name) for name in classes]
@@ -177,7 +192,7 @@ def ListImageFiles(pipeline: beam.Pipeline, input_base: str, span_folders: List[
        | 'ListClassFolders' >> beam.FlatMap(_list_class_folder, input_base),
        pipeline | 'TopOfDataRoot' >> beam.Create(top_entries))
       | 'AllEntries' >> beam.Flatten())
-  newest_prefix = image_files.span_prefix(span_folders[-1])
+  newest_prefix = image_files.span_prefix(span_folders[-1]) if span_folders else ''
   by_kind = entries | 'ByKind' >> beam.Partition(_partition_by_kind, 3)
   grouped = (by_kind[0]
              | 'KeyByImage' >> beam.Map(_key_by_image)
@@ -249,15 +264,22 @@ class Executor(BaseExampleGenExecutor):
       raise ValueError('ImageExampleGen splits the images itself: give it one input split and '
                        'an output split_config (the component does by default)')
     span = ingested_span(exec_properties)
-    folders = image_files.span_folders_up_to(input_base, span)
-    listed, not_usable, ignored = pipeline | 'ListFiles' >> ListImageFiles(input_base, folders)
+    settings = read_settings(exec_properties)
+    labels = (manifest.read_manifest(settings[LABELS_FILE_KEY]) if settings[LABELS_FILE_KEY]
+              else None)
+    if labels is not None and image_files.span_folders(input_base):
+      raise UnusableInputError(f'{input_base} has span folders and its labels are in '
+                               f'{labels.path}: a manifest labels a data root without spans')
+    folders = image_files.span_folders_up_to(input_base, span) if labels is None else ['']
+    identifier_key = identifiers.read_key(settings[IDENTIFIER_KEY_FILE_KEY] or None)
+    listed, not_usable, ignored = pipeline | 'ListFiles' >> ListImageFiles(
+        input_base, folders, labels, identifier_key)
     cumulative, total = [], 0
     for split in output_config.split_config.splits:
       total += split.hash_buckets
       cumulative.append(total)
-    settings = read_settings(exec_properties)
-    hashed = listed | 'HashImages' >> beam.FlatMap(hash_images, span).with_outputs(
-        SKIPPED, main='records')
+    hashed = listed | 'HashImages' >> beam.FlatMap(
+        hash_images, span, identifier_key).with_outputs(SKIPPED, main='records')
     planned = (hashed.records
                | 'GatherHashes' >> beam.combiners.ToList()
                | 'PlanSplits' >> beam.Map(
@@ -270,6 +292,12 @@ class Executor(BaseExampleGenExecutor):
              | 'OlderSpanCompanions' >> beam.FlatMap(lambda plan_and_older: plan_and_older[1])
              | 'SplitNames' >> beam.Map(lambda row: {**row, 'split': split_names[row['split']]}))
     _write_json_lines(older, report_dir, contracts.OLDER_SPAN_COMPANIONS_FILE, 'Older')
+    patients = (hashed.records
+                | 'WithPatient' >> beam.Filter(
+                    lambda record, span: record['patient'] and record['span'] == span, span)
+                | 'PatientRows' >> beam.Map(
+                    lambda record: {'file': record['file'], 'patient': record['patient']}))
+    _write_json_lines(patients, report_dir, contracts.PATIENTS_FILE, 'Patients')
 
     # From here to the files, one fused stage: image bytes are never gathered.
     newest_prefix = image_files.span_prefix(folders[-1])
@@ -353,6 +381,11 @@ class Executor(BaseExampleGenExecutor):
     examples_artifact.set_int_custom_property(contracts.EXAMPLE_COUNT_PROPERTY, example_count)
     examples_artifact.set_int_custom_property(contracts.SKIPPED_COUNT_PROPERTY, len(skipped))
     examples_artifact.set_int_custom_property(contracts.IGNORED_COUNT_PROPERTY, len(ignored))
+    patient_rows = _read_json_lines(os.path.join(report_dir, contracts.PATIENTS_FILE))
+    examples_artifact.set_int_custom_property(contracts.PATIENT_COUNT_PROPERTY,
+                                              len({row['patient'] for row in patient_rows}))
+    examples_artifact.set_int_custom_property(contracts.IMAGES_WITH_PATIENT_PROPERTY,
+                                              len(patient_rows))
     # What the data-quality check downstream needs to judge the split.
     examples_artifact.set_int_custom_property(contracts.MAX_HASH_DISTANCE_PROPERTY,
                                               settings[MAX_HASH_DISTANCE_KEY])
@@ -394,6 +427,9 @@ DEFAULT_SETTINGS = {
     MAX_HASH_DISTANCE_KEY: near_duplicates.DEFAULT_MAX_DISTANCE,
     LABEL_CONFLICT_POLICY_KEY: contracts.DEFAULT_LABEL_CONFLICT_POLICY,
     CODE_VERSION_KEY: '',
+    LABELS_FILE_KEY: '',
+    LABELS_DIGEST_KEY: '',
+    IDENTIFIER_KEY_FILE_KEY: '',
 }
 
 

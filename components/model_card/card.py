@@ -44,11 +44,27 @@ CAVEATS = [
     'interval where shown).',
     'Single site: the images come from one hospital and one kind of machine; performance '
     'elsewhere is unknown until measured there.',
-    'No patient identifiers: images of one patient may be in both training and evaluation '
-    'beyond the near-duplicates the pipeline found, which would flatter the metrics.',
     'Labels are the data set\'s folder names, not biopsy results recorded with each image.',
     'Not a diagnostic device.',
 ]
+
+
+NO_PATIENTS_CAVEAT = (
+    'No patient identifiers: images of one patient may be in both training and evaluation '
+    'beyond the near-duplicates the pipeline found, which would flatter the metrics.')
+
+
+def caveats(data_quality: Dict[str, Any]) -> List[str]:
+  """CAVEATS, and the patients' one unless every image's patient is known (and so each
+  patient is on one side of the split)."""
+  images, known = data_quality.get('image_count'), data_quality.get('images_with_patient')
+  if images and known == images:
+    return list(CAVEATS)
+  if known:
+    return [f'Patients known for {known} of {images} images: the others\' patients may be in '
+            'both training and evaluation beyond the near-duplicates the pipeline found, which '
+            'would flatter the metrics.', *CAVEATS]
+  return [NO_PATIENTS_CAVEAT, *CAVEATS]
 
 
 def _number(value: Any) -> Optional[float]:
@@ -141,7 +157,7 @@ def build_model_card(*, model_name: str, training: Dict[str, Any],
                                                 tflite_error)
                           if serving_check_passed is not None else None),
       },
-      'caveats': CAVEATS,
+      'caveats': caveats(data_quality),
   }
 
 
