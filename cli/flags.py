@@ -168,6 +168,10 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       help='a file whose first line is the secret key that turns patient IDs '
                       '(a manifest\'s patient column, DICOM PatientID) into pseudonyms; default: '
                       f'${identifiers.KEY_VARIABLE}')
+  parser.add_argument('--clip-frames', choices=layout.CLIP_FRAMES, default=defaults.clip_frames,
+                      help='what a DICOM cine clip gives the training data: its middle frame, '
+                      'or every frame, as examples of one group that never straddles the split '
+                      '(default: %(default)s)')
   parser.add_argument('--output-dir', required=paths_required,
                       default=None if paths_required else defaults.output_dir,
                       help='where ML Metadata, artifacts and the serving directory go' + (
@@ -327,6 +331,7 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       data_root=args.data_root or defaults.data_root,
       labels_file=args.labels and os.path.abspath(args.labels),
       identifier_key_file=args.identifier_key_file and os.path.abspath(args.identifier_key_file),
+      clip_frames=args.clip_frames,
       output_dir=args.output_dir,
       pipeline_name=args.pipeline_name,
       **store_settings(args),

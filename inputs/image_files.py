@@ -431,16 +431,36 @@ def check_image(content: bytes) -> Image.Image:
   return image
 
 
-def dicom_image(content: bytes) -> Image.Image:
-  """A DICOM file's ultrasound picture (inputs/dicom_files.py: the middle frame of a clip,
-  cropped to the ultrasound region) as an RGB image whose format is 'DICOM', or UnusableFile."""
+def dicom_image(content: bytes, frame: Optional[int] = None) -> Image.Image:
+  """A DICOM file's ultrasound picture (inputs/dicom_files.py: `frame` of a clip, its middle one
+  by default, cropped to the ultrasound region) as an RGB image whose format is 'DICOM' and whose
+  `info['frames']` is the file's frame count, or UnusableFile."""
   try:
-    picture = dicom_files.read_dicom(content, max_pixels=features.MAX_IMAGE_PIXELS)
+    picture = dicom_files.read_dicom(content, frame=frame, max_pixels=features.MAX_IMAGE_PIXELS)
   except dicom_files.UnusableDicom as error:
     raise UnusableFile(str(error)) from None
   image = Image.fromarray(picture.pixels)
   image.format = 'DICOM'
+  image.info['frames'] = picture.frames
   return image
+
+
+def frame_file(file: str, frame: int) -> str:
+  """The name of a clip's frame as an example's file name: `IM0004#frame2` (from 1)."""
+  return f'{file}#frame{frame + 1}'
+
+
+def examples_of_file(file: str, content: bytes, image: Image.Image,
+                     clip_frames: str) -> Iterator[Tuple[str, Optional[str], Image.Image]]:
+  """(example's file name, the clip it is a frame of or None, image) of each example a file
+  gives: the file itself, or under layout.EVERY_FRAME each frame of a DICOM clip, named by
+  `frame_file`; UnusableFile for a frame that cannot be read."""
+  frames = image.info.get('frames', 1) if image.format == 'DICOM' else 1
+  if clip_frames != layout.EVERY_FRAME or frames < 2:
+    yield file, None, image
+    return
+  for frame in range(frames):
+    yield frame_file(file, frame), file, dicom_image(content, frame)
 
 
 def rgb_pixels(image: Image.Image) -> np.ndarray:

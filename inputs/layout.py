@@ -21,6 +21,11 @@ OTHER_IMAGE_EXTENSIONS = ('.avif', '.dng', '.gif', '.heic', '.heif', '.ico',
                           '.jp2', '.jxl', '.pbm', '.pgm', '.ppm', '.psd', '.svg', '.tga', '.tif',
                           '.tiff', '.webp')
 MAX_IMAGE_FILE_BYTES = 64 * 1024 * 1024  # larger input files are skipped unread
+# What a DICOM cine clip gives the training data: its middle frame, or every frame as examples of
+# one group.
+MIDDLE_FRAME = 'middle'
+EVERY_FRAME = 'all'
+CLIP_FRAMES = (MIDDLE_FRAME, EVERY_FRAME)
 
 # What operating systems and archivers leave in folders: ignored, counted and listed as ignored,
 # never counted as unusable input.

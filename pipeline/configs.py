@@ -10,6 +10,7 @@ import os
 from typing import List, Optional
 
 from components import contracts, near_duplicates
+from inputs import layout
 from models import calibration, features, networks
 
 PIPELINE_NAME = 'breast-ultrasound'  # Vertex allows [a-z0-9-] only
@@ -43,6 +44,7 @@ class PipelineConfig:
   # that pseudonymises patients from this file or the environment (inputs/identifiers.py).
   labels_file: Optional[str] = None
   identifier_key_file: Optional[str] = None
+  clip_frames: str = layout.MIDDLE_FRAME  # or EVERY_FRAME: a cine clip's frames, one group
   eval_percent: int = 20
   max_unreadable_fraction: float = 0.05
   # Near-duplicates: perceptual hashes within this many bits (of 128) form one group, and

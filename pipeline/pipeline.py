@@ -123,6 +123,7 @@ def data_components(config: PipelineConfig) -> DataPart:
       span=config.span,
       labels_file=config.labels_file,
       identifier_key_file=config.identifier_key_file,
+      clip_frames=config.clip_frames,
       code_version=code_version('components.image_example_gen.executor'))
 
   data_quality_check = DataQualityCheck(

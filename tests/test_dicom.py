@@ -214,6 +214,44 @@ def test_image_example_gen_reads_a_dicom_export_as_the_same_pictures(tmp_path, m
                         'image)'}
 
 
+def test_every_frame_of_a_clip_becomes_an_example_of_one_group(tmp_path):
+  source = tmp_path / 'png'
+  synthetic.generate_dataset(str(source), images_per_class=6, image_size=64, seed=6)
+  pixels = image_files.rgb_pixels(image_files.check_image(
+      (source / 'malignant' / 'malignant (1).png').read_bytes()))
+  screen, region = dicom.in_scanner_interface(pixels)
+  clip = dicom.write_ultrasound(str(source / 'malignant' / 'IM0007'), screen,
+                                transfer_syntax=dicom.JPEG_LS, frames=5, region=region)
+  expected = {image_files.frame_file('malignant/IM0007', frame):
+              dicom_files.read_dicom(pathlib.Path(clip).read_bytes(), frame=frame).pixels
+              for frame in range(5)}
+
+  def written(clip_frames):
+    examples = component.run_executor_directly(str(source), str(tmp_path / clip_frames),
+                                               clip_frames=clip_frames)
+    found = {}
+    for split in (contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT, contracts.EXCLUDED_SPLIT):
+      files = tf.io.gfile.glob(os.path.join(examples.uri, f'Split-{split}', '*.gz'))
+      for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
+        example = tf.train.Example.FromString(record.numpy())
+        text = lambda key: example.features.feature[key].bytes_list.value[0]
+        found[text(features.FILENAME_KEY).decode()] = (
+            split, text(features.DUPLICATE_GROUP_KEY).decode(),
+            image_decoding.decode_rgb(tf.constant(text(features.IMAGE_KEY))).numpy())
+    return found
+
+  middle = written('middle')
+  assert len(middle) == 19 and np.array_equal(middle['malignant/IM0007'][2],
+                                               expected['malignant/IM0007#frame3'])
+  every = written('all')
+  assert len(every) == 23 and 'malignant/IM0007' not in every
+  frames = {name: every[name] for name in expected}
+  assert len({(split, group) for split, group, _ in frames.values()}) == 1
+  for name, pixels in expected.items():
+    assert np.array_equal(frames[name][2], pixels), name
+  assert not np.array_equal(expected['malignant/IM0007#frame1'], expected['malignant/IM0007#frame5'])
+
+
 def test_the_prediction_cli_answers_a_dicom_file_as_the_same_picture_as_png(
     python, project_root, pushed_model_dir, tmp_path, pipeline_runs):
   """Lossless DICOM (a clip in a scanner's screen among them) and the PNGs they were made from

@@ -1,8 +1,9 @@
 """The whole pipeline on a hospital's export, through `local_runner.py`: DICOM files without an
 extension in patient/study folders, mixed transfer syntaxes, cine clips inside the scanner's
-interface, labels from a manifest instead of class folders, and every patient identifier
-planted in every header (data/dicom.write_hospital_export). The run trains, is evaluated and
-pushes with no patient on both sides of the split, says how many patients there were, and no
+interface (every frame an example, `--clip-frames all`), labels from a manifest instead of class
+folders, and every patient identifier planted in every header (data/dicom.write_hospital_export).
+The run trains, is evaluated and pushes with no patient and no clip on both sides of the split,
+says how many patients there were, and no
 identifier reaches any file under the output directory, ML Metadata or a log line, neither from
 the training run nor from batch inference over the same export.
 """
@@ -22,6 +23,11 @@ from data import dicom, synthetic
 from runs import metadata_store
 
 PATIENTS = 9
+CLIPS = 9  # every fifth of 45 files: 3 frames each, every frame an example (--clip-frames all)
+
+
+def example_count(written):
+  return len(written) + 2 * CLIPS
 
 
 @pytest.fixture(scope='module')
@@ -35,7 +41,7 @@ def hospital_run(tmp_path_factory, python, project_root, run_pipeline):
   output_dir = base / 'output'
   # An ensemble of two, as by default: its members hold out one another's folds of patients.
   training = run_pipeline(python, project_root, export, output_dir, '--min-accuracy', '0',
-                          '--ensemble-members', '2',
+                          '--ensemble-members', '2', '--clip-frames', 'all',
                           '--labels', str(export / dicom.LABELS_FILE),
                           '--identifier-key-file', str(key_file))
   inference = subprocess.run(
@@ -62,11 +68,18 @@ def test_no_patient_is_on_both_sides_of_the_split_and_the_model_is_pushed(hospit
   uris = {split: os.path.join(examples.uri, f'Split-{split}')
           for split in (contracts.TRAIN_SPLIT, contracts.EVAL_SPLIT, contracts.EXCLUDED_SPLIT)}
   rows = report.read_image_rows(uris)
-  assert {row.file for row in rows} == set(written)  # every image, clips included
-  assert all(row.label == written[row.file][0] for row in rows)  # labels from the manifest
+  file_of = lambda row: row.file.split('#frame')[0]
+  assert {file_of(row) for row in rows} == set(written)  # every file
+  assert len(rows) == example_count(written)  # a clip's every frame
+  assert all(row.label == written[file_of(row)][0] for row in rows)  # labels from the manifest
+  clip_groups = collections.defaultdict(set)
+  for row in rows:
+    if '#frame' in row.file:
+      clip_groups[file_of(row)].add((row.split, row.group))
+  assert len(clip_groups) == CLIPS and all(len(found) == 1 for found in clip_groups.values())
   sides = collections.defaultdict(set)
   for row in rows:
-    sides[written[row.file][1]].add(row.split)
+    sides[written[file_of(row)][1]].add(row.split)
   assert len(sides) == PATIENTS
   assert all(len(splits) == 1 for splits in sides.values()), dict(sides)
   assert {frozenset(splits) for splits in sides.values()} == {
@@ -78,7 +91,7 @@ def test_the_data_quality_report_and_the_model_card_count_the_patients(hospital_
   store = hospital_run['store']
   quality = artifact_of(store, artifact_types.DataQualityReport.TYPE_NAME)
   assert metadata_store.artifact_property(quality, 'patient_count') == PATIENTS
-  assert metadata_store.artifact_property(quality, 'images_with_patient') == len(
+  assert metadata_store.artifact_property(quality, 'images_with_patient') == example_count(
       hospital_run['written'])
   card = json.loads((pathlib.Path(artifact_of(store, artifact_types.ModelCard.TYPE_NAME).uri)
                      / contracts.MODEL_CARD_JSON_FILE).read_text())
@@ -86,7 +99,7 @@ def test_the_data_quality_report_and_the_model_card_count_the_patients(hospital_
   assert not [caveat for caveat in card['caveats'] if 'patient' in caveat.lower()]
   html = (pathlib.Path(artifact_of(store, artifact_types.ModelCard.TYPE_NAME).uri)
           / contracts.MODEL_CARD_HTML_FILE).read_text()
-  assert f'{len(hospital_run["written"])} images of {PATIENTS} patients' in html
+  assert f'{example_count(hospital_run["written"])} images of {PATIENTS} patients' in html
 
 
 def identifiers_in(data: bytes):

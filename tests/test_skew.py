@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import os
+import pathlib
 import subprocess
 import urllib.request
 
@@ -12,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from data import dicom
 from models import features
 from serving import predict, request_log
 
@@ -103,3 +105,34 @@ def test_logged_requests_yield_a_skew_report_feature_by_feature(
   [entry] = json.loads(completed.stdout)
   assert entry['images'] == entry['decoded_images'] == len(clean) > 40
   assert entry['skewed'] == [] and len(entry['measurements']) == 5
+
+
+def test_a_dicom_file_reaches_the_request_log_as_its_picture_and_no_identifier(
+    pipeline_runs, pushed_model_dir, start_server, python, project_root, tmp_path):
+  """The CLI converts a DICOM file before it sends it: the server logs the picture's PNG, and no
+  identifier from the header reaches the request log or the skew check's output."""
+  log_dir = tmp_path / 'requests'
+  server = start_server(pushed_model_dir, '--request-log-dir', str(log_dir),
+                        '--request-log-rate', '1')
+  pixels = np.asarray(Image.open(pipeline_runs['data_root'] / 'benign' / 'benign (2).png')
+                      .convert('RGB'))
+  screen, region = dicom.in_scanner_interface(pixels)
+  clip = dicom.write_ultrasound(str(tmp_path / 'IM0001'), screen, transfer_syntax=dicom.RLE,
+                                frames=3, region=region, identifiers=dicom.IDENTIFIERS)
+  completed = subprocess.run(
+      [python, '-m', 'serving.predict', '--server', server.address, '--model-name',
+       'breast_ultrasound', clip], cwd=project_root, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  server.stop()
+  [record] = request_log.read_logs(str(log_dir))
+  _, [logged] = request_log.encoded_images(record)
+  assert np.array_equal(np.asarray(Image.open(io.BytesIO(logged)).convert('RGB')), pixels)
+  skew = skew_command(python, project_root, pipeline_runs['output_dir'], log_dir, '--json')
+  outputs = [completed.stdout, completed.stderr, skew.stdout, skew.stderr]
+  for folder, _, names in os.walk(log_dir):
+    outputs += [(pathlib.Path(folder) / name).read_bytes().decode('latin-1') for name in names]
+  assert [token for token in dicom.identifier_tokens() if token in (tmp_path / 'IM0001')
+          .read_bytes().decode('latin-1')]  # planted
+  assert not [token for token in dicom.identifier_tokens()
+              for output in outputs if token in output]

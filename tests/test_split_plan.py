@@ -131,6 +131,20 @@ def test_a_patient_with_two_labels_is_split_not_excluded_and_a_copy_links_two_pa
               if record['patient'] in ('patient-0', 'patient-1')}) == 1
 
 
+def test_the_frames_of_a_clip_are_one_group_whatever_their_hashes():
+  rng = np.random.default_rng(4)
+  records = [{'file': f'{label}/{index}.png', 'label': label, 'hash': random_hash(rng)}
+             for label in ('benign', 'malignant') for index in range(20)]
+  frames = [{'file': f'malignant/IM7#frame{frame}', 'label': 'malignant', 'hash': random_hash(rng),
+             'clip': 'malignant/IM7'} for frame in range(1, 9)]
+  planned = plan(records + frames)
+  assert len({planned[frame['file']] [:2] for frame in frames}) == 1
+  assert planned['malignant/IM7#frame1'][1] == 'malignant/IM7#frame1'
+  unmerged = plan(records + [{key: value for key, value in frame.items() if key != 'clip'}
+                             for frame in frames])
+  assert len({unmerged[frame['file']][0] for frame in frames}) == 2
+
+
 def test_majority_label_breaks_ties_by_the_class_vocabulary():
   assert split_plan.majority_label(['normal', 'malignant', 'normal']) == 'normal'
   assert split_plan.majority_label(['normal', 'malignant']) == 'malignant'

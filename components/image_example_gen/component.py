@@ -8,7 +8,8 @@ the input config keeps one split named `images`, its pattern documenting the lay
 `labels_file`, a manifest (inputs/manifest.py) labels the images instead of class folders, and
 patients named there or in DICOM headers are pseudonymised with the key in
 `identifier_key_file` (or the environment: inputs/identifiers.py) and kept on one side of the
-split. Its driver
+split. A DICOM cine clip gives its middle frame, or with `clip_frames='all'` every frame, as
+examples of one group. Its driver
 fingerprints the whole data root (`driver.py`). The output is an 80/20 train/eval split that the
 executor makes by near-duplicate group, stratified by label, instead of by hash; a third split,
 `excluded`, holds the label conflicts the policy leaves out. The executor's own settings travel in the
@@ -28,6 +29,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 
 from components import contracts, near_duplicates
 from components.image_example_gen import driver, executor
+from inputs import layout
 
 DEFAULT_INPUT_PATTERN = '*/*'
 
@@ -68,8 +70,12 @@ class ImageExampleGen(FileBasedExampleGen):
                span: Optional[int] = None,
                labels_file: Optional[str] = None,
                identifier_key_file: Optional[str] = None,
+               clip_frames: str = layout.MIDDLE_FRAME,
                input_config: Optional[example_gen_pb2.Input] = None,
                output_config: Optional[example_gen_pb2.Output] = None):
+    if clip_frames not in layout.CLIP_FRAMES:
+      raise ValueError(f'clip_frames must be one of {", ".join(layout.CLIP_FRAMES)}, got '
+                       f'{clip_frames!r}')
     if label_conflict_policy not in contracts.LABEL_CONFLICT_POLICIES:
       raise ValueError(f'label_conflict_policy must be one of '
                        f'{", ".join(contracts.LABEL_CONFLICT_POLICIES)}, got {label_conflict_policy!r}')
@@ -80,7 +86,8 @@ class ImageExampleGen(FileBasedExampleGen):
                      executor.CODE_VERSION_KEY: code_version,
                      executor.LABELS_FILE_KEY: labels_file or '',
                      executor.LABELS_DIGEST_KEY: _digest(labels_file),
-                     executor.IDENTIFIER_KEY_FILE_KEY: identifier_key_file or ''})
+                     executor.IDENTIFIER_KEY_FILE_KEY: identifier_key_file or '',
+                     executor.CLIP_FRAMES_KEY: clip_frames})
     packed = any_pb2.Any()
     packed.Pack(settings)
     super().__init__(

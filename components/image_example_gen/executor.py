@@ -40,7 +40,7 @@ from tfx.utils import proto_utils
 
 from components import contracts, near_duplicates
 from components.image_example_gen import split_plan
-from inputs import identifiers, image_files, manifest
+from inputs import identifiers, image_files, layout, manifest
 from models import features
 
 # The executor's settings, in the standard custom_config slot (see component.py).
@@ -53,6 +53,8 @@ CODE_VERSION_KEY = 'code_version'  # read by TFX's cache, not here
 # there so that TFX's cache reruns the component when a label changes.
 LABELS_FILE_KEY = 'labels_file'
 LABELS_DIGEST_KEY = 'labels_digest'
+# A cine clip's middle frame, or every frame as examples of one group (layout.CLIP_FRAMES).
+CLIP_FRAMES_KEY = 'clip_frames'
 # Where the key that pseudonymises patients is (inputs/identifiers.py): a path, never the key.
 IDENTIFIER_KEY_FILE_KEY = 'identifier_key_file'
 
@@ -71,9 +73,11 @@ def _skip(entry: Dict[str, Any], reason: str) -> beam.pvalue.TaggedOutput:
 
 
 def hash_images(keyed_entries: Tuple[str, Iterable[Dict[str, Any]]], newest_span: int,
-                identifier_key: Optional[str]):
-  """(grouping key, entries) → {'file', 'label', 'hash', 'span', 'patient'} per readable image,
-  `patient` the pseudonym of its patient or None (image_files.patient_of).
+                identifier_key: Optional[str], clip_frames: str):
+  """(grouping key, entries) → {'file', 'label', 'hash', 'span', 'patient', 'clip'} per example
+  of a readable image (image_files.examples_of_file: each frame of a clip under `clip_frames`
+  'all', `clip` the clip's file, else None), `patient` the pseudonym of its patient or None
+  (image_files.patient_of).
 
   Unreadable images of the newest span go to the SKIPPED output with the reason (and so are left
   out of the plan); an older span's were reported when it was ingested.
@@ -85,23 +89,31 @@ def hash_images(keyed_entries: Tuple[str, Iterable[Dict[str, Any]]], newest_span
     span = image_files.span_of_file(entry['file'])
     try:
       content, image = image_files.read_image(entry['path'])
+      examples = list(image_files.examples_of_file(entry['file'], content, image, clip_frames))
     except (image_files.UnusableFile, OSError, tf.errors.OpError) as error:
       if span == newest_span:
         yield _skip(entry, getattr(error, 'message', None) or str(error))
       continue
-    yield {'file': entry['file'], 'label': entry['label'],
-           'hash': near_duplicates.perceptual_hash(image), 'span': span,
-           'patient': image_files.patient_of(content, entry, identifier_key)}
+    patient = image_files.patient_of(content, entry, identifier_key)
+    for file, clip, example_image in examples:
+      yield {'file': file, 'label': entry['label'], 'clip': clip,
+             'hash': near_duplicates.perceptual_hash(example_image), 'span': span,
+             'patient': patient}
 
 
 class BuildImageExample(beam.DoFn):
-  """(grouping key, entries) → (split index, label name, example).
+  """(grouping key, entries) → (split index, label name, example), an example per frame of a
+  clip under `clip_frames` 'all'.
 
   Each image's split and group come from the side input `plan` (relative path → (split index,
   group name, hash)); images missing from it were unreadable when hashed and are already
   reported. Unusable masks go to the SKIPPED output with the reason, images stored as PNG
   because TensorFlow would not decode the original to Pillow's pixels to NORMALISED.
   """
+
+  def __init__(self, clip_frames: str):
+    super().__init__()
+    self._clip_frames = clip_frames
 
   def process(self, keyed_entries: Tuple[str, Iterable[Dict[str, Any]]],
               plan: Dict[str, Tuple[int, str, str]]):
@@ -123,22 +135,28 @@ class BuildImageExample(beam.DoFn):
         yield _skip(entry, f'mask: {getattr(error, "message", None) or error}')
     for entry in images:
       label_name = entry['label']
-      if entry['file'] not in plan:
-        continue
-      split_index, group, image_hash = plan[entry['file']]
+      if (entry['file'] not in plan
+          and image_files.frame_file(entry['file'], 0) not in plan):
+        continue  # unreadable when hashed, and reported then
       try:
         content, image = image_files.read_image(entry['path'])
+        examples = list(image_files.examples_of_file(entry['file'], content, image,
+                                                     self._clip_frames))
       except (image_files.UnusableFile, OSError, tf.errors.OpError) as error:
         # Changed since it was hashed.
         yield _skip(entry, getattr(error, 'message', None) or str(error))
         continue
-      stored, normalised = image_files.tensorflow_ready_bytes(content, image)
-      if normalised:
-        yield beam.pvalue.TaggedOutput(NORMALISED, {'file': entry['file'], 'reason': normalised})
-      mask_bytes = image_files.merge_masks(mask_images, image.size) if mask_images else b''
-      yield split_index, label_name, image_files.build_example(
-          stored, image, label_name, entry['file'], mask_bytes, len(mask_images), image_hash,
-          group)
+      for file, _, example_image in examples:
+        split_index, group, image_hash = plan[file]
+        stored, normalised = image_files.tensorflow_ready_bytes(content, example_image)
+        if normalised and file == examples[0][0]:
+          yield beam.pvalue.TaggedOutput(NORMALISED, {'file': entry['file'],
+                                                      'reason': normalised})
+        mask_bytes = (image_files.merge_masks(mask_images, example_image.size) if mask_images
+                      else b'')
+        yield split_index, label_name, image_files.build_example(
+            stored, example_image, label_name, file, mask_bytes, len(mask_images), image_hash,
+            group)
 
 
 def _list_class_folder(span_and_class: Tuple[str, str], input_base: str) -> List[Dict[str, Any]]:
@@ -279,7 +297,8 @@ class Executor(BaseExampleGenExecutor):
       total += split.hash_buckets
       cumulative.append(total)
     hashed = listed | 'HashImages' >> beam.FlatMap(
-        hash_images, span, identifier_key).with_outputs(SKIPPED, main='records')
+        hash_images, span, identifier_key, settings[CLIP_FRAMES_KEY]).with_outputs(
+            SKIPPED, main='records')
     planned = (hashed.records
                | 'GatherHashes' >> beam.combiners.ToList()
                | 'PlanSplits' >> beam.Map(
@@ -304,7 +323,7 @@ class Executor(BaseExampleGenExecutor):
     built = (listed
              | 'NewestSpan' >> beam.Filter(lambda keyed: keyed[0].startswith(newest_prefix))
              | 'BuildExamples' >> beam.ParDo(
-                 BuildImageExample(), plan=beam.pvalue.AsDict(plan)
+                 BuildImageExample(settings[CLIP_FRAMES_KEY]), plan=beam.pvalue.AsDict(plan)
              ).with_outputs(SKIPPED, NORMALISED, main='examples'))
     partitions = built.examples | 'BySplit' >> beam.Partition(
         lambda split_label_example, _: split_label_example[0], len(split_names))
@@ -430,6 +449,7 @@ DEFAULT_SETTINGS = {
     LABELS_FILE_KEY: '',
     LABELS_DIGEST_KEY: '',
     IDENTIFIER_KEY_FILE_KEY: '',
+    CLIP_FRAMES_KEY: layout.MIDDLE_FRAME,
 }
 
 
@@ -444,6 +464,9 @@ def read_settings(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
     if custom_config.custom_config.Unpack(packed):
       settings.update(json_format.MessageToDict(packed))
   settings[MAX_HASH_DISTANCE_KEY] = int(settings[MAX_HASH_DISTANCE_KEY])
+  if settings[CLIP_FRAMES_KEY] not in layout.CLIP_FRAMES:
+    raise ValueError(f'clip_frames must be one of {", ".join(layout.CLIP_FRAMES)}, got '
+                     f'{settings[CLIP_FRAMES_KEY]!r}')
   if settings[LABEL_CONFLICT_POLICY_KEY] not in contracts.LABEL_CONFLICT_POLICIES:
     raise ValueError(f'label_conflict_policy must be one of {", ".join(contracts.LABEL_CONFLICT_POLICIES)},'
                      f' got {settings[LABEL_CONFLICT_POLICY_KEY]!r}')

@@ -3,9 +3,9 @@
 From `{'file', 'label', 'hash', 'span'[, 'patient']}` records (one per readable image of the
 newest span and of the older spans before it) to a split per image of the newest span: images
 whose perceptual hashes lie within `max_hash_distance` bits form near-duplicate groups
-(transitively), groups holding images of one patient (the same pseudonym) are merged, and whole
-groups are dealt to the splits, stratified by label and deterministically: no near-duplicate and
-no patient is on both sides. Groups whose members carry different labels are label conflicts, which the
+(transitively), groups holding images of one patient (the same pseudonym) or frames of one clip
+are merged, and whole groups are dealt to the splits, stratified by label and deterministically:
+no near-duplicate, no patient and no clip is on both sides. Groups whose members carry different labels are label conflicts, which the
 `exclude` policy sends to a split of their own.
 """
 
@@ -27,9 +27,9 @@ def _span(record: Dict[str, Any]) -> int:
   return record.get('span', 0)  # a data root without spans is span 0
 
 
-def merge_by_patient(group_numbers: List[int], patients: List[Optional[str]]) -> List[int]:
-  """Group numbers with every group that shares a patient merged into one (the smallest
-  number); an image with no patient keeps its group."""
+def merge_sharing(group_numbers: List[int], keys: List[Optional[str]]) -> List[int]:
+  """Group numbers with every group that shares a key (a patient, a clip) merged into one (the
+  smallest number); an image with no key keeps its group."""
   parent = {number: number for number in group_numbers}
 
   def root(number: int) -> int:
@@ -39,10 +39,10 @@ def merge_by_patient(group_numbers: List[int], patients: List[Optional[str]]) ->
     return number
 
   first_group_of: Dict[str, int] = {}
-  for number, patient in zip(group_numbers, patients):
-    if patient is None:
+  for number, key in zip(group_numbers, keys):
+    if key is None:
       continue
-    other = first_group_of.setdefault(patient, number)
+    other = first_group_of.setdefault(key, number)
     low, high = sorted((root(number), root(other)))
     parent[high] = low
   return [root(number) for number in group_numbers]
@@ -53,7 +53,7 @@ def plan_splits(records: List[Dict[str, Any]], cumulative_buckets: List[int],
                 excluded_index: int) -> Tuple[Dict[str, Tuple[int, str, str]], List[dict]]:
   """Groups the hashed images and plans the newest span's split.
 
-  `records` are hash_images outputs, `{'file', 'label', 'hash'[, 'span', 'patient']}`, of the
+  `records` are hash_images outputs, `{'file', 'label', 'hash'[, 'span', 'patient', 'clip']}`, of the
   newest span and
   of every older one. Returns ({relative path: (split index, group, hash)} of the newest span's
   images, the older spans' images that share a group with one of them as {'file', 'label',
@@ -84,9 +84,9 @@ def plan_splits(records: List[Dict[str, Any]], cumulative_buckets: List[int],
     excluded = {record['file'] for number, record in zip(duplicate_groups, seen)
                 if len(labels_of_duplicates[number]) > 1 and label_conflict_policy == 'exclude'}
     members = {}
-    for number, record in zip(merge_by_patient(duplicate_groups,
-                                               [record.get('patient') for record in seen]),
-                              seen):
+    units = merge_sharing(duplicate_groups, [record.get('patient') for record in seen])
+    units = merge_sharing(units, [record.get('clip') for record in seen])
+    for number, record in zip(units, seen):
       members.setdefault(number, []).append(record)
     new_groups = {}
     for number, group in members.items():
