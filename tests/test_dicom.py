@@ -13,6 +13,7 @@ import subprocess
 
 import numpy as np
 import pydicom
+import pydicom.data
 import pytest
 import tensorflow as tf
 from PIL import Image
@@ -81,6 +82,29 @@ def test_the_scanners_interface_is_cropped_to_the_ultrasound_region(picture):
   # Without the region sequence the whole screen, burned-in text and all, is the picture.
   whole = dicom_files.read_dicom(dicom.ultrasound_bytes(screen))
   assert whole.region is None and whole.pixels.shape == screen.shape
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize('name, shape, frames, region', [
+    # A 30-frame JPEG baseline YBR_FULL_422 echo clip; its region, declared for a larger
+    # acquisition than the stored frames, clipped to them.
+    ('examples_ybr_color.dcm', (209, 236, 3), 30, (84, 31, 319, 239)),
+    ('examples_palette.dcm', (290, 680, 3), 1, (120, 60, 799, 349)),  # two regions: the tissue one
+    ('examples_jpeg2k.dcm', (480, 640, 3), 1, None),  # JPEG 2000, YBR_RCT
+    ('examples_rgb_color.dcm', (240, 320, 3), 1, None),
+    ('ExplVR_BigEnd.dcm', (60, 80, 3), 1, None),  # explicit VR big endian
+])
+def test_the_scanner_files_pydicom_ships_give_their_pictures(name, shape, frames, region):
+  """Real ultrasound files from scanners' own encoders, shipped with the pinned pydicom."""
+  content = pathlib.Path(pydicom.data.get_testdata_file(name)).read_bytes()
+  picture = dicom_files.read_dicom(content)
+  assert (picture.pixels.shape, picture.frames, picture.frame, picture.region) == (
+      shape, frames, frames // 2, region)
+  assert picture.pixels.dtype == np.uint8 and 5 < picture.pixels.mean() < 200
+  # What ImageExampleGen stores: the picture's PNG, decoded by Transform to the same pixels.
+  image = image_files.check_image(content)
+  stored, _ = image_files.tensorflow_ready_bytes(content, image)
+  assert np.array_equal(image_decoding.decode_rgb(tf.constant(stored)).numpy(), picture.pixels)
 
 
 def dataset_of(content):
