@@ -48,6 +48,7 @@ def inference_runs(store: mlmd.MetadataStore) -> List[Dict[str, Any]]:
     components = metadata_store.component_runs(store, context.id)
     row = {'run': context.name, 'state': 'complete', 'images': None, 'skipped': [],
            'model_id': None, 'model_run': None, 'model_version': None, 'predictions': None,
+           'predictions_id': None,
            'decision_counts': None, 'review_count': None, 'input': None}
     for component in components:
       if component.state not in ('complete', 'cached'):
@@ -67,6 +68,7 @@ def inference_runs(store: mlmd.MetadataStore) -> List[Dict[str, Any]]:
           row['skipped'] = artifact_property(artifact, contracts.SKIPPED_FILES_PROPERTY) or []
         elif type_name == Predictions.TYPE_NAME:
           row['predictions'] = os.path.join(artifact.uri, contracts.PREDICTIONS_CSV_FILE)
+          row['predictions_id'] = artifact.id
           counts = artifact_property(artifact, 'decision_counts') or {}
           row['decision_counts'] = {name: int(counts[name]) for name in features.LABEL_NAMES
                                  if name in counts}

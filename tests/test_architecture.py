@@ -9,7 +9,7 @@ import pytest
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOMS = ('models', 'serving', 'components', 'pipeline', 'cli', 'orchestration', 'evaluation',
-         'presentation', 'inputs', 'runs', 'data')
+         'presentation', 'inputs', 'runs', 'review', 'data')
 
 # The rooms a room must not import (docs/architecture.md, "What never imports what").
 FORBIDDEN = {
@@ -21,10 +21,11 @@ FORBIDDEN = {
                    'runs'},
     'presentation': {'pipeline', 'cli', 'orchestration', 'components', 'serving', 'runs'},
     'orchestration': {'cli', 'pipeline', 'evaluation', 'components', 'models', 'serving', 'runs'},
-    'cli': {'serving', 'runs'},
+    'cli': {'serving', 'runs', 'review'},
+    'review': {'pipeline', 'serving', 'evaluation'},
 }
-# components/ and inputs/ may take from models/ only the shared contract.
-CONTRACT_ONLY = ('components', 'inputs')
+# components/, inputs/ and review/ may take from models/ only the shared contract.
+CONTRACT_ONLY = ('components', 'inputs', 'review')
 MODELS_CONTRACT = ('models.features',)
 
 # (importing module, imported module): the exceptions docs/architecture.md lists and explains.

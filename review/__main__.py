@@ -1,0 +1,85 @@
+"""python -m review: a reviewer's labels for a batch inference run, and their export as a span.
+
+    python -m review label --reviewer NAME FILE LABEL [--run RUN]   # benign, malignant, normal,
+                                                                   # or 'not usable'
+    python -m review export --to DATA_ROOT [--run RUN]
+
+`--run` is a batch inference run (`python -m runs.inspect` lists them; default: the newest).
+The output directory and store are the pipeline's (`--output-dir`, `--metadata-connection`).
+A review is recorded as review/reviews.py says, the export as review/export.py says. Errors a user
+can cause are one line and exit code 2.
+"""
+
+import argparse
+import sys
+from typing import List, Optional
+
+from cli import command_line
+
+command_line.prepare_environment()
+
+# pylint: disable=g-import-not-at-top
+from cli import exclusive_run, flags
+from orchestration import metadata_connection
+
+PROG = 'python -m review'
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = command_line.OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+  commands = parser.add_subparsers(dest='command', required=True)
+  label = commands.add_parser('label', help="record a reviewer's label for an image")
+  label.add_argument('file', help="the image's path as the run's predictions name it")
+  label.add_argument('label', help="benign, malignant, normal or 'not usable'")
+  label.add_argument('--reviewer', required=True, help='who reviews (a name; no accounts)')
+  export = commands.add_parser('export', help="write the run's reviewed images as the data "
+                               "root's next span, and record it in ML Metadata")
+  export.add_argument('--to', required=True, metavar='DATA_ROOT',
+                      help='the data root of span folders the pipeline trains on')
+  for command in (label, export):
+    command.add_argument('--run', help='the batch inference run (default: the newest)')
+    flags.add_reader_flags(command)
+  return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = _parser()
+  args = parser.parse_args(argv)
+  config = flags.reader_config(args)
+  problem = metadata_connection.reader_problem(config)
+  if problem:
+    parser.exit(exclusive_run.exit_code_of_problem(config), f'{PROG}: error: {problem}\n')
+  # Imported late: TensorFlow and ML Metadata take seconds, and bad flags should fail fast.
+  import ml_metadata as mlmd  # pylint: disable=g-import-not-at-top
+  from review import export, reviews  # pylint: disable=g-import-not-at-top
+  from runs import inference, metadata_store  # pylint: disable=g-import-not-at-top
+
+  runs = inference.inference_runs(metadata_store.open_pipeline_store(config))
+  chosen = [run for run in runs if args.run in (None, run['run'])]
+  if not chosen:
+    parser.exit(command_line.EXIT_USAGE, f'{PROG}: error: ' + (
+        f'no batch inference run {args.run} (runs: {", ".join(run["run"] for run in runs)})'
+        if args.run and runs else 'no batch inference run yet (local_runner.py --infer-dir)')
+        + '\n')
+  run = chosen[-1]
+  try:
+    if args.command == 'label':
+      review = reviews.record_review(config.output_dir, run['run'], args.file, args.label,
+                                     args.reviewer, export.answers_of(run))
+      print(f'{review.file}: {review.label} ({review.reviewer}, {review.reviewed_at}; the model '
+            f'decided {review.answer.get("decision")})')
+      return 0
+    exported = export.export_span(config.output_dir, run, args.to)
+  except reviews.ReviewError as error:
+    parser.exit(command_line.EXIT_USAGE, f'{PROG}: error: {error}\n')
+  artifact_id = export.record_export(
+      mlmd.MetadataStore(metadata_connection.connection_config(config)), run, exported)
+  print(f'span {exported.span} written to {exported.folder}: '
+        + ', '.join(f'{name} {count}' for name, count in exported.counts.items())
+        + f'; {len(exported.not_usable)} not usable, left out; {exported.agreed} review(s) '
+        f'agreed with the model\'s decision; recorded in ML Metadata as artifact {artifact_id}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
