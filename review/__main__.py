@@ -3,6 +3,7 @@
     python -m review label --reviewer NAME FILE LABEL [--run RUN]   # benign, malignant, normal,
                                                                    # or 'not usable'
     python -m review export --to DATA_ROOT [--run RUN]
+    python -m review serve [--host 127.0.0.1] [--port 8600]      # the page (review/app.py)
 
 `--run` is a batch inference run (`python -m runs.inspect` lists them; default: the newest).
 The output directory and store are the pipeline's (`--output-dir`, `--metadata-connection`).
@@ -36,10 +37,38 @@ def _parser() -> argparse.ArgumentParser:
                                "root's next span, and record it in ML Metadata")
   export.add_argument('--to', required=True, metavar='DATA_ROOT',
                       help='the data root of span folders the pipeline trains on')
+  serve = commands.add_parser('serve', help='serve the review page')
+  serve.add_argument('--host', default='127.0.0.1',
+                     help='the address to listen on (default: %(default)s, this machine only)')
+  serve.add_argument('--port', type=int, default=8600, help='default: %(default)s')
   for command in (label, export):
     command.add_argument('--run', help='the batch inference run (default: the newest)')
+  for command in (label, export, serve):
     flags.add_reader_flags(command)
   return parser
+
+
+def serve(config, host: str, port: int) -> int:
+  """Serves the page until interrupted."""
+  from review import app  # pylint: disable=g-import-not-at-top
+  from runs import inference, metadata_store  # pylint: disable=g-import-not-at-top
+  from serving import server  # pylint: disable=g-import-not-at-top
+  application = app.ReviewApplication(
+      config.output_dir,
+      lambda: inference.inference_runs(metadata_store.open_pipeline_store(config)))
+  try:
+    listening = server.create_rest_server(
+        application, host, port, threads=4, read_timeout_seconds=30, max_connections=64,
+        max_request_bytes=app.MAX_REQUEST_BYTES)
+  except OSError as error:
+    print(f'{PROG}: error: cannot listen on {host}:{port}: {error.strerror}', file=sys.stderr)
+    return command_line.EXIT_USAGE
+  print(f'review station on http://{host}:{listening.effective_port}/', flush=True)
+  try:
+    listening.run()
+  except KeyboardInterrupt:
+    pass
+  return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -51,17 +80,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.exit(exclusive_run.exit_code_of_problem(config), f'{PROG}: error: {problem}\n')
   # Imported late: TensorFlow and ML Metadata take seconds, and bad flags should fail fast.
   import ml_metadata as mlmd  # pylint: disable=g-import-not-at-top
-  from review import export, reviews  # pylint: disable=g-import-not-at-top
+  from review import app, export, reviews  # pylint: disable=g-import-not-at-top
   from runs import inference, metadata_store  # pylint: disable=g-import-not-at-top
 
+  if args.command == 'serve':
+    return serve(config, args.host, args.port)
   runs = inference.inference_runs(metadata_store.open_pipeline_store(config))
-  chosen = [run for run in runs if args.run in (None, run['run'])]
-  if not chosen:
+  run = app.find_run(runs, args.run)
+  if run is None:
     parser.exit(command_line.EXIT_USAGE, f'{PROG}: error: ' + (
         f'no batch inference run {args.run} (runs: {", ".join(run["run"] for run in runs)})'
         if args.run and runs else 'no batch inference run yet (local_runner.py --infer-dir)')
         + '\n')
-  run = chosen[-1]
   try:
     if args.command == 'label':
       review = reviews.record_review(config.output_dir, run['run'], args.file, args.label,

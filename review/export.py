@@ -10,7 +10,7 @@ not at all (written under a hidden name, then renamed). A file's name in the spa
 the input folder with `/` as `__` (`nested/IM0001` → `nested__IM0001`).
 
 The export is recorded in ML Metadata as a `ReviewExport` execution in the inference run's
-context, whose inputs are the run's Predictions and the Model that made them and whose output is
+context (and its pipeline's), whose inputs are the run's Predictions and the Model that made them and whose output is
 the `ReviewedSpan` (the span folder, with how many images of each label, how many reviews agreed
 with the model's decision, and who reviewed): the lineage from a training example back to the
 model whose call a clinician corrected.
@@ -143,6 +143,10 @@ def record_export(store: mlmd.MetadataStore, run: Dict[str, Any],
             for found in inputs]
   contexts = [context for context in metadata_store.run_contexts(store, inference=True)
               if context.name == run['run']]
+  # The inference pipeline's own context too, as every execution of its runs has.
+  contexts += [store.get_context_by_type_and_name(
+      metadata_store.PIPELINE_CONTEXT, metadata_store.pipeline_of_run(store, context))
+               for context in contexts]
   _, [artifact_id, *_], _ = store.put_execution(execution, pairs, contexts)
   return artifact_id
 

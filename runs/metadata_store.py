@@ -132,12 +132,10 @@ def node_id_of(store: mlmd.MetadataStore, execution_id: int) -> str:
 
 def pipeline_of_run(store: mlmd.MetadataStore, run_context: metadata_store_pb2.Context) -> str:
   """The name of the pipeline a run belongs to ('' when it has no execution yet)."""
-  executions = store.get_executions_by_context(run_context.id)
-  if not executions:
-    return ''
-  for context in store.get_contexts_by_execution(executions[0].id):
-    if context.type == PIPELINE_CONTEXT:
-      return context.name
+  for execution in sorted(store.get_executions_by_context(run_context.id), key=lambda e: e.id):
+    for context in store.get_contexts_by_execution(execution.id):
+      if context.type == PIPELINE_CONTEXT:
+        return context.name
   return ''
 
 

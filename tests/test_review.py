@@ -6,8 +6,10 @@ run ingests it like any new span."""
 import datetime
 import json
 import os
+import pathlib
 import shutil
 import subprocess
+import urllib.parse
 
 import pytest
 
@@ -122,8 +124,9 @@ def test_reviewed_answers_become_the_next_span_the_pipeline_ingests(
   inputs = {event.artifact_id for event in store.get_events_by_execution_ids([execution.id])
             if event.type == event.INPUT}
   assert inputs == {run['model_id'], run['predictions_id']}
-  assert [context.name for context in store.get_contexts_by_execution(execution.id)] == [
-      run['run']]
+  assert sorted(context.name for context in store.get_contexts_by_execution(execution.id)) == [
+      run['run'], 'breast-ultrasound-inference']
+  assert [found['run'] for found in inference.inference_runs(store)] == [run['run']]
 
   # The next run ingests span 2 as any new span (its drift from span 1 only warned about).
   run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
@@ -135,3 +138,129 @@ def test_reviewed_answers_become_the_next_span_the_pipeline_ingests(
   counts = metadata_store.artifact_property(newest, 'class_counts')
   assert {name: sum(split.get(name, 0) for split in counts.values())
           for name in features.LABEL_NAMES} == {'benign': 2, 'malignant': 1, 'normal': 1}
+
+
+XSS_NAME = '<img src=x onerror=alert(1)>.png'
+
+
+@pytest.fixture
+def review_app(tmp_path):
+  """The page's application over one made-up run: two answered images, one named as an attack."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from review import app  # pylint: disable=g-import-not-at-top
+  input_dir = tmp_path / 'images'
+  input_dir.mkdir()
+  for name in ('a.png', XSS_NAME):
+    Image.new('L', (8, 6), 90).save(input_dir / name)
+  Image.new('L', (8, 6), 200).save(tmp_path / 'secret.png')  # an image no run answered
+  predictions = tmp_path / 'predictions'
+  predictions.mkdir()
+  rows = [{'path': name, 'decision': 'benign', 'malignant_probability': 0.1, 'review': False}
+          for name in ('a.png', XSS_NAME)]
+  (predictions / 'predictions.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
+  run = {'run': 'run-1', 'input': str(input_dir), 'model_version': '7', 'images': 2,
+         'predictions': str(predictions / 'predictions.csv'), 'state': 'complete'}
+  return app.ReviewApplication(str(tmp_path / 'output'), lambda: [run])
+
+
+def call(application, method, path, query='', body=b'', length=None):
+  import io  # pylint: disable=g-import-not-at-top
+  answer = {}
+
+  def start_response(status, headers):
+    answer.update(status=int(status.split()[0]), headers=dict(headers))
+
+  payload = b''.join(application({
+      'REQUEST_METHOD': method, 'PATH_INFO': path, 'QUERY_STRING': query,
+      'CONTENT_LENGTH': str(len(body) if length is None else length),
+      'wsgi.input': io.BytesIO(body)}, start_response))
+  return answer['status'], answer['headers'], payload
+
+
+def test_the_page_allows_no_inline_script_and_writes_names_as_text(review_app):
+  from review import app  # pylint: disable=g-import-not-at-top
+  status, headers, page = call(review_app, 'GET', '/')
+  assert status == 200 and headers['Content-Security-Policy'] == app.CONTENT_SECURITY_POLICY
+  assert "script-src 'self'" in app.CONTENT_SECURITY_POLICY and 'unsafe' not in \
+      app.CONTENT_SECURITY_POLICY
+  assert b'<script src="/static/review.js" defer></script>' in page
+  assert page.count(b'<script') == 1 and b' on' not in page.replace(b' one', b'')
+  script = call(review_app, 'GET', '/static/review.js')[2].decode()
+  assert 'innerHTML' not in script and 'insertAdjacentHTML' not in script
+  assert 'eval(' not in script and 'document.write' not in script
+  status, headers, answers = call(review_app, 'GET', '/api/runs/run-1/answers')
+  assert status == 200 and headers['Content-Type'] == 'application/json'
+  assert [row['file'] for row in json.loads(answers)] == ['a.png', XSS_NAME]
+
+
+@pytest.mark.parametrize('path, query', [
+    ('/api/runs/run-1/image', 'file=../secret.png'),
+    ('/api/runs/run-1/image', 'file=' + urllib.parse.quote(str(pathlib.Path('/tmp')))),
+    ('/api/runs/run-1/image', 'file=../../../etc/passwd'),
+    ('/api/runs/run-1/image', 'file=/etc/passwd'),
+    ('/api/runs/run-1/image', 'file=images/a.png'),
+    ('/api/runs/..%2F..%2Fetc/answers', ''),
+    ('/static/../app.py', ''),
+    ('/static/reviews.py', ''),
+])
+def test_no_path_from_a_request_reaches_the_file_system(review_app, path, query):
+  status, _, body = call(review_app, 'GET', path, query)
+  assert status == 404, body
+  assert 'root:' not in body.decode('latin-1')
+
+
+def test_an_answered_image_is_served_as_png(review_app):
+  status, headers, body = call(review_app, 'GET', '/api/runs/run-1/image',
+                               'file=' + urllib.parse.quote(XSS_NAME))
+  assert (status, headers['Content-Type']) == (200, 'image/png')
+  assert body.startswith(b'\x89PNG')
+
+
+def test_a_review_request_is_limited_checked_and_recorded(review_app, tmp_path):
+  from review import app  # pylint: disable=g-import-not-at-top
+  post = lambda body, length=None: call(review_app, 'POST', '/api/runs/run-1/reviews',
+                                        body=body, length=length)
+  status, _, body = post(b'x', length=app.MAX_REQUEST_BYTES + 1)
+  assert (status, json.loads(body)) == (413, {
+      'error': f'a request body of {app.MAX_REQUEST_BYTES + 1} bytes (at most '
+               f'{app.MAX_REQUEST_BYTES})'})
+  assert post(b'{not json')[0] == 400
+  assert post(b'["a.png"]')[0] == 400
+  status, _, body = post(json.dumps({'file': 'a.png', 'label': 'tumour',
+                                     'reviewer': 'R. Li'}).encode())
+  assert (status, json.loads(body)['error']) == (400, "unknown label 'tumour' (one of: benign, "
+                                                      'malignant, normal, not usable)')
+  status, _, body = post(json.dumps({'file': XSS_NAME, 'label': 'normal',
+                                     'reviewer': '<b>R. Li</b>'}).encode())
+  assert status == 200 and json.loads(body)['reviewed_label'] == 'normal'
+  [review] = reviews.read_reviews(str(tmp_path / 'output'), 'run-1')
+  assert (review.file, review.label, review.reviewer) == (XSS_NAME, 'normal', '<b>R. Li</b>')
+
+
+def test_the_page_in_headless_chromium_lists_the_answers_and_shows_names_as_text(review_app):
+  """A real browser runs the page's script against the application: the answers are listed,
+  the first shown with its decision, and a file named as an HTML element is text, not an
+  element."""
+  import threading  # pylint: disable=g-import-not-at-top
+  import conftest  # pylint: disable=g-import-not-at-top
+  from serving import server  # pylint: disable=g-import-not-at-top
+  if shutil.which('chromium') is None:
+    conftest.require_service("Debian's chromium", '.ci/run installs it, or apt-get install chromium')
+  listening = server.create_rest_server(review_app, '127.0.0.1', 0, threads=2,
+                                        read_timeout_seconds=10, max_connections=8,
+                                        max_request_bytes=65536)
+  thread = threading.Thread(target=listening.run, daemon=True)
+  thread.start()
+  try:
+    completed = subprocess.run(
+        ['chromium', '--headless', '--no-sandbox', '--disable-gpu', '--virtual-time-budget=8000',
+         '--dump-dom', f'http://127.0.0.1:{listening.effective_port}/'],
+        capture_output=True, text=True, timeout=120, check=False)
+  finally:
+    listening.close()
+  dom = completed.stdout
+  assert '<li data-index="0"' in dom and '<li data-index="1"' in dom, dom[-3000:]
+  assert '<span class="name">&lt;img src=x onerror=alert(1)&gt;.png</span>' in dom
+  assert '<img src=x' not in dom and 'onerror=alert(1)>' not in dom
+  assert '<figcaption id="file">' in dom and 'benign (malignant when its probability' in dom
+  assert '2 images, version 7' in dom  # the run, in the run selector

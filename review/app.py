@@ -1,0 +1,163 @@
+"""The review station's web application (WSGI): the page, and the JSON it reads and writes.
+
+    GET  /                                  the page (review/static/index.html)
+    GET  /static/review.js, /static/review.css
+    GET  /api/runs                          the batch inference runs, newest first
+    GET  /api/runs/<run>/answers            every answer of the run with its review, if any
+    GET  /api/runs/<run>/image?file=<path>  an answered image (a DICOM file's picture as PNG)
+    POST /api/runs/<run>/reviews            {"file", "label", "reviewer"} → the review recorded
+
+Safe by default: no path from a request reaches the file system (a run is found among the
+recorded runs, an image among the run's answers, a static file in a fixed list); request bodies
+are limited (`MAX_REQUEST_BYTES`) and images decoded within the pipeline's pixel limit; every
+answer carries a Content-Security-Policy that allows no inline script and nothing from
+elsewhere, and the page writes every name and label as text, never as HTML. Errors are JSON
+`{"error": ...}` with a 4xx status, never a traceback.
+"""
+
+import json
+import os
+import urllib.parse
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from inputs import image_files
+from review import export, reviews
+
+STATIC_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
+# What the page may load, by request path: nothing else is read from disk.
+STATIC_FILES = {'/': ('index.html', 'text/html; charset=utf-8'),
+                '/static/review.js': ('review.js', 'text/javascript; charset=utf-8'),
+                '/static/review.css': ('review.css', 'text/css; charset=utf-8')}
+MAX_REQUEST_BYTES = 64 * 1024  # a review is a few hundred bytes
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; "
+                           "img-src 'self'; connect-src 'self'; base-uri 'none'; "
+                           "form-action 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = [('Content-Security-Policy', CONTENT_SECURITY_POLICY),
+                    ('X-Content-Type-Options', 'nosniff'), ('Referrer-Policy', 'no-referrer'),
+                    ('Cache-Control', 'no-store')]
+_REASONS = {200: 'OK', 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed',
+            413: 'Payload Too Large', 500: 'Internal Server Error'}
+
+
+class HttpError(Exception):
+
+  def __init__(self, status: int, message: str):
+    super().__init__(message)
+    self.status = status
+
+
+class ReviewApplication:
+  """The page and its API over the output directory's batch inference runs; `inference_runs`
+  returns them as runs/inference.py describes them (read again on every request, so a run that
+  finishes while the page is open appears)."""
+
+  def __init__(self, output_dir: str, inference_runs: Callable[[], List[Dict[str, Any]]]):
+    self.output_dir = output_dir
+    self.inference_runs = inference_runs
+
+  def __call__(self, environ: Dict[str, Any], start_response) -> Iterable[bytes]:
+    try:
+      status, content_type, payload = self._route(environ)
+    except HttpError as error:
+      status, content_type, payload = error.status, 'application/json', json.dumps(
+          {'error': str(error)}).encode()
+    except Exception as error:  # pylint: disable=broad-except
+      status, content_type, payload = 500, 'application/json', json.dumps(
+          {'error': f'{error.__class__.__name__}: {error}'}).encode()
+    start_response(f'{status} {_REASONS.get(status, "")}'.strip(),
+                   [('Content-Type', content_type), ('Content-Length', str(len(payload)))]
+                   + SECURITY_HEADERS)
+    return [payload]
+
+  def _route(self, environ: Dict[str, Any]) -> Tuple[int, str, bytes]:
+    method, path = environ['REQUEST_METHOD'], environ.get('PATH_INFO', '')
+    if path in STATIC_FILES:
+      if method != 'GET':
+        raise HttpError(405, f'{method} {path}: only GET')
+      name, content_type = STATIC_FILES[path]
+      with open(os.path.join(STATIC_FOLDER, name), 'rb') as handle:
+        return 200, content_type, handle.read()
+    parts = path.split('/')
+    if path == '/api/runs' and method == 'GET':
+      return self._json([self._run_summary(run) for run in reversed(self.inference_runs())])
+    if len(parts) == 5 and parts[:3] == ['', 'api', 'runs']:
+      run = self._run(urllib.parse.unquote(parts[3]))
+      query = urllib.parse.parse_qs(environ.get('QUERY_STRING', ''))
+      if parts[4] == 'answers' and method == 'GET':
+        return self._json(self._answers(run))
+      if parts[4] == 'image' and method == 'GET':
+        return 200, 'image/png', self._image(run, (query.get('file') or [''])[0])
+      if parts[4] == 'reviews' and method == 'POST':
+        return self._json(self._record(run, self._body(environ)))
+    raise HttpError(404, f'no such page: {method} {path}')
+
+  @staticmethod
+  def _json(value: Any) -> Tuple[int, str, bytes]:
+    return 200, 'application/json', json.dumps(value).encode()
+
+  def _run(self, name: str) -> Dict[str, Any]:
+    for run in self.inference_runs():
+      if run['run'] == name and run.get('predictions'):
+        return run
+    raise HttpError(404, f'no batch inference run {name!r} with predictions')
+
+  def _run_summary(self, run: Dict[str, Any]) -> Dict[str, Any]:
+    return {'run': run['run'], 'input': run.get('input'), 'images': run.get('images'),
+            'model_version': run.get('model_version'), 'state': run.get('state'),
+            'review_count': run.get('review_count'),
+            'reviewed': len(reviews.read_reviews(self.output_dir, run['run']))}
+
+  def _answers(self, run: Dict[str, Any]) -> List[Dict[str, Any]]:
+    reviewed = {review.file: review for review in reviews.read_reviews(self.output_dir,
+                                                                       run['run'])}
+    rows = []
+    for file, answer in export.answers_of(run).items():
+      review = reviewed.get(file)
+      rows.append({**answer, 'file': file, 'model_version': run.get('model_version'),
+                   'reviewed_label': review.label if review else None,
+                   'reviewer': review.reviewer if review else None,
+                   'reviewed_at': review.reviewed_at if review else None})
+    return rows
+
+  def _image(self, run: Dict[str, Any], file: str) -> bytes:
+    if file not in export.answers_of(run):
+      raise HttpError(404, f'{file!r} is not an image run {run["run"]} answered')
+    try:
+      _, image = image_files.read_image(os.path.join(run['input'], file))
+    except (image_files.UnusableFile, OSError) as error:
+      raise HttpError(404, f'{file!r} cannot be shown: {error}') from None
+    return image_files.png_bytes(image_files.rgb_pixels(image))
+
+  @staticmethod
+  def _body(environ: Dict[str, Any]) -> Dict[str, Any]:
+    try:
+      length = int(environ.get('CONTENT_LENGTH') or 0)
+    except ValueError:
+      raise HttpError(400, 'a Content-Length that is not a number') from None
+    if length > MAX_REQUEST_BYTES:
+      raise HttpError(413, f'a request body of {length} bytes (at most {MAX_REQUEST_BYTES})')
+    try:
+      body = json.loads(environ['wsgi.input'].read(length) or b'null')
+    except ValueError:
+      raise HttpError(400, 'the body is not JSON') from None
+    if not isinstance(body, dict):
+      raise HttpError(400, 'the body must be a JSON object: {"file", "label", "reviewer"}')
+    return body
+
+  def _record(self, run: Dict[str, Any], body: Dict[str, Any]) -> Dict[str, Any]:
+    fields = [body.get(name) for name in ('file', 'label', 'reviewer')]
+    if not all(isinstance(value, str) for value in fields):
+      raise HttpError(400, 'file, label and reviewer must each be a string')
+    try:
+      review = reviews.record_review(self.output_dir, run['run'], *fields,
+                                     export.answers_of(run))
+    except reviews.ReviewError as error:
+      raise HttpError(400, str(error)) from None
+    return {'file': review.file, 'reviewed_label': review.label, 'reviewer': review.reviewer,
+            'reviewed_at': review.reviewed_at}
+
+
+def find_run(runs: List[Dict[str, Any]], name: Optional[str]) -> Optional[Dict[str, Any]]:
+  """The run named `name`, or the newest when None."""
+  chosen = [run for run in runs if name in (None, run['run'])]
+  return chosen[-1] if chosen else None

@@ -1,0 +1,134 @@
+// The review station's page: runs, answers, one image at a time, a reviewer's label.
+// Every name and label is written as text (textContent), never as HTML; nothing is inline.
+'use strict';
+
+const state = {run: null, answers: [], index: -1};
+const $ = (id) => document.getElementById(id);
+
+async function getJson(url, options) {
+  const response = await fetch(url, options);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function percent(value) {
+  return value === null || value === undefined ? '–' : (100 * value).toFixed(1) + ' %';
+}
+
+function ordered(answers) {
+  const byMalignant = (a, b) => b.malignant_probability - a.malignant_probability;
+  if ($('order').value === 'malignant') return answers.slice().sort(byMalignant);
+  return answers.slice().sort((a, b) => (b.review === true) - (a.review === true) || byMalignant(a, b));
+}
+
+function listItem(answer, index) {
+  const item = document.createElement('li');
+  item.dataset.index = index;
+  const name = document.createElement('span');
+  name.className = 'name';
+  name.textContent = answer.file;
+  const call = document.createElement('span');
+  call.className = 'call';
+  call.textContent = answer.decision + ' ' + percent(answer.malignant_probability);
+  item.append(name, call);
+  const note = document.createElement('span');
+  if (answer.reviewed_label) {
+    note.className = 'done';
+    note.textContent = 'reviewed: ' + answer.reviewed_label;
+  } else if (answer.review) {
+    note.className = 'flag';
+    note.textContent = 'flagged: ' + answer.review_reason;
+  }
+  item.append(note);
+  item.addEventListener('click', () => show(index));
+  return item;
+}
+
+function render() {
+  const list = $('answers');
+  list.replaceChildren(...state.answers.map(listItem));
+  const reviewed = state.answers.filter((answer) => answer.reviewed_label).length;
+  $('progress').textContent = state.answers.length ? `${reviewed} of ${state.answers.length} reviewed` : '';
+  if (state.index >= 0) show(state.index);
+}
+
+function show(index) {
+  if (!state.answers.length) return;
+  state.index = Math.max(0, Math.min(index, state.answers.length - 1));
+  const answer = state.answers[state.index];
+  for (const item of $('answers').children) {
+    item.classList.toggle('current', Number(item.dataset.index) === state.index);
+  }
+  $('answers').children[state.index].scrollIntoView({block: 'nearest'});
+  $('empty').hidden = true;
+  $('figure').hidden = $('facts').hidden = $('labels').hidden = false;
+  $('image').src = `/api/runs/${encodeURIComponent(state.run)}/image?file=${encodeURIComponent(answer.file)}`;
+  $('image').alt = answer.file;
+  $('file').textContent = answer.file;
+  $('decision').textContent = `${answer.decision} (malignant when its probability reaches ${percent(answer.malignant_threshold)})`;
+  $('most-probable').textContent = `${answer.most_probable_class}, ${percent(answer.most_probable_probability)}`;
+  $('malignant').textContent = percent(answer.malignant_probability);
+  $('flag').textContent = answer.review ? `a person should look first: ${answer.review_reason}` : 'not flagged';
+  $('model').textContent = answer.model_version ? `version ${answer.model_version}` : 'unknown version';
+  $('reviewed').textContent = answer.reviewed_label
+    ? `${answer.reviewed_label} by ${answer.reviewer}, ${answer.reviewed_at}` : 'not yet';
+}
+
+async function label(value) {
+  const answer = state.answers[state.index];
+  const reviewer = $('reviewer').value.trim();
+  if (!answer) return;
+  if (!reviewer) {
+    $('message').textContent = 'Type your name first: each review is kept with who gave it.';
+    $('reviewer').focus();
+    return;
+  }
+  try {
+    const saved = await getJson(`/api/runs/${encodeURIComponent(state.run)}/reviews`, {
+      method: 'POST', headers: {'Content-Type': 'application/json'},
+      body: JSON.stringify({file: answer.file, label: value, reviewer: reviewer})});
+    Object.assign(answer, saved);
+    $('message').textContent = `${answer.file}: ${saved.reviewed_label} recorded.`;
+    render();
+    show(state.index + 1);
+  } catch (error) {
+    $('message').textContent = `Not recorded: ${error.message}`;
+  }
+}
+
+async function openRun(name) {
+  state.run = name;
+  state.answers = ordered(await getJson(`/api/runs/${encodeURIComponent(name)}/answers`));
+  state.index = state.answers.length ? 0 : -1;
+  render();
+}
+
+async function start() {
+  $('reviewer').value = localStorage.getItem('reviewer') || '';
+  $('reviewer').addEventListener('change', () => localStorage.setItem('reviewer', $('reviewer').value.trim()));
+  const runs = await getJson('/api/runs');
+  $('run').replaceChildren(...runs.map((run) => {
+    const option = document.createElement('option');
+    option.value = run.run;
+    option.textContent = `${run.run} (${run.images} images, version ${run.model_version})`;
+    return option;
+  }));
+  $('run').addEventListener('change', () => openRun($('run').value));
+  $('order').addEventListener('change', () => { state.answers = ordered(state.answers); state.index = 0; render(); });
+  for (const button of document.querySelectorAll('#labels button')) {
+    button.addEventListener('click', () => label(button.dataset.label));
+  }
+  document.addEventListener('keydown', (event) => {
+    if (event.target.tagName === 'INPUT' || event.target.tagName === 'SELECT') return;
+    const keys = {'1': 'benign', '2': 'malignant', '3': 'normal', '0': 'not usable'};
+    if (event.key === 'j') show(state.index + 1);
+    else if (event.key === 'k') show(state.index - 1);
+    else if (keys[event.key]) label(keys[event.key]);
+  });
+  if (runs.length) await openRun(runs[0].run);
+}
+
+document.addEventListener('DOMContentLoaded', () => start().catch((error) => {
+  $('message').textContent = `The page could not load its runs: ${error.message}`;
+}));
