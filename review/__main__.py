@@ -55,7 +55,8 @@ def serve(config, host: str, port: int) -> int:
   from serving import server  # pylint: disable=g-import-not-at-top
   application = app.ReviewApplication(
       config.output_dir,
-      lambda: inference.inference_runs(metadata_store.open_pipeline_store(config)))
+      lambda: inference.inference_runs(metadata_store.open_pipeline_store(config)),
+      model_card_dir=config.model_card_dir)
   try:
     listening = server.create_rest_server(
         application, host, port, threads=4, read_timeout_seconds=30, max_connections=64,

@@ -6,6 +6,7 @@
     GET  /api/runs/<run>/answers            every answer of the run with its review, if any
     GET  /api/runs/<run>/image?file=<path>  an answered image (a DICOM file's picture as PNG)
     POST /api/runs/<run>/reviews            {"file", "label", "reviewer"} → the review recorded
+    GET  /model-cards/<version>             the model card the Pusher published with a version
 
 Safe by default: no path from a request reaches the file system (a run is found among the
 recorded runs, an image among the run's answers, a static file in a fixed list); request bodies
@@ -20,6 +21,7 @@ import os
 import urllib.parse
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from components import contracts
 from inputs import image_files
 from review import export, reviews
 
@@ -35,6 +37,8 @@ CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'se
 SECURITY_HEADERS = [('Content-Security-Policy', CONTENT_SECURITY_POLICY),
                     ('X-Content-Type-Options', 'nosniff'), ('Referrer-Policy', 'no-referrer'),
                     ('Cache-Control', 'no-store')]
+# The model card is a page of its own with its stylesheet inline, and no script.
+MODEL_CARD_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 _REASONS = {200: 'OK', 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed',
             413: 'Payload Too Large', 500: 'Internal Server Error'}
 
@@ -51,9 +55,11 @@ class ReviewApplication:
   returns them as runs/inference.py describes them (read again on every request, so a run that
   finishes while the page is open appears)."""
 
-  def __init__(self, output_dir: str, inference_runs: Callable[[], List[Dict[str, Any]]]):
+  def __init__(self, output_dir: str, inference_runs: Callable[[], List[Dict[str, Any]]],
+               model_card_dir: Optional[str] = None):
     self.output_dir = output_dir
     self.inference_runs = inference_runs
+    self.model_card_dir = model_card_dir
 
   def __call__(self, environ: Dict[str, Any], start_response) -> Iterable[bytes]:
     try:
@@ -64,9 +70,13 @@ class ReviewApplication:
     except Exception as error:  # pylint: disable=broad-except
       status, content_type, payload = 500, 'application/json', json.dumps(
           {'error': f'{error.__class__.__name__}: {error}'}).encode()
-    start_response(f'{status} {_REASONS.get(status, "")}'.strip(),
-                   [('Content-Type', content_type), ('Content-Length', str(len(payload)))]
-                   + SECURITY_HEADERS)
+    headers = [('Content-Type', content_type), ('Content-Length', str(len(payload)))]
+    if environ.get('PATH_INFO', '').startswith('/model-cards/') and status == 200:
+      headers += [(name, MODEL_CARD_POLICY if name == 'Content-Security-Policy' else value)
+                  for name, value in SECURITY_HEADERS]
+    else:
+      headers += SECURITY_HEADERS
+    start_response(f'{status} {_REASONS.get(status, "")}'.strip(), headers)
     return [payload]
 
   def _route(self, environ: Dict[str, Any]) -> Tuple[int, str, bytes]:
@@ -78,6 +88,8 @@ class ReviewApplication:
       with open(os.path.join(STATIC_FOLDER, name), 'rb') as handle:
         return 200, content_type, handle.read()
     parts = path.split('/')
+    if len(parts) == 3 and parts[1] == 'model-cards' and method == 'GET':
+      return 200, 'text/html; charset=utf-8', self._model_card(parts[2])
     if path == '/api/runs' and method == 'GET':
       return self._json([self._run_summary(run) for run in reversed(self.inference_runs())])
     if len(parts) == 5 and parts[:3] == ['', 'api', 'runs']:
@@ -127,6 +139,15 @@ class ReviewApplication:
     except (image_files.UnusableFile, OSError) as error:
       raise HttpError(404, f'{file!r} cannot be shown: {error}') from None
     return image_files.png_bytes(image_files.rgb_pixels(image))
+
+  def _model_card(self, version: str) -> bytes:
+    published = (sorted(os.listdir(self.model_card_dir))
+                 if self.model_card_dir and os.path.isdir(self.model_card_dir) else [])
+    if version not in published:  # found among the published versions, never joined as given
+      raise HttpError(404, f'no model card published for version {version!r}')
+    with open(os.path.join(self.model_card_dir, published[published.index(version)],
+                           contracts.MODEL_CARD_HTML_FILE), 'rb') as handle:
+      return handle.read()
 
   @staticmethod
   def _body(environ: Dict[str, Any]) -> Dict[str, Any]:

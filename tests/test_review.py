@@ -160,7 +160,11 @@ def review_app(tmp_path):
   (predictions / 'predictions.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
   run = {'run': 'run-1', 'input': str(input_dir), 'model_version': '7', 'images': 2,
          'predictions': str(predictions / 'predictions.csv'), 'state': 'complete'}
-  return app.ReviewApplication(str(tmp_path / 'output'), lambda: [run])
+  cards = tmp_path / 'output' / 'model_cards' / 'breast_ultrasound'
+  (cards / '7').mkdir(parents=True)
+  (cards / '7' / 'model_card.html').write_text('<html><style>p {}</style><p>card 7</p></html>')
+  (tmp_path / 'output' / 'model_cards' / 'model_card.html').write_text('not a card')
+  return app.ReviewApplication(str(tmp_path / 'output'), lambda: [run], model_card_dir=str(cards))
 
 
 def call(application, method, path, query='', body=b'', length=None):
@@ -202,11 +206,20 @@ def test_the_page_allows_no_inline_script_and_writes_names_as_text(review_app):
     ('/api/runs/..%2F..%2Fetc/answers', ''),
     ('/static/../app.py', ''),
     ('/static/reviews.py', ''),
+    ('/model-cards/..', ''),
+    ('/model-cards/8', ''),
 ])
 def test_no_path_from_a_request_reaches_the_file_system(review_app, path, query):
   status, _, body = call(review_app, 'GET', path, query)
   assert status == 404, body
   assert 'root:' not in body.decode('latin-1')
+
+
+def test_the_model_card_of_a_published_version_is_served_with_no_script_allowed(review_app):
+  status, headers, page = call(review_app, 'GET', '/model-cards/7')
+  assert (status, page) == (200, b'<html><style>p {}</style><p>card 7</p></html>')
+  assert headers['Content-Security-Policy'] == "default-src 'none'; style-src 'unsafe-inline'; " \
+      'img-src data:'
 
 
 def test_an_answered_image_is_served_as_png(review_app):
@@ -264,3 +277,4 @@ def test_the_page_in_headless_chromium_lists_the_answers_and_shows_names_as_text
   assert '<img src=x' not in dom and 'onerror=alert(1)>' not in dom
   assert '<figcaption id="file">' in dom and 'benign (malignant when its probability' in dom
   assert '2 images, version 7' in dom  # the run, in the run selector
+  assert 'version 7 (<a href="/model-cards/7" target="_blank" rel="noopener">model card</a>)' in dom

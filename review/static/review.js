@@ -70,7 +70,16 @@ function show(index) {
   $('most-probable').textContent = `${answer.most_probable_class}, ${percent(answer.most_probable_probability)}`;
   $('malignant').textContent = percent(answer.malignant_probability);
   $('flag').textContent = answer.review ? `a person should look first: ${answer.review_reason}` : 'not flagged';
-  $('model').textContent = answer.model_version ? `version ${answer.model_version}` : 'unknown version';
+  if (answer.model_version) {
+    const card = document.createElement('a');
+    card.href = `/model-cards/${encodeURIComponent(answer.model_version)}`;
+    card.target = '_blank';
+    card.rel = 'noopener';
+    card.textContent = 'model card';
+    $('model').replaceChildren(`version ${answer.model_version} (`, card, ')');
+  } else {
+    $('model').textContent = 'unknown version';
+  }
   $('reviewed').textContent = answer.reviewed_label
     ? `${answer.reviewed_label} by ${answer.reviewer}, ${answer.reviewed_at}` : 'not yet';
 }
