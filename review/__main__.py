@@ -13,6 +13,7 @@ can cause are one line and exit code 2.
 
 import argparse
 import sys
+import threading
 from typing import List, Optional
 
 from cli import command_line
@@ -53,14 +54,23 @@ def serve(config, host: str, port: int) -> int:
   from review import app  # pylint: disable=g-import-not-at-top
   from runs import inference, metadata_store  # pylint: disable=g-import-not-at-top
   from serving import server  # pylint: disable=g-import-not-at-top
+  from serving import predict  # pylint: disable=g-import-not-at-top
+  loaded, loading = {}, threading.Lock()
+
+  def model_of_version(version):
+    with loading:  # loaded once, on the first overlay or upload, whichever thread asks
+      if version not in loaded:
+        loaded[version] = predict.LocalModel(config.serving_model_dir, version)
+      return loaded[version]
+
   application = app.ReviewApplication(
       config.output_dir,
       lambda: inference.inference_runs(metadata_store.open_pipeline_store(config)),
-      model_card_dir=config.model_card_dir)
+      model_card_dir=config.model_card_dir, model_of_version=model_of_version)
   try:
     listening = server.create_rest_server(
         application, host, port, threads=4, read_timeout_seconds=30, max_connections=64,
-        max_request_bytes=app.MAX_REQUEST_BYTES)
+        max_request_bytes=app.MAX_UPLOAD_BYTES)
   except OSError as error:
     print(f'{PROG}: error: cannot listen on {host}:{port}: {error.strerror}', file=sys.stderr)
     return command_line.EXIT_USAGE

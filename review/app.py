@@ -5,24 +5,30 @@
     GET  /api/runs                          the batch inference runs, newest first
     GET  /api/runs/<run>/answers            every answer of the run with its review, if any
     GET  /api/runs/<run>/image?file=<path>  an answered image (a DICOM file's picture as PNG)
+    GET  /api/runs/<run>/explanation?file=<path>
+                                            its Grad-CAM overlay, from the version that answered
+    POST /api/classify                      an image's bytes (PNG, JPEG, BMP, DICOM) → the newest
+                                            version's answer, the picture and its overlay
     POST /api/runs/<run>/reviews            {"file", "label", "reviewer"} → the review recorded
     GET  /model-cards/<version>             the model card the Pusher published with a version
 
 Safe by default: no path from a request reaches the file system (a run is found among the
 recorded runs, an image among the run's answers, a static file in a fixed list); request bodies
-are limited (`MAX_REQUEST_BYTES`) and images decoded within the pipeline's pixel limit; every
+are limited (`MAX_REQUEST_BYTES` for a review, the input policy's file limit for an upload) and
+images decoded within the pipeline's pixel limit; every
 answer carries a Content-Security-Policy that allows no inline script and nothing from
 elsewhere, and the page writes every name and label as text, never as HTML. Errors are JSON
 `{"error": ...}` with a 4xx status, never a traceback.
 """
 
+import base64
 import json
 import os
 import urllib.parse
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from components import contracts
-from inputs import image_files
+from inputs import image_files, layout
 from review import export, reviews
 
 STATIC_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
@@ -31,8 +37,9 @@ STATIC_FILES = {'/': ('index.html', 'text/html; charset=utf-8'),
                 '/static/review.js': ('review.js', 'text/javascript; charset=utf-8'),
                 '/static/review.css': ('review.css', 'text/css; charset=utf-8')}
 MAX_REQUEST_BYTES = 64 * 1024  # a review is a few hundred bytes
+MAX_UPLOAD_BYTES = layout.MAX_IMAGE_FILE_BYTES  # the server's own limit: the largest image file
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; "
-                           "img-src 'self'; connect-src 'self'; base-uri 'none'; "
+                           "img-src 'self' blob:; connect-src 'self'; base-uri 'none'; "
                            "form-action 'none'; frame-ancestors 'none'")
 SECURITY_HEADERS = [('Content-Security-Policy', CONTENT_SECURITY_POLICY),
                     ('X-Content-Type-Options', 'nosniff'), ('Referrer-Policy', 'no-referrer'),
@@ -56,10 +63,14 @@ class ReviewApplication:
   finishes while the page is open appears)."""
 
   def __init__(self, output_dir: str, inference_runs: Callable[[], List[Dict[str, Any]]],
-               model_card_dir: Optional[str] = None):
+               model_card_dir: Optional[str] = None,
+               model_of_version: Optional[Callable[[Optional[int]], Any]] = None):
+    """`model_of_version(version)` gives serving/predict.py's LocalModel of a pushed version
+    (None: the newest), for overlays and uploads; without it the page shows neither."""
     self.output_dir = output_dir
     self.inference_runs = inference_runs
     self.model_card_dir = model_card_dir
+    self.model_of_version = model_of_version
 
   def __call__(self, environ: Dict[str, Any], start_response) -> Iterable[bytes]:
     try:
@@ -90,6 +101,8 @@ class ReviewApplication:
     parts = path.split('/')
     if len(parts) == 3 and parts[1] == 'model-cards' and method == 'GET':
       return 200, 'text/html; charset=utf-8', self._model_card(parts[2])
+    if path == '/api/classify' and method == 'POST':
+      return self._json(self._classify(self._upload(environ)))
     if path == '/api/runs' and method == 'GET':
       return self._json([self._run_summary(run) for run in reversed(self.inference_runs())])
     if len(parts) == 5 and parts[:3] == ['', 'api', 'runs']:
@@ -98,7 +111,13 @@ class ReviewApplication:
       if parts[4] == 'answers' and method == 'GET':
         return self._json(self._answers(run))
       if parts[4] == 'image' and method == 'GET':
-        return 200, 'image/png', self._image(run, (query.get('file') or [''])[0])
+        return 200, 'image/png', self._picture(run, (query.get('file') or [''])[0])
+      if parts[4] == 'explanation' and method == 'GET':
+        file = (query.get('file') or [''])[0]
+        version = run.get('model_version')
+        _, overlay = self._explained(self._picture(run, file),
+                                     int(version) if version else None)
+        return 200, 'image/png', overlay
       if parts[4] == 'reviews' and method == 'POST':
         return self._json(self._record(run, self._body(environ)))
     raise HttpError(404, f'no such page: {method} {path}')
@@ -131,7 +150,7 @@ class ReviewApplication:
                    'reviewed_at': review.reviewed_at if review else None})
     return rows
 
-  def _image(self, run: Dict[str, Any], file: str) -> bytes:
+  def _picture(self, run: Dict[str, Any], file: str) -> bytes:
     if file not in export.answers_of(run):
       raise HttpError(404, f'{file!r} is not an image run {run["run"]} answered')
     try:
@@ -148,6 +167,43 @@ class ReviewApplication:
     with open(os.path.join(self.model_card_dir, published[published.index(version)],
                            contracts.MODEL_CARD_HTML_FILE), 'rb') as handle:
       return handle.read()
+
+  def _model(self, version: Optional[int]):
+    if self.model_of_version is None:
+      raise HttpError(404, 'this review station serves no model: no overlays, no uploads')
+    try:
+      return self.model_of_version(version)
+    except Exception as error:  # pylint: disable=broad-except  # a missing or broken version
+      raise HttpError(404, f'no model version {version} to explain with: {error}') from None
+
+  def _explained(self, picture: bytes, version: Optional[int]):
+    """(the model's answer, a PNG of its Grad-CAM overlay) of a picture's PNG."""
+    from serving import overlay, predict  # pylint: disable=g-import-not-at-top  # TensorFlow
+    model = self._model(version)
+    try:
+      [answer] = model.classify([picture])
+      [(heat, pixels)] = model.explain([picture])
+    except (predict.PredictionError, predict.UsageError) as error:
+      raise HttpError(400, str(error)) from None
+    return answer, image_files.png_bytes(overlay.heat_overlay(heat, pixels))
+
+  def _upload(self, environ: Dict[str, Any]) -> bytes:
+    try:
+      length = int(environ.get('CONTENT_LENGTH') or 0)
+    except ValueError:
+      raise HttpError(400, 'a Content-Length that is not a number') from None
+    if length > MAX_UPLOAD_BYTES:
+      raise HttpError(413, f'an image of {length} bytes (at most {MAX_UPLOAD_BYTES})')
+    content = environ['wsgi.input'].read(length)
+    try:
+      return image_files.png_bytes(image_files.rgb_pixels(image_files.check_image(content)))
+    except image_files.UnusableFile as error:
+      raise HttpError(400, f'not classified: {error}') from None
+
+  def _classify(self, picture: bytes) -> Dict[str, Any]:
+    answer, overlay_png = self._explained(picture, None)
+    return {**answer, 'picture': base64.b64encode(picture).decode(),
+            'overlay': base64.b64encode(overlay_png).decode()}
 
   @staticmethod
   def _body(environ: Dict[str, Any]) -> Dict[str, Any]:

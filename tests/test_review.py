@@ -3,7 +3,9 @@ kept atomically with who and when, the export writes the reviewed images as `spa
 records it in ML Metadata with lineage to the model that made the calls, and the next pipeline
 run ingests it like any new span."""
 
+import base64
 import datetime
+import io
 import json
 import os
 import pathlib
@@ -11,7 +13,9 @@ import shutil
 import subprocess
 import urllib.parse
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from data import synthetic
 from models import features
@@ -128,6 +132,28 @@ def test_reviewed_answers_become_the_next_span_the_pipeline_ingests(
       run['run'], 'breast-ultrasound-inference']
   assert [found['run'] for found in inference.inference_runs(store)] == [run['run']]
 
+  # The page's overlay and upload: the version that answered, the same answer for the same file.
+  from review import app  # pylint: disable=g-import-not-at-top
+  from serving import predict  # pylint: disable=g-import-not-at-top
+  serving_dir = str(output_dir / 'serving' / 'breast_ultrasound')
+  station = app.ReviewApplication(
+      str(output_dir), lambda: [run],
+      model_of_version=lambda version: predict.LocalModel(serving_dir, version))
+  status, _, overlay = call(station, 'GET', f'/api/runs/{urllib.parse.quote(run["run"])}/explanation',
+                            'file=benign.png')
+  assert status == 200, overlay
+  assert np.asarray(Image.open(io.BytesIO(overlay)).convert('RGB')).shape == (48, 48, 3)
+  status, _, body = call(station, 'POST', '/api/classify',
+                         body=(infer_dir / 'benign.png').read_bytes())
+  uploaded = json.loads(body)
+  assert status == 200, uploaded
+  assert uploaded['decision'] == answers['benign.png']['decision']
+  assert uploaded['scores'] == pytest.approx(answers['benign.png']['scores'], abs=1e-5)
+  assert base64.b64decode(uploaded['overlay']).startswith(b'\x89PNG')
+  status, _, body = call(station, 'POST', '/api/classify', body=b'not an image at all')
+  assert (status, json.loads(body)['error']) == (
+      400, "not classified: not an image: Pillow cannot identify the file's format")
+
   # The next run ingests span 2 as any new span (its drift from span 1 only warned about).
   run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
                '--drift', 'warn')
@@ -146,7 +172,6 @@ XSS_NAME = '<img src=x onerror=alert(1)>.png'
 @pytest.fixture
 def review_app(tmp_path):
   """The page's application over one made-up run: two answered images, one named as an attack."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   from review import app  # pylint: disable=g-import-not-at-top
   input_dir = tmp_path / 'images'
   input_dir.mkdir()
@@ -220,6 +245,17 @@ def test_the_model_card_of_a_published_version_is_served_with_no_script_allowed(
   assert (status, page) == (200, b'<html><style>p {}</style><p>card 7</p></html>')
   assert headers['Content-Security-Policy'] == "default-src 'none'; style-src 'unsafe-inline'; " \
       'img-src data:'
+
+
+def test_an_upload_is_limited_and_a_station_without_a_model_says_so(review_app):
+  from review import app  # pylint: disable=g-import-not-at-top
+  status, _, body = call(review_app, 'POST', '/api/classify', body=b'x',
+                         length=app.MAX_UPLOAD_BYTES + 1)
+  assert (status, json.loads(body)['error']) == (
+      413, f'an image of {app.MAX_UPLOAD_BYTES + 1} bytes (at most {app.MAX_UPLOAD_BYTES})')
+  status, _, body = call(review_app, 'GET', '/api/runs/run-1/explanation', 'file=a.png')
+  assert (status, json.loads(body)['error']) == (
+      404, 'this review station serves no model: no overlays, no uploads')
 
 
 def test_an_answered_image_is_served_as_png(review_app):

@@ -65,6 +65,9 @@ function show(index) {
   $('figure').hidden = $('facts').hidden = $('labels').hidden = false;
   $('image').src = `/api/runs/${encodeURIComponent(state.run)}/image?file=${encodeURIComponent(answer.file)}`;
   $('image').alt = answer.file;
+  $('overlay').hidden = false;
+  $('overlay').src = `/api/runs/${encodeURIComponent(state.run)}/explanation?file=${encodeURIComponent(answer.file)}`;
+  $('overlay').alt = `Grad-CAM of ${answer.file}: where the model looked`;
   $('file').textContent = answer.file;
   $('decision').textContent = `${answer.decision} (malignant when its probability reaches ${percent(answer.malignant_threshold)})`;
   $('most-probable').textContent = `${answer.most_probable_class}, ${percent(answer.most_probable_probability)}`;
@@ -106,6 +109,38 @@ async function label(value) {
   }
 }
 
+function pngUrl(base64) {
+  const bytes = Uint8Array.from(atob(base64), (character) => character.charCodeAt(0));
+  return URL.createObjectURL(new Blob([bytes], {type: 'image/png'}));
+}
+
+async function classify(file) {
+  const item = document.createElement('li');
+  const title = document.createElement('strong');
+  title.textContent = file.name;
+  const text = document.createElement('span');
+  text.textContent = ' classifying…';
+  item.append(title, text);
+  $('uploaded').prepend(item);
+  $('uploads').hidden = false;
+  try {
+    const answer = await getJson('/api/classify', {method: 'POST', body: file,
+      headers: {'Content-Type': 'application/octet-stream'}});
+    text.textContent = ` ${answer.decision}; most probable ${answer.most_probable_class} ` +
+      `${percent(answer.most_probable_probability)}; malignant ${percent(answer.malignant_probability)} ` +
+      `(threshold ${percent(answer.malignant_threshold)}); ` +
+      (answer.review ? `a person should look first: ${answer.review_reason}` : 'not flagged');
+    for (const [data, alt] of [[answer.picture, file.name], [answer.overlay, `Grad-CAM of ${file.name}`]]) {
+      const image = document.createElement('img');
+      image.src = pngUrl(data);
+      image.alt = alt;
+      item.append(image);
+    }
+  } catch (error) {
+    text.textContent = ` not classified: ${error.message}`;
+  }
+}
+
 async function openRun(name) {
   state.run = name;
   state.answers = ordered(await getJson(`/api/runs/${encodeURIComponent(name)}/answers`));
@@ -124,6 +159,13 @@ async function start() {
     return option;
   }));
   $('run').addEventListener('change', () => openRun($('run').value));
+  $('overlay').addEventListener('error', () => { $('overlay').hidden = true; });
+  $('upload').addEventListener('change', () => { for (const file of $('upload').files) classify(file); });
+  document.addEventListener('dragover', (event) => event.preventDefault());
+  document.addEventListener('drop', (event) => {
+    event.preventDefault();
+    for (const file of event.dataTransfer.files) classify(file);
+  });
   $('order').addEventListener('change', () => { state.answers = ordered(state.answers); state.index = 0; render(); });
   for (const button of document.querySelectorAll('#labels button')) {
     button.addEventListener('click', () => label(button.dataset.label));
