@@ -57,6 +57,17 @@ class HttpError(Exception):
     self.status = status
 
 
+def _read_body(environ: Dict[str, Any], limit: int, what: str) -> bytes:
+  """The request's body; 413 over `limit` bytes (by its Content-Length, before it is read)."""
+  try:
+    length = int(environ.get('CONTENT_LENGTH') or 0)
+  except ValueError:
+    raise HttpError(400, 'a Content-Length that is not a number') from None
+  if length > limit:
+    raise HttpError(413, f'{what} of {length} bytes (at most {limit})')
+  return environ['wsgi.input'].read(length)
+
+
 class ReviewApplication:
   """The page and its API over the output directory's batch inference runs; `inference_runs`
   returns them as runs/inference.py describes them (read again on every request, so a run that
@@ -188,13 +199,7 @@ class ReviewApplication:
     return answer, image_files.png_bytes(overlay.heat_overlay(heat, pixels))
 
   def _upload(self, environ: Dict[str, Any]) -> bytes:
-    try:
-      length = int(environ.get('CONTENT_LENGTH') or 0)
-    except ValueError:
-      raise HttpError(400, 'a Content-Length that is not a number') from None
-    if length > MAX_UPLOAD_BYTES:
-      raise HttpError(413, f'an image of {length} bytes (at most {MAX_UPLOAD_BYTES})')
-    content = environ['wsgi.input'].read(length)
+    content = _read_body(environ, MAX_UPLOAD_BYTES, 'an image')
     try:
       return image_files.png_bytes(image_files.rgb_pixels(image_files.check_image(content)))
     except image_files.UnusableFile as error:
@@ -208,13 +213,7 @@ class ReviewApplication:
   @staticmethod
   def _body(environ: Dict[str, Any]) -> Dict[str, Any]:
     try:
-      length = int(environ.get('CONTENT_LENGTH') or 0)
-    except ValueError:
-      raise HttpError(400, 'a Content-Length that is not a number') from None
-    if length > MAX_REQUEST_BYTES:
-      raise HttpError(413, f'a request body of {length} bytes (at most {MAX_REQUEST_BYTES})')
-    try:
-      body = json.loads(environ['wsgi.input'].read(length) or b'null')
+      body = json.loads(_read_body(environ, MAX_REQUEST_BYTES, 'a request body') or b'null')
     except ValueError:
       raise HttpError(400, 'the body is not JSON') from None
     if not isinstance(body, dict):
