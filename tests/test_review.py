@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import urllib.parse
@@ -213,7 +214,7 @@ def test_the_page_allows_no_inline_script_and_writes_names_as_text(review_app):
   assert "script-src 'self'" in app.CONTENT_SECURITY_POLICY and 'unsafe' not in \
       app.CONTENT_SECURITY_POLICY
   assert b'<script src="/static/review.js" defer></script>' in page
-  assert page.count(b'<script') == 1 and b' on' not in page.replace(b' one', b'')
+  assert page.count(b'<script') == 1 and not re.search(rb'\son[a-z]+\s*=', page)  # no handlers
   script = call(review_app, 'GET', '/static/review.js')[2].decode()
   assert 'innerHTML' not in script and 'insertAdjacentHTML' not in script
   assert 'eval(' not in script and 'document.write' not in script
