@@ -369,8 +369,7 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       drift_policy=args.drift,
       max_label_drift=args.max_label_drift,
       max_feature_drift=args.max_feature_drift,
-      # The user's Beam arguments after the defaults: Beam takes the last value of a flag.
-      beam_pipeline_args=configs.direct_runner_args(args.beam_workers) + list(args.beam_arg))
+      beam_pipeline_args=configs.beam_pipeline_args(args.beam_workers, args.beam_arg))
   settings.update(overrides)
   return configs.PipelineConfig(**settings)
 

@@ -44,16 +44,18 @@ def python() -> str:
   return sys.executable
 
 
-def _run_pipeline(python, project_root, data_root, output_dir, *extra_flags):
+def _run_pipeline(python, project_root, data_root, output_dir, *extra_flags, temp_dir=None):
   """`local_runner.py` of the project at `project_root`, small and fast; asserts it succeeded.
   One network instead of the default's ensemble of two: the ensemble has its own run (the
-  fourth of `pipeline_runs`), and a flag given in `extra_flags` overrides these."""
+  fourth of `pipeline_runs`), and a flag given in `extra_flags` overrides these. `temp_dir`:
+  the run's temporary folder (TMPDIR)."""
   command = [python, 'local_runner.py', '--data-root', str(data_root),
              '--output-dir', str(output_dir), '--epochs', '2', '--image-size', '48',
              '--ensemble-members', '1',
              '--min-malignant-recall', '0', '--max-calibration-error', '1', *extra_flags]
+  env = None if temp_dir is None else {**os.environ, 'TMPDIR': str(temp_dir)}
   completed = subprocess.run(command, cwd=project_root, capture_output=True, text=True,
-                             timeout=900, check=False)
+                             timeout=900, check=False, env=env)
   assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
   return completed
 
@@ -97,10 +99,13 @@ def first_runs(tmp_path_factory, worker_id, python, project_root):
     data_root = base / 'images'
     synthetic.generate_dataset(str(data_root), images_per_class=15, image_size=64, seed=3)
     output_dir = base / 'output'
-    first = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
+    temp_dir = base / 'temp'
+    temp_dir.mkdir()
+    first = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
+                          temp_dir=temp_dir)
     serving_after_first = sorted(os.listdir(output_dir / 'serving' / 'breast_ultrasound'))
     second = _run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
-    return {'base': base, 'data_root': data_root, 'output_dir': output_dir,
+    return {'base': base, 'data_root': data_root, 'output_dir': output_dir, 'temp_dir': temp_dir,
             'runs': _component_runs(output_dir), 'stdout': [first.stdout, second.stdout],
             'serving_after_first': serving_after_first,
             'metadata_path': str(output_dir / 'metadata.sqlite')}

@@ -33,6 +33,9 @@ def test_compiles_with_dotted_paths_and_no_upload(python, project_root, tmp_path
   assert 'models.preprocessing.preprocessing_fn' in text
   assert 'module_file' not in text.replace('"module_file": {"type": "STRING"}', '')
   assert '--runner=DataflowRunner' in text and '--region=europe-west4' in text
+  # Dataflow's workers need TFX, which TFX packs for them when no image is named
+  # (the DirectRunner's own arguments name one to stop that packing).
+  assert '--direct_num_workers=1' in text and '--sdk_container_image' not in text
   assert '\\"epochs\\": 7' in text
 
 

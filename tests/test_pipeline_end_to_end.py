@@ -158,6 +158,13 @@ def test_unchanged_rerun_takes_every_component_from_the_cache(first_runs):
   assert 'Trainer cached' in first_runs['stdout'][1]
 
 
+@pytest.mark.quick
+def test_a_run_leaves_nothing_in_the_temporary_folder(first_runs):
+  # TFX packs a copy of itself there for every Beam step unless the runner's arguments say the
+  # workers have it (pipeline/configs.direct_runner_args): 195 MB a run before.
+  assert not list(first_runs['temp_dir'].iterdir())
+
+
 def test_impossible_gate_blocks_the_push(pipeline_runs):
   third = states(pipeline_runs['runs'][2])
   assert third['Trainer'] == 'cached'
