@@ -1,7 +1,7 @@
 """python -m review: a reviewer's labels for a batch inference run, and their export as a span.
 
     python -m review label --reviewer NAME FILE LABEL [--run RUN]   # benign, malignant, normal,
-                                                                   # or 'not usable'
+                                                                   # 'not usable', 'second look'
     python -m review export --to DATA_ROOT [--run RUN]
     python -m review serve [--host 127.0.0.1] [--port 8600]      # the page (review/app.py)
 
@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
   commands = parser.add_subparsers(dest='command', required=True)
   label = commands.add_parser('label', help="record a reviewer's label for an image")
   label.add_argument('file', help="the image's path as the run's predictions name it")
-  label.add_argument('label', help="benign, malignant, normal or 'not usable'")
+  label.add_argument('label', help="benign, malignant, normal, 'not usable' or 'second look' "
+                     '(someone else should decide)')
   label.add_argument('--reviewer', required=True, help='who reviews (a name; no accounts)')
   export = commands.add_parser('export', help="write the run's reviewed images as the data "
                                "root's next span, and record it in ML Metadata")
@@ -117,7 +118,9 @@ def main(argv: Optional[List[str]] = None) -> int:
       mlmd.MetadataStore(metadata_connection.connection_config(config)), run, exported)
   print(f'span {exported.span} written to {exported.folder}: '
         + ', '.join(f'{name} {count}' for name, count in exported.counts.items())
-        + f'; {len(exported.not_usable)} not usable, left out; {exported.agreed} review(s) '
+        + f'; left out: {len(exported.left_out[reviews.NOT_USABLE])} not usable, '
+        f'{len(exported.left_out[reviews.SECOND_LOOK])} flagged for a second look; '
+        f'{exported.agreed} review(s) '
         f'agreed with the model\'s decision; recorded in ML Metadata as artifact {artifact_id}')
   return 0
 

@@ -203,7 +203,7 @@ class ReviewApplication:
     try:
       return image_files.png_bytes(image_files.rgb_pixels(image_files.check_image(content)))
     except image_files.UnusableFile as error:
-      raise HttpError(400, f'not classified: {error}') from None
+      raise HttpError(400, str(error)) from None
 
   def _classify(self, picture: bytes) -> Dict[str, Any]:
     answer, overlay_png = self._explained(picture, None)

@@ -5,7 +5,7 @@ Metadata.
 input folder into `<data root>/span-<N>/<label>/` (N one above the newest span; 1 for an empty or
 new data root), so the next `local_runner.py` run ingests them as it ingests any new span: their
 near-duplicate groups reach into the older spans, the drift check compares them with the span
-before. Images reviewed as not usable are left out and counted. The span folder appears whole or
+before. Images reviewed as not usable, or flagged for a second look, are left out and counted. The span folder appears whole or
 not at all (written under a hidden name, then renamed). A file's name in the span is its path in
 the input folder with `/` as `__` (`nested/IM0001` → `nested__IM0001`).
 
@@ -40,7 +40,7 @@ class ExportedSpan:
   span: int
   folder: str
   counts: Dict[str, int]  # exported images per label
-  not_usable: List[str]  # files reviewed as not usable, left out
+  left_out: Dict[str, List[str]]  # files left out, by their review (not usable, second look)
   agreed: int  # reviews whose label is the model's decision
   reviewers: List[str]
   artifact_id: Optional[int] = None
@@ -83,7 +83,7 @@ def export_span(output_dir: str, run: Dict[str, Any], data_root: str) -> Exporte
   if not reviews:
     raise review_records.ReviewError(f'batch inference run {run["run"]} has no reviews yet')
   input_folder = run['input']
-  labelled = [review for review in reviews if review.label != review_records.NOT_USABLE]
+  labelled = [review for review in reviews if review.label in features.LABEL_NAMES]
   gone = [review.file for review in labelled
           if not os.path.isfile(os.path.join(input_folder, review.file))]
   if gone:
@@ -108,8 +108,8 @@ def export_span(output_dir: str, run: Dict[str, Any], data_root: str) -> Exporte
       span=span, folder=folder,
       counts={name: sum(review.label == name for review in labelled)
               for name in features.LABEL_NAMES},
-      not_usable=[review.file for review in reviews
-                  if review.label == review_records.NOT_USABLE],
+      left_out={label: [review.file for review in reviews if review.label == label]
+                for label in review_records.NO_CLASS},
       agreed=sum(review.label == review.answer.get('decision') for review in reviews),
       reviewers=sorted({review.reviewer for review in reviews}))
 
@@ -132,7 +132,8 @@ def record_export(store: mlmd.MetadataStore, run: Dict[str, Any],
   execution = metadata_store_pb2.Execution(
       type_id=execution_type, last_known_state=metadata_store_pb2.Execution.COMPLETE)
   facts = {'span': exported.span, 'inference_run': run['run'], 'label_counts': exported.counts,
-           'not_usable': len(exported.not_usable), 'agreed_with_decision': exported.agreed,
+           'left_out': {label: len(files) for label, files in exported.left_out.items()},
+           'agreed_with_decision': exported.agreed,
            'reviewers': exported.reviewers}
   for proto in (artifact, execution):
     for name, value in facts.items():

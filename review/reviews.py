@@ -1,7 +1,8 @@
 """A reviewer's labels for the answers of a batch inference run, kept beside the run's outputs.
 
 A clinician reviewing what the model decided says, per image, what it is: benign, malignant,
-normal, or not usable (no label can be given: a blurred frame, the wrong organ). A review is
+normal, or not usable (no label can be given: a blurred frame, the wrong organ); or flags it for
+a second look (someone else should decide) until a later review labels it. A review is
 kept with who gave it (a name typed once, no accounts), when, and the model's answer it was given
 on, as one small JSON file per image under `<output-dir>/reviews/<inference run>/`, written
 atomically (a temporary file renamed over the old one), so a killed process loses at most the
@@ -20,7 +21,10 @@ from typing import Any, Dict, List, Optional
 from models import features
 
 NOT_USABLE = 'not usable'
-REVIEW_LABELS = (*features.LABEL_NAMES, NOT_USABLE)
+SECOND_LOOK = 'second look'
+REVIEW_LABELS = (*features.LABEL_NAMES, NOT_USABLE, SECOND_LOOK)
+# Reviews that give no class, and so leave their image out of an export.
+NO_CLASS = (NOT_USABLE, SECOND_LOOK)
 REVIEWS_FOLDER = 'reviews'
 MAX_REVIEWER_CHARACTERS = 80
 

@@ -3,7 +3,6 @@ kept atomically with who and when, the export writes the reviewed images as `spa
 records it in ML Metadata with lineage to the model that made the calls, and the next pipeline
 run ingests it like any new span."""
 
-import base64
 import datetime
 import io
 import json
@@ -14,7 +13,6 @@ import shutil
 import subprocess
 import urllib.parse
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -46,7 +44,7 @@ def test_a_review_is_kept_with_who_and_when_and_the_newest_counts(tmp_path):
 
 @pytest.mark.parametrize('file, label, reviewer, message', [
     ('a.png', 'cancer', 'Dr Okafor', "unknown label 'cancer' (one of: benign, malignant, normal, "
-                                     'not usable)'),
+                                     'not usable, second look)'),
     ('a.png', 'benign', '   ', "a review needs the reviewer's name"),
     ('a.png', 'benign', 'x' * 81, "a reviewer's name of 81 characters (at most 80)"),
     ('../../etc/passwd', 'benign', 'Dr Okafor',
@@ -70,8 +68,24 @@ def test_the_next_span_is_one_above_the_newest_and_never_beside_class_folders(tm
     export.next_span(str(tmp_path / 'flat'))
 
 
-def test_reviewed_answers_become_the_next_span_the_pipeline_ingests(
+def _page_percent(text: str, before: str) -> float:
+  """The probability the page wrote as `<before> 12.3 %`."""
+  return float(re.search(re.escape(before) + r' ([0-9.]+) %', text).group(1)) / 100
+
+
+def test_a_reviewer_session_in_the_browser_becomes_the_next_span_the_pipeline_ingests(
     tmp_path, python, project_root, run_pipeline):
+  """A person's session on the page in headless Chromium, driven through the DevTools protocol:
+  classify an uploaded image and read the answer off the page, open a batch inference run, flag
+  an image for a second look, label images with the keys and the buttons; then the export as
+  the next span, its lineage in ML Metadata, and the next run ingesting it. With
+  REVIEW_SCREENSHOTS=FOLDER the page's screenshots are kept there (docs/)."""
+  import conftest  # pylint: disable=g-import-not-at-top
+  import devtools  # pylint: disable=g-import-not-at-top
+  browser = devtools.Browser.start(str(tmp_path / 'chromium'))
+  if browser is None:
+    conftest.require_service("Debian's chromium", '.ci/run installs it, or apt-get install chromium')
+  screenshots = os.environ.get('REVIEW_SCREENSHOTS')
   data_root = tmp_path / 'spans'
   synthetic.generate_dataset(str(data_root / 'span-1'), images_per_class=15, image_size=64,
                              seed=7)
@@ -90,29 +104,116 @@ def test_reviewed_answers_become_the_next_span_the_pipeline_ingests(
       cwd=project_root, capture_output=True, text=True, timeout=900, check=False)
   assert completed.returncode == 0, completed.stderr[-3000:]
   [run] = inference.inference_runs(metadata_store.open_store(str(output_dir / 'metadata.sqlite')))
+  answers = export.answers_of(run)
+
+  station = subprocess.Popen(
+      [python, '-m', 'review', 'serve', '--output-dir', str(output_dir), '--port', '0'],
+      cwd=project_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  try:
+    listening = station.stdout.readline()
+    assert listening.startswith('review station on http://127.0.0.1:'), listening
+    page = listening.split()[-1]
+    with browser:
+      browser.open(page)
+      # Classify a dropped-in image: the same answer as batch inference gave for the same file.
+      browser.choose_files('#upload', [str(infer_dir / 'benign.png')])
+      said = browser.wait_for("(t => t.includes('classifying') ? null : t)"
+                              "(document.querySelector('#uploaded li span').textContent)")
+      batch = answers['benign.png']
+      assert said.startswith(f' {batch["decision"]}; most probable {batch["most_probable_class"]} ')
+      for before, value in (('most probable ' + batch['most_probable_class'],
+                             batch['most_probable_probability']),
+                            ('malignant', batch['malignant_probability']),
+                            ('threshold', batch['malignant_threshold'])):
+        assert _page_percent(said, before) == pytest.approx(value, abs=0.0011), (before, said)
+      assert browser.wait_for("[...document.querySelectorAll('#uploaded img')]"
+                              ".filter(image => image.naturalWidth > 0).length") == 2
+      (tmp_path / 'notes.txt').write_text('not an image at all')
+      browser.choose_files('#upload', [str(tmp_path / 'notes.txt')])
+      assert browser.wait_for("(t => t.includes('classifying') ? null : t)"
+                              "(document.querySelector('#uploaded li span').textContent)") == (
+          " not classified: not an image: Pillow cannot identify the file's format")
+      if screenshots:
+        browser.wait_for("document.querySelector('#overlay').naturalWidth")
+        browser.screenshot(os.path.join(screenshots, 'review-classify.png'))
+
+      # Open the batch run; one image: its decision and overlay; a label needs a name first.
+      browser.choose('#run', run['run'])
+      assert browser.wait_for("document.querySelectorAll('#answers li').length") == 6
+
+      def open_answer(file):
+        index = browser.evaluate(
+            "[...document.querySelectorAll('#answers li')].find(item => "
+            f"item.querySelector('.name').textContent === {json.dumps(file)}).dataset.index")
+        browser.click(f'#answers li[data-index="{index}"]')
+        assert browser.text('#file') == file
+        assert browser.text('#decision').startswith(answers[file]['decision'] + ' (malignant when')
+
+      def recorded(file, label):
+        browser.wait_for(f"document.querySelector('#message').textContent === "
+                         f"{json.dumps(f'{file}: {label} recorded.')}")
+
+      open_answer('nested/benign.png')
+      assert browser.wait_for("document.querySelector('#overlay').naturalWidth") == 48
+      browser.press('f')
+      assert browser.text('#message') == (
+          'Type your name first: each review is kept with who gave it.')
+      browser.click('#reviewer')
+      browser.type('Dr Okafor')
+      open_answer('nested/benign.png')  # a click on the list: the name is kept
+      browser.press('f')  # a second look: someone else should decide
+      recorded('nested/benign.png', reviews.SECOND_LOOK)
+
+      # Back later: the name is remembered, the flagged image comes first; labels by key and
+      # by button.
+      browser.open(page)
+      assert browser.wait_for("document.querySelectorAll('#answers li').length") == 6
+      assert browser.evaluate("document.querySelector('#reviewer').value") == 'Dr Okafor'
+      assert browser.text('#answers li[data-index="0"]') == (
+          f'nested/benign.png{answers["nested/benign.png"]["decision"]} '
+          f'{100 * answers["nested/benign.png"]["malignant_probability"]:.1f} %'
+          'second look asked by Dr Okafor')
+      open_answer('nested/malignant.png')
+      browser.click('#labels button[data-label="malignant"]')
+      recorded('nested/malignant.png', 'malignant')
+      open_answer('benign.png')
+      browser.press('1')
+      recorded('benign.png', 'benign')
+      assert browser.text('#progress') == '2 of 6 reviewed'
+      if screenshots:
+        open_answer('nested/benign.png')
+        browser.wait_for("document.querySelector('#overlay').naturalWidth")
+        browser.screenshot(os.path.join(screenshots, 'review-station.png'))
+  finally:
+    station.terminate()
+    station.wait(timeout=60)
+  kept = {review.file: (review.label, review.reviewer)
+          for review in reviews.read_reviews(str(output_dir), run['run'])}
+  assert kept == {'nested/benign.png': (reviews.SECOND_LOOK, 'Dr Okafor'),
+                  'nested/malignant.png': ('malignant', 'Dr Okafor'),
+                  'benign.png': ('benign', 'Dr Okafor')}
 
   def review(*arguments):
     return subprocess.run([python, '-m', 'review', *arguments, '--output-dir', str(output_dir)],
                           cwd=project_root, capture_output=True, text=True, timeout=300,
                           check=False)
 
-  labelled = review('label', '--reviewer', 'Dr Okafor', 'nested/malignant.png', 'malignant')
+  labelled = review('label', '--reviewer', 'R. Li', 'normal.png', 'normal')
   assert labelled.returncode == 0, labelled.stderr
-  assert labelled.stdout.startswith('nested/malignant.png: malignant (Dr Okafor, 20')
-  answers = export.answers_of(run)
-  for file, label in (('benign.png', 'benign'), ('normal.png', 'normal'),
-                      ('nested/normal.png', 'benign'),  # a correction
+  assert labelled.stdout.startswith('normal.png: normal (R. Li, 20')
+  for file, label in (('nested/normal.png', 'benign'),  # a correction
                       ('malignant.png', reviews.NOT_USABLE)):
     reviews.record_review(str(output_dir), run['run'], file, label, 'R. Li', answers)
   refused = review('label', '--reviewer', 'R. Li', 'benign.png', 'tumour')
   assert (refused.returncode, refused.stderr.strip()) == (2, (
       "python -m review: error: unknown label 'tumour' (one of: benign, malignant, normal, not "
-      'usable)'))
+      'usable, second look)'))
 
   exported = review('export', '--to', str(data_root))
   assert exported.returncode == 0, exported.stderr
-  assert exported.stdout.startswith(f'span 2 written to {data_root}/span-2: benign 2, '
-                                    'malignant 1, normal 1; 1 not usable, left out;')
+  assert exported.stdout.startswith(
+      f'span 2 written to {data_root}/span-2: benign 2, malignant 1, normal 1; left out: 1 not '
+      'usable, 1 flagged for a second look;')
   written = {os.path.relpath(os.path.join(folder, name), data_root / 'span-2')
              for folder, _, names in os.walk(data_root / 'span-2') for name in names}
   assert written == {'benign/benign.png', 'benign/nested__normal.png',
@@ -124,6 +225,8 @@ def test_reviewed_answers_become_the_next_span_the_pipeline_ingests(
   assert span.uri == str(data_root / 'span-2')
   assert json.loads(span.custom_properties['label_counts'].string_value) == {
       'benign': 2, 'malignant': 1, 'normal': 1}
+  assert json.loads(span.custom_properties['left_out'].string_value) == {
+      reviews.NOT_USABLE: 1, reviews.SECOND_LOOK: 1}
   assert json.loads(span.custom_properties['reviewers'].string_value) == ['Dr Okafor', 'R. Li']
   [execution] = store.get_executions_by_type(export.EXPORT_EXECUTION_TYPE)
   inputs = {event.artifact_id for event in store.get_events_by_execution_ids([execution.id])
@@ -132,28 +235,6 @@ def test_reviewed_answers_become_the_next_span_the_pipeline_ingests(
   assert sorted(context.name for context in store.get_contexts_by_execution(execution.id)) == [
       run['run'], 'breast-ultrasound-inference']
   assert [found['run'] for found in inference.inference_runs(store)] == [run['run']]
-
-  # The page's overlay and upload: the version that answered, the same answer for the same file.
-  from review import app  # pylint: disable=g-import-not-at-top
-  from serving import predict  # pylint: disable=g-import-not-at-top
-  serving_dir = str(output_dir / 'serving' / 'breast_ultrasound')
-  station = app.ReviewApplication(
-      str(output_dir), lambda: [run],
-      model_of_version=lambda version: predict.LocalModel(serving_dir, version))
-  status, _, overlay = call(station, 'GET', f'/api/runs/{urllib.parse.quote(run["run"])}/explanation',
-                            'file=benign.png')
-  assert status == 200, overlay
-  assert np.asarray(Image.open(io.BytesIO(overlay)).convert('RGB')).shape == (48, 48, 3)
-  status, _, body = call(station, 'POST', '/api/classify',
-                         body=(infer_dir / 'benign.png').read_bytes())
-  uploaded = json.loads(body)
-  assert status == 200, uploaded
-  assert uploaded['decision'] == answers['benign.png']['decision']
-  assert uploaded['scores'] == pytest.approx(answers['benign.png']['scores'], abs=1e-5)
-  assert base64.b64decode(uploaded['overlay']).startswith(b'\x89PNG')
-  status, _, body = call(station, 'POST', '/api/classify', body=b'not an image at all')
-  assert (status, json.loads(body)['error']) == (
-      400, "not classified: not an image: Pillow cannot identify the file's format")
 
   # The next run ingests span 2 as any new span (its drift from span 1 only warned about).
   run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
@@ -279,7 +360,8 @@ def test_a_review_request_is_limited_checked_and_recorded(review_app, tmp_path):
   status, _, body = post(json.dumps({'file': 'a.png', 'label': 'tumour',
                                      'reviewer': 'R. Li'}).encode())
   assert (status, json.loads(body)['error']) == (400, "unknown label 'tumour' (one of: benign, "
-                                                      'malignant, normal, not usable)')
+                                                      'malignant, normal, not usable, second '
+                                                      'look)')
   status, _, body = post(json.dumps({'file': XSS_NAME, 'label': 'normal',
                                      'reviewer': '<b>R. Li</b>'}).encode())
   assert status == 200 and json.loads(body)['reviewed_label'] == 'normal'

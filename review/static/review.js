@@ -16,10 +16,18 @@ function percent(value) {
   return value === null || value === undefined ? '–' : (100 * value).toFixed(1) + ' %';
 }
 
+const SECOND_LOOK = 'second look';
+
+// Flagged first: those a reviewer flagged for a second look, then those the model flagged.
+function flagRank(answer) {
+  if (answer.reviewed_label === SECOND_LOOK) return 2;
+  return answer.review === true ? 1 : 0;
+}
+
 function ordered(answers) {
   const byMalignant = (a, b) => b.malignant_probability - a.malignant_probability;
   if ($('order').value === 'malignant') return answers.slice().sort(byMalignant);
-  return answers.slice().sort((a, b) => (b.review === true) - (a.review === true) || byMalignant(a, b));
+  return answers.slice().sort((a, b) => flagRank(b) - flagRank(a) || byMalignant(a, b));
 }
 
 function listItem(answer, index) {
@@ -33,7 +41,10 @@ function listItem(answer, index) {
   call.textContent = answer.decision + ' ' + percent(answer.malignant_probability);
   item.append(name, call);
   const note = document.createElement('span');
-  if (answer.reviewed_label) {
+  if (answer.reviewed_label === SECOND_LOOK) {
+    note.className = 'flag';
+    note.textContent = `second look asked by ${answer.reviewer}`;
+  } else if (answer.reviewed_label) {
     note.className = 'done';
     note.textContent = 'reviewed: ' + answer.reviewed_label;
   } else if (answer.review) {
@@ -48,7 +59,8 @@ function listItem(answer, index) {
 function render() {
   const list = $('answers');
   list.replaceChildren(...state.answers.map(listItem));
-  const reviewed = state.answers.filter((answer) => answer.reviewed_label).length;
+  const reviewed = state.answers.filter(
+    (answer) => answer.reviewed_label && answer.reviewed_label !== SECOND_LOOK).length;
   $('progress').textContent = state.answers.length ? `${reviewed} of ${state.answers.length} reviewed` : '';
   if (state.index >= 0) show(state.index);
 }
@@ -172,10 +184,14 @@ async function start() {
   }
   document.addEventListener('keydown', (event) => {
     if (event.target.tagName === 'INPUT' || event.target.tagName === 'SELECT') return;
-    const keys = {'1': 'benign', '2': 'malignant', '3': 'normal', '0': 'not usable'};
+    const keys = {'1': 'benign', '2': 'malignant', '3': 'normal', '0': 'not usable', 'f': SECOND_LOOK};
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.key === 'j') show(state.index + 1);
     else if (event.key === 'k') show(state.index - 1);
     else if (keys[event.key]) label(keys[event.key]);
+    else return;
+    // Handled: the key is not also typed into the name field that label() may focus.
+    event.preventDefault();
   });
   if (runs.length) await openRun(runs[0].run);
 }
