@@ -13,10 +13,11 @@ import shutil
 import subprocess
 import urllib.parse
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from data import synthetic
+from data import dicom, synthetic
 from models import features
 from review import export, reviews
 from runs import inference, metadata_store
@@ -76,7 +77,8 @@ def _page_percent(text: str, before: str) -> float:
 def test_a_reviewer_session_in_the_browser_becomes_the_next_span_the_pipeline_ingests(
     tmp_path, python, project_root, run_pipeline):
   """A person's session on the page in headless Chromium, driven through the DevTools protocol:
-  classify an uploaded image and read the answer off the page, open a batch inference run, flag
+  classify uploaded files (a PNG and a DICOM file, their answers read off the page and compared
+  with batch inference's for the same pixels, and a text file), open a batch inference run, flag
   an image for a second look, label images with the keys and the buttons; then the export as
   the next span, its lineage in ML Metadata, and the next run ingesting it. With
   REVIEW_SCREENSHOTS=FOLDER the page's screenshots are kept there (docs/)."""
@@ -133,6 +135,16 @@ def test_a_reviewer_session_in_the_browser_becomes_the_next_span_the_pipeline_in
       assert browser.wait_for("(t => t.includes('classifying') ? null : t)"
                               "(document.querySelector('#uploaded li span').textContent)") == (
           " not classified: not an image: Pillow cannot identify the file's format")
+      # normal.png's pixels in a scanner's DICOM file, named as scanners name them: its answer.
+      dicom.write_ultrasound(str(tmp_path / 'IM0001'), np.asarray(Image.open(infer_dir /
+                                                                             'normal.png')))
+      browser.choose_files('#upload', [str(tmp_path / 'IM0001')])
+      said = browser.wait_for("(t => t.includes('classifying') ? null : t)"
+                              "(document.querySelector('#uploaded li span').textContent)")
+      batch = answers['normal.png']
+      assert said.startswith(f' {batch["decision"]}; most probable {batch["most_probable_class"]} ')
+      assert browser.wait_for("[...document.querySelectorAll('#uploaded li')[0]"
+                              ".querySelectorAll('img')].filter(i => i.naturalWidth > 0).length") == 2
       if screenshots:
         browser.wait_for("document.querySelector('#overlay').naturalWidth")
         browser.screenshot(os.path.join(screenshots, 'review-classify.png'))
