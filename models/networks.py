@@ -173,6 +173,20 @@ def efficientnet_lite0_search_space(hp) -> None:
   hp.Choice('working_size', [160, 180, 224], default=180)
 
 
+# The default: EfficientNet-Lite0 with the ImageNet weights of a pinned package
+# (models/backbones.py), an ensemble of two. Against sepconv_residual's ensemble of two on the
+# same five folds: accuracy 0.80-0.83 against 0.71, macro AUC 0.93 against 0.89. Its variants
+# (224 or 180 px, 20 or 12 epochs, one or two members) are alike in accuracy and AUC; this is
+# the cheapest, and calibrated as well as the best (docs/experiments.md).
+EFFICIENTNET_LITE0 = Recipe(
+    build=functools.partial(backbones.backbone_network, backbone='efficientnet_lite0'),
+    epochs=12, learning_rate=1e-3, cosine_decay=True, balanced_class_weights=True,
+    test_time_flips=True, members=2, pretrained_backbone=True, frozen_epochs=3,
+    unfrozen_layers=WHOLE_BACKBONE, fine_tune_scale=0.2,
+    options={'working_size': 180, 'dropout': 0.3},
+    search_space=efficientnet_lite0_search_space)
+
+
 RECIPES: Dict[str, Recipe] = {
     'seed': Recipe(build=seed_cnn, epochs=15, learning_rate=1e-3),
     'sepconv_residual': Recipe(build=sepconv_residual, epochs=40, learning_rate=2e-3,
@@ -182,18 +196,12 @@ RECIPES: Dict[str, Recipe] = {
                                # on the same five folds, within the 15-minute budget
                                # (docs/experiments.md).
                                members=2, search_space=sepconv_residual_search_space),
-    # The default: EfficientNet-Lite0 with the ImageNet weights of a pinned package
-    # (models/backbones.py), an ensemble of two. Against sepconv_residual's ensemble of two on the
-    # same five folds: accuracy 0.80-0.83 against 0.71, macro AUC 0.93 against 0.89. Its variants
-    # (224 or 180 px, 20 or 12 epochs, one or two members) are alike in accuracy and AUC; this is
-    # the cheapest, and calibrated as well as the best (docs/experiments.md).
-    'efficientnet_lite0': Recipe(
-        build=functools.partial(backbones.backbone_network, backbone='efficientnet_lite0'),
-        epochs=12, learning_rate=1e-3, cosine_decay=True, balanced_class_weights=True,
-        test_time_flips=True, members=2, pretrained_backbone=True, frozen_epochs=3,
-        unfrozen_layers=WHOLE_BACKBONE, fine_tune_scale=0.2,
-        options={'working_size': 180, 'dropout': 0.3},
-        search_space=efficientnet_lite0_search_space),
+    'efficientnet_lite0': EFFICIENTNET_LITE0,
+    # Its larger siblings under the same recipe, for experiments: Lite1 (5.4 M parameters) and
+    # Lite2 (6.1 M, about 2.2 times Lite0's compute at the same size).
+    **{name: dataclasses.replace(EFFICIENTNET_LITE0, build=functools.partial(
+        backbones.backbone_network, backbone=name))
+       for name in ('efficientnet_lite1', 'efficientnet_lite2')},
     # Fine-tuned Keras Applications backbones, for users who have pretrained weights.
     **{name: Recipe(build=functools.partial(backbones.backbone_network, backbone=name),
                     epochs=30, learning_rate=1e-3, cosine_decay=True, weight_decay=1e-4,

@@ -25,20 +25,41 @@ def _imagenet_input(path: str, size: int) -> np.ndarray:
   return np.asarray(resized, np.float32)[np.newaxis] / 255.0
 
 
-def test_the_packaged_weights_classify_a_photograph_as_imagenet_does():
+@pytest.mark.parametrize('variant, parameters, blocks', [
+    ('efficientnet_lite0', 4_694_024, 16),
+    ('efficientnet_lite1', 5_470_344, 21),
+    ('efficientnet_lite2', 6_150_168, 21),
+])
+def test_the_packaged_weights_classify_a_photograph_as_imagenet_does(variant, parameters, blocks):
   """Grace Hopper's portrait, which ships with matplotlib, is TensorFlow's own label_image
   example: an ImageNet classifier calls it a military uniform. Random weights give each of the
-  1,000 classes about 0.001 and rank it first one time in a thousand."""
+  1,000 classes about 0.001 and rank it first one time in a thousand. Each variant at its own
+  native size."""
   portrait = os.path.join(os.path.dirname(matplotlib.__file__), 'mpl-data', 'sample_data',
                           'grace_hopper.jpg')
-  classifier = efficientnet_lite.imagenet_classifier()
-  probabilities = classifier.predict(_imagenet_input(portrait, efficientnet_lite.NATIVE_SIZE),
-                                     verbose=0)[0]
+  classifier = efficientnet_lite.imagenet_classifier(variant)
+  size = efficientnet_lite.VARIANTS[variant].native_size
+  probabilities = classifier.predict(_imagenet_input(portrait, size), verbose=0)[0]
   assert probabilities.argmax() == MILITARY_UNIFORM
-  assert probabilities[MILITARY_UNIFORM] > 0.3
-  # Every layer with weights but the new top got them from the checkpoint: 4,694,024 values
-  # (and 49 batch-norm step counters, which Keras does not keep).
-  assert classifier.count_params() == 4_694_024
+  assert probabilities[MILITARY_UNIFORM] > 0.15
+  # Every layer with weights but the new top got them from the checkpoint, which had no layer
+  # left over (batch-norm step counters aside, which Keras does not keep).
+  assert classifier.count_params() == parameters
+  assert len(list(efficientnet_lite._blocks(variant))) == blocks  # pylint: disable=protected-access
+
+
+def test_another_variants_weights_are_refused_not_partly_loaded():
+  lite1 = torch_checkpoint.read_state_dict(
+      efficientnet_lite.packaged_weights_path('efficientnet_lite1'))
+  with pytest.raises(ValueError, match=r'layer blocks_3_depthwise_conv: the checkpoint gives '
+                     r'shapes \[\(3, 3, 144, 1\)\], the network has \[\(5, 5, 144, 1\)\]'):
+    efficientnet_lite.load_weights(efficientnet_lite.trunk(64), lite1)
+  # A checkpoint with a block more than the network: every layer of the network would fit.
+  state = torch_checkpoint.read_state_dict(efficientnet_lite.packaged_weights_path())
+  state['_blocks.16._project_conv.weight'] = np.zeros((320, 1920, 1, 1), np.float32)
+  with pytest.raises(ValueError, match=r'the checkpoint has 1 layer\(s\) efficientnet_lite0 '
+                     r'lacks \(from _blocks\.16\._project_conv\): the weights of another variant'):
+    efficientnet_lite.load_weights(efficientnet_lite.trunk(64), state)
 
 
 def _legacy_checkpoint(state_pickle: bytes, keys=(), storages=(), magic=None) -> bytes:
@@ -159,8 +180,8 @@ def test_weights_of_another_shape_are_refused():
 
 
 def test_without_the_package_the_message_says_what_to_install(monkeypatch):
-  def missing():
-    raise FileNotFoundError('not installed')
+  def missing(variant):
+    raise FileNotFoundError(f'{variant} not installed')
   monkeypatch.setattr(efficientnet_lite, 'packaged_weights_path', missing)
   with pytest.raises(FileNotFoundError, match=efficientnet_lite.WEIGHTS_PACKAGE):
     backbones.resolve_weights('efficientnet_lite0', None)

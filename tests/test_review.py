@@ -117,10 +117,17 @@ def test_a_reviewer_session_in_the_browser_becomes_the_next_span_the_pipeline_in
     page = listening.split()[-1]
     with browser:
       browser.open(page)
+
+      def answer_of_upload(count):
+        """The newest upload's answer on the page, once the page shows `count` uploads."""
+        return browser.wait_for(
+            f"(items => items.length === {count} && !items[0].textContent.endsWith('classifying…')"
+            " ? items[0].querySelector('span').textContent : null)"
+            "([...document.querySelectorAll('#uploaded li')])")
+
       # Classify a dropped-in image: the same answer as batch inference gave for the same file.
       browser.choose_files('#upload', [str(infer_dir / 'benign.png')])
-      said = browser.wait_for("(t => t.includes('classifying') ? null : t)"
-                              "(document.querySelector('#uploaded li span').textContent)")
+      said = answer_of_upload(1)
       batch = answers['benign.png']
       assert said.startswith(f' {batch["decision"]}; most probable {batch["most_probable_class"]} ')
       for before, value in (('most probable ' + batch['most_probable_class'],
@@ -132,15 +139,13 @@ def test_a_reviewer_session_in_the_browser_becomes_the_next_span_the_pipeline_in
                               ".filter(image => image.naturalWidth > 0).length") == 2
       (tmp_path / 'notes.txt').write_text('not an image at all')
       browser.choose_files('#upload', [str(tmp_path / 'notes.txt')])
-      assert browser.wait_for("(t => t.includes('classifying') ? null : t)"
-                              "(document.querySelector('#uploaded li span').textContent)") == (
+      assert answer_of_upload(2) == (
           " not classified: not an image: Pillow cannot identify the file's format")
       # normal.png's pixels in a scanner's DICOM file, named as scanners name them: its answer.
       dicom.write_ultrasound(str(tmp_path / 'IM0001'), np.asarray(Image.open(infer_dir /
                                                                              'normal.png')))
       browser.choose_files('#upload', [str(tmp_path / 'IM0001')])
-      said = browser.wait_for("(t => t.includes('classifying') ? null : t)"
-                              "(document.querySelector('#uploaded li span').textContent)")
+      said = answer_of_upload(3)
       batch = answers['normal.png']
       assert said.startswith(f' {batch["decision"]}; most probable {batch["most_probable_class"]} ')
       assert browser.wait_for("[...document.querySelectorAll('#uploaded li')[0]"

@@ -163,13 +163,6 @@ async function openRun(name) {
 async function start() {
   $('reviewer').value = localStorage.getItem('reviewer') || '';
   $('reviewer').addEventListener('change', () => localStorage.setItem('reviewer', $('reviewer').value.trim()));
-  const runs = await getJson('/api/runs');
-  $('run').replaceChildren(...runs.map((run) => {
-    const option = document.createElement('option');
-    option.value = run.run;
-    option.textContent = `${run.run} (${run.images} images, version ${run.model_version})`;
-    return option;
-  }));
   $('run').addEventListener('change', () => openRun($('run').value));
   $('overlay').addEventListener('error', () => { $('overlay').hidden = true; });
   $('upload').addEventListener('change', () => { for (const file of $('upload').files) classify(file); });
@@ -193,6 +186,15 @@ async function start() {
     // Handled: the key is not also typed into the name field that label() may focus.
     event.preventDefault();
   });
+  // The runs last: every control above works while they load (an image chosen at once is
+  // classified).
+  const runs = await getJson('/api/runs');
+  $('run').replaceChildren(...runs.map((run) => {
+    const option = document.createElement('option');
+    option.value = run.run;
+    option.textContent = `${run.run} (${run.images} images, version ${run.model_version})`;
+    return option;
+  }));
   if (runs.length) await openRun(runs[0].run);
 }
 
