@@ -1,7 +1,7 @@
 """Benchmark: grouped k-fold cross-validation of the networks on a data root.
 
     python -m benchmarks.grouped_cross_validation --data-root ../shared/data/busi
-        [--folds 5] [--models sepconv_residual seed] [--image-size 180] [--epochs N]
+        [--folds 5] [--repeats 3] [--models sepconv_residual seed] [--image-size 180] [--epochs N]
         [--run-folds 0 1 ...] [--calibration-percent 15] [--target-malignant-sensitivity 0.9]
         [--members 1 2 3] [--ship-cross-fitted] [--hyperparameters '{"width": 1.25}']
         [--json results.json]
@@ -22,14 +22,22 @@ and after temperature scaling, and training seconds; per fold also the threshold
 temperature and how many malignant images they were chosen on. `--members` trains ensembles of
 several sizes, each on its own deal.
 
+Repeated: `--repeats R` deals the same groups (whole, stratified by label) to the folds R
+times: repeat 0 is the folds above, repeat r an order of the groups of its own (salted), so a
+difference is measured on R × folds test folds.
+
 Paired comparison: every network is measured on the same folds, so two networks are compared
 fold by fold. With `--compare FILE ...` (files written by `--json`) nothing is trained: for each
 network in the files, it prints the mean per-fold difference from the baseline network (`--baseline`,
-default the first in the files) and its standard error, sd/√folds, over the folds both have; a
+default the first in the files) over the (repeat, fold) pairs both have, and its standard error
+corrected for the folds' overlapping training parts (Nadeau and Bengio, 2003; Bouckaert and Frank,
+2004): sd·√(1/n + 1/(k − 1)) over n pairs of k-fold cross-validation, where sd/√n would pretend
+the folds independent (for one repeat of five folds the corrected error is 1.5 times that). A
 change is worth keeping when the difference is larger than twice its standard error.
 """
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -83,6 +91,18 @@ def load_images(data_root: str, image_size: int, folds: int):
         f'{len(set(plan[r["file"]][1] for r in kept))} groups in {folds} folds '
         f'(images per fold: {np.bincount(fold).tolist()})', flush=True)
   return pixels, labels, fold, groups
+
+
+def repeated_folds(labels: np.ndarray, groups: np.ndarray, fold: np.ndarray, folds: int,
+                   repeat: int) -> np.ndarray:
+  """The fold of each image in repeat `repeat`: the planned folds for 0, else the same groups
+  dealt whole and stratified by label in an order salted by the repeat."""
+  if repeat == 0:
+    return fold
+  dealt = group_split.assign_group_splits(
+      group_split.group_summary(labels.tolist(), groups.tolist()), list(range(1, folds + 1)),
+      salt=f'repeat {repeat}')
+  return np.array([dealt[group] for group in groups])
 
 
 def score(labels: np.ndarray, probabilities: np.ndarray, uncalibrated: np.ndarray,
@@ -178,7 +198,8 @@ def format_table(network: str, rows: List[Dict[str, float]]) -> str:
   # Files written before a column existed have NaN in it.
   rows = [{column: np.nan for column in COLUMNS} | row for row in rows]
   for row in rows:
-    lines.append(f'  fold {row["fold"]:<13} ' + ' '.join(
+    name = f'{row.get("repeat", 0)}.{row["fold"]}'
+    lines.append(f'  fold {name:<13} ' + ' '.join(
         f'{row[column]:>14.1f}' if column == 'train_seconds' else f'{row[column]:>14.3f}'
         for column in COLUMNS))
   means = {column: np.mean([row[column] for row in rows]) for column in COLUMNS}
@@ -193,31 +214,40 @@ PAIRED_COLUMNS = ('accuracy', 'macro_f1', 'macro_auc', 'sensitivity', 'specifici
                   'ece_after', 'train_seconds')
 
 
-def paired_differences(baseline: List[Dict[str, float]], candidate: List[Dict[str, float]]
-                       ) -> Dict[str, Dict[str, float]]:
-  """{column: {mean, se, folds}}: the candidate's per-fold difference from the baseline on the
-  folds both were measured on, its mean and standard error (sd / √folds)."""
-  by_fold = {row['fold']: row for row in baseline}
-  pairs = [(row, by_fold[row['fold']]) for row in candidate if row['fold'] in by_fold]
+def _test_fold(row: Dict[str, float]):
+  # Results written before --repeats have no repeat: theirs is repeat 0.
+  return row.get('repeat', 0), row['fold']
+
+
+def paired_differences(baseline: List[Dict[str, float]], candidate: List[Dict[str, float]],
+                       folds: int) -> Dict[str, Dict[str, float]]:
+  """{column: {mean, se, folds}}: the candidate's difference from the baseline on each (repeat,
+  fold) both were measured on, its mean and its standard error corrected for `folds`-fold
+  cross-validation's overlapping training parts (module docstring)."""
+  by_fold = {_test_fold(row): row for row in baseline}
+  pairs = [(row, by_fold[_test_fold(row)]) for row in candidate if _test_fold(row) in by_fold]
   result = {}
   for column in PAIRED_COLUMNS:
     differences = np.array([mine.get(column, np.nan) - theirs.get(column, np.nan)
                             for mine, theirs in pairs])
-    spread = differences.std(ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else np.nan
-    result[column] = {'mean': float(differences.mean()) if len(differences) else np.nan,
-                      'se': float(spread), 'folds': len(differences)}
+    n = len(differences)
+    spread = (differences.std(ddof=1) * np.sqrt(1 / n + 1 / (folds - 1)) if n > 1 and folds > 1
+              else np.nan)
+    result[column] = {'mean': float(differences.mean()) if n else np.nan,
+                      'se': float(spread), 'folds': n}
   return result
 
 
-def format_paired(baseline_name: str, results: Dict[str, List[Dict[str, float]]]) -> str:
-  lines = [f'paired against {baseline_name}: mean per-fold difference ± standard error '
-           '(* beyond 2 standard errors)',
+def format_paired(baseline_name: str, results: Dict[str, List[Dict[str, float]]],
+                  folds: int) -> str:
+  lines = [f'paired against {baseline_name}: mean per-fold difference ± standard error, corrected '
+           f'for {folds}-fold cross-validation (* beyond 2 standard errors)',
            f'{"network":<36} {"folds":>5} ' + ' '.join(
                f'{HEADINGS.get(column, column):>18}' for column in PAIRED_COLUMNS)]
   for name, rows in results.items():
     if name == baseline_name:
       continue
-    paired = paired_differences(results[baseline_name], rows)
+    paired = paired_differences(results[baseline_name], rows, folds)
     cells = []
     for column in PAIRED_COLUMNS:
       mean, se = paired[column]['mean'], paired[column]['se']
@@ -230,14 +260,21 @@ def format_paired(baseline_name: str, results: Dict[str, List[Dict[str, float]]]
 
 def compare(paths: Sequence[str], baseline: Optional[str]) -> int:
   results: Dict[str, List[Dict[str, float]]] = {}
+  folds = set()
   for path in paths:
     with open(path) as handle:
-      for name, rows in json.load(handle)['results'].items():
+      found = json.load(handle)
+      folds.add(found['arguments']['folds'])
+      for name, rows in found['results'].items():
         # The same network under other hyperparameters: told apart by its file's name.
         stem = os.path.splitext(os.path.basename(path))[0]
         results[f'{name} [{stem}]' if name in results else name] = rows
   if not results:
     print('no results in ' + ', '.join(paths), file=sys.stderr)
+    return 2
+  if len(folds) > 1:
+    print(f'the files cross-validate with different numbers of folds ({sorted(folds)}): their '
+          'folds are not the same, so nothing pairs', file=sys.stderr)
     return 2
   baseline = baseline or next(iter(results))
   if baseline not in results:
@@ -247,7 +284,7 @@ def compare(paths: Sequence[str], baseline: Optional[str]) -> int:
   for network, rows in results.items():
     print(format_table(network, rows))
     print()
-  print(format_paired(baseline, results))
+  print(format_paired(baseline, results, folds.pop()))
   return 0
 
 
@@ -260,6 +297,8 @@ def main(argv=None) -> int:
   parser.add_argument('--baseline', help='with --compare: the network the others are paired '
                       'against (default: the first in the files)')
   parser.add_argument('--folds', type=int, default=5)
+  parser.add_argument('--repeats', type=int, default=1,
+                      help='deal the groups to the folds this many times (module docstring)')
   parser.add_argument('--models', nargs='+', default=[networks.DEFAULT_NETWORK, 'seed'],
                       choices=sorted(networks.RECIPES))
   parser.add_argument('--image-size', type=int, default=features.DEFAULT_IMAGE_SIZE)
@@ -294,14 +333,16 @@ def main(argv=None) -> int:
     for size in sorted(set(args.members or [networks.RECIPES[network].members])):
       name = (network if size == 1 else f'{network} ×{size}') + (
           ' cross-fitted' if args.ship_cross_fitted and size > 1 else '')
-      for test_fold in args.run_folds or range(args.folds):
-        row = run_fold(network, pixels, labels, fold, groups, test_fold, args.image_size,
-                       args.epochs, args.seed, args.calibration_percent,
-                       args.target_malignant_sensitivity, size, args.hyperparameters,
-                       args.ship_cross_fitted)
-        row['fold'] = test_fold
+      for repeat, test_fold in itertools.product(range(args.repeats),
+                                                 args.run_folds or range(args.folds)):
+        row = run_fold(network, pixels, labels,
+                       repeated_folds(labels, groups, fold, args.folds, repeat), groups,
+                       test_fold, args.image_size, args.epochs, args.seed,
+                       args.calibration_percent, args.target_malignant_sensitivity, size,
+                       args.hyperparameters, args.ship_cross_fitted)
+        row['repeat'], row['fold'] = repeat, test_fold
         results.setdefault(name, []).append(row)
-        print(f'{name} fold {test_fold}: ' + ', '.join(
+        print(f'{name} repeat {repeat} fold {test_fold}: ' + ', '.join(
             f'{column} {row[column]:.3f}' for column in COLUMNS) +
               f'; threshold {row["threshold"]}, temperature {row["temperature"]:.3f}, chosen on '
               f'{row["chosen_on_malignant"]} malignant images', flush=True)
@@ -310,7 +351,7 @@ def main(argv=None) -> int:
     print(format_table(network, rows))
     print()
   if len(results) > 1:
-    print(format_paired(next(iter(results)), results))
+    print(format_paired(next(iter(results)), results, args.folds))
   if args.json:
     with open(args.json, 'w') as handle:
       json.dump({'arguments': vars(args), 'results': results}, handle, indent=1)

@@ -42,7 +42,7 @@ def assign_group_splits(groups: List[Tuple[str, str, int]], cumulative_buckets: 
   return split_of_group
 
 
-def _group_summary(labels: Sequence[int], groups: Sequence[str]) -> List[Tuple[str, str, int]]:
+def group_summary(labels: Sequence[int], groups: Sequence[str]) -> List[Tuple[str, str, int]]:
   """(group, label, size) per group; a group takes the label most of its examples have."""
   members: Dict[str, List[int]] = {}
   for label, group in zip(labels, groups):
@@ -57,7 +57,7 @@ def calibration_mask(labels: Sequence[int], groups: Sequence[str], percent: floa
   if percent <= 0:
     return [False] * len(labels)
   share = round(percent * 100)
-  split_of_group = assign_group_splits(_group_summary(labels, groups), [10000 - share, 10000],
+  split_of_group = assign_group_splits(group_summary(labels, groups), [10000 - share, 10000],
                                        salt='calibration')
   return [split_of_group[group] == 1 for group in groups]
 
@@ -74,6 +74,6 @@ def held_out_folds(labels: Sequence[int], groups: Sequence[str], members: int,
   """
   if members < 2:
     return [0 if taken else -1 for taken in calibration_mask(labels, groups, calibration_percent)]
-  fold_of_group = assign_group_splits(_group_summary(labels, groups),
+  fold_of_group = assign_group_splits(group_summary(labels, groups),
                                       list(range(1, members + 1)), salt='cross-fit')
   return [fold_of_group[group] for group in groups]

@@ -1,15 +1,17 @@
 """The grouped cross-validation benchmark's paired comparison: fold by fold, with its standard
-error."""
+error corrected for cross-validation, and its repeats: the same groups dealt again."""
 
 import math
 
+import numpy as np
 import pytest
 
 from benchmarks import grouped_cross_validation as benchmark
 
 
-def _rows(accuracies, folds=None):
-  return [{'fold': fold, **{column: accuracy for column in benchmark.PAIRED_COLUMNS}}
+def _rows(accuracies, folds=None, repeat=None):
+  return [{'fold': fold, **({} if repeat is None else {'repeat': repeat}),
+           **{column: accuracy for column in benchmark.PAIRED_COLUMNS}}
           for fold, accuracy in zip(folds or range(len(accuracies)), accuracies)]
 
 
@@ -17,20 +19,44 @@ def test_differences_are_paired_by_fold_with_their_standard_error():
   baseline = _rows([0.70, 0.72, 0.68, 0.60, 0.70])
   # The candidate's folds in another order, and one fold the baseline lacks.
   candidate = _rows([0.75, 0.80, 0.77, 0.82, 0.99], folds=[3, 0, 2, 1, 7])
-  paired = benchmark.paired_differences(baseline, candidate)['accuracy']
+  # A second repeat's folds pair with the baseline's second repeat only (none here); rows
+  # written before repeats existed are repeat 0.
+  candidate += _rows([0.0] * 5, repeat=1)
+  paired = benchmark.paired_differences(baseline, candidate, folds=5)['accuracy']
   differences = [0.15, 0.10, 0.09, 0.10]  # folds 3, 0, 2, 1
   mean = sum(differences) / 4
   sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / 3)
   assert paired['folds'] == 4
   assert paired['mean'] == pytest.approx(mean)
-  assert paired['se'] == pytest.approx(sd / 2)
+  # Nadeau and Bengio's correction: the folds' training parts overlap (3 of 4 shared in
+  # 5-fold), so sd/√4 would overstate the precision.
+  assert paired['se'] == pytest.approx(sd * math.sqrt(1 / 4 + 1 / 4))
+  assert paired['se'] == pytest.approx(sd / 2 * math.sqrt(2))
 
 
 def test_the_table_marks_only_differences_beyond_two_standard_errors():
   table = benchmark.format_paired('base', {
       'base': _rows([0.70, 0.72, 0.68, 0.60, 0.70]),
       'clearly better': _rows([0.80, 0.83, 0.77, 0.71, 0.80]),
-      'no better': _rows([0.75, 0.70, 0.70, 0.55, 0.71])})
+      'no better': _rows([0.75, 0.70, 0.70, 0.55, 0.71])}, folds=5)
   rows = {line.split('  ')[0]: line for line in table.splitlines()[2:]}
-  assert '+0.102 ± 0.004*' in rows['clearly better']
+  # Differences 0.10, 0.11, 0.09, 0.11, 0.10: sd 0.0084, corrected error 0.0084·√0.45.
+  assert '+0.102 ± 0.006*' in rows['clearly better']
   assert '*' not in rows['no better']
+
+
+def test_a_repeat_deals_the_same_groups_whole_and_stratified_in_another_order():
+  labels = np.repeat([0, 1, 2], [120, 60, 40])
+  groups = np.array([f'g{index // 2}' for index in range(len(labels))])  # pairs, one label each
+  planned = np.arange(len(labels)) // 2 % 5
+  assert benchmark.repeated_folds(labels, groups, planned, 5, 0) is planned
+  first = benchmark.repeated_folds(labels, groups, planned, 5, 1)
+  second = benchmark.repeated_folds(labels, groups, planned, 5, 2)
+  for fold in (first, second):
+    for group in set(groups):  # whole groups
+      assert len(set(fold[groups == group])) == 1
+    for label, count in ((0, 120), (1, 60), (2, 40)):  # every fold a fifth of every class
+      assert np.bincount(fold[labels == label], minlength=5).tolist() == [count // 5] * 5
+  # Each repeat its own deal: an image changes fold between two repeats four times in five.
+  assert np.mean(first != second) > 0.6
+  assert np.array_equal(first, benchmark.repeated_folds(labels, groups, planned, 5, 1))
