@@ -121,9 +121,11 @@ def weights_description(network: str, backbone_weights: Optional[str]) -> Option
 
 def backbone_network(image_size: int, num_classes: int, backbone: str,
                      backbone_weights: Optional[str] = None, working_size: int = 160,
-                     dropout: float = 0.3, augmentation_strength: float = 1.0) -> keras.Model:
+                     dropout: float = 0.3, augmentation_strength: float = 1.0,
+                     augmentation_policy: str = 'ultrasound') -> keras.Model:
   """The backbone (named `backbone`, global average pooled) under the project's ultrasound
-  augmentation, a dropout and a softmax named `probabilities`. Inputs are [0, 1] pixels,
+  augmentation (models/augmentation.py's `augmentation_policy`), a dropout and a softmax named
+  `probabilities`. Inputs are [0, 1] pixels,
   resized to `working_size` first (area averaging down, bilinear up)."""
   # Hyperparameters read back from ML Metadata are JSON numbers: 128.0 for 128.
   working_size = int(working_size)
@@ -133,7 +135,7 @@ def backbone_network(image_size: int, num_classes: int, backbone: str,
   if image_size != working_size:
     x = keras.layers.Resizing(working_size, working_size,
                               interpolation='area' if working_size < image_size else 'bilinear')(x)
-  x = augmentation.ultrasound_augmentation(augmentation_strength)(x)
+  x = augmentation.augmentation_layers(augmentation_policy, augmentation_strength)(x)
   trunk = BACKBONES[backbone].build_trunk(
       working_size, weights if weights in (PACKAGED_WEIGHTS, KERAS_CACHE_WEIGHTS) else None)
   if weights not in (None, PACKAGED_WEIGHTS, KERAS_CACHE_WEIGHTS):
