@@ -10,8 +10,10 @@ import os
 import pathlib
 import re
 import shutil
+import struct
 import subprocess
 import urllib.parse
+import zlib
 
 import numpy as np
 import pytest
@@ -352,6 +354,16 @@ def test_an_upload_is_limited_and_a_station_without_a_model_says_so(review_app):
                          length=app.MAX_UPLOAD_BYTES + 1)
   assert (status, json.loads(body)['error']) == (
       413, f'an image of {app.MAX_UPLOAD_BYTES + 1} bytes (at most {app.MAX_UPLOAD_BYTES})')
+  # A small file whose header claims 6,000 × 6,000 pixels: refused before it is decoded.
+  buffer = io.BytesIO()
+  Image.new('L', (1, 1)).save(buffer, 'PNG')
+  png = bytearray(buffer.getvalue())
+  png[16:24] = struct.pack('>II', 6000, 6000)
+  png[29:33] = struct.pack('>I', zlib.crc32(bytes(png[12:29])))
+  status, _, body = call(review_app, 'POST', '/api/classify', body=bytes(png))
+  assert (status, json.loads(body)['error']) == (
+      400, f'too many pixels: the header says 6000 × 6000 (at most '
+           f'{features.MAX_IMAGE_PIXELS} pixels are decoded)')
   status, _, body = call(review_app, 'GET', '/api/runs/run-1/explanation', 'file=a.png')
   assert (status, json.loads(body)['error']) == (
       404, 'this review station serves no model: no overlays, no uploads')
