@@ -57,8 +57,6 @@ class Variant:
 DEFAULT_VARIANT = 'efficientnet_lite0'
 VARIANTS: Dict[str, Variant] = {variant.name: variant for variant in (
     Variant(0, 1.0, 1.0, 224), Variant(1, 1.0, 1.1, 240), Variant(2, 1.1, 1.2, 260))}
-NATIVE_SIZE = VARIANTS[DEFAULT_VARIANT].native_size
-WEIGHTS_PACKAGE = VARIANTS[DEFAULT_VARIANT].package
 
 
 def packaged_weights_path(variant: str = DEFAULT_VARIANT) -> str:
@@ -204,8 +202,8 @@ def load_weights(network: keras.Model, state: Optional[Dict[str, np.ndarray]] = 
     loaded.add(_torch_name(layer.name))
   if not loaded:
     raise ValueError(f'{network.name} has no EfficientNet-Lite layer to load')
-  # The classifier's `_fc` is not the trunk's; any other layer left over means a larger
-  # variant's weights, whose first blocks alone would fit.
+  # The classifier's `_fc` is not the trunk's; any other layer left over means a checkpoint of
+  # more layers than the network, which would otherwise pass for its weights.
   left = sorted({key.rsplit('.', 1)[0] for key in state} - loaded - {'_fc'})
   if left:
     raise ValueError(f'the checkpoint has {len(left)} layer(s) {network.name} lacks (from '
