@@ -3,19 +3,20 @@
     python -m benchmarks.grouped_cross_validation --data-root ../shared/data/busi
         [--folds 5] [--repeats 3] [--models sepconv_residual seed] [--image-size 180] [--epochs N]
         [--run-folds 0 1 ...] [--calibration-percent 15] [--target-malignant-sensitivity 0.9]
-        [--members 1 2 3] [--ship-cross-fitted] [--hyperparameters '{"width": 1.25}']
-        [--json results.json]
+        [--members 1 2 3] [--ship-cross-fitted] [--cross-fit-folds 4] [--no-operating-point]
+        [--hyperparameters '{"width": 1.25}'] [--json results.json]
     python -m benchmarks.grouped_cross_validation --compare base.json new.json [--baseline NAME]
 
 Folds are made as ImageExampleGen makes its split: images are grouped by perceptual hash
 (near-duplicates, transitively), label conflicts are left out, and whole groups are dealt to
 folds stratified by label. So no test image has a near-duplicate among its training images.
 Images are decoded and resized by the same function as Transform, and each fold is trained as
-the Trainer trains: the fold's training part dealt by group to one held-out fold per ensemble
-member (one network: a calibration set), each member fitted on the rest by
-`models.training.train_ensemble` with its recipe, the temperature and the malignant threshold
-chosen on the members' out-of-fold predictions, then the members refitted on the whole training
-part to be scored. For each network it prints per-fold and mean ±
+the Trainer trains: the fold's training part dealt by group to `--cross-fit-folds` held-out
+folds (at least one per ensemble member; one network: a calibration set), a network fitted on the
+rest of each by `models.training.train_ensemble` with its recipe, the temperature and the
+malignant threshold chosen on their out-of-fold predictions, then the members refitted on the
+whole training part to be scored. `--no-operating-point` trains only the members that ship, for
+levers judged on accuracy, macro AUC and calibration before any temperature. For each network it prints per-fold and mean ±
 standard deviation of accuracy, macro-F1, one-vs-rest macro AUC, per-class recall, malignant
 sensitivity and specificity at the shipped operating point, expected calibration error before
 and after temperature scaling, and training seconds; per fold also the threshold, the
@@ -57,7 +58,7 @@ from components.image_example_gen import split_plan  # pylint: disable=g-import-
 from evaluation import classification_statistics  # pylint: disable=g-import-not-at-top
 from evaluation.metric_names import ACCURACY  # pylint: disable=g-import-not-at-top
 from inputs import image_files  # pylint: disable=g-import-not-at-top
-from models import calibration, features, group_split, networks, preprocessing, training  # pylint: disable=g-import-not-at-top
+from models import calibration, features, group_split, model, networks, preprocessing, training  # pylint: disable=g-import-not-at-top
 
 BATCH_SIZE = 32
 
@@ -105,10 +106,13 @@ def repeated_folds(labels: np.ndarray, groups: np.ndarray, fold: np.ndarray, fol
   return np.array([dealt[group] for group in groups])
 
 
-def score(labels: np.ndarray, probabilities: np.ndarray, uncalibrated: np.ndarray,
-          operating_point: calibration.OperatingPoint) -> Dict[str, float]:
+def score(labels: np.ndarray, uncalibrated: np.ndarray,
+          operating_point: Optional[calibration.OperatingPoint]) -> Dict[str, float]:
   """The Evaluator's metrics (evaluation/classification_statistics.py, models/calibration.py) of
-  one fold."""
+  one fold, on the probabilities under the point's temperature; without a point, those that
+  need none, on the probabilities as they are (the others NaN)."""
+  probabilities = (calibration.temperature_scale(uncalibrated, operating_point.temperature)
+                   if operating_point else uncalibrated)
   statistics = classification_statistics.probability_statistics(labels, probabilities)
   counts = classification_statistics.confusion_counts_of(labels, probabilities.argmax(axis=1))
   per_class = classification_statistics.class_precision_recall(counts)
@@ -116,6 +120,10 @@ def score(labels: np.ndarray, probabilities: np.ndarray, uncalibrated: np.ndarra
             'macro_auc': statistics['macro_auc']}
   for name in features.LABEL_NAMES:
     result[f'recall_{name}'] = per_class[f'recall_{name}']
+  result['ece_before'] = calibration.expected_calibration_error(uncalibrated, labels)
+  if operating_point is None:
+    return result | {column: np.nan for column in ('sensitivity', 'specificity', 'regret',
+                                                   'ece_after')}
   threshold = operating_point.malignant_threshold
   at_point = calibration.operating_point_summary(
       probabilities, labels, threshold if threshold is not None else 2.0)
@@ -125,7 +133,6 @@ def score(labels: np.ndarray, probabilities: np.ndarray, uncalibrated: np.ndarra
       labels, probabilities[:, features.MALIGNANT_LABEL],
       calibration.operating_point_labels(probabilities, threshold if threshold is not None else 2.0)
       == features.MALIGNANT_LABEL)
-  result['ece_before'] = calibration.expected_calibration_error(uncalibrated, labels)
   result['ece_after'] = calibration.expected_calibration_error(probabilities, labels)
   return result
 
@@ -141,15 +148,23 @@ def predict(members: List, pixels: np.ndarray, flips: bool) -> np.ndarray:
 def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_size: int,
              epochs, seed: int, calibration_percent: float, target_sensitivity: float,
              members: int, hyperparameters: Optional[Dict] = None,
-             ship_cross_fitted: bool = False) -> Dict[str, float]:
-  """Trains on the other folds as the Trainer does: the training part dealt to one fold per
-  member by group (one network: a calibration set), member m (seed `seed + m`) fitted on all but
-  its fold, the operating point chosen on the members' out-of-fold predictions; then an
-  ensemble refitted on the whole training part from the same seeds (`ship_cross_fitted`: the
-  cross-fitted members instead) is scored on the test fold."""
+             ship_cross_fitted: bool = False,
+             cross_fit_folds: int = calibration.DEFAULT_CROSS_FIT_FOLDS,
+             operating_point: bool = True) -> Dict[str, float]:
+  """Trains on the other folds as the Trainer does: the training part dealt by group to
+  `cross_fit_folds` folds (at least one per member; one network: a calibration set), a network
+  (seed `seed + f`) fitted on all but fold f, the operating point chosen on their out-of-fold
+  predictions; then an ensemble of `members` refitted on the whole training part from the same
+  seeds (`ship_cross_fitted`: the cross-fitted networks instead) is scored on the test fold.
+  Without `operating_point` only the networks that ship are trained (an ensemble on the whole
+  training part, one network without its calibration set) and scored before any temperature:
+  the columns that need the point are NaN."""
   train = np.flatnonzero(fold != test_fold)
+  dealt = model.cross_fit_folds({model.CROSS_FIT_FOLDS_KEY: cross_fit_folds}, members)
+  if ship_cross_fitted:
+    dealt = members
   held_out = np.array(group_split.held_out_folds(labels[train].tolist(), groups[train].tolist(),
-                                                 members, calibration_percent))
+                                                 dealt, calibration_percent))
   test = np.flatnonzero(fold == test_fold)
   flips = networks.RECIPES[network].test_time_flips
 
@@ -162,22 +177,26 @@ def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_s
         None, epochs=epochs, seed=seed, verbose=0, hyperparameters=hyperparameters)[0]
 
   started = time.time()
-  trained = train_members([train[held_out != member] for member in range(members)])
-  chosen = [(trained[member], train[held_out == member]) for member in range(members)
-            if np.any(held_out == member)]
-  operating_point = calibration.choose_operating_point(
-      np.concatenate([predict([model], pixels[indices], flips) for model, indices in chosen]),
-      np.concatenate([labels[indices] for _, indices in chosen]), target_sensitivity)
-  if members > 1 and not ship_cross_fitted:
+  refit = members > 1 and not ship_cross_fitted
+  point = None
+  if operating_point or not refit:
+    trained = train_members([train[held_out != index] for index in range(dealt)])
+  if operating_point:
+    chosen = [(trained[index], train[held_out == index]) for index in range(dealt)
+              if np.any(held_out == index)]
+    point = calibration.choose_operating_point(
+        np.concatenate([predict([chooser], pixels[indices], flips)
+                        for chooser, indices in chosen]),
+        np.concatenate([labels[indices] for _, indices in chosen]), target_sensitivity)
+  if refit:
     trained = train_members([train] * members)
   seconds = time.time() - started
   uncalibrated = predict(trained, pixels[test], flips)
-  probabilities = calibration.temperature_scale(uncalibrated, operating_point.temperature)
-  result = score(labels[test], probabilities, uncalibrated, operating_point)
+  result = score(labels[test], uncalibrated, point)
   result['train_seconds'] = seconds
-  result['threshold'] = operating_point.malignant_threshold
-  result['temperature'] = operating_point.temperature
-  result['chosen_on_malignant'] = operating_point.calibration_malignant
+  result['threshold'] = point.malignant_threshold if point else None
+  result['temperature'] = point.temperature if point else np.nan
+  result['chosen_on_malignant'] = point.calibration_malignant if point else 0
   return result
 
 
@@ -211,7 +230,7 @@ def format_table(network: str, rows: List[Dict[str, float]]) -> str:
 
 
 PAIRED_COLUMNS = ('accuracy', 'macro_f1', 'macro_auc', 'sensitivity', 'specificity', 'regret',
-                  'ece_after', 'train_seconds')
+                  'ece_before', 'ece_after', 'train_seconds')
 
 
 def _test_fold(row: Dict[str, float]):
@@ -320,6 +339,13 @@ def main(argv=None) -> int:
   parser.add_argument('--ship-cross-fitted', action='store_true',
                       help='score the cross-fitted members themselves instead of an ensemble '
                       'refitted on the whole training part (as the Trainer ships it)')
+  parser.add_argument('--cross-fit-folds', type=int, default=calibration.DEFAULT_CROSS_FIT_FOLDS,
+                      help='for an ensemble: the folds its training part is dealt to, one '
+                      'cross-fitted network each, as the Trainer (default: %(default)s)')
+  parser.add_argument('--no-operating-point', dest='operating_point', action='store_false',
+                      help='train only the networks that ship and score what needs no operating '
+                      'point (accuracy, macro-F1, AUC, recalls, ECE before any temperature): '
+                      'for an ensemble of two, about 0.4 of the cost')
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
   if args.compare:
@@ -339,7 +365,8 @@ def main(argv=None) -> int:
                        repeated_folds(labels, groups, fold, args.folds, repeat), groups,
                        test_fold, args.image_size, args.epochs, args.seed,
                        args.calibration_percent, args.target_malignant_sensitivity, size,
-                       args.hyperparameters, args.ship_cross_fitted)
+                       args.hyperparameters, args.ship_cross_fitted, args.cross_fit_folds,
+                       args.operating_point)
         row['repeat'], row['fold'] = repeat, test_fold
         results.setdefault(name, []).append(row)
         print(f'{name} repeat {repeat} fold {test_fold}: ' + ', '.join(

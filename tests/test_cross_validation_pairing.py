@@ -60,3 +60,46 @@ def test_a_repeat_deals_the_same_groups_whole_and_stratified_in_another_order():
   # Each repeat its own deal: an image changes fold between two repeats four times in five.
   assert np.mean(first != second) > 0.6
   assert np.array_equal(first, benchmark.repeated_folds(labels, groups, planned, 5, 1))
+
+
+@pytest.fixture
+def trained_parts(monkeypatch):
+  """The training parts each `train_ensemble` call of the benchmark trained on (the number of
+  images of each network's dataset), recorded around the real training."""
+  calls = []
+  train_ensemble = benchmark.training.train_ensemble
+
+  def recorded(network, image_size, datasets, *args, **kwargs):
+    calls.append([sum(int(labels.shape[0]) for _, labels in dataset) for dataset in datasets])
+    return train_ensemble(network, image_size, datasets, *args, **kwargs)
+
+  monkeypatch.setattr(benchmark.training, 'train_ensemble', recorded)
+  return calls
+
+
+def test_a_fold_is_trained_as_the_trainer_trains_or_only_what_ships(trained_parts):
+  rng = np.random.default_rng(0)
+  labels = np.repeat([0, 1, 2], [24, 16, 10])
+  pixels = rng.random((len(labels), 16, 16, 3), dtype=np.float32)
+  groups = np.array([f'g{index // 2}' for index in range(len(labels))])
+  fold = benchmark.repeated_folds(labels, groups, None, 5, 1)
+  training_part = int(np.sum(fold != 0))
+
+  row = benchmark.run_fold('seed', pixels, labels, fold, groups, 0, 16, 1, 42, 15.0, 0.9,
+                           members=2, cross_fit_folds=4)
+  # Four cross-fitted networks, each on the training part less its fold (about three quarters),
+  # then the two members refitted on all of it: as the Trainer's default (models/model.py).
+  choosers, shipped = trained_parts
+  assert len(choosers) == 4 and sum(training_part - size for size in choosers) == training_part
+  assert shipped == [training_part] * 2
+  assert row['chosen_on_malignant'] == np.sum(labels[fold != 0] == 1)
+  # Every malignant image of the training part was predicted out of fold to choose the point.
+  assert all(np.isfinite(row[column]) for column in ('sensitivity', 'specificity', 'ece_after'))
+
+  trained_parts.clear()
+  row = benchmark.run_fold('seed', pixels, labels, fold, groups, 0, 16, 1, 42, 15.0, 0.9,
+                           members=2, cross_fit_folds=4, operating_point=False)
+  assert trained_parts == [[training_part] * 2]  # only the members that ship
+  assert all(np.isnan(row[column]) for column in ('sensitivity', 'specificity', 'regret',
+                                                  'ece_after'))
+  assert all(np.isfinite(row[column]) for column in ('accuracy', 'macro_auc', 'ece_before'))
