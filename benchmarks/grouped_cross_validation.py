@@ -169,11 +169,15 @@ def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_s
   flips = networks.RECIPES[network].test_time_flips
 
   def train_members(member_indices):
+    # One dataset per distinct part, as the Trainer's refitted members share theirs (a recipe
+    # that distils trains one teacher per dataset).
+    datasets = {}
+    for indices in member_indices:
+      datasets.setdefault(id(indices), training.prefetched(
+          tf.data.Dataset.from_tensor_slices((pixels[indices], labels[indices]))
+          .shuffle(len(indices), seed=seed, reshuffle_each_iteration=True).batch(BATCH_SIZE)))
     return training.train_ensemble(
-        network, image_size,
-        [training.prefetched(tf.data.Dataset.from_tensor_slices((pixels[indices], labels[indices]))
-                             .shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-                             .batch(BATCH_SIZE)) for indices in member_indices],
+        network, image_size, [datasets[id(indices)] for indices in member_indices],
         None, epochs=epochs, seed=seed, verbose=0, hyperparameters=hyperparameters)[0]
 
   started = time.time()

