@@ -16,8 +16,8 @@ folds (at least one per ensemble member; one network: a calibration set), a netw
 rest of each by `models.training.train_ensemble` with its recipe, the temperature and the
 malignant threshold chosen on their out-of-fold predictions, then the members refitted on the
 whole training part to be scored. `--no-operating-point` trains only the members that ship, for
-levers judged on accuracy, macro AUC and calibration before any temperature. For each network it prints per-fold and mean ±
-standard deviation of accuracy, macro-F1, one-vs-rest macro AUC, per-class recall, malignant
+levers judged on accuracy, macro AUC and calibration before any temperature. For each network it
+prints per-fold and mean ± standard deviation of accuracy, macro-F1, one-vs-rest macro AUC, per-class recall, malignant
 sensitivity and specificity at the shipped operating point, expected calibration error before
 and after temperature scaling, and training seconds; per fold also the threshold, the
 temperature and how many malignant images they were chosen on. `--members` trains ensembles of
@@ -160,9 +160,8 @@ def run_fold(network: str, pixels, labels, fold, groups, test_fold: int, image_s
   training part, one network without its calibration set) and scored before any temperature:
   the columns that need the point are NaN."""
   train = np.flatnonzero(fold != test_fold)
-  dealt = model.cross_fit_folds({model.CROSS_FIT_FOLDS_KEY: cross_fit_folds}, members)
-  if ship_cross_fitted:
-    dealt = members
+  dealt = (members if ship_cross_fitted
+           else model.cross_fit_folds({model.CROSS_FIT_FOLDS_KEY: cross_fit_folds}, members))
   held_out = np.array(group_split.held_out_folds(labels[train].tolist(), groups[train].tolist(),
                                                  dealt, calibration_percent))
   test = np.flatnonzero(fold == test_fold)

@@ -88,17 +88,15 @@ def distilled_dataset(dataset: tf.data.Dataset, teacher: Members, teacher_flips:
   · the teacher's probabilities of the image), shuffled again each epoch. The teacher predicts
   each image once, as it would serve it (its members averaged, test-time flips if its recipe
   has them): no augmentation, so the soft label says what the teacher sees in the image itself."""
-  pixels, labels = [], []
+  pixels, labels, taught = [], [], []
   for batch_pixels, batch_labels in dataset:
     pixels.append(batch_pixels.numpy())
     labels.append(np.ravel(batch_labels.numpy()))
+    taught.append(predict_probabilities(teacher, batch_pixels, teacher_flips).numpy())
   batch_size = len(pixels[0])
   pixels, labels = np.concatenate(pixels), np.concatenate(labels).astype(np.int64)
-  taught = np.concatenate([predict_probabilities(teacher, pixels[start:start + 64],
-                                                 teacher_flips).numpy()
-                           for start in range(0, len(pixels), 64)])
   mixed = ((1 - weight) * np.eye(len(features.LABEL_NAMES), dtype=np.float32)[labels]
-           + weight * taught.astype(np.float32))
+           + weight * np.concatenate(taught).astype(np.float32))
   return prefetched(tf.data.Dataset.from_tensor_slices((pixels, mixed))
                     .shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
                     .batch(batch_size))
@@ -172,7 +170,7 @@ def train_network(network: str, image_size: int, train_dataset: tf.data.Dataset,
     if recipe.mixing != 'none':
       raise ValueError(f'distillation and {recipe.mixing} both make the labels: choose one')
     # Class weights as above, from the class of each image: Keras weighs a soft label's example
-    # by its larger class, the image's own for a distillation weight below 0.5.
+    # by its larger class, the image's own for a distillation weight of at most 0.5.
     train_dataset = distilled_dataset(train_dataset, teacher,
                                       networks.RECIPES[recipe.teacher].test_time_flips,
                                       float(recipe.distillation_weight), seed)
@@ -253,7 +251,6 @@ def train_ensemble(network: str, image_size: int, train_datasets: Sequence[tf.da
 
 # Apart from the members' seeds (seed + member) for any ensemble size.
 TEACHER_SEED_OFFSET = 1000
-
 
 
 def member_probabilities(members: Members, pixels: tf.Tensor,

