@@ -44,6 +44,13 @@ def python() -> str:
   return sys.executable
 
 
+# For the runs whose subject is not the network (spans, the review station, a hospital's export):
+# the seed notebook's small CNN and no on-device model. A small run of it takes about 33 s on two
+# cores, one of EfficientNet-Lite0 about 78 s, mostly building, tracing and exporting that network
+# (docs/performance.md); `first_runs` and `pipeline_runs` keep the default network end to end.
+SMALL_NETWORK = ('--network', 'seed', '--tflite-weights', 'none')
+
+
 def _run_pipeline(python, project_root, data_root, output_dir, *extra_flags, temp_dir=None):
   """`local_runner.py` of the project at `project_root`, small and fast; asserts it succeeded.
   One network instead of the default's ensemble of two: the ensemble has its own run (the

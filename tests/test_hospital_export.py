@@ -15,6 +15,7 @@ import os
 import pathlib
 import subprocess
 
+import conftest
 import pytest
 
 from components import artifact_types, contracts
@@ -43,7 +44,7 @@ def hospital_run(tmp_path_factory, python, project_root, run_pipeline):
   training = run_pipeline(python, project_root, export, output_dir, '--min-accuracy', '0',
                           '--ensemble-members', '2', '--clip-frames', 'all',
                           '--labels', str(export / dicom.LABELS_FILE),
-                          '--identifier-key-file', str(key_file))
+                          '--identifier-key-file', str(key_file), *conftest.SMALL_NETWORK)
   inference = subprocess.run(
       [python, 'local_runner.py', '--output-dir', str(output_dir), '--infer-dir', str(export)],
       cwd=project_root, capture_output=True, text=True, timeout=900, check=False)

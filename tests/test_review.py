@@ -94,7 +94,8 @@ def test_a_reviewer_session_in_the_browser_becomes_the_next_span_the_pipeline_in
   synthetic.generate_dataset(str(data_root / 'span-1'), images_per_class=15, image_size=64,
                              seed=7)
   output_dir = tmp_path / 'output'
-  run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0')
+  run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
+               *conftest.SMALL_NETWORK)
   # New images to classify: two of each class, one in a nested folder.
   new = tmp_path / 'new'
   synthetic.generate_dataset(str(new / 'made'), images_per_class=2, image_size=64, seed=8)
@@ -257,7 +258,7 @@ def test_a_reviewer_session_in_the_browser_becomes_the_next_span_the_pipeline_in
 
   # The next run ingests span 2 as any new span (its drift from span 1 only warned about).
   run_pipeline(python, project_root, data_root, output_dir, '--min-accuracy', '0',
-               '--drift', 'warn')
+               '--drift', 'warn', *conftest.SMALL_NETWORK)
   store = metadata_store.open_store(str(output_dir / 'metadata.sqlite'))
   newest = max((artifact for artifact in store.get_artifacts_by_type('Examples')
                 if 'class_counts' in artifact.custom_properties), key=lambda a: a.id)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 
+import conftest
 import pytest
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.types import standard_artifacts
@@ -152,7 +153,7 @@ def local_runner(python, project_root, data_root, output_dir, *flags_given):
       [python, 'local_runner.py', '--data-root', str(data_root), '--output-dir',
        str(output_dir), '--epochs', '2', '--image-size', '48', '--ensemble-members', '1',
        '--min-accuracy', '0', '--min-malignant-recall', '0', '--max-calibration-error', '1',
-       *flags_given],
+       *conftest.SMALL_NETWORK, *flags_given],
       cwd=project_root, capture_output=True, text=True, timeout=900, check=False)
 
 
