@@ -39,7 +39,7 @@ from cli import command_line  # pylint: disable=g-import-not-at-top
 
 command_line.prepare_environment()
 
-from cli import exclusive_run, flags  # pylint: disable=g-import-not-at-top
+from cli import exclusive_run, flags, reader_flags  # pylint: disable=g-import-not-at-top
 from orchestration import metadata_connection  # pylint: disable=g-import-not-at-top
 from pipeline import configs  # pylint: disable=g-import-not-at-top
 from runs import after_run  # pylint: disable=g-import-not-at-top
@@ -56,7 +56,7 @@ def flag_parser() -> command_line.OneLineArgumentParser:
   parser = command_line.OneLineArgumentParser(
       prog=PROG, description=__doc__.splitlines()[0])
   flags.add_pipeline_flags(parser)
-  flags.add_metadata_flags(parser)
+  reader_flags.add_metadata_flags(parser)
   return parser
 
 

@@ -25,7 +25,7 @@ command_line.prepare_environment()
 # TFMA divides by zero for a class absent from a slice and reports NaN, which the summary shows.
 warnings.filterwarnings('ignore', category=RuntimeWarning, module='tensorflow_model_analysis')
 
-from cli import exclusive_run, flags  # pylint: disable=g-import-not-at-top
+from cli import exclusive_run, flags, reader_flags  # pylint: disable=g-import-not-at-top
 from orchestration import metadata_connection  # pylint: disable=g-import-not-at-top
 from pipeline import configs  # pylint: disable=g-import-not-at-top
 from runs import after_run  # pylint: disable=g-import-not-at-top
@@ -99,7 +99,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser = command_line.OneLineArgumentParser(
       prog=PROG, description='Run the breast-ultrasound TFX pipeline locally.')
   flags.add_pipeline_flags(parser)
-  flags.add_metadata_flags(parser)
+  reader_flags.add_metadata_flags(parser)
   parser.add_argument('--infer-dir', metavar='DIR',
                       help='instead of training: classify the images in DIR (any layout; lesion '
                       'masks and non-images are skipped and named) with the model a server would '

@@ -11,17 +11,15 @@ import re
 import sys
 from typing import List, Optional
 
-from cli import command_line
+from cli import command_line, reader_flags
 from components import contracts
 from inputs import dicom_files, identifiers, layout, manifest
 from models import backbones, features, networks
-from orchestration import metadata_connection
 from pipeline import configs
 
 EXIT_USAGE = command_line.EXIT_USAGE
 MAX_HASH_DISTANCE = 34
 _MODEL_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
-_PIPELINE_NAME = re.compile(r'^[a-z0-9][a-z0-9-]{0,62}$')  # what Vertex allows
 
 
 class _OldName(argparse.Action):
@@ -56,12 +54,6 @@ def _non_negative_int(text: str) -> int:
   if value < 0:
     raise argparse.ArgumentTypeError(f'must be 0 or more, got {value}')
   return value
-
-
-def _existing_file(text: str) -> str:
-  if not os.path.isfile(text):
-    raise argparse.ArgumentTypeError(f'{text} does not exist or is not a file')
-  return text
 
 
 def _image_size(text: str) -> int:
@@ -119,38 +111,6 @@ def _model_name(text: str) -> str:
   return text
 
 
-def _pipeline_name(text: str) -> str:
-  if not _PIPELINE_NAME.match(text):
-    raise argparse.ArgumentTypeError(
-        f'{text!r} is not a pipeline name (lowercase letters, digits and -, at most 63)')
-  return text
-
-
-def _metadata_connection(text: str) -> str:
-  try:
-    metadata_connection.parse_url(text)
-  except ValueError as error:
-    raise argparse.ArgumentTypeError(str(error)) from None
-  return text
-
-
-def add_pipeline_name_flag(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument('--pipeline-name', type=_pipeline_name, default=configs.PIPELINE_NAME,
-                      help='the pipeline\'s name in ML Metadata; pipelines sharing one '
-                      'store (--metadata-connection) each need their own (default: %(default)s)')
-
-
-def add_metadata_flags(parser: argparse.ArgumentParser) -> None:
-  """Where ML Metadata is: the runners that write it and the commands that read it."""
-  parser.add_argument('--metadata-connection', type=_metadata_connection, metavar='URL',
-                      help='ML Metadata on a MySQL or MariaDB server, '
-                      'mysql://USER@HOST[:PORT]/DB, the password from '
-                      f'--metadata-password-file or ${metadata_connection.PASSWORD_VARIABLE} '
-                      '(default: SQLite, <output-dir>/metadata.sqlite)')
-  parser.add_argument('--metadata-password-file', type=_existing_file, metavar='FILE',
-                      help="a file whose first line is the database server's password")
-
-
 def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = False) -> None:
   """The pipeline's flags, with PipelineConfig's defaults. With `paths_required` (a runner that
   compiles for remote storage), --data-root and --output-dir have no local default."""
@@ -160,11 +120,11 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       'span folders (span-1/, span-2/, ...) each holding them' + (
                           '' if paths_required else
                           ' (default: the synthetic set under data/, generated if missing)'))
-  parser.add_argument('--labels', type=_existing_file, metavar='CSV',
+  parser.add_argument('--labels', type=reader_flags.existing_file, metavar='CSV',
                       help='a manifest labelling the images under --data-root instead of class '
                       'folders: a CSV with columns file (relative to the data root), label and '
                       'optionally patient, study (docs/hospital-data.md)')
-  parser.add_argument('--identifier-key-file', type=_existing_file, metavar='FILE',
+  parser.add_argument('--identifier-key-file', type=reader_flags.existing_file, metavar='FILE',
                       help='a file whose first line is the secret key that turns patient IDs '
                       '(a manifest\'s patient column, DICOM PatientID) into pseudonyms; default: '
                       f'${identifiers.KEY_VARIABLE}')
@@ -176,7 +136,7 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       default=None if paths_required else defaults.output_dir,
                       help='where ML Metadata, artifacts and the serving directory go' + (
                           '' if paths_required else ' (default: %(default)s)'))
-  add_pipeline_name_flag(parser)
+  reader_flags.add_pipeline_name_flag(parser)
   parser.add_argument('--epochs', type=_positive_int, default=defaults.epochs,
                       help="training epochs (default: the network's recipe: 12 for "
                       "efficientnet_lite0, 40 for sepconv_residual, 15 for seed)")
@@ -302,7 +262,8 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, paths_required: bool = F
                       help='infer the schema again from this run\'s statistics instead of '
                       'validating against the pinned one (the first run\'s); the new schema is '
                       'pinned from then on')
-  parser.add_argument('--schema-file', type=_existing_file, default=defaults.schema_file,
+  parser.add_argument('--schema-file', type=reader_flags.existing_file,
+                      default=defaults.schema_file,
                       help='validate and transform against this schema (schema.pbtxt, TFDV\'s '
                       'text format) instead of the pinned one')
   parser.add_argument('--drift', choices=('stop', 'warn'), default=defaults.drift_policy,
@@ -335,7 +296,7 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       clip_frames=args.clip_frames,
       output_dir=args.output_dir,
       pipeline_name=args.pipeline_name,
-      **store_settings(args),
+      **reader_flags.store_settings(args),
       epochs=args.epochs,
       ensemble_members=args.ensemble_members,
       backbone_weights=args.backbone_weights,
@@ -373,29 +334,6 @@ def config_from_flags(args: argparse.Namespace, **overrides) -> configs.Pipeline
       beam_pipeline_args=configs.beam_pipeline_args(args.beam_workers, args.beam_arg))
   settings.update(overrides)
   return configs.PipelineConfig(**settings)
-
-
-def add_reader_flags(parser: argparse.ArgumentParser) -> None:
-  """The flags of a command that reads a pipeline's runs: its output dir, its name and its
-  store; `reader_config` turns them into a configuration."""
-  parser.add_argument('--output-dir', default=configs.DEFAULT_OUTPUT_DIR,
-                      help="the pipeline's --output-dir (default: %(default)s)")
-  add_pipeline_name_flag(parser)
-  add_metadata_flags(parser)
-
-
-def store_settings(args: argparse.Namespace) -> dict:
-  """The PipelineConfig fields of add_metadata_flags' flags (none where a parser lacks them)."""
-  password_file = getattr(args, 'metadata_password_file', None)
-  return dict(metadata_connection=getattr(args, 'metadata_connection', None),
-              metadata_password_file=password_file and os.path.abspath(password_file))
-
-
-def reader_config(args: argparse.Namespace) -> configs.PipelineConfig:
-  """The configuration a command that reads ML Metadata needs: where the store is, and which
-  pipeline in it."""
-  return configs.PipelineConfig(output_dir=os.path.abspath(args.output_dir),
-                                pipeline_name=args.pipeline_name, **store_settings(args))
 
 
 def check_inputs(config: configs.PipelineConfig) -> Optional[str]:

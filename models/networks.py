@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import tf_keras as keras
 
-from models import augmentation, backbones
+from models import augmentation, backbones, defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,7 +217,7 @@ RECIPES: Dict[str, Recipe] = {
                     pretrained_backbone=True, frozen_epochs=10, unfrozen_layers=unfrozen)
        for name, unfrozen in (('efficientnet_b0', 40), ('mobilenet_v3_small', 30))},
 }
-DEFAULT_NETWORK = 'efficientnet_lite0'
+DEFAULT_NETWORK = defaults.DEFAULT_NETWORK
 
 
 def tunable_networks():

@@ -9,12 +9,9 @@ import dataclasses
 import os
 from typing import List, Optional
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.transforms.environments import DockerEnvironment
-
 from components import contracts, near_duplicates
 from inputs import layout
-from models import calibration, features, networks
+from models import calibration, defaults, features
 
 PIPELINE_NAME = 'breast-ultrasound'  # Vertex allows [a-z0-9-] only
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +24,9 @@ _SDK_CONTAINER_IMAGE_FLAG = '--sdk_container_image='
 def direct_runner_args(workers: int) -> List[str]:
   """Beam's DirectRunner in this process (1 worker), or with `workers` worker processes that get
   every step pickled, as a distributed runner's workers do."""
+  # Beam is imported here, not with the module: the commands that only read the configuration
+  # (the inspector) start without it.
+  from apache_beam.transforms import environments  # pylint: disable=g-import-not-at-top
   if workers <= 1:
     mode = ['--direct_running_mode=in_memory', '--direct_num_workers=1']
   else:
@@ -34,13 +34,15 @@ def direct_runner_args(workers: int) -> List[str]:
   # Without a dependency flag TFX packs a copy of itself (2 s, 49 MB in a temporary folder it
   # never removes) for every Beam step it runs, for remote workers to install. The DirectRunner's
   # workers are this Python, which has TFX, and never read this flag.
-  return mode + [_SDK_CONTAINER_IMAGE_FLAG + DockerEnvironment.default_docker_image()]
+  return mode + [_SDK_CONTAINER_IMAGE_FLAG + environments.DockerEnvironment.default_docker_image()]
 
 
 def beam_pipeline_args(workers: int, user_args: List[str]) -> List[str]:
   """The DirectRunner's arguments, then the user's (Beam takes the last value of a flag). A user
   who names another runner gets TFX's own packing for its workers, unless they say otherwise."""
-  runner = PipelineOptions(list(user_args)).view_as(StandardOptions).runner
+  from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+  runner = pipeline_options.PipelineOptions(list(user_args)).view_as(
+      pipeline_options.StandardOptions).runner
   if runner and runner.lower().removesuffix('runner') != 'direct':
     return [arg for arg in direct_runner_args(workers)
             if not arg.startswith(_SDK_CONTAINER_IMAGE_FLAG)] + list(user_args)
@@ -90,7 +92,7 @@ class PipelineConfig:
   max_feature_drift: float = 0.15
   # Transform and Trainer
   image_size: int = features.DEFAULT_IMAGE_SIZE
-  network: str = networks.DEFAULT_NETWORK
+  network: str = defaults.DEFAULT_NETWORK
   epochs: Optional[int] = None  # None: the network recipe's
   ensemble_members: Optional[int] = None  # None: the network recipe's
   # A pretrained backbone's weights file, or 'random'; None: its own source, a package or Keras's

@@ -21,7 +21,7 @@ from cli import command_line
 command_line.prepare_environment()
 
 # pylint: disable=g-import-not-at-top
-from cli import exclusive_run, flags
+from cli import exclusive_run, reader_flags
 from orchestration import metadata_connection
 
 PROG = 'python -m review'
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
   for command in (label, export):
     command.add_argument('--run', help='the batch inference run (default: the newest)')
   for command in (label, export, serve):
-    flags.add_reader_flags(command)
+    reader_flags.add_reader_flags(command)
   return parser
 
 
@@ -86,7 +86,7 @@ def serve(config, host: str, port: int) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
   parser = _parser()
   args = parser.parse_args(argv)
-  config = flags.reader_config(args)
+  config = reader_flags.reader_config(args)
   problem = metadata_connection.reader_problem(config)
   if problem:
     parser.exit(exclusive_run.exit_code_of_problem(config), f'{PROG}: error: {problem}\n')

@@ -42,7 +42,7 @@ from cli import command_line
 
 command_line.prepare_environment()
 
-from cli import exclusive_run, flags  # pylint: disable=g-import-not-at-top
+from cli import exclusive_run, reader_flags  # pylint: disable=g-import-not-at-top
 from orchestration import metadata_connection, output_lock  # pylint: disable=g-import-not-at-top
 from runs import metadata_store  # pylint: disable=g-import-not-at-top
 
@@ -317,7 +317,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
   parser = command_line.OneLineArgumentParser(
       prog='python -m runs.inspect', parents=[json_flag],
       description='Inspect the ML Metadata of pipeline runs.')
-  flags.add_reader_flags(parser)
+  reader_flags.add_reader_flags(parser)
   commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND',
                                    parser_class=command_line.OneLineArgumentParser)
   commands.add_parser('runs', parents=[json_flag], help='pipeline runs and their components')
@@ -344,7 +344,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
   args = parse_args(argv)
   logging.getLogger('tensorflow').setLevel(logging.ERROR)  # TFMA's deprecation notices
-  config = flags.reader_config(args)
+  config = reader_flags.reader_config(args)
   problem = metadata_connection.reader_problem(config)
   if problem:
     print(f'runs.inspect: error: {problem}', file=sys.stderr)

@@ -26,7 +26,7 @@ from cli import command_line
 
 command_line.prepare_environment()
 
-from cli import exclusive_run, flags  # pylint: disable=g-import-not-at-top
+from cli import exclusive_run, reader_flags  # pylint: disable=g-import-not-at-top
 from models import features  # pylint: disable=g-import-not-at-top
 from orchestration import metadata_connection  # pylint: disable=g-import-not-at-top
 from pipeline import code_version  # pylint: disable=g-import-not-at-top
@@ -139,9 +139,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                       '`python -m runs.inspect runs`')
   parser.add_argument('--screenshot', metavar='PNG',
                       help='also render the page in headless Chromium to this PNG')
-  flags.add_reader_flags(parser)
+  reader_flags.add_reader_flags(parser)
   args = parser.parse_args(argv)
-  config = flags.reader_config(args)
+  config = reader_flags.reader_config(args)
   problem = metadata_connection.reader_problem(config)
   if problem:
     print(f'runs.report: error: {problem}', file=sys.stderr)

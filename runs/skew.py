@@ -32,7 +32,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.utils import io_utils
 
-from cli import exclusive_run, flags
+from cli import exclusive_run, reader_flags
 from components import contracts
 from components.drift_check.component import measurements, with_comparators
 from inputs import image_files
@@ -176,9 +176,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help='the largest Jensen-Shannon divergence of a served feature from '
                       'training (default: %(default)s, the drift threshold)')
   parser.add_argument('--json', action='store_true', help='print JSON instead of tables')
-  flags.add_reader_flags(parser)
+  reader_flags.add_reader_flags(parser)
   args = parser.parse_args(argv)
-  config = flags.reader_config(args)
+  config = reader_flags.reader_config(args)
   problem = metadata_connection.reader_problem(config)
   if problem:
     parser.exit(exclusive_run.exit_code_of_problem(config),

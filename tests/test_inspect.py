@@ -141,3 +141,19 @@ def test_missing_store_is_one_line(python, project_root, tmp_path):
                              timeout=120, check=False)
   assert completed.returncode == 2
   assert completed.stderr.count('\n') == 1 and 'no ML Metadata' in completed.stderr
+
+
+def test_runs_artifacts_and_lineage_load_neither_tensorflow_nor_beam(python, project_root,
+                                                                    pipeline_runs):
+  """They only read ML Metadata: TensorFlow and Beam would more than double the inspector's
+  start-up (about 5 s against 2 on two cores). `models` reads TFMA's evaluations, and loads it."""
+  probe = ('import sys\n'
+           'from runs import inspect\n'
+           'for command in ("runs", "artifacts", "lineage"):\n'
+           '  assert inspect.main(["--output-dir", sys.argv[1], command]) == 0\n'
+           'print(sorted({"tensorflow", "apache_beam", "tfx"} & set(sys.modules)))\n')
+  completed = subprocess.run([python, '-c', probe, str(pipeline_runs['output_dir'])],
+                             cwd=project_root, capture_output=True, text=True, timeout=120,
+                             check=False)
+  assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+  assert completed.stdout.strip().splitlines()[-1] == '[]'
