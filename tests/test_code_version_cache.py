@@ -24,7 +24,8 @@ def test_fingerprint_covers_what_a_component_imports_and_nothing_else():
           'models/augmentation.py', 'models/backbones.py', 'models/self_supervised.py',
           'models/on_device.py', 'models/efficientnet_lite.py', 'models/torch_checkpoint.py',
           'models/serving_warmup.py', 'models/datasets.py', 'models/export.py',
-          'models/training_curves.py', 'models/warm_start.py', 'models/__init__.py'} == trainer
+          'models/training_curves.py', 'models/warm_start.py', 'models/defaults.py',
+          'models/__init__.py'} == trainer
   # The Tuner's code is the Trainer's and its own.
   assert relative_modules('models.tuning') == trainer | {'models/tuning.py'}
   quality = relative_modules('components.data_quality.component')
