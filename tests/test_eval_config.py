@@ -15,13 +15,14 @@ from pipeline import eval_config
 def overall_metrics(labels, probabilities, decisions=None, uncalibrated=None,
                     gate_on_bounds=False) -> dict:
   """The pipeline's metrics of each model output, on data frames instead of a model (TFMA's
-  raw-data analysis takes one output at a time) and without the gate (its "no regression"
-  part needs a baseline model). `decisions` default to the most probable class."""
-  decisions = (probabilities.argmax(axis=1) if decisions is None else np.asarray(decisions))
-  outputs = {metric_names.PROBABILITIES_OUTPUT: probabilities,
-             metric_names.OPERATING_POINT_OUTPUT: np.eye(3)[decisions],
-             metric_names.UNCALIBRATED_OUTPUT: (probabilities if uncalibrated is None
-                                               else uncalibrated)}
+  raw-data analysis takes one output at a time, a Beam pipeline each) and without the gate (its
+  "no regression" part needs a baseline model). The outputs at the operating point and before
+  calibration only when `decisions` or `uncalibrated` are given."""
+  outputs = {metric_names.PROBABILITIES_OUTPUT: probabilities}
+  if decisions is not None:
+    outputs[metric_names.OPERATING_POINT_OUTPUT] = np.eye(3)[np.asarray(decisions)]
+  if uncalibrated is not None:
+    outputs[metric_names.UNCALIBRATED_OUTPUT] = uncalibrated
   found = {}
   for output, predictions in outputs.items():
     config = eval_config.build_eval_config(min_accuracy=0.0, gate_on_bounds=gate_on_bounds)
