@@ -21,6 +21,7 @@ Tuner (`--tune`, models/tuning.py) may change, which `with_hyperparameters` appl
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import tf_keras as keras
@@ -86,15 +87,18 @@ def with_hyperparameters(recipe: Recipe, hyperparameters: Mapping[str, Any]) -> 
   return dataclasses.replace(recipe, **training_values, options={**recipe.options, **options})
 
 
-def seed_cnn(image_size: int, num_classes: int) -> keras.Model:
-  """The seed notebook's network: flip/rotation/zoom augmentation, three conv blocks, dropout."""
-  augmentation = keras.Sequential([
+def _seed_notebook_augmentation() -> keras.Sequential:
+  return keras.Sequential([
       keras.layers.RandomFlip('horizontal'),
       keras.layers.RandomRotation(0.1),
       keras.layers.RandomZoom(0.1),
   ], name='augmentation')
+
+
+def seed_cnn(image_size: int, num_classes: int) -> keras.Model:
+  """The seed notebook's network: flip/rotation/zoom augmentation, three conv blocks, dropout."""
   inputs = keras.Input(shape=(image_size, image_size, 3), name='image_pixels')
-  x = augmentation(inputs)
+  x = _seed_notebook_augmentation()(inputs)
   for filters in (16, 32, 64):
     x = keras.layers.Conv2D(filters, 3, padding='same', activation='relu')(x)
     x = keras.layers.MaxPooling2D()(x)
@@ -122,7 +126,8 @@ WORKING_SIZE = 160
 
 def sepconv_residual(image_size: int, num_classes: int, width: float = 1.0,
                      dropout: float = 0.4, augmentation_strength: float = 1.0,
-                     working_size: int = WORKING_SIZE) -> keras.Model:
+                     working_size: int = WORKING_SIZE,
+                     augmentation_policy: str = 'ultrasound') -> keras.Model:
   """Strided stem, three residual separable-conv blocks, global average pooling. `width`
   scales every layer's filters."""
   # Hyperparameters read back from ML Metadata are JSON numbers: 128.0 for 128.
@@ -136,7 +141,7 @@ def sepconv_residual(image_size: int, num_classes: int, width: float = 1.0,
     # Lesions span tens of pixels at 180 px; 160 keeps them and cuts the work by a fifth, and
     # found more malignant cases than 128 px at the same accuracy (docs/experiments.md).
     x = keras.layers.Resizing(working_size, working_size, interpolation='area')(x)
-  x = augmentation.ultrasound_augmentation(augmentation_strength)(x)
+  x = augmentation.augmentation_layers(augmentation_policy, augmentation_strength)(x)
   # Two strided convolutions first: full-resolution layers are where a CPU spends its time.
   x = _conv_bn_relu(x, filters(24), strides=2)
   x = _conv_bn_relu(x, filters(48), strides=2)
@@ -218,6 +223,19 @@ RECIPES: Dict[str, Recipe] = {
        for name, unfrozen in (('efficientnet_b0', 40), ('mobilenet_v3_small', 30))},
 }
 DEFAULT_NETWORK = defaults.DEFAULT_NETWORK
+
+
+def training_augmentation(recipe: Recipe) -> keras.layers.Layer:
+  """The augmentation layer `recipe.build` puts in front of its network, with the recipe's
+  options, built alone: what the report draws, without building the network (2–3 s for a
+  backbone). Every network but the seed notebook's takes `augmentation_policy` and
+  `augmentation_strength`; their defaults are read from its `build`."""
+  if recipe.build is seed_cnn:
+    return _seed_notebook_augmentation()
+  parameters = inspect.signature(recipe.build).parameters
+  policy, strength = (recipe.options.get(name, parameters[name].default)
+                      for name in ('augmentation_policy', 'augmentation_strength'))
+  return augmentation.augmentation_layers(policy, strength)
 
 
 def tunable_networks():

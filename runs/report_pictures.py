@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from models import backbones, features, networks, preprocessing  # pylint: disable=g-import-not-at-top
+from models import features, networks, preprocessing  # pylint: disable=g-import-not-at-top
 from runs.report_facts import ReportFacts  # pylint: disable=g-import-not-at-top
 from serving.overlay import heat_overlay  # pylint: disable=g-import-not-at-top
 
@@ -62,12 +62,8 @@ def draw_augmented(samples: Dict[str, List[Tuple[str, bytes]]], network: str, im
                    seed: int = 0) -> None:
   """One image per class, then what the network's training augmentation (with the run's
   hyperparameters, e.g. a tuned augmentation strength) makes of it."""
-  recipe = networks.with_hyperparameters(networks.RECIPES[network], hyperparameters or {})
-  # Only the augmentation layer is used: a pretrained backbone's weights do not matter here.
-  options = {**recipe.options, **({'backbone_weights': backbones.RANDOM_WEIGHTS}
-                                  if recipe.pretrained_backbone else {})}
-  augmentation = recipe.build(image_size, len(features.LABEL_NAMES), **options).get_layer(
-      'augmentation')
+  augmentation = networks.training_augmentation(
+      networks.with_hyperparameters(networks.RECIPES[network], hyperparameters or {}))
   tf.random.set_seed(seed)
   firsts = {label: found[0] for label, found in samples.items() if found}
   figure, axes = plt.subplots(len(firsts), AUGMENTED_PER_CLASS + 1,

@@ -9,7 +9,7 @@ from scipy import ndimage
 import tensorflow as tf
 
 from data import synthetic
-from models import augmentation, backbones
+from models import augmentation, backbones, networks
 
 SIZE = 128
 
@@ -121,3 +121,31 @@ def test_a_network_trains_under_either_policy_and_refuses_another():
                      r'ultrasound, diverse\)'):
     backbones.backbone_network(64, 3, 'efficientnet_lite0', backbones.RANDOM_WEIGHTS,
                                working_size=64, augmentation_policy='randaugment')
+
+
+def _without_names(config):
+  """A layer's config without what differs between instances (the names Keras numbers) or
+  comes from being built on an input (the input layer and shape)."""
+  if isinstance(config, dict):
+    return {key: _without_names(value) for key, value in config.items()
+            if key not in ('name', 'build_input_shape', 'build_config')}
+  if isinstance(config, list):
+    return [_without_names(value) for value in config
+            if not (isinstance(value, dict) and value.get('class_name') == 'InputLayer')]
+  return config
+
+
+@pytest.mark.parametrize('network, hyperparameters', [
+    ('seed', {}), ('sepconv_residual', {'augmentation_strength': 1.5}),
+    ('efficientnet_lite0', {}), ('efficientnet_lite0', {'augmentation_policy': 'diverse'})])
+def test_the_augmentation_built_alone_is_the_one_the_network_trains_with(network,
+                                                                         hyperparameters):
+  """The report draws `training_augmentation` without building the network: it must be the
+  network's own layer, with the recipe's options."""
+  recipe = networks.with_hyperparameters(networks.RECIPES[network], hyperparameters)
+  options = {**recipe.options, **({'backbone_weights': backbones.RANDOM_WEIGHTS}
+                                  if recipe.pretrained_backbone else {})}
+  trained_with = recipe.build(64, 3, **options).get_layer('augmentation')
+  alone = networks.training_augmentation(recipe)
+  assert type(alone) is type(trained_with)
+  assert _without_names(alone.get_config()) == _without_names(trained_with.get_config())
