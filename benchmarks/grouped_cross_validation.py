@@ -2,7 +2,8 @@
 
     python -m benchmarks.grouped_cross_validation --data-root ../shared/data/busi
         [--folds 5] [--repeats 3] [--models sepconv_residual seed] [--image-size 180] [--epochs N]
-        [--run-folds 0 1 ...] [--calibration-percent 15] [--target-malignant-sensitivity 0.9]
+        [--run-folds 0 1 ...] [--run-repeats 1 2 ...] [--calibration-percent 15]
+        [--target-malignant-sensitivity 0.9]
         [--members 1 2 3] [--ship-cross-fitted] [--cross-fit-folds 4] [--no-operating-point]
         [--hyperparameters '{"width": 1.25}'] [--json results.json]
     python -m benchmarks.grouped_cross_validation --compare base.json new.json [--baseline NAME]
@@ -327,6 +328,9 @@ def main(argv=None) -> int:
   parser.add_argument('--epochs', type=int, help="override each recipe's epochs")
   parser.add_argument('--run-folds', type=int, nargs='+',
                       help='test only these folds (default: all)')
+  parser.add_argument('--run-repeats', type=int, nargs='+',
+                      help='deal and test only these repeats (default: 0 to --repeats - 1), '
+                      'e.g. 1 2 for a file to --compare beside one of repeat 0')
   parser.add_argument('--seed', type=int, default=42)
   parser.add_argument('--calibration-percent', type=float, default=15.0,
                       help="with one network: the share of each fold's training part set aside "
@@ -362,7 +366,7 @@ def main(argv=None) -> int:
     for size in sorted(set(args.members or [networks.RECIPES[network].members])):
       name = (network if size == 1 else f'{network} ×{size}') + (
           ' cross-fitted' if args.ship_cross_fitted and size > 1 else '')
-      for repeat, test_fold in itertools.product(range(args.repeats),
+      for repeat, test_fold in itertools.product(args.run_repeats or range(args.repeats),
                                                  args.run_folds or range(args.folds)):
         row = run_fold(network, pixels, labels,
                        repeated_folds(labels, groups, fold, args.folds, repeat), groups,

@@ -1,12 +1,14 @@
 """The grouped cross-validation benchmark's paired comparison: fold by fold, with its standard
 error corrected for cross-validation, and its repeats: the same groups dealt again."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from benchmarks import grouped_cross_validation as benchmark
+from data import synthetic
 
 
 def _rows(accuracies, folds=None, repeat=None):
@@ -103,3 +105,16 @@ def test_a_fold_is_trained_as_the_trainer_trains_or_only_what_ships(trained_part
   assert all(np.isnan(row[column]) for column in ('sensitivity', 'specificity', 'regret',
                                                   'ece_after'))
   assert all(np.isfinite(row[column]) for column in ('accuracy', 'macro_auc', 'ece_before'))
+
+
+def test_a_later_repeat_is_dealt_and_tested_alone(tmp_path):
+  """`--run-repeats 1`: repeat 1's deal, without training repeat 0 again, for a file to compare
+  beside one of repeat 0."""
+  data_root = tmp_path / 'images'
+  synthetic.generate_dataset(str(data_root), images_per_class=10, image_size=32, seed=0)
+  results = tmp_path / 'results.json'
+  assert benchmark.main(['--data-root', str(data_root), '--models', 'seed', '--image-size', '16',
+                         '--epochs', '1', '--run-folds', '0', '--run-repeats', '1',
+                         '--no-operating-point', '--json', str(results)]) == 0
+  [rows] = json.loads(results.read_text())['results'].values()
+  assert [(row['repeat'], row['fold']) for row in rows] == [(1, 0)]
