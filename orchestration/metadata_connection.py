@@ -26,6 +26,7 @@ keep them apart:
 import contextlib
 import dataclasses
 import os
+import time
 import urllib.parse
 from typing import Iterator, Optional, Union
 
@@ -147,6 +148,23 @@ def _first_line(error: BaseException) -> str:
   return text.splitlines()[0] if text else error.__class__.__name__
 
 
+# ML Metadata's words when another process is creating the schema of the same empty database
+# (a DAG's first task and a local run starting on a new shared store): it asks for a retry.
+_SCHEMA_BEING_CREATED = 'Please retry connection'
+
+
+def _open_new_or_existing_store(config, attempts: int = 10, pause_seconds: float = 1.0):
+  """ML Metadata's store, retried while another process creates its schema."""
+  import ml_metadata as mlmd  # pylint: disable=g-import-not-at-top
+  for attempt in range(attempts):
+    try:
+      return mlmd.MetadataStore(connection_config(config))
+    except Exception as error:  # pylint: disable=broad-except  # ML Metadata raises many kinds
+      if _SCHEMA_BEING_CREATED not in str(error) or attempt == attempts - 1:
+        raise
+      time.sleep(pause_seconds)
+
+
 def unreachable(config) -> Optional[str]:
   """One line saying why the store cannot be opened for writing, or None when it can. A server's
   database is created here when it is missing (ML Metadata does it on first connection)."""
@@ -158,9 +176,8 @@ def unreachable(config) -> Optional[str]:
   except OSError as error:
     return (f'cannot read --metadata-password-file {config.metadata_password_file}: '
             f'{error.strerror}')
-  import ml_metadata as mlmd  # pylint: disable=g-import-not-at-top
   try:
-    mlmd.MetadataStore(connection_config(config))
+    _open_new_or_existing_store(config)
     return None
   except Exception as store_error:  # pylint: disable=broad-except
     # ML Metadata's own message is often only 'connection pointer is NULL'; the server's reason
